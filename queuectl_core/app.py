@@ -1,0 +1,85 @@
+"""The resolved application: configuration, plugins, and the storage,
+executor and backoff policy they select. Everything is built lazily, so a
+command pays only for what it uses."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from .config import AppConfig
+from .errors import ConfigError, PluginError, QueuectlError
+from .executor import Executor
+from .models import Settings, settings_from_stored, validation_message
+from .plugins import Plugins, build_plugins
+from .registry import BackoffPolicy, PluginContext
+from .storage import Storage
+
+
+def _options(model: type[BaseModel] | None, raw: dict[str, Any], what: str) -> Any:
+    if model is None:
+        if raw:
+            raise ConfigError(f"{what} takes no options, got: {', '.join(sorted(raw))}")
+        return None
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"options of {what}: {validation_message(exc)}") from None
+
+
+class App:
+    def __init__(self, config: AppConfig, plugins: Plugins | None = None) -> None:
+        self.config = config
+        if plugins is not None:
+            self.__dict__["plugins"] = plugins
+
+    @property
+    def context(self) -> PluginContext:
+        return PluginContext(home=self.config.home)
+
+    @cached_property
+    def plugins(self) -> Plugins:
+        return build_plugins()
+
+    def open_storage(self) -> Storage:
+        """A new storage instance of the selected backend."""
+        spec = self.plugins.backend(self.config.backend)
+        what = f"backend {spec.name!r}"
+        options = _options(spec.options_model, self.config.backend_options(spec.name), what)
+        assert spec.factory is not None, f"{what} has no factory"
+        try:
+            return spec.factory(options, self.context)
+        except QueuectlError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"{what} (from {spec.distribution}) failed to open: {exc}") from exc
+
+    @cached_property
+    def storage(self) -> Storage:
+        return self.open_storage()
+
+    def settings(self, storage: Storage | None = None) -> Settings:
+        """Effective runtime settings: stored > YAML defaults > built-in."""
+        store = storage or self.storage
+        return settings_from_stored(store.get_settings(), self.config.file.defaults)
+
+    def executor(self) -> Executor:
+        name = self.config.file.executor
+        spec = self.plugins.executor(name)
+        what = f"executor {spec.name!r}"
+        options = _options(spec.options_model, self.config.executor_options(spec.name), what)
+        assert spec.factory is not None, f"{what} has no factory"
+        return spec.factory(options, self.context)
+
+    def backoff_policy(self) -> BackoffPolicy:
+        retry = self.config.file.retry
+        spec = self.plugins.backoff_policy(retry.policy)
+        options = _options(spec.options_model, retry.options, f"backoff policy {spec.name!r}")
+        assert spec.factory is not None
+        return spec.factory(options)
+
+    def close(self) -> None:
+        if "storage" in self.__dict__:
+            self.__dict__.pop("storage").close()

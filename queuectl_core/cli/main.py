@@ -1,0 +1,177 @@
+"""Entry point: global options, lazy command loading and error handling.
+
+Heavy modules (pydantic models, plugins, storage) are imported inside the
+commands that need them, so ``queuectl --help`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from .. import __version__
+from ..errors import QueuectlError
+
+if TYPE_CHECKING:
+    from ..app import App
+
+
+class State:
+    """Global options, resolved into an App on first use."""
+
+    def __init__(self, home: str | None, config: str | None, backend: str | None) -> None:
+        self.home = home
+        self.config = config
+        self.backend = backend
+        self._app: App | None = None
+
+    def app(self) -> App:
+        if self._app is None:
+            from ..app import App
+            from ..config import resolve_config
+
+            self._app = App(resolve_config(home=self.home, config=self.config,
+                                           backend=self.backend))
+        return self._app
+
+    def child_global_args(self) -> list[str]:
+        """Global options that make a child process see the same queue."""
+        app = self.app()
+        args = ["--home", str(app.config.home), "--backend", app.config.backend]
+        if app.config.config_path is not None:
+            args += ["--config", str(app.config.config_path)]
+        return args
+
+    def close(self) -> None:
+        if self._app is not None:
+            self._app.close()
+
+
+# Original spellings kept as hidden aliases: name -> (group, subcommand).
+ALIASES = {
+    "worker-start": ("worker", "start"),
+    "worker-stop": ("worker", "stop"),
+    "dlq-list": ("dlq", "list"),
+    "dlq-retry": ("dlq", "retry"),
+    "config-get": ("config", "get"),
+    "config-set": ("config", "set"),
+}
+
+COMMANDS = {
+    "enqueue": ("queuectl_core.cli.jobs", "enqueue"),
+    "status": ("queuectl_core.cli.jobs", "status"),
+    "list": ("queuectl_core.cli.jobs", "list_cmd"),
+    "show": ("queuectl_core.cli.jobs", "show"),
+    "dlq": ("queuectl_core.cli.jobs", "dlq"),
+    "worker": ("queuectl_core.cli.workers", "worker"),
+    "config": ("queuectl_core.cli.settings", "config"),
+    "plugins": ("queuectl_core.cli.settings", "plugins_cmd"),
+}
+
+SHORT_HELP = {
+    "enqueue": "Add a job (JSON, flags, or a file of JSON lines).",
+    "status": "Count jobs per state and show active workers.",
+    "list": "List jobs, optionally only those in one state.",
+    "show": "Show one job with every attempt.",
+    "dlq": "Inspect and retry jobs in the dead letter queue.",
+    "worker": "Start, run and stop worker processes.",
+    "config": "Get and set runtime settings (shared by all workers).",
+    "plugins": "List installed plugins and what they provide.",
+}
+
+
+class LazyGroup(click.Group):
+    """Loads a command's module only when that command runs."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in ALIASES:
+            group_name, sub = ALIASES[cmd_name]
+            group = self.get_command(ctx, group_name)
+            assert isinstance(group, click.Group)
+            return group.get_command(ctx, sub)
+        if cmd_name not in COMMANDS:
+            return None
+        import importlib
+
+        module_name, attr = COMMANDS[cmd_name]
+        command: click.Command = getattr(importlib.import_module(module_name), attr)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, SHORT_HELP[name]) for name in COMMANDS]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+        with formatter.section("Aliases (the original spellings)"):
+            formatter.write_dl([(a, f"queuectl {g} {s}") for a, (g, s) in ALIASES.items()])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--backend", metavar="NAME", help="Storage backend (default: from config, "
+              "else sqlite). Env: QUEUECTL_BACKEND.")
+@click.option("--config", "config_path", metavar="PATH", help="YAML config file (default: "
+              "$QUEUECTL_HOME/queuectl.yaml). Env: QUEUECTL_CONFIG.")
+@click.option("--home", metavar="DIR", help="Directory for all state (default: "
+              "~/.local/share/queuectl). Env: QUEUECTL_HOME.")
+@click.version_option(__version__, "--version", prog_name="queuectl")
+@click.pass_context
+def cli(ctx: click.Context, backend: str | None, config_path: str | None,
+        home: str | None) -> None:
+    """queuectl: a background job queue for shell commands.
+
+    Enqueue commands as jobs, start workers, and each job runs once, with
+    retries (exponential backoff) and a dead letter queue for jobs that keep
+    failing. Global options go before the command:
+
+        queuectl --backend sqlite status
+    """
+    state = State(home, config_path, backend)
+    ctx.obj = state
+    ctx.call_on_close(state.close)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: one line on stderr for any error."""
+    code = 0
+    try:
+        rv = cli.main(args=argv, prog_name="queuectl", standalone_mode=False)
+        if isinstance(rv, int):
+            code = rv
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        code = 130
+    except QueuectlError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        code = 130
+    except BrokenPipeError:
+        # Output piped into `head` and the like: not an error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 0
+    except Exception as exc:
+        if os.environ.get("QUEUECTL_DEBUG"):
+            raise
+        click.echo(f"Error: internal error: {type(exc).__name__}: {exc} "
+                   "(set QUEUECTL_DEBUG=1 for a traceback)", err=True)
+        code = 1
+    sys.exit(code)
+
+
+def pass_state(f: Any) -> Any:
+    return click.pass_obj(f)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""Worker commands: start (background), run (foreground), stop."""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+import click
+
+from ..errors import QueuectlError
+from .main import State, pass_state
+
+count_option = click.option("--count", "-n", type=click.IntRange(1, 256), default=1,
+                            show_default=True, help="Number of worker processes.")
+
+
+@click.group()
+def worker() -> None:
+    """Start, run and stop worker processes.
+
+    \b
+    queuectl worker start --count 3   # in the background; returns at once
+    queuectl worker run --count 3     # in the foreground (systemd, containers)
+    queuectl worker stop              # from any terminal
+    """
+
+
+def _child_argv(state: State) -> list[str]:
+    return [sys.executable, "-m", "queuectl_core.cli.main", *state.child_global_args(),
+            "worker", "_child"]
+
+
+def _release_crashed(state: State, pids: list[int]) -> None:
+    """Release the jobs of worker processes that died (killed or crashed):
+    stop what their commands left running, then make the jobs runnable."""
+    from ..timeutil import now_ms
+    from ..worker import announce_recovered, kill_group
+
+    app = state.app()
+    storage = app.storage
+    host = socket.gethostname()
+    for record in storage.list_workers():
+        if record.hostname == host and record.pid in pids:
+            if record.current_job:
+                kill_group(record.job_pgid)
+            jobs = storage.recover_expired(now_ms(), worker_id=record.id)
+            storage.unregister_worker(record.id)
+            announce_recovered(app.plugins, jobs)
+
+
+def _supervise(state: State, count: int) -> int:
+    from ..supervisor import Supervisor, configure_logging
+
+    configure_logging()
+    app = state.app()
+    app.storage  # noqa: B018 - fail here, clearly, if the backend cannot open
+    supervisor = Supervisor(home=app.config.home, count=count, child_argv=_child_argv(state),
+                            on_worker_crash=lambda pid: _release_crashed(state, [pid]))
+    pids = supervisor.start()
+    click.echo(f"Supervisor {supervisor.run_file.stem.split('-')[1]} running {count} "
+               f"worker(s): {', '.join(map(str, pids))} ({app.storage.describe()})", err=True)
+    return supervisor.wait()
+
+
+@worker.command("run")
+@count_option
+@pass_state
+def run(state: State, count: int) -> None:
+    """Run workers in the foreground until Ctrl-C or SIGTERM.
+
+    The first signal lets every worker finish its current job and exit; a
+    second one kills running jobs (they are released and run again later).
+    Crashed workers are restarted. Logs go to stderr.
+    """
+    sys.exit(_supervise(state, count))
+
+
+@worker.command("start")
+@count_option
+@pass_state
+def start(state: State, count: int) -> None:
+    """Start workers in the background and return at once.
+
+    Prints the worker PIDs. Output of the workers goes to
+    $QUEUECTL_HOME/logs/workers.log. Stop them with 'queuectl worker stop'.
+    """
+    from ..supervisor import spawn_detached, wait_for_group
+
+    app = state.app()
+    app.storage  # noqa: B018 - report a broken backend here, not in a log file
+    log_path = app.config.home / "logs" / "workers.log"
+    argv = [sys.executable, "-m", "queuectl_core.cli.main", *state.child_global_args(),
+            "worker", "run", "--count", str(count)]
+    click.echo(f"Starting {count} worker process{'es' if count != 1 else ''}...")
+    pid = spawn_detached(argv, log_path)
+    group = wait_for_group(app.config.home, pid, count, timeout=30.0)
+    if group is None:
+        raise QueuectlError(f"workers did not start; see {log_path}")
+    for i, worker_pid in enumerate(group.workers, 1):
+        click.echo(f"Worker {i} started with PID: {worker_pid}")
+    click.echo(f"Supervisor PID: {pid}; log: {log_path}")
+
+
+@worker.command("stop")
+@click.option("--timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              metavar="SECONDS",
+              help="How long running jobs may take to finish before they are killed "
+                   "(and released to run again).")
+@pass_state
+def stop(state: State, timeout: float) -> None:
+    """Stop every worker of this QUEUECTL_HOME, from any terminal.
+
+    Workers stop claiming, finish their current job and exit; this returns
+    when they have exited. After --timeout, running jobs are killed and
+    released, so they run again later.
+    """
+    from ..supervisor import read_groups, stop_groups
+
+    app = state.app()
+    groups = read_groups(app.config.home)
+    if not groups:
+        click.echo("No workers are running.")
+        return
+    click.echo("Stopping all workers...")
+    stop_groups(groups, timeout, on_forced=lambda pids: _release_crashed(state, pids),
+                echo=click.echo)
+    click.echo("All workers stopped.")
+
+
+@worker.command("_child", hidden=True)
+@click.option("--parent-pid", type=int, required=True)
+@pass_state
+def child(state: State, parent_pid: int) -> None:
+    """One worker process (started by the supervisor)."""
+    from ..supervisor import configure_logging
+    from ..worker import StopSignal, Worker
+
+    configure_logging()
+    stop_signal = StopSignal()
+    stop_signal.install()
+    app = state.app()
+    w = Worker(
+        storage=app.storage, executor=app.executor(), policy=app.backoff_policy(),
+        plugins=app.plugins, settings_loader=app.settings,
+        log_root=app.config.home / "logs" / "jobs", stop=stop_signal, parent_pid=parent_pid,
+    )
+    w.run()

@@ -1,0 +1,160 @@
+"""Where state lives (QUEUECTL_HOME) and the YAML configuration file.
+
+Precedence, highest first: command-line option, environment variable,
+YAML file, built-in default.
+
+``$QUEUECTL_HOME/queuectl.yaml`` (or ``--config PATH`` / ``QUEUECTL_CONFIG``)::
+
+    backend: sqlite              # storage plugin to use
+    backends:                    # options per backend, validated by its plugin
+      sqlite:
+        path: /var/lib/queuectl/queue.db
+    executor: shell              # how commands run
+    executors:
+      shell: {}
+    retry:
+      policy: exponential        # backoff policy plugin
+    defaults:                    # runtime settings used until `config set` stores one
+      max_retries: 5
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+from .models import Settings, normalize_setting_key, validation_message
+
+DEFAULT_BACKEND = "sqlite"
+DEFAULT_EXECUTOR = "shell"
+DEFAULT_POLICY = "exponential"
+CONFIG_FILENAME = "queuectl.yaml"
+
+
+class RetryConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    policy: str = DEFAULT_POLICY
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class FileConfig(BaseModel):
+    """The YAML file's schema; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: str | None = None
+    backends: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
+    executor: str = DEFAULT_EXECUTOR
+    executors: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    defaults: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Everything resolved before any plugin is loaded."""
+
+    home: Path
+    config_path: Path | None
+    file: FileConfig
+    backend: str
+
+    def backend_options(self, name: str) -> dict[str, Any]:
+        return _options_for(self.file.backends, name)
+
+    def executor_options(self, name: str) -> dict[str, Any]:
+        return _options_for(self.file.executors, name)
+
+
+def _options_for(section: dict[str, dict[str, Any] | None], name: str) -> dict[str, Any]:
+    wanted = name.lower().replace("_", "-")
+    for key, value in section.items():
+        if key.lower().replace("_", "-") == wanted:
+            return dict(value or {})
+    return {}
+
+
+def default_home() -> Path:
+    """The user's data directory: ``$XDG_DATA_HOME/queuectl`` or
+    ``~/.local/share/queuectl``."""
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "queuectl"
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) if missing; a directory we create is
+    private to the user (0700)."""
+    if not path.exists():
+        try:
+            path.mkdir(parents=True, mode=0o700)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise ConfigError(f"cannot create {path}: {exc.strerror}") from None
+    elif not path.is_dir():
+        raise ConfigError(f"{path} exists and is not a directory")
+    return path
+
+
+def resolve_home(option: str | None) -> Path:
+    raw = option or os.environ.get("QUEUECTL_HOME")
+    home = Path(raw).expanduser() if raw else default_home()
+    return ensure_private_dir(home.absolute())
+
+
+def load_file_config(path: Path) -> FileConfig:
+    import yaml  # only when there is a file to read
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not valid UTF-8") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: the top level must be a mapping of keys")
+    try:
+        cfg = FileConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"config file {path}: {validation_message(exc)}") from None
+    # Settings defaults accept max-retries and max_retries alike.
+    defaults: dict[str, Any] = {}
+    for key, value in cfg.defaults.items():
+        defaults[normalize_setting_key(str(key))] = value
+    try:
+        Settings.model_validate(defaults)
+    except ValidationError as exc:
+        raise ConfigError(f"config file {path}: defaults.{validation_message(exc)}") from None
+    return cfg.model_copy(update={"defaults": defaults})
+
+
+def resolve_config(*, home: str | None, config: str | None, backend: str | None) -> AppConfig:
+    home_path = resolve_home(home)
+    explicit = config or os.environ.get("QUEUECTL_CONFIG")
+    if explicit:
+        config_path: Path | None = Path(explicit).expanduser().absolute()
+        assert config_path is not None
+        if not config_path.is_file():
+            raise ConfigError(f"config file {config_path} does not exist")
+    else:
+        candidate = home_path / CONFIG_FILENAME
+        config_path = candidate if candidate.is_file() else None
+    file_cfg = load_file_config(config_path) if config_path else FileConfig()
+    chosen = (backend or os.environ.get("QUEUECTL_BACKEND") or file_cfg.backend
+              or DEFAULT_BACKEND)
+    return AppConfig(home=home_path, config_path=config_path, file=file_cfg, backend=chosen)

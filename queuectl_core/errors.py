@@ -1,0 +1,51 @@
+"""Exceptions that carry a user-facing message and an exit code.
+
+The CLI prints ``Error: <message>`` on one line and exits with ``exit_code``;
+anything else that escapes is an internal error.
+"""
+
+from __future__ import annotations
+
+
+class QueuectlError(Exception):
+    """Base class: an operational failure (exit code 1)."""
+
+    exit_code = 1
+
+
+class UsageError(QueuectlError):
+    """Bad input from the user: invalid JSON, unknown key, bad value (exit 2)."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """The YAML configuration or a runtime setting is invalid (exit 2)."""
+
+
+class PluginError(QueuectlError):
+    """A plugin is missing, broken or ambiguous (exit 1)."""
+
+
+class StorageError(QueuectlError):
+    """The selected storage backend cannot do what was asked (exit 1)."""
+
+
+class JobNotFoundError(QueuectlError):
+    """No job with that id."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id {job_id!r}")
+        self.job_id = job_id
+
+
+class DuplicateJobError(QueuectlError):
+    """A job with that id already exists; nothing was stored."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"a job with id {job_id!r} already exists (nothing was enqueued)")
+        self.job_id = job_id
+
+
+class InvalidStateError(QueuectlError):
+    """The job exists but is not in a state that allows the operation."""

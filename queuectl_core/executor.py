@@ -1,0 +1,44 @@
+"""The execution seam: how a job's command is run.
+
+An executor plugin registers an :class:`~queuectl_core.registry.ExecutorSpec`
+whose factory returns an :class:`Executor`. The worker starts one
+:class:`Execution` per attempt and waits on it in short slices, so that it can
+renew its lease between them; it never blocks on the command for longer than
+it asks to.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from .models import ExecResult, Job
+
+
+class Execution(ABC):
+    """One running attempt."""
+
+    #: Process group id of the command, if it runs as a local process group.
+    #: The worker records it so that the group can be killed if the worker
+    #: itself is killed.
+    pgid: int | None = None
+
+    @abstractmethod
+    def wait(self, timeout: float) -> ExecResult | None:
+        """Wait at most ``timeout`` seconds; the result once the command has
+        finished, else None."""
+
+    @abstractmethod
+    def kill(self, grace: float = 2.0) -> ExecResult:
+        """Stop the command and everything it started: SIGTERM to the whole
+        process group, SIGKILL after ``grace`` seconds. Returns the result."""
+
+
+class Executor(ABC):
+    """Starts executions. One instance serves one worker process."""
+
+    @abstractmethod
+    def start(self, job: Job, *, attempt: int, log_dir: Path) -> Execution:
+        """Start ``job.command`` for attempt number ``attempt``. Output goes to
+        files under ``log_dir`` (created by the caller), never to memory
+        without bound. Raising an exception counts as a failed attempt."""

@@ -1,0 +1,95 @@
+"""The hooks queuectl calls. Every hook is prefixed ``queuectl_`` and is
+called with keyword arguments only, so hooks can gain arguments later
+without breaking plugins (pluggy passes an implementation only the
+arguments it names).
+
+Registration hooks return an iterable of typed records; the core collects
+them from every plugin and selects one by name. Broadcast hooks are
+notifications: their return values are ignored and an exception raised by
+one implementation is reported and never affects the queue.
+
+A plugin is a module (or object) with functions marked
+``@queuectl_core.hookimpl``, made known through an entry point in the
+``queuectl`` group::
+
+    [project.entry-points.queuectl]
+    myplugin = "queuectl_myplugin"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pluggy
+
+from . import PROJECT_NAME
+from .models import Attempt, Job
+from .registry import BackendSpec, BackoffPolicySpec, ExecutorSpec
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+
+
+@hookspec
+def queuectl_storage_backends() -> Iterable[BackendSpec]:  # type: ignore[empty-body]
+    """Register storage backends.
+
+    :return: records naming each backend, its factory
+        ``factory(options, context) -> Storage``, its options model and a
+        one-line description. ``--backend NAME`` and ``backend:`` in YAML
+        select one by name.
+
+    Example::
+
+        @hookimpl
+        def queuectl_storage_backends():
+            return [BackendSpec(name="memory", factory=make_store,
+                                description="in-memory store for tests")]
+    """
+
+
+@hookspec
+def queuectl_executors() -> Iterable[ExecutorSpec]:  # type: ignore[empty-body]
+    """Register executors (how a job's command is run).
+
+    :return: records with ``factory(options, context) -> Executor``.
+        ``executor:`` in YAML selects one by name (default ``shell``).
+    """
+
+
+@hookspec
+def queuectl_backoff_policies() -> Iterable[BackoffPolicySpec]:  # type: ignore[empty-body]
+    """Register retry delay policies.
+
+    :return: records with ``factory(options) -> BackoffPolicy``.
+        ``retry: {policy: NAME}`` in YAML selects one (default
+        ``exponential``: ``backoff_base ** attempts`` seconds).
+    """
+
+
+@hookspec
+def queuectl_job_event(event: str, job: Job, attempt: Attempt | None) -> None:
+    """A job changed state (broadcast; results ignored).
+
+    :param event: one of ``enqueued``, ``claimed``, ``completed``, ``failed``
+        (a retry is scheduled), ``dead``, ``lost`` (its worker vanished and the
+        lease expired), ``dlq_retried``.
+    :param job: the job as stored after the change.
+    :param attempt: the attempt that just ended, when there is one.
+
+    Called in the process that made the change (a worker, or the CLI for
+    ``enqueued`` and ``dlq_retried``).
+    """
+
+
+@hookspec
+def queuectl_job_dead(job: Job, attempt: Attempt | None) -> None:
+    """A job has reached the dead letter queue (broadcast; the DLQ handling
+    seam, e.g. for alerts).
+
+    :param job: the dead job, with ``last_error`` and ``attempts``.
+    :param attempt: its last attempt, when known.
+
+    Called once per arrival in the DLQ, in the worker that moved it there,
+    after the move is stored. A failing implementation is logged and never
+    affects the queue.
+    """

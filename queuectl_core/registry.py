@@ -1,0 +1,80 @@
+"""Typed registration records that plugins return from the registration
+hooks. The core selects records by name, never by hook order."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from .executor import Executor
+    from .models import Settings
+    from .storage import Storage
+
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+
+def normalize_name(name: str) -> str:
+    """Names are lower case; ``-`` and ``_`` are the same."""
+    norm = name.strip().lower().replace("_", "-")
+    if not _NAME.match(norm):
+        raise ValueError(f"invalid plugin record name {name!r}")
+    return norm
+
+
+@dataclass(frozen=True)
+class PluginContext:
+    """What a factory gets besides its options."""
+
+    #: QUEUECTL_HOME: where a plugin keeps any local state (files, sockets).
+    home: Path
+
+
+class BackoffPolicy(Protocol):
+    """Decides how long to wait before the next attempt."""
+
+    def delay_seconds(self, attempts: int, settings: Settings) -> float:
+        """Seconds to wait after a failed attempt, ``attempts`` being the
+        number of attempts made so far (1 after the first)."""
+        ...
+
+
+@dataclass(frozen=True)
+class _Record:
+    name: str
+    description: str = ""
+    #: A pydantic model (use ``extra="forbid"``) validating the plugin's
+    #: options from YAML; None if it takes no options.
+    options_model: type[BaseModel] | None = None
+    #: Filled in by the plugin manager: the distribution that registered it.
+    distribution: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", normalize_name(self.name))
+
+
+@dataclass(frozen=True)
+class BackendSpec(_Record):
+    """A storage backend. ``factory(options, context)`` returns a Storage;
+    ``options`` is an instance of ``options_model`` (or None)."""
+
+    factory: Callable[[Any, PluginContext], Storage] | None = None
+
+
+@dataclass(frozen=True)
+class ExecutorSpec(_Record):
+    """An executor. ``factory(options, context)`` returns an Executor."""
+
+    factory: Callable[[Any, PluginContext], Executor] | None = None
+
+
+@dataclass(frozen=True)
+class BackoffPolicySpec(_Record):
+    """A retry delay policy. ``factory(options)`` returns a BackoffPolicy."""
+
+    factory: Callable[[Any], BackoffPolicy] | None = None

@@ -1,0 +1,144 @@
+"""The storage seam: what every backend must do, and promise.
+
+A backend plugin registers a :class:`~queuectl_core.registry.BackendSpec`
+whose factory returns an object implementing :class:`Storage`. The worker
+loop and the CLI talk to storage only through these methods.
+
+Promises every backend keeps (the conformance kit checks them):
+
+* **Atomic claim.** :meth:`Storage.claim` hands each claimable job to exactly
+  one caller, across any number of processes (and, for shared databases,
+  machines). Claim order: highest ``priority`` first, then earliest
+  ``run_at``, then enqueue order; never a job whose ``run_at`` is in the
+  future. A claim increments ``attempts`` and opens an attempt record, in the
+  same transaction.
+* **Fencing.** Every change after a claim (:meth:`renew`, :meth:`complete`,
+  :meth:`fail`) applies only if the job is still ``processing`` under the
+  same claim token; otherwise it changes nothing and returns ``False`` /
+  ``None``. A recovered job therefore cannot be completed twice.
+* **One step.** Each method is one transaction: a crash leaves the old or
+  the new state, never a mix. Moving a job to the dead letter queue and back
+  are single steps.
+* **All or nothing.** :meth:`enqueue` stores every job or none; a duplicate
+  id (already stored or repeated in the batch) raises
+  :class:`~queuectl_core.errors.DuplicateJobError` and changes nothing.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+from .models import Attempt, Claim, ExecResult, Job, JobState, NewJob, WorkerInfo
+
+
+class Storage(ABC):
+    """Abstract storage backend. Instances are used from one thread; a
+    process that needs storage in two threads opens two instances."""
+
+    # ------------------------------------------------------------ jobs
+    @abstractmethod
+    def enqueue(self, jobs: Sequence[NewJob]) -> None:
+        """Store new jobs in state ``pending``, all or nothing."""
+
+    @abstractmethod
+    def get(self, job_id: str) -> Job | None:
+        """The job with that id, or None."""
+
+    @abstractmethod
+    def attempts(self, job_id: str) -> list[Attempt]:
+        """Every attempt of the job, oldest first (also those made before a
+        ``dlq retry`` reset the counter)."""
+
+    @abstractmethod
+    def list_jobs(self, state: JobState | None = None, limit: int | None = None) -> list[Job]:
+        """Jobs in enqueue order, optionally only those in ``state``, at most
+        ``limit`` of them."""
+
+    @abstractmethod
+    def counts(self) -> dict[JobState, int]:
+        """Number of jobs in each state (every state present, zeros included)."""
+
+    @abstractmethod
+    def next_run_at(self) -> int | None:
+        """The earliest ``run_at`` among claimable jobs, or None if there are
+        none. Lets an idle worker wake exactly when a delayed job is due."""
+
+    # ------------------------------------------------------------ claims
+    @abstractmethod
+    def claim(self, worker_id: str, now: int, lease_ms: int) -> Claim | None:
+        """Atomically take the next due job (see the module docstring): state
+        becomes ``processing``, ``attempts`` += 1, ``worker_id`` and
+        ``lease_expires_at = now + lease_ms`` are set, an attempt is opened.
+        Returns None when nothing is due."""
+
+    @abstractmethod
+    def renew(self, claim: Claim, now: int, lease_ms: int) -> bool:
+        """Extend the lease (heartbeat). False if the claim is no longer ours."""
+
+    @abstractmethod
+    def complete(self, claim: Claim, result: ExecResult, now: int) -> Job | None:
+        """Mark the job ``completed`` and close the attempt. None if fenced out."""
+
+    @abstractmethod
+    def fail(self, claim: Claim, result: ExecResult, now: int, retry_at: int | None
+             ) -> Job | None:
+        """Close the attempt as failed. With ``retry_at`` the job becomes
+        ``failed`` and runs again at ``retry_at``; with None it becomes
+        ``dead``. ``last_error`` and ``exit_code`` record the result. None if
+        fenced out."""
+
+    @abstractmethod
+    def recover_expired(self, now: int, worker_id: str | None = None) -> list[Job]:
+        """Take back jobs whose lease expired (or, with ``worker_id``, every
+        job that worker holds, expired or not: used after a forced stop).
+        Each one's open attempt is closed as ``lost``; the job becomes
+        ``dead`` if ``attempts > max_retries``, else ``failed`` with
+        ``run_at = now`` so it runs again at once. Returns the jobs as they
+        are now."""
+
+    @abstractmethod
+    def dlq_retry(self, job_id: str, now: int) -> Job:
+        """Move a ``dead`` job back to ``pending`` with ``attempts = 0`` and
+        ``run_at = now``, keeping its own ``max_retries``. Raises
+        JobNotFoundError or InvalidStateError."""
+
+    # ------------------------------------------------------------ settings
+    @abstractmethod
+    def get_settings(self) -> dict[str, Any]:
+        """The settings stored with ``set_setting`` (no defaults filled in)."""
+
+    @abstractmethod
+    def set_setting(self, key: str, value: Any) -> None:
+        """Persist one validated setting value (JSON-serialisable)."""
+
+    # ------------------------------------------------------------ workers
+    @abstractmethod
+    def register_worker(self, worker: WorkerInfo) -> None:
+        """Record a worker (insert or replace)."""
+
+    @abstractmethod
+    def worker_heartbeat(self, worker_id: str, now: int, current_job: str | None,
+                         job_pgid: int | None) -> None:
+        """Refresh a worker's liveness and what it is running."""
+
+    @abstractmethod
+    def unregister_worker(self, worker_id: str) -> None:
+        """Forget a worker (on clean exit)."""
+
+    @abstractmethod
+    def list_workers(self) -> list[WorkerInfo]:
+        """Every registered worker, live or not."""
+
+    @abstractmethod
+    def prune_workers(self, heartbeat_before: int) -> int:
+        """Forget workers whose last heartbeat is older than the given time."""
+
+    # ------------------------------------------------------------ lifecycle
+    def describe(self) -> str:
+        """A one-line description for humans (path, server); never a secret."""
+        return type(self).__name__
+
+    def close(self) -> None:  # noqa: B027 - optional hook, default does nothing
+        """Release connections and files."""

@@ -1,0 +1,266 @@
+"""Running a group of worker processes, and finding and stopping groups
+from any terminal.
+
+``worker run --count N`` is a supervisor in the foreground; ``worker start``
+starts the same supervisor detached (its own session, output to
+``$QUEUECTL_HOME/logs/workers.log``). The supervisor writes
+``$QUEUECTL_HOME/run/supervisor-<pid>.json`` listing itself and its workers;
+``worker stop`` reads those files and signals the supervisors.
+
+Workers run in their own process group, so Ctrl-C at the terminal reaches
+only the supervisor, which forwards one SIGTERM per signal it gets: the
+first asks workers to finish their job and exit, the second forces them.
+A worker whose supervisor disappears (SIGKILL) notices that its parent
+changed and stops on its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .worker import StopSignal, kill_group, pid_alive
+
+log = logging.getLogger("queuectl.supervisor")
+
+#: A worker that exits this soon after starting counts towards crash looping.
+QUICK_EXIT_S = 5.0
+MAX_RESTART_DELAY_S = 30.0
+
+
+def run_dir(home: Path) -> Path:
+    path = home / "run"
+    path.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
+@dataclass(frozen=True)
+class GroupRecord:
+    """The contents of a supervisor's run file."""
+
+    pid: int
+    hostname: str
+    started_at: float
+    workers: list[int]
+    path: Path
+
+    def alive(self) -> bool:
+        return pid_alive(self.pid) and _looks_like_queuectl(self.pid)
+
+
+def _looks_like_queuectl(pid: int) -> bool:
+    """Guard against PID reuse: on Linux, check the command line."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return not Path("/proc/self").exists() and pid_alive(pid)
+    except OSError:
+        return True
+    return b"queuectl" in cmdline
+
+
+def read_groups(home: Path) -> list[GroupRecord]:
+    """Every supervisor recorded under ``home`` on this host; stale files of
+    dead supervisors are removed."""
+    records: list[GroupRecord] = []
+    directory = home / "run"
+    if not directory.is_dir():
+        return records
+    host = socket.gethostname()
+    for path in sorted(directory.glob("supervisor-*.json")):
+        try:
+            data = json.loads(path.read_text())
+            record = GroupRecord(pid=int(data["pid"]), hostname=str(data["hostname"]),
+                                 started_at=float(data["started_at"]),
+                                 workers=[int(p) for p in data["workers"]], path=path)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if record.hostname != host:
+            continue
+        if record.alive():
+            records.append(record)
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()
+    return records
+
+
+def _write_json_atomic(path: Path, data: object) -> None:
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh)
+    os.replace(tmp, path)
+
+
+class Supervisor:
+    """Keeps ``count`` worker processes running until asked to stop."""
+
+    def __init__(self, *, home: Path, count: int, child_argv: list[str],
+                 on_worker_crash: Callable[[int], None] | None = None) -> None:
+        self.home = home
+        self.count = count
+        self.child_argv = child_argv
+        self.on_worker_crash = on_worker_crash
+        self.stop = StopSignal()
+        self.children: dict[int, tuple[subprocess.Popen[bytes], float]] = {}
+        self.run_file = run_dir(home) / f"supervisor-{os.getpid()}.json"
+        self._restart_delay = 0.0
+        self._forwarded = 0
+
+    def _spawn(self) -> int:
+        proc = subprocess.Popen(
+            [*self.child_argv, "--parent-pid", str(os.getpid())],
+            stdin=subprocess.DEVNULL,
+            process_group=0,  # Ctrl-C at the terminal reaches the supervisor only
+        )
+        self.children[proc.pid] = (proc, time.monotonic())
+        return proc.pid
+
+    def _write_run_file(self) -> None:
+        _write_json_atomic(self.run_file, {
+            "pid": os.getpid(), "hostname": socket.gethostname(), "started_at": time.time(),
+            "workers": sorted(self.children),
+        })
+
+    def start(self) -> list[int]:
+        self.stop.install()
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the loop through the pipe
+        pids = [self._spawn() for _ in range(self.count)]
+        self._write_run_file()
+        return pids
+
+    def _forward_stop(self) -> None:
+        while self._forwarded < self.stop.count:
+            self._forwarded += 1
+            for proc, _ in self.children.values():
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+
+    def _reap(self) -> None:
+        for pid, (proc, started) in list(self.children.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            del self.children[pid]
+            if self.stop.graceful:
+                continue
+            log.warning("worker pid %d exited unexpectedly (%s); restarting it", pid,
+                        f"signal {-code}" if code < 0 else f"exit code {code}")
+            if self.on_worker_crash is not None:
+                try:
+                    self.on_worker_crash(pid)
+                except Exception as exc:
+                    log.error("could not recover jobs of worker pid %d: %s", pid, exc)
+            quick = time.monotonic() - started < QUICK_EXIT_S
+            self._restart_delay = (min(MAX_RESTART_DELAY_S, max(0.5, self._restart_delay * 2))
+                                   if quick else 0.0)
+            if self._restart_delay:
+                self.stop.sleep(self._restart_delay)
+                if self.stop.graceful:
+                    continue
+            self._spawn()
+            self._write_run_file()
+
+    def wait(self) -> int:
+        """Supervise until stopped and every worker has exited."""
+        try:
+            while True:
+                self._forward_stop()
+                self._reap()
+                if self.stop.graceful and not self.children:
+                    return 0
+                self.stop.sleep(0.5)
+        finally:
+            with contextlib.suppress(OSError):
+                self.run_file.unlink()
+
+
+def spawn_detached(argv: list[str], log_path: Path) -> int:
+    """Start ``argv`` in a new session, detached from the caller's terminal
+    and output (so a pipe on the caller's stdout closes when it returns)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
+                                start_new_session=True, close_fds=True)
+    finally:
+        os.close(fd)
+    return proc.pid
+
+
+def wait_for_group(home: Path, pid: int, count: int, timeout: float) -> GroupRecord | None:
+    """Wait until supervisor ``pid`` has written its run file."""
+    deadline = time.monotonic() + timeout
+    path = home / "run" / f"supervisor-{pid}.json"
+    while time.monotonic() < deadline:
+        if path.exists():
+            for record in read_groups(home):
+                if record.pid == pid and len(record.workers) >= count:
+                    return record
+        if not pid_alive(pid):
+            return None
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.02)
+    return None
+
+
+def stop_groups(groups: list[GroupRecord], timeout: float,
+                on_forced: Callable[[list[int]], None],
+                echo: Callable[[str], None]) -> None:
+    """Ask each supervisor to stop gracefully; after ``timeout`` force them;
+    as a last resort SIGKILL what is left and let ``on_forced`` release the
+    jobs of the killed workers."""
+
+    def remaining() -> list[int]:
+        pids = [g.pid for g in groups] + [p for g in groups for p in g.workers]
+        return [p for p in pids if pid_alive(p) and _looks_like_queuectl(p)]
+
+    def wait_gone(seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if not remaining():
+                return True
+            time.sleep(0.05)
+        return not remaining()
+
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(group.pid, signal.SIGTERM)
+    if wait_gone(timeout):
+        return
+    echo(f"Workers still busy after {timeout:g}s; forcing them to stop "
+         "(their jobs are released and will run again).")
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(group.pid, signal.SIGTERM)
+    if wait_gone(10.0):
+        return
+    left = remaining()
+    for pid in left:
+        kill_group(pid)  # workers lead their own process group
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    on_forced([p for g in groups for p in g.workers])
+    for group in groups:
+        with contextlib.suppress(OSError):
+            group.path.unlink()
+
+
+def configure_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s [%(process)d] %(message)s",
+        stream=sys.stderr,
+    )

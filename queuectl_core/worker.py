@@ -1,0 +1,305 @@
+"""The worker loop: claim a due job, run it while renewing its lease, record
+the outcome; recover jobs whose workers vanished. It talks only to the
+storage and executor seams (plus the plugin broadcasts).
+
+Single-threaded: the command runs in its own process group and the loop
+waits on it in short slices, renewing the lease and doing housekeeping
+between slices.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import select
+import signal
+import socket
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from .executor import Execution, Executor
+from .models import Claim, ExecResult, Job, JobState, Settings, WorkerInfo
+from .plugins import Plugins
+from .registry import BackoffPolicy
+from .retry import next_run_at
+from .storage import Storage
+from .timeutil import now_ms
+
+log = logging.getLogger("queuectl.worker")
+
+#: Longest slice the worker blocks for while a command runs, so that a
+#: forced stop or a lost parent is noticed quickly.
+WAIT_SLICE_S = 1.0
+#: Settings are re-read from the store at most this often.
+SETTINGS_REFRESH_MS = 1000
+#: Worker records without a heartbeat for this long are forgotten.
+WORKER_RECORD_TTL_MS = 24 * 3600 * 1000
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def job_log_dir(root: Path, job_id: str) -> Path:
+    """Directory for a job's output files; ids that are not safe file names
+    are replaced by a digest."""
+    if _SAFE_ID.match(job_id):
+        return root / job_id
+    return root / ("id-" + hashlib.sha256(job_id.encode()).hexdigest()[:32])
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def kill_group(pgid: int | None, sig: int = signal.SIGKILL) -> None:
+    if not pgid or pgid <= 1:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def announce_recovered(plugins: Plugins, jobs: list[Job]) -> None:
+    """Log and broadcast jobs taken back from vanished workers."""
+    for job in jobs:
+        log.warning("recovered job %s from worker %s: now %s", job.id, job.worker_id,
+                    job.state.value)
+        plugins.job_event("lost", job, None)
+        if job.state is JobState.DEAD:
+            plugins.job_event("dead", job, None)
+            plugins.job_dead(job, None)
+
+
+class StopSignal:
+    """Counts SIGTERM/SIGINT: the first asks for a graceful stop (finish the
+    current job), the second for a forced one (kill it, release its claim).
+    Signals also wake an idle sleep through a self-pipe."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+        os.set_blocking(self._w, False)
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+        signal.set_wakeup_fd(self._w, warn_on_full_buffer=False)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.count += 1
+
+    def request(self) -> None:
+        self.count += 1
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._w, b"\0")
+
+    @property
+    def graceful(self) -> bool:
+        return self.count >= 1
+
+    @property
+    def forced(self) -> bool:
+        return self.count >= 2
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep up to ``seconds``; return early on a signal."""
+        if seconds > 0 and not self.count:
+            with contextlib.suppress(InterruptedError):
+                select.select([self._r], [], [], seconds)
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._r, 512):
+                pass
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        storage: Storage,
+        executor: Executor,
+        policy: BackoffPolicy,
+        plugins: Plugins,
+        settings_loader: Callable[[Storage], Settings],
+        log_root: Path,
+        stop: StopSignal | None = None,
+        worker_id: str | None = None,
+        parent_pid: int | None = None,
+    ) -> None:
+        self.storage = storage
+        self.executor = executor
+        self.policy = policy
+        self.plugins = plugins
+        self._load_settings = settings_loader
+        self.log_root = log_root
+        self.stop = stop or StopSignal()
+        self.hostname = socket.gethostname()
+        self.pid = os.getpid()
+        self.id = worker_id or f"{self.hostname}:{self.pid}:{uuid.uuid4().hex[:6]}"
+        self.parent_pid = parent_pid
+        self.settings = self._load_settings(storage)
+        self._settings_at = now_ms()
+        self._housekeeping_at = 0
+        self.jobs_run = 0
+
+    # ---------------------------------------------------------- helpers
+    @property
+    def lease_ms(self) -> int:
+        return self.settings.lease_seconds * 1000
+
+    @property
+    def beat_ms(self) -> int:
+        """Heartbeats, lease renewals and recovery sweeps happen this often."""
+        return max(1000, self.lease_ms // 3)
+
+    def _refresh_settings(self, now: int) -> None:
+        if now - self._settings_at >= SETTINGS_REFRESH_MS:
+            try:
+                self.settings = self._load_settings(self.storage)
+            except Exception as exc:  # keep the last good settings
+                log.warning("could not reload settings: %s", exc)
+            self._settings_at = now
+
+    def _orphaned(self) -> bool:
+        return self.parent_pid is not None and os.getppid() != self.parent_pid
+
+    def housekeeping(self, now: int, current: Claim | None = None,
+                     execution: Execution | None = None) -> None:
+        """Heartbeat this worker and recover jobs of vanished workers."""
+        self._housekeeping_at = now
+        self.storage.worker_heartbeat(
+            self.id, now, current.job.id if current else None,
+            execution.pgid if execution else None,
+        )
+        self.recover(now)
+
+    def recover(self, now: int, worker_id: str | None = None) -> list[Job]:
+        recovered = self.storage.recover_expired(now, worker_id)
+        if not recovered:
+            return recovered
+        workers = {w.id: w for w in self.storage.list_workers()}
+        for job in recovered:
+            owner = workers.get(job.worker_id or "")
+            # The command of a worker that died on this machine may still be
+            # running in its own process group: stop it before the job reruns.
+            if (owner is not None and owner.hostname == self.hostname
+                    and owner.current_job == job.id and not pid_alive(owner.pid)):
+                kill_group(owner.job_pgid)
+        announce_recovered(self.plugins, recovered)
+        self.storage.prune_workers(now - WORKER_RECORD_TTL_MS)
+        return recovered
+
+    # ---------------------------------------------------------- main loop
+    def run(self) -> None:
+        now = now_ms()
+        self.storage.register_worker(WorkerInfo(
+            id=self.id, hostname=self.hostname, pid=self.pid, started_at=now, heartbeat_at=now,
+        ))
+        log.info("worker %s started (pid %d, %s)", self.id, self.pid, self.storage.describe())
+        try:
+            self.housekeeping(now)
+            while not self.stop.graceful:
+                if self._orphaned():
+                    log.warning("supervisor went away; stopping")
+                    break
+                self.run_once()
+        finally:
+            with contextlib.suppress(Exception):
+                self.storage.unregister_worker(self.id)
+            log.info("worker %s stopped after %d job(s)", self.id, self.jobs_run)
+
+    def run_once(self) -> bool:
+        """Claim and run one job, or sleep when none is due. True if a job ran."""
+        now = now_ms()
+        self._refresh_settings(now)
+        if now - self._housekeeping_at >= self.beat_ms:
+            self.housekeeping(now)
+        claim = self.storage.claim(self.id, now, self.lease_ms)
+        if claim is None:
+            self._idle(now)
+            return False
+        self.execute(claim)
+        self.jobs_run += 1
+        return True
+
+    def _idle(self, now: int) -> None:
+        wait_ms = min(self.settings.worker_idle_delay,
+                      self._housekeeping_at + self.beat_ms - now)
+        due = self.storage.next_run_at()
+        if due is not None:
+            wait_ms = min(wait_ms, due - now)
+        self.stop.sleep(max(0, wait_ms) / 1000)
+
+    def execute(self, claim: Claim) -> None:
+        job = claim.job
+        log.info("running job %s (attempt %d): %s", job.id, claim.attempt, job.command)
+        self.plugins.job_event("claimed", job, None)
+        log_dir = job_log_dir(self.log_root, job.id)
+        execution: Execution | None = None
+        result: ExecResult | None = None
+        try:
+            log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            execution = self.executor.start(job, attempt=claim.attempt, log_dir=log_dir)
+        except Exception as exc:
+            result = ExecResult(error=f"could not start the command: {exc}")
+        if execution is not None:
+            self.storage.worker_heartbeat(self.id, now_ms(), job.id, execution.pgid)
+            result = self._wait(claim, execution)
+            if result is None:
+                return  # the claim was lost or a forced stop released it
+        assert result is not None
+        self._record(claim, result)
+
+    def _wait(self, claim: Claim, execution: Execution) -> ExecResult | None:
+        renew_at = now_ms() + self.beat_ms
+        while True:
+            slice_s = min(WAIT_SLICE_S, max(0.0, (renew_at - now_ms()) / 1000))
+            result = execution.wait(slice_s)
+            if result is not None:
+                return result
+            if self.stop.forced or self._orphaned():
+                log.warning("forced stop: killing job %s and releasing it", claim.job.id)
+                execution.kill()
+                self.recover(now_ms(), worker_id=self.id)
+                self.stop.request()
+                return None
+            now = now_ms()
+            if now >= renew_at:
+                if not self.storage.renew(claim, now, self.lease_ms):
+                    log.error("lost the claim on job %s (lease expired and it was recovered); "
+                              "stopping this run of it", claim.job.id)
+                    execution.kill()
+                    return None
+                self.housekeeping(now, claim, execution)
+                self._refresh_settings(now)
+                renew_at = now + self.beat_ms
+
+    def _record(self, claim: Claim, result: ExecResult) -> None:
+        now = now_ms()
+        job = claim.job
+        if result.ok:
+            done = self.storage.complete(claim, result, now)
+            event = "completed"
+        else:
+            retry_at = next_run_at(attempts=claim.attempt, max_retries=job.max_retries, now=now,
+                                   policy=self.policy, settings=self.settings)
+            done = self.storage.fail(claim, result, now, retry_at)
+            event = "failed" if retry_at is not None else "dead"
+        if done is None:
+            log.error("job %s: result discarded, the claim was no longer ours", job.id)
+            return
+        attempts = self.storage.attempts(job.id)
+        attempt = attempts[-1] if attempts else None
+        log.info("job %s %s (attempt %d%s)", job.id, done.state.value, claim.attempt,
+                 "" if result.ok else f": {result.error}")
+        self.plugins.job_event(event, done, attempt)
+        if done.state is JobState.DEAD:
+            self.plugins.job_dead(done, attempt)

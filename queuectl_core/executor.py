@@ -29,9 +29,12 @@ class Execution(ABC):
         finished, else None."""
 
     @abstractmethod
-    def kill(self, grace: float = 2.0) -> ExecResult:
+    def kill(self, grace: float | None = None) -> ExecResult:
         """Stop the command and everything it started: SIGTERM to the whole
-        process group, SIGKILL after ``grace`` seconds. Returns the result."""
+        process group, SIGKILL after ``grace`` seconds (None: the executor's
+        own default, which should stay well below the lease length, since the
+        worker sends no heartbeat while it waits). The result of a killed
+        command always has ``signal`` set, so it never counts as success."""
 
 
 class Executor(ABC):

@@ -259,10 +259,7 @@ def parse_setting_value(key: str, text: str) -> int | float:
     raw = text.strip()
     value: int | float
     try:
-        if annotation is int:
-            value = int(raw, 10)
-        else:
-            value = float(raw)
+        value = int(raw, 10) if annotation is int else float(raw)
     except ValueError:
         value = math.nan
     if not math.isfinite(value):

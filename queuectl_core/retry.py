@@ -18,4 +18,4 @@ def next_run_at(*, attempts: int, max_retries: int, now: int, policy: BackoffPol
     if attempts > max_retries:
         return None
     delay = max(0.0, float(policy.delay_seconds(attempts, settings)))
-    return now + int(round(delay * 1000))
+    return now + round(delay * 1000)

@@ -130,7 +130,8 @@ class SqliteStorage(Storage):
             mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StorageError(f"SQLite database {path}: cannot switch to WAL mode ({mode})")
-            self.conn.execute(f"PRAGMA synchronous = {'FULL' if synchronous == 'full' else 'NORMAL'}")
+            sync = "FULL" if synchronous == "full" else "NORMAL"
+            self.conn.execute(f"PRAGMA synchronous = {sync}")
             self._migrate()
         except sqlite3.DatabaseError as exc:
             raise StorageError(
@@ -315,7 +316,8 @@ class SqliteStorage(Storage):
             params.append(worker_id)
         where += ")"
         # A cheap read first: most sweeps find nothing and need no write lock.
-        if self.conn.execute(f"SELECT 1 FROM jobs WHERE {where} LIMIT 1", params).fetchone() is None:
+        probe = self.conn.execute(f"SELECT 1 FROM jobs WHERE {where} LIMIT 1", params)
+        if probe.fetchone() is None:
             return []
         recovered: list[Job] = []
         with self._write() as conn:

@@ -1,0 +1,342 @@
+"""The backend conformance suite: every promise of the storage seam
+(:mod:`queuectl_core.storage`) as a pytest test class.
+
+Subclass :class:`StorageConformance` in your backend's tests and implement
+:meth:`StorageConformance.open_storage`. Time is passed explicitly to every
+storage method, so the suite controls the clock and never sleeps.
+
+Set ``supports_processes = False`` for a store that lives in one process
+(the multi-process claim test is then skipped) and ``persistent = False``
+for one that does not survive being closed.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ..errors import DuplicateJobError, InvalidStateError, JobNotFoundError
+from ..models import Claim, ExecResult, JobState, NewJob, WorkerInfo
+from ..storage import Storage
+
+T0 = 1_800_000_000_000  # a fixed "now" (epoch ms) for deterministic tests
+LEASE = 10_000
+OK = ExecResult(exit_code=0)
+BOOM = ExecResult(exit_code=3, error="boom")
+
+
+def new_job(job_id: str, *, priority: int = 0, run_at: int = T0, created_at: int = T0,
+            max_retries: int = 3, command: str | None = None) -> NewJob:
+    return NewJob(id=job_id, command=command or f"echo {job_id}", max_retries=max_retries,
+                  priority=priority, run_at=run_at, created_at=created_at)
+
+
+def _claim_in_child(opener: StorageConformance, home: Path, worker: str,
+                    queue: multiprocessing.Queue[list[str]]) -> None:
+    store = opener.open_storage(home)
+    got: list[str] = []
+    try:
+        while True:
+            claim = store.claim(worker, T0 + 1, LEASE)
+            if claim is None:
+                break
+            got.append(claim.job.id)
+    finally:
+        store.close()
+        queue.put(got)
+
+
+class StorageConformance:
+    """Mix into a pytest test class; implement :meth:`open_storage`."""
+
+    supports_processes = True
+    persistent = True
+
+    def open_storage(self, home: Path) -> Storage:
+        """Open (creating if needed) the store kept under ``home``. Called
+        once per test and again to check persistence or from child
+        processes; every call with the same ``home`` must see the same
+        data (unless ``persistent`` is False)."""
+        raise NotImplementedError
+
+    @pytest.fixture
+    def home(self, tmp_path: Path) -> Path:
+        return tmp_path
+
+    @pytest.fixture
+    def store(self, home: Path) -> Iterator[Storage]:
+        store = self.open_storage(home)
+        yield store
+        store.close()
+
+    def reopen(self, store: Storage, home: Path) -> Storage:
+        if not self.persistent:
+            pytest.skip("store is not persistent")
+        store.close()
+        return self.open_storage(home)
+
+    def claim(self, store: Storage, now: int = T0, worker: str = "w1") -> Claim:
+        claim = store.claim(worker, now, LEASE)
+        assert claim is not None, "expected a job to be claimable"
+        return claim
+
+    # ------------------------------------------------------------ enqueue
+    def test_enqueue_and_get(self, store: Storage) -> None:
+        store.enqueue([new_job("a", priority=5, max_retries=7)])
+        job = store.get("a")
+        assert job is not None
+        assert (job.id, job.command, job.state, job.attempts) == ("a", "echo a",
+                                                                 JobState.PENDING, 0)
+        assert (job.priority, job.max_retries, job.run_at, job.created_at) == (5, 7, T0, T0)
+        assert job.last_error is None and job.worker_id is None
+        assert store.get("missing") is None
+
+    def test_unicode_and_odd_ids_round_trip(self, store: Storage) -> None:
+        odd = "naïve/job id with spaces 'and' \"quotes\" ✓"
+        command = "printf '%s\\n' \"$HOME\" 'ünï' && echo \"a\nb\""
+        store.enqueue([new_job(odd, command=command)])
+        job = store.get(odd)
+        assert job is not None and job.command == command
+
+    def test_duplicate_id_rejected_and_stored_job_unchanged(self, store: Storage) -> None:
+        store.enqueue([new_job("a", command="original")])
+        with pytest.raises(DuplicateJobError):
+            store.enqueue([new_job("a", command="replacement")])
+        job = store.get("a")
+        assert job is not None and job.command == "original"
+
+    def test_bulk_enqueue_is_all_or_nothing(self, store: Storage) -> None:
+        store.enqueue([new_job("x")])
+        with pytest.raises(DuplicateJobError):
+            store.enqueue([new_job("a"), new_job("b"), new_job("x"), new_job("c")])
+        with pytest.raises(DuplicateJobError):
+            store.enqueue([new_job("d"), new_job("d")])
+        assert [j.id for j in store.list_jobs()] == ["x"]
+        store.enqueue([new_job(f"j{i}") for i in range(500)])
+        assert store.counts()[JobState.PENDING] == 501
+
+    # ------------------------------------------------------------ claim order
+    def test_claim_order_priority_then_fifo(self, store: Storage) -> None:
+        store.enqueue([new_job("low1"), new_job("high1", priority=10), new_job("low2"),
+                       new_job("high2", priority=10), new_job("neg", priority=-1)])
+        order = [self.claim(store).job.id for _ in range(5)]
+        assert order == ["high1", "high2", "low1", "low2", "neg"]
+        assert store.claim("w1", T0, LEASE) is None
+
+    def test_claim_respects_run_at(self, store: Storage) -> None:
+        store.enqueue([new_job("later", run_at=T0 + 5000), new_job("now")])
+        assert self.claim(store).job.id == "now"
+        assert store.claim("w1", T0 + 4999, LEASE) is None
+        assert store.next_run_at() == T0 + 5000
+        assert self.claim(store, T0 + 5000).job.id == "later"
+        assert store.next_run_at() is None
+
+    def test_earlier_run_at_first_among_equal_priority(self, store: Storage) -> None:
+        store.enqueue([new_job("b", run_at=T0 - 10), new_job("a", run_at=T0 - 20)])
+        assert self.claim(store).job.id == "a"
+
+    def test_claim_counts_attempt_and_opens_it(self, store: Storage) -> None:
+        store.enqueue([new_job("a")])
+        claim = self.claim(store, T0 + 5, worker="w9")
+        job = store.get("a")
+        assert job is not None
+        assert job.state is JobState.PROCESSING and job.attempts == 1 == claim.attempt
+        assert job.worker_id == "w9" and job.started_at == T0 + 5
+        assert job.lease_expires_at == T0 + 5 + LEASE == claim.lease_expires_at
+        [attempt] = store.attempts("a")
+        assert (attempt.number, attempt.worker_id, attempt.outcome) == (1, "w9", "running")
+
+    def test_concurrent_claims_across_processes_never_duplicate(self, home: Path,
+                                                               store: Storage) -> None:
+        if not self.supports_processes:
+            pytest.skip("store is confined to one process")
+        total = 300
+        store.enqueue([new_job(f"j{i:04d}") for i in range(total)])
+        ctx = multiprocessing.get_context("fork")
+        queue: multiprocessing.Queue[list[str]] = ctx.Queue()
+        procs = [ctx.Process(target=_claim_in_child, args=(self, home, f"w{n}", queue))
+                 for n in range(6)]
+        for p in procs:
+            p.start()
+        claimed: list[str] = []
+        for _ in procs:
+            claimed.extend(queue.get(timeout=120))
+        for p in procs:
+            p.join(timeout=30)
+            assert p.exitcode == 0
+        assert len(claimed) == total, "every job claimed"
+        assert len(set(claimed)) == total, "no job claimed twice"
+        for job in store.list_jobs():
+            assert job.attempts == 1 and job.state is JobState.PROCESSING
+
+    # ------------------------------------------------------------ outcomes
+    def test_complete(self, store: Storage) -> None:
+        store.enqueue([new_job("a")])
+        claim = self.claim(store)
+        done = store.complete(claim, OK, T0 + 100)
+        assert done is not None and done.state is JobState.COMPLETED
+        assert done.finished_at == T0 + 100 and done.exit_code == 0
+        assert done.lease_expires_at is None
+        [attempt] = store.attempts("a")
+        assert (attempt.outcome, attempt.exit_code, attempt.finished_at) == ("completed", 0,
+                                                                              T0 + 100)
+        assert store.claim("w1", T0 + 10**9, LEASE) is None
+
+    def test_fail_schedules_retry(self, store: Storage) -> None:
+        store.enqueue([new_job("a")])
+        claim = self.claim(store)
+        failed = store.fail(claim, BOOM, T0 + 10, T0 + 2010)
+        assert failed is not None
+        assert failed.state is JobState.FAILED and failed.run_at == T0 + 2010
+        assert failed.last_error == "boom" and failed.exit_code == 3
+        assert store.claim("w1", T0 + 2009, LEASE) is None
+        again = self.claim(store, T0 + 2010)
+        assert again.attempt == 2
+        [first, second] = store.attempts("a")
+        assert (first.outcome, first.error, first.exit_code) == ("failed", "boom", 3)
+        assert second.outcome == "running"
+
+    def test_fail_without_retry_is_dead_and_dlq_retry_revives(self, store: Storage) -> None:
+        store.enqueue([new_job("a", max_retries=0)])
+        claim = self.claim(store)
+        dead = store.fail(claim, ExecResult(signal=9, error="killed"), T0 + 1, None)
+        assert dead is not None and dead.state is JobState.DEAD and dead.attempts == 1
+        assert store.list_jobs(JobState.DEAD) == [dead]
+        assert store.claim("w1", T0 + 10**9, LEASE) is None
+        revived = store.dlq_retry("a", T0 + 50)
+        assert revived.state is JobState.PENDING and revived.attempts == 0
+        assert revived.run_at == T0 + 50 and revived.max_retries == 0
+        assert self.claim(store, T0 + 50).attempt == 1
+        assert len(store.attempts("a")) == 2, "history survives a DLQ retry"
+
+    def test_dlq_retry_errors(self, store: Storage) -> None:
+        store.enqueue([new_job("a")])
+        with pytest.raises(JobNotFoundError):
+            store.dlq_retry("nope", T0)
+        with pytest.raises(InvalidStateError):
+            store.dlq_retry("a", T0)
+        assert store.get("a") is not None and store.get("a").state is JobState.PENDING  # type: ignore[union-attr]
+
+    # ------------------------------------------------------------ leases
+    def test_renew_extends_lease(self, store: Storage) -> None:
+        store.enqueue([new_job("a")])
+        claim = self.claim(store)
+        assert store.renew(claim, T0 + 9000, LEASE)
+        assert store.recover_expired(T0 + LEASE + 1) == [], "renewed lease is still valid"
+        job = store.get("a")
+        assert job is not None and job.lease_expires_at == T0 + 9000 + LEASE
+
+    def test_expired_lease_is_recovered(self, store: Storage) -> None:
+        store.enqueue([new_job("a"), new_job("b")])
+        self.claim(store, worker="dead-worker")
+        held = self.claim(store, T0 + 5000, worker="live")
+        assert store.recover_expired(T0 + LEASE) == [], "not yet expired at the boundary"
+        [job] = store.recover_expired(T0 + LEASE + 1)
+        assert job.id == "a" and job.state is JobState.FAILED
+        assert job.run_at == T0 + LEASE + 1 and job.lease_expires_at is None
+        assert job.last_error and "dead-worker" in job.last_error
+        assert store.get(held.job.id).state is JobState.PROCESSING  # type: ignore[union-attr]
+        [attempt] = store.attempts("a")
+        assert attempt.outcome == "lost" and attempt.finished_at == T0 + LEASE + 1
+        assert self.claim(store, T0 + LEASE + 1).job.id == "a"
+
+    def test_recovery_of_last_allowed_attempt_is_dead(self, store: Storage) -> None:
+        store.enqueue([new_job("a", max_retries=0)])
+        self.claim(store)
+        [job] = store.recover_expired(T0 + LEASE + 1)
+        assert job.state is JobState.DEAD
+
+    def test_release_worker_jobs_before_expiry(self, store: Storage) -> None:
+        store.enqueue([new_job("a"), new_job("b")])
+        self.claim(store, worker="gone")
+        self.claim(store, worker="other")
+        [job] = store.recover_expired(T0 + 1, worker_id="gone")
+        assert job.id == "a" and job.state is JobState.FAILED
+        assert store.get("b").state is JobState.PROCESSING  # type: ignore[union-attr]
+
+    def test_fencing_stale_claim_changes_nothing(self, store: Storage) -> None:
+        store.enqueue([new_job("a")])
+        stale = self.claim(store, worker="slow")
+        store.recover_expired(T0 + LEASE + 1)
+        fresh = self.claim(store, T0 + LEASE + 2, worker="fast")
+        assert not store.renew(stale, T0 + LEASE + 3, LEASE)
+        assert store.complete(stale, OK, T0 + LEASE + 3) is None
+        assert store.fail(stale, BOOM, T0 + LEASE + 3, None) is None
+        job = store.get("a")
+        assert job is not None and job.state is JobState.PROCESSING and job.worker_id == "fast"
+        done = store.complete(fresh, OK, T0 + LEASE + 4)
+        assert done is not None and done.state is JobState.COMPLETED and done.attempts == 2
+        assert store.complete(fresh, OK, T0 + LEASE + 5) is None, "completes once"
+        assert [a.outcome for a in store.attempts("a")] == ["lost", "completed"]
+
+    def test_fencing_after_dlq_retry(self, store: Storage) -> None:
+        store.enqueue([new_job("a", max_retries=0)])
+        first = self.claim(store)
+        store.fail(first, BOOM, T0 + 1, None)
+        store.dlq_retry("a", T0 + 2)
+        second = self.claim(store, T0 + 2)
+        assert first.attempt == second.attempt == 1
+        assert store.complete(first, OK, T0 + 3) is None, "same attempt number, old claim"
+        assert store.complete(second, OK, T0 + 3) is not None
+
+    # ------------------------------------------------------------ queries
+    def test_counts_include_every_state(self, store: Storage) -> None:
+        assert store.counts() == dict.fromkeys(JobState, 0)
+        store.enqueue([new_job(n) for n in "abcde"])
+        store.complete(self.claim(store), OK, T0)
+        store.fail(self.claim(store), BOOM, T0, T0 + 100)
+        store.fail(self.claim(store), BOOM, T0, None)
+        self.claim(store)
+        assert store.counts() == {JobState.PENDING: 1, JobState.PROCESSING: 1,
+                                  JobState.COMPLETED: 1, JobState.FAILED: 1, JobState.DEAD: 1}
+
+    def test_list_filters_limits_and_order(self, store: Storage) -> None:
+        store.enqueue([new_job(f"j{i}", priority=i % 3) for i in range(10)])
+        assert [j.id for j in store.list_jobs()] == [f"j{i}" for i in range(10)]
+        assert [j.id for j in store.list_jobs(limit=3)] == ["j0", "j1", "j2"]
+        store.complete(self.claim(store), OK, T0)
+        completed = store.list_jobs(JobState.COMPLETED)
+        assert [j.id for j in completed] == ["j2"]
+        assert len(store.list_jobs(JobState.PENDING)) == 9
+        assert store.list_jobs(JobState.DEAD) == []
+
+    # ------------------------------------------------------------ settings
+    def test_settings_round_trip_and_persist(self, store: Storage, home: Path) -> None:
+        assert store.get_settings() == {}
+        store.set_setting("max_retries", 5)
+        store.set_setting("backoff_base", 1.5)
+        store.set_setting("max_retries", 6)
+        assert store.get_settings() == {"max_retries": 6, "backoff_base": 1.5}
+        store = self.reopen(store, home)
+        try:
+            assert store.get_settings() == {"max_retries": 6, "backoff_base": 1.5}
+        finally:
+            store.close()
+
+    def test_jobs_persist_across_reopen(self, store: Storage, home: Path) -> None:
+        store.enqueue([new_job("a"), new_job("b")])
+        store.complete(self.claim(store), OK, T0)
+        store = self.reopen(store, home)
+        try:
+            assert [(j.id, j.state) for j in store.list_jobs()] == [
+                ("a", JobState.COMPLETED), ("b", JobState.PENDING)]
+            assert len(store.attempts("a")) == 1
+        finally:
+            store.close()
+
+    # ------------------------------------------------------------ workers
+    def test_worker_registry(self, store: Storage) -> None:
+        w = WorkerInfo(id="h:1:x", hostname="h", pid=1, started_at=T0, heartbeat_at=T0)
+        store.register_worker(w)
+        store.register_worker(w.model_copy(update={"id": "h:2:y", "pid": 2}))
+        store.worker_heartbeat("h:1:x", T0 + 500, "job-1", 4242)
+        workers = {x.id: x for x in store.list_workers()}
+        assert workers["h:1:x"].heartbeat_at == T0 + 500
+        assert (workers["h:1:x"].current_job, workers["h:1:x"].job_pgid) == ("job-1", 4242)
+        assert store.prune_workers(T0 + 1) == 1
+        assert [x.id for x in store.list_workers()] == ["h:1:x"]
+        store.unregister_worker("h:1:x")
+        assert store.list_workers() == []

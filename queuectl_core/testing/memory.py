@@ -1,0 +1,208 @@
+"""An in-memory store: the smallest complete backend, for tests and as an
+example for plugin authors. One process only; nothing survives it."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import DuplicateJobError, InvalidStateError, JobNotFoundError
+from ..models import (
+    CLAIMABLE_STATES,
+    Attempt,
+    Claim,
+    ExecResult,
+    Job,
+    JobState,
+    NewJob,
+    WorkerInfo,
+)
+from ..storage import Storage
+
+LOST = "worker {worker} went away before the attempt finished"
+
+
+class MemoryStorage(Storage):
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[str, Job] = {}          # insertion order = enqueue order
+        self._seq: dict[str, int] = {}
+        self._tokens: dict[str, str] = {}        # job id -> current claim token
+        self._attempts: list[tuple[str, Attempt]] = []  # (token, attempt)
+        self._settings: dict[str, Any] = {}
+        self._workers: dict[str, WorkerInfo] = {}
+        self._next = 0
+
+    # jobs
+    def enqueue(self, jobs: Sequence[NewJob]) -> None:
+        with self._lock:
+            ids = [j.id for j in jobs]
+            for i, job_id in enumerate(ids):
+                if job_id in self._jobs or job_id in ids[:i]:
+                    raise DuplicateJobError(job_id)
+            for j in jobs:
+                self._next += 1
+                self._seq[j.id] = self._next
+                self._jobs[j.id] = Job(
+                    id=j.id, command=j.command, state=JobState.PENDING, max_retries=j.max_retries,
+                    priority=j.priority, run_at=j.run_at, created_at=j.created_at,
+                    updated_at=j.created_at,
+                )
+
+    def get(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    def attempts(self, job_id: str) -> list[Attempt]:
+        return [a for _, a in self._attempts if a.job_id == job_id]
+
+    def list_jobs(self, state: JobState | None = None, limit: int | None = None) -> list[Job]:
+        jobs = [j for j in self._jobs.values() if state is None or j.state is state]
+        return jobs[:limit] if limit is not None else jobs
+
+    def counts(self) -> dict[JobState, int]:
+        counts = dict.fromkeys(JobState, 0)
+        for job in self._jobs.values():
+            counts[job.state] += 1
+        return counts
+
+    def next_run_at(self) -> int | None:
+        due = [j.run_at for j in self._jobs.values() if j.state in CLAIMABLE_STATES]
+        return min(due) if due else None
+
+    # claims
+    def claim(self, worker_id: str, now: int, lease_ms: int) -> Claim | None:
+        with self._lock:
+            ready = [j for j in self._jobs.values()
+                     if j.state in CLAIMABLE_STATES and j.run_at <= now]
+            if not ready:
+                return None
+            best = min(ready, key=lambda j: (-j.priority, j.run_at, self._seq[j.id]))
+            token = uuid.uuid4().hex
+            job = best.model_copy(update={
+                "state": JobState.PROCESSING, "attempts": best.attempts + 1,
+                "worker_id": worker_id, "lease_expires_at": now + lease_ms,
+                "started_at": now, "finished_at": None, "updated_at": now,
+            })
+            self._jobs[job.id] = job
+            self._tokens[job.id] = token
+            self._attempts.append((token, Attempt(job_id=job.id, number=job.attempts,
+                                                  worker_id=worker_id, started_at=now)))
+            return Claim(job=job, token=token, worker_id=worker_id, attempt=job.attempts,
+                         lease_expires_at=now + lease_ms)
+
+    def _holds(self, claim: Claim) -> Job | None:
+        job = self._jobs.get(claim.job.id)
+        if (job is None or job.state is not JobState.PROCESSING
+                or self._tokens.get(job.id) != claim.token):
+            return None
+        return job
+
+    def _close_attempt(self, token: str, **changes: Any) -> None:
+        for i, (t, a) in enumerate(self._attempts):
+            if t == token:
+                self._attempts[i] = (t, a.model_copy(update=changes))
+
+    def renew(self, claim: Claim, now: int, lease_ms: int) -> bool:
+        with self._lock:
+            job = self._holds(claim)
+            if job is None:
+                return False
+            self._jobs[job.id] = job.model_copy(update={"lease_expires_at": now + lease_ms})
+            return True
+
+    def _finish(self, claim: Claim, result: ExecResult, now: int, state: JobState,
+                retry_at: int | None, outcome: str) -> Job | None:
+        with self._lock:
+            job = self._holds(claim)
+            if job is None:
+                return None
+            done = job.model_copy(update={
+                "state": state, "run_at": job.run_at if retry_at is None else retry_at,
+                "last_error": None if state is JobState.COMPLETED else result.error,
+                "exit_code": result.exit_code, "finished_at": now, "updated_at": now,
+                "lease_expires_at": None,
+            })
+            self._jobs[job.id] = done
+            del self._tokens[job.id]
+            self._close_attempt(claim.token, finished_at=now, outcome=outcome,
+                                exit_code=result.exit_code, signal=result.signal,
+                                error=result.error)
+            return done
+
+    def complete(self, claim: Claim, result: ExecResult, now: int) -> Job | None:
+        return self._finish(claim, result, now, JobState.COMPLETED, None, "completed")
+
+    def fail(self, claim: Claim, result: ExecResult, now: int, retry_at: int | None
+             ) -> Job | None:
+        state = JobState.FAILED if retry_at is not None else JobState.DEAD
+        return self._finish(claim, result, now, state, retry_at, "failed")
+
+    def recover_expired(self, now: int, worker_id: str | None = None) -> list[Job]:
+        recovered = []
+        with self._lock:
+            for job in list(self._jobs.values()):
+                if job.state is not JobState.PROCESSING:
+                    continue
+                expired = job.lease_expires_at is not None and job.lease_expires_at < now
+                if not (expired or (worker_id is not None and job.worker_id == worker_id)):
+                    continue
+                error = LOST.format(worker=job.worker_id)
+                state = JobState.DEAD if job.attempts > job.max_retries else JobState.FAILED
+                new = job.model_copy(update={
+                    "state": state, "run_at": now, "last_error": error, "exit_code": None,
+                    "finished_at": now, "updated_at": now, "lease_expires_at": None,
+                })
+                self._jobs[job.id] = new
+                token = self._tokens.pop(job.id)
+                self._close_attempt(token, finished_at=now, outcome="lost", error=error)
+                recovered.append(new)
+        return recovered
+
+    def dlq_retry(self, job_id: str, now: int) -> Job:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                raise JobNotFoundError(job_id)
+            if job.state is not JobState.DEAD:
+                raise InvalidStateError(f"job {job_id!r} is {job.state.value}, not dead")
+            new = job.model_copy(update={
+                "state": JobState.PENDING, "attempts": 0, "run_at": now, "updated_at": now,
+                "started_at": None, "finished_at": None, "exit_code": None,
+            })
+            self._jobs[job_id] = new
+            return new
+
+    # settings
+    def get_settings(self) -> dict[str, Any]:
+        return dict(self._settings)
+
+    def set_setting(self, key: str, value: Any) -> None:
+        self._settings[key] = value
+
+    # workers
+    def register_worker(self, worker: WorkerInfo) -> None:
+        self._workers[worker.id] = worker
+
+    def worker_heartbeat(self, worker_id: str, now: int, current_job: str | None,
+                         job_pgid: int | None) -> None:
+        w = self._workers.get(worker_id)
+        if w is not None:
+            self._workers[worker_id] = w.model_copy(update={
+                "heartbeat_at": now, "current_job": current_job, "job_pgid": job_pgid})
+
+    def unregister_worker(self, worker_id: str) -> None:
+        self._workers.pop(worker_id, None)
+
+    def list_workers(self) -> list[WorkerInfo]:
+        return list(self._workers.values())
+
+    def prune_workers(self, heartbeat_before: int) -> int:
+        stale = [k for k, w in self._workers.items() if w.heartbeat_at < heartbeat_before]
+        for k in stale:
+            del self._workers[k]
+        return len(stale)
+
+    def describe(self) -> str:
+        return "memory"

@@ -1,0 +1,115 @@
+"""Plugin discovery against real (fake) installed distributions: a
+``*.dist-info`` directory with an ``entry_points.txt`` on sys.path."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from queuectl_core import hookimpl
+from queuectl_core.errors import PluginError
+from queuectl_core.plugins import build_plugins
+from queuectl_core.registry import BackendSpec
+
+
+def _fake_dist(root: Path, name: str, entry_points: dict[str, str], modules: dict[str, str]
+               ) -> None:
+    info = root / f"{name.replace('-', '_')}-1.2.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.2.3\n")
+    lines = "\n".join(f"{k} = {v}" for k, v in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[queuectl]\n{lines}\n")
+    for mod, source in modules.items():
+        (root / f"{mod}.py").write_text(textwrap.dedent(source))
+
+
+GOOD = """
+from queuectl_core import hookimpl
+from queuectl_core.registry import BackendSpec
+
+@hookimpl
+def queuectl_storage_backends():
+    return [BackendSpec(name="Fake_Store", factory=lambda o, c: None, description="fake")]
+"""
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Path]:
+    sys.path.insert(0, str(tmp_path))
+    yield tmp_path
+    sys.path.remove(str(tmp_path))
+    for mod in ("qc_good_plugin", "qc_broken_plugin", "qc_dupe_plugin"):
+        sys.modules.pop(mod, None)
+
+
+def test_good_plugin_loads_and_broken_one_is_skipped(site: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    _fake_dist(site, "qc-good", {"good": "qc_good_plugin"}, {"qc_good_plugin": GOOD})
+    _fake_dist(site, "qc-broken", {"broken": "qc_broken_plugin"},
+               {"qc_broken_plugin": "raise ImportError('missing dependency zzz')\n"})
+    plugins = build_plugins()
+    assert "fake-store" in plugins.backends()
+    assert plugins.backend("fake_store").distribution == "qc-good"
+    [failure] = plugins.failures
+    assert (failure.name, failure.distribution) == ("broken", "qc-broken")
+    assert "missing dependency zzz" in failure.error
+    err = capsys.readouterr().err
+    assert "plugin 'broken'" in err and "skipped" in err
+    good = next(p for p in plugins.loaded if p.name == "good")
+    assert good.version == "1.2.3" and good.provides == ["backend fake-store"]
+
+
+def test_disabled_plugins_are_not_loaded(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_dist(site, "qc-broken", {"broken": "qc_broken_plugin"},
+               {"qc_broken_plugin": "raise ImportError('nope')\n"})
+    monkeypatch.setenv("QUEUECTL_DISABLE_PLUGINS", "broken")
+    assert build_plugins().failures == []
+
+
+def test_two_plugins_claiming_one_name_is_an_error(site: Path) -> None:
+    _fake_dist(site, "qc-good", {"good": "qc_good_plugin"}, {"qc_good_plugin": GOOD})
+    _fake_dist(site, "qc-dupe", {"dupe": "qc_dupe_plugin"}, {"qc_dupe_plugin": GOOD})
+    with pytest.raises(PluginError, match=r"qc-good and qc-dupe|qc-dupe and qc-good"):
+        build_plugins().backends()
+
+
+def test_unknown_name_lists_choices() -> None:
+    plugins = build_plugins()
+    with pytest.raises(PluginError, match=r"choose one of: .*sqlite"):
+        plugins.backend("nosuch")
+    assert plugins.backend("sqlite").name == "sqlite"
+    assert plugins.executor("shell").name == "shell"
+    assert plugins.backoff_policy("exponential").name == "exponential"
+
+
+def test_broadcast_failures_never_propagate(capsys: pytest.CaptureFixture[str]) -> None:
+    from queuectl_core.models import Job, JobState
+
+    seen: list[str] = []
+
+    class Listener:
+        @hookimpl
+        def queuectl_job_event(self, event: str, job: Job) -> None:
+            seen.append(event)
+            raise RuntimeError("listener bug")
+
+        @hookimpl
+        def queuectl_job_dead(self, job: Job) -> None:
+            seen.append("dead:" + job.id)
+
+        @hookimpl
+        def queuectl_storage_backends(self) -> list[BackendSpec]:
+            return []
+
+    plugins = build_plugins(entry_points=False)
+    plugins.register(Listener(), "listener")
+    job = Job(id="j", command="x", state=JobState.DEAD, max_retries=0, run_at=0,
+              created_at=0, updated_at=0)
+    plugins.job_event("dead", job)
+    plugins.job_dead(job)
+    assert seen == ["dead", "dead:j"]
+    assert "listener bug" in capsys.readouterr().err

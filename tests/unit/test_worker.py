@@ -1,0 +1,146 @@
+"""The worker loop against the in-memory store and the real shell executor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from queuectl_core import hookimpl
+from queuectl_core.builtin import ExponentialBackoff
+from queuectl_core.models import Attempt, Job, JobState, NewJob, Settings
+from queuectl_core.plugins import Plugins, build_plugins
+from queuectl_core.storage import Storage
+from queuectl_core.testing import MemoryStorage
+from queuectl_core.timeutil import now_ms
+from queuectl_core.worker import Worker, job_log_dir
+from queuectl_shell.executor import ShellExecutor
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+        self.dead: list[str] = []
+
+    @hookimpl
+    def queuectl_job_event(self, event: str, job: Job, attempt: Attempt | None) -> None:
+        self.events.append((event, job.id))
+
+    @hookimpl
+    def queuectl_job_dead(self, job: Job) -> None:
+        self.dead.append(job.id)
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def plugins(recorder: Recorder) -> Plugins:
+    p = build_plugins(entry_points=False)
+    p.register(recorder, "recorder")
+    return p
+
+
+def make_worker(store: Storage, plugins: Plugins, tmp_path: Path,
+                settings: Settings | None = None) -> Worker:
+    s = settings or Settings(worker_idle_delay=10)
+    return Worker(storage=store, executor=ShellExecutor(), policy=ExponentialBackoff(),
+                  plugins=plugins, settings_loader=lambda _: s, log_root=tmp_path / "logs")
+
+
+def add(store: Storage, job_id: str, command: str, max_retries: int = 3) -> None:
+    now = now_ms()
+    store.enqueue([NewJob(id=job_id, command=command, max_retries=max_retries, run_at=now,
+                          created_at=now)])
+
+
+def test_success_is_recorded_with_output_on_disk(tmp_path: Path, plugins: Plugins,
+                                                 recorder: Recorder) -> None:
+    store = MemoryStorage()
+    add(store, "ok", "echo hello; echo oops >&2")
+    worker = make_worker(store, plugins, tmp_path)
+    assert worker.run_once()
+    job = store.get("ok")
+    assert job is not None and job.state is JobState.COMPLETED and job.attempts == 1
+    out = job_log_dir(tmp_path / "logs", "ok") / "attempt-1.out"
+    assert out.read_text() == "hello\n"
+    assert recorder.events == [("claimed", "ok"), ("completed", "ok")]
+
+
+def test_failure_schedules_backoff_then_dead(tmp_path: Path, plugins: Plugins,
+                                             recorder: Recorder) -> None:
+    store = MemoryStorage()
+    add(store, "bad", "echo broken >&2; exit 4", max_retries=1)
+    worker = make_worker(store, plugins, tmp_path)
+    before = now_ms()
+    worker.run_once()
+    job = store.get("bad")
+    assert job is not None and job.state is JobState.FAILED and job.exit_code == 4
+    assert job.last_error == "broken"
+    assert before + 2000 <= job.run_at <= now_ms() + 2000  # 2 ** 1 seconds
+    assert not worker.run_once(), "not due yet"
+    # Make it due without waiting: the store is ours to edit in a unit test.
+    store._jobs["bad"] = job.model_copy(update={"run_at": now_ms()})
+    worker.run_once()
+    job = store.get("bad")
+    assert job is not None and job.state is JobState.DEAD and job.attempts == 2
+    assert recorder.dead == ["bad"]
+    assert ("dead", "bad") in recorder.events
+
+
+def test_unknown_command_fails_with_clear_error(tmp_path: Path, plugins: Plugins) -> None:
+    store = MemoryStorage()
+    add(store, "nf", "definitely_not_a_command_qq", max_retries=0)
+    make_worker(store, plugins, tmp_path).run_once()
+    job = store.get("nf")
+    assert job is not None and job.state is JobState.DEAD and job.exit_code == 127
+    assert job.last_error is not None and "not found" in job.last_error
+
+
+def test_lost_claim_kills_the_command(tmp_path: Path, plugins: Plugins) -> None:
+    """If the lease is taken away (recovered by another worker), the worker
+    must stop its copy of the command instead of finishing it."""
+    store = MemoryStorage()
+    marker = tmp_path / "finished"
+    add(store, "long", f"sleep 3; touch {marker}")
+    worker = make_worker(store, plugins, tmp_path, Settings(worker_idle_delay=10,
+                                                            lease_seconds=3))
+    original_renew = store.renew
+
+    def steal(claim, now, lease_ms):  # type: ignore[no-untyped-def]
+        store.recover_expired(now, worker_id=claim.worker_id)
+        return original_renew(claim, now, lease_ms)
+
+    store.renew = steal  # type: ignore[method-assign]
+    started = now_ms()
+    worker.run_once()
+    assert now_ms() - started < 2900, "the command was stopped, not waited for"
+    assert not marker.exists()
+    job = store.get("long")
+    assert job is not None and job.state is JobState.FAILED
+    assert [a.outcome for a in store.attempts("long")] == ["lost"]
+
+
+def test_housekeeping_recovers_expired_jobs(tmp_path: Path, plugins: Plugins,
+                                            recorder: Recorder) -> None:
+    store = MemoryStorage()
+    add(store, "orphan", "true", max_retries=0)
+    assert store.claim("ghost", now_ms(), 1) is not None  # a 1 ms lease, never renewed
+    worker = make_worker(store, plugins, tmp_path)
+    worker.housekeeping(now_ms() + 10)
+    job = store.get("orphan")
+    assert job is not None and job.state is JobState.DEAD  # its only attempt was lost
+    assert ("lost", "orphan") in recorder.events and recorder.dead == ["orphan"]
+
+
+def test_graceful_stop_request_ends_run(tmp_path: Path, plugins: Plugins) -> None:
+    store = MemoryStorage()
+    add(store, "a", "true")
+    worker = make_worker(store, plugins, tmp_path)
+    worker.stop.request()
+    worker.run()
+    job = store.get("a")
+    assert job is not None and job.state is JobState.PENDING, "nothing claimed after stop"
+    assert store.list_workers() == [], "worker unregistered on exit"

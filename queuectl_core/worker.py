@@ -28,6 +28,7 @@ from .registry import BackoffPolicy
 from .retry import next_run_at
 from .storage import Storage
 from .timeutil import now_ms
+from .wakeup import WakeupListener
 
 log = logging.getLogger("queuectl.worker")
 
@@ -110,14 +111,17 @@ class StopSignal:
     def forced(self) -> bool:
         return self.count >= 2
 
-    def sleep(self, seconds: float) -> None:
-        """Sleep up to ``seconds``; return early on a signal."""
+    def sleep(self, seconds: float, wakeup: WakeupListener | None = None) -> None:
+        """Sleep up to ``seconds``; return early on a signal or a wake-up."""
         if seconds > 0 and not self.count:
+            fds: list[int] = [self._r] if wakeup is None else [self._r, wakeup.fileno()]
             with contextlib.suppress(InterruptedError):
-                select.select([self._r], [], [], seconds)
+                select.select(fds, [], [], seconds)
         with contextlib.suppress(BlockingIOError):
             while os.read(self._r, 512):
                 pass
+        if wakeup is not None:
+            wakeup.drain()
 
 
 class Worker:
@@ -133,6 +137,7 @@ class Worker:
         stop: StopSignal | None = None,
         worker_id: str | None = None,
         parent_pid: int | None = None,
+        wakeup: WakeupListener | None = None,
     ) -> None:
         self.storage = storage
         self.executor = executor
@@ -145,6 +150,7 @@ class Worker:
         self.pid = os.getpid()
         self.id = worker_id or f"{self.hostname}:{self.pid}:{uuid.uuid4().hex[:6]}"
         self.parent_pid = parent_pid
+        self.wakeup = wakeup
         self.settings = self._load_settings(storage)
         self._settings_at = now_ms()
         self._housekeeping_at = 0
@@ -236,7 +242,7 @@ class Worker:
         due = self.storage.next_run_at()
         if due is not None:
             wait_ms = min(wait_ms, due - now)
-        self.stop.sleep(max(0, wait_ms) / 1000)
+        self.stop.sleep(max(0, wait_ms) / 1000, self.wakeup)
 
     def execute(self, claim: Claim) -> None:
         job = claim.job

@@ -124,6 +124,9 @@ def enqueue(state: State, job_json: str | None, file_: str | None, command: str 
     jobs: list[NewJob] = [s.to_new_job(default_max_retries=settings.max_retries, now=now)
                           for s in specs]
     storage.enqueue(jobs)
+    from ..wakeup import notify
+
+    notify(app.config.home)
     if as_json:
         emit_json({"enqueued": len(jobs), "ids": [j.id for j in jobs]})
     elif len(jobs) == 1:
@@ -288,6 +291,9 @@ def dlq_retry(state: State, job_id: str, as_json: bool) -> None:
 
     app = state.app()
     job = app.storage.dlq_retry(job_id, now_ms())
+    from ..wakeup import notify
+
+    notify(app.config.home)
     app.plugins.job_event("dlq_retried", job, None)
     if as_json:
         emit_json(job.to_json())

@@ -132,16 +132,30 @@ def stop(state: State, timeout: float) -> None:
 @pass_state
 def child(state: State, parent_pid: int) -> None:
     """One worker process (started by the supervisor)."""
+    import logging
+
     from ..supervisor import configure_logging
+    from ..wakeup import WakeupListener
     from ..worker import StopSignal, Worker
 
     configure_logging()
     stop_signal = StopSignal()
     stop_signal.install()
     app = state.app()
+    try:
+        wakeup: WakeupListener | None = WakeupListener(app.config.home)
+    except OSError as exc:
+        logging.getLogger("queuectl.worker").warning(
+            "no wake-up socket (%s); new jobs are noticed by polling only", exc)
+        wakeup = None
     w = Worker(
         storage=app.storage, executor=app.executor(), policy=app.backoff_policy(),
         plugins=app.plugins, settings_loader=app.settings,
         log_root=app.config.home / "logs" / "jobs", stop=stop_signal, parent_pid=parent_pid,
+        wakeup=wakeup,
     )
-    w.run()
+    try:
+        w.run()
+    finally:
+        if wakeup is not None:
+            wakeup.close()

@@ -89,17 +89,25 @@ def default_home() -> Path:
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) if missing; a directory we create is
-    private to the user (0700)."""
-    if not path.exists():
+    """Create ``path`` and any missing parents; every directory created here
+    is private to the user (0700), whatever the umask."""
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ConfigError(f"{path} exists and is not a directory")
+    missing = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for directory in reversed(missing):
         try:
-            path.mkdir(parents=True, mode=0o700)
+            directory.mkdir(mode=0o700)
+            os.chmod(directory, 0o700)
         except FileExistsError:
             pass
         except OSError as exc:
-            raise ConfigError(f"cannot create {path}: {exc.strerror}") from None
-    elif not path.is_dir():
-        raise ConfigError(f"{path} exists and is not a directory")
+            raise ConfigError(f"cannot create {directory}: {exc.strerror}") from None
     return path
 
 

@@ -71,13 +71,15 @@ def queuectl_job_event(event: str, job: Job, attempt: Attempt | None) -> None:
     """A job changed state (broadcast; results ignored).
 
     :param event: one of ``enqueued``, ``claimed``, ``completed``, ``failed``
-        (a retry is scheduled), ``dead``, ``lost`` (its worker vanished and the
-        lease expired), ``dlq_retried``.
+        (a retry is scheduled), ``dead``, ``lost`` (the attempt was abandoned:
+        its worker died, lost its lease, or was stopped by force; the job is
+        runnable again, or dead), ``dlq_retried``.
     :param job: the job as stored after the change.
     :param attempt: the attempt that just ended, when there is one.
 
-    Called in the process that made the change (a worker, or the CLI for
-    ``enqueued`` and ``dlq_retried``).
+    Called in the process that made the change: a worker; the CLI for
+    ``enqueued`` and ``dlq_retried``; a supervisor or ``worker stop`` for
+    ``lost`` (and ``dead``) when they release the jobs of a dead worker.
     """
 
 
@@ -89,7 +91,8 @@ def queuectl_job_dead(job: Job, attempt: Attempt | None) -> None:
     :param job: the dead job, with ``last_error`` and ``attempts``.
     :param attempt: its last attempt, when known.
 
-    Called once per arrival in the DLQ, in the worker that moved it there,
-    after the move is stored. A failing implementation is logged and never
-    affects the queue.
+    Called once per arrival in the DLQ, after the move is stored, in the
+    process that moved it there (usually a worker; a supervisor when a
+    crashed worker's job had no attempts left). A failing implementation is
+    logged and never affects the queue.
     """

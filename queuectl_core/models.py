@@ -43,13 +43,15 @@ class JobState(StrEnum):
 #: States from which a worker may claim a job (when ``run_at <= now``).
 CLAIMABLE_STATES = (JobState.PENDING, JobState.FAILED)
 
-AttemptOutcome = Literal["running", "completed", "failed", "lost"]
+#: ``lost``: the worker died or its lease expired (the attempt counts);
+#: ``interrupted``: an operator's forced stop killed it (it does not count).
+AttemptOutcome = Literal["running", "completed", "failed", "lost", "interrupted"]
 
 
 class Job(BaseModel):
     """A job as stored."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     id: str
     command: str
@@ -81,7 +83,7 @@ class Attempt(BaseModel):
     """One execution of a job: created when a worker claims the job, closed
     when the command finishes or the claim is lost."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     job_id: str
     number: int
@@ -107,7 +109,7 @@ class Claim(BaseModel):
     """What a worker holds after claiming a job. ``token`` is unique per
     claim; every later state change is conditional on it (fencing)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     job: Job
     token: str
@@ -119,7 +121,7 @@ class Claim(BaseModel):
 class ExecResult(BaseModel):
     """How one execution ended. ``exit_code`` 0 means success."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     exit_code: int | None = None
     signal: int | None = None
@@ -133,7 +135,7 @@ class ExecResult(BaseModel):
 class NewJob(BaseModel):
     """A validated job ready to store (defaults filled in)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     id: str
     command: str
@@ -147,7 +149,7 @@ class JobSpec(BaseModel):
     """What a user may enqueue. Types are strict: ``"max_retries": "3"`` is an
     error, not coerced; unknown fields are rejected."""
 
-    model_config = ConfigDict(strict=True, extra="forbid")
+    model_config = ConfigDict(strict=True, extra="forbid", defer_build=True)
 
     id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_LENGTH)
     command: str = Field(min_length=1, max_length=MAX_COMMAND_LENGTH)
@@ -223,7 +225,7 @@ class Settings(BaseModel):
     """Runtime settings, stored in the backend so that every worker sharing a
     store sees them and picks up changes without a restart."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, defer_build=True)
 
     max_retries: int = Field(default=3, ge=0, le=MAX_RETRIES_LIMIT,
                              description="retries after the first attempt before a job is dead")
@@ -289,7 +291,7 @@ def settings_from_stored(stored: dict[str, Any], defaults: dict[str, Any] | None
 class WorkerInfo(BaseModel):
     """A worker process as registered in the store."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     id: str
     hostname: str

@@ -76,6 +76,12 @@ class Plugins:
             try:
                 module = ep.load()
                 self.pm.register(module, name=ep.name)
+                try:
+                    # A misspelled queuectl_* hook is this plugin's error only.
+                    self.pm.check_pending()
+                except Exception:
+                    self.pm.unregister(module)
+                    raise
             except Exception as exc:  # a broken third-party plugin must not stop us
                 err = "".join(traceback.format_exception_only(exc)).strip()
                 self.failures.append(PluginFailure(ep.name, dist_name, err))
@@ -84,7 +90,6 @@ class Plugins:
                 continue
             self._dist_of[id(module)] = dist_name
             self.loaded.append(LoadedPlugin(ep.name, dist_name, version))
-        self.pm.check_pending()
 
     def register(self, plugin: object, name: str, distribution: str = "(registered)") -> None:
         """Register an in-process plugin (tests, embedding)."""

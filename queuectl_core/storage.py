@@ -90,13 +90,19 @@ class Storage(ABC):
         fenced out."""
 
     @abstractmethod
-    def recover_expired(self, now: int, worker_id: str | None = None) -> list[Job]:
+    def recover_expired(self, now: int, worker_id: str | None = None, *,
+                        charge_attempt: bool = True) -> list[Job]:
         """Take back jobs whose lease expired (or, with ``worker_id``, every
-        job that worker holds, expired or not: used after a forced stop).
-        Each one's open attempt is closed as ``lost``; the job becomes
-        ``dead`` if ``attempts > max_retries``, else ``failed`` with
-        ``run_at = now`` so it runs again at once. Returns the jobs as they
-        are now."""
+        job that worker holds, expired or not: used when the worker is known
+        to be dead or was stopped by force). Returns the jobs as they are now.
+
+        With ``charge_attempt`` (crashes, lost leases) each open attempt is
+        closed as ``lost`` and still counts: the job becomes ``dead`` if
+        ``attempts > max_retries``, else ``failed`` with ``run_at = now`` so
+        it runs again at once. Without it (an operator's forced stop) the
+        attempt is closed as ``interrupted`` and given back: ``attempts`` goes
+        down by one and the job is ``pending`` (no attempts left) or
+        ``failed``, with ``run_at = now``; never ``dead``."""
 
     @abstractmethod
     def dlq_retry(self, job_id: str, now: int) -> Job:

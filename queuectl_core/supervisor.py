@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import ensure_private_dir
 from .worker import StopSignal, kill_group, pid_alive
 
 log = logging.getLogger("queuectl.supervisor")
@@ -39,9 +40,7 @@ MAX_RESTART_DELAY_S = 30.0
 
 
 def run_dir(home: Path) -> Path:
-    path = home / "run"
-    path.mkdir(mode=0o700, exist_ok=True)
-    return path
+    return ensure_private_dir(home / "run")
 
 
 @dataclass(frozen=True)
@@ -153,15 +152,16 @@ class Supervisor:
             if code is None:
                 continue
             del self.children[pid]
+            if code != 0:
+                log.warning("worker pid %d exited unexpectedly (%s)", pid,
+                            f"signal {-code}" if code < 0 else f"exit code {code}")
+                if self.on_worker_crash is not None:
+                    try:
+                        self.on_worker_crash(pid)
+                    except Exception as exc:
+                        log.error("could not release the jobs of worker pid %d: %s", pid, exc)
             if self.stop.graceful:
                 continue
-            log.warning("worker pid %d exited unexpectedly (%s); restarting it", pid,
-                        f"signal {-code}" if code < 0 else f"exit code {code}")
-            if self.on_worker_crash is not None:
-                try:
-                    self.on_worker_crash(pid)
-                except Exception as exc:
-                    log.error("could not recover jobs of worker pid %d: %s", pid, exc)
             quick = time.monotonic() - started < QUICK_EXIT_S
             self._restart_delay = (min(MAX_RESTART_DELAY_S, max(0.5, self._restart_delay * 2))
                                    if quick else 0.0)
@@ -189,7 +189,7 @@ class Supervisor:
 def spawn_detached(argv: list[str], log_path: Path) -> int:
     """Start ``argv`` in a new session, detached from the caller's terminal
     and output (so a pipe on the caller's stdout closes when it returns)."""
-    log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ensure_private_dir(log_path.parent)
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,

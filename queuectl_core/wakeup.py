@@ -15,6 +15,8 @@ import os
 import socket
 from pathlib import Path
 
+from .config import ensure_private_dir
+
 #: sun_path is 108 bytes on Linux, including the terminating NUL.
 _MAX_SOCKET_PATH = 107
 
@@ -28,7 +30,7 @@ class WakeupListener:
 
     def __init__(self, home: Path) -> None:
         directory = wake_dir(home)
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ensure_private_dir(directory)
         self.path = directory / str(os.getpid())
         if len(os.fsencode(self.path)) > _MAX_SOCKET_PATH:
             raise OSError(f"socket path too long: {self.path}")

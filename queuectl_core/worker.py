@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from .config import ensure_private_dir
 from .executor import Execution, Executor
 from .models import Claim, ExecResult, Job, JobState, Settings, WorkerInfo
 from .plugins import Plugins
@@ -68,6 +69,22 @@ def kill_group(pgid: int | None, sig: int = signal.SIGKILL) -> None:
         os.killpg(pgid, sig)
 
 
+def release_dead_worker(storage: Storage, plugins: Plugins, record: WorkerInfo, now: int, *,
+                        charge_attempt: bool = True) -> list[Job]:
+    """A worker process is known to be gone (crashed, or killed by a forced
+    stop): kill the command it left running, if that job is still its own,
+    then give its jobs back and forget the worker."""
+    if record.current_job and record.job_pgid:
+        job = storage.get(record.current_job)
+        if (job is not None and job.state is JobState.PROCESSING
+                and job.worker_id == record.id):
+            kill_group(record.job_pgid)
+    jobs = storage.recover_expired(now, worker_id=record.id, charge_attempt=charge_attempt)
+    storage.unregister_worker(record.id)
+    announce_recovered(plugins, jobs)
+    return jobs
+
+
 def announce_recovered(plugins: Plugins, jobs: list[Job]) -> None:
     """Log and broadcast jobs taken back from vanished workers."""
     for job in jobs:
@@ -113,7 +130,9 @@ class StopSignal:
 
     def sleep(self, seconds: float, wakeup: WakeupListener | None = None) -> None:
         """Sleep up to ``seconds``; return early on a signal or a wake-up."""
-        if seconds > 0 and not self.count:
+        # A signal writes to the pipe (set_wakeup_fd), so one that arrives
+        # just before select still ends the sleep at once.
+        if seconds > 0:
             fds: list[int] = [self._r] if wakeup is None else [self._r, wakeup.fileno()]
             with contextlib.suppress(InterruptedError):
                 select.select(fds, [], [], seconds)
@@ -174,8 +193,13 @@ class Worker:
                 log.warning("could not reload settings: %s", exc)
             self._settings_at = now
 
-    def _orphaned(self) -> bool:
-        return self.parent_pid is not None and os.getppid() != self.parent_pid
+    def _check_parent(self) -> None:
+        """A worker whose supervisor died stops as if asked to: it finishes
+        its current job, claims nothing more, and exits."""
+        if (self.parent_pid is not None and os.getppid() != self.parent_pid
+                and not self.stop.graceful):
+            log.warning("supervisor %d went away; finishing up and stopping", self.parent_pid)
+            self.stop.request()
 
     def housekeeping(self, now: int, current: Claim | None = None,
                      execution: Execution | None = None) -> None:
@@ -187,18 +211,21 @@ class Worker:
         )
         self.recover(now)
 
-    def recover(self, now: int, worker_id: str | None = None) -> list[Job]:
-        recovered = self.storage.recover_expired(now, worker_id)
-        if not recovered:
-            return recovered
+    def recover(self, now: int) -> list[Job]:
+        """Take back jobs whose lease expired. A command that its dead worker
+        on this machine left running is killed first, so that it is gone
+        before the job can be claimed again."""
+        expired = [j for j in self.storage.list_jobs(JobState.PROCESSING)
+                   if j.lease_expires_at is not None and j.lease_expires_at < now]
+        if not expired:
+            return []
         workers = {w.id: w for w in self.storage.list_workers()}
-        for job in recovered:
+        for job in expired:
             owner = workers.get(job.worker_id or "")
-            # The command of a worker that died on this machine may still be
-            # running in its own process group: stop it before the job reruns.
             if (owner is not None and owner.hostname == self.hostname
                     and owner.current_job == job.id and not pid_alive(owner.pid)):
                 kill_group(owner.job_pgid)
+        recovered = self.storage.recover_expired(now)
         announce_recovered(self.plugins, recovered)
         self.storage.prune_workers(now - WORKER_RECORD_TTL_MS)
         return recovered
@@ -213,10 +240,9 @@ class Worker:
         try:
             self.housekeeping(now)
             while not self.stop.graceful:
-                if self._orphaned():
-                    log.warning("supervisor went away; stopping")
-                    break
-                self.run_once()
+                self._check_parent()
+                if not self.stop.graceful:
+                    self.run_once()
         finally:
             with contextlib.suppress(Exception):
                 self.storage.unregister_worker(self.id)
@@ -252,13 +278,25 @@ class Worker:
         execution: Execution | None = None
         result: ExecResult | None = None
         try:
-            log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            ensure_private_dir(log_dir)
             execution = self.executor.start(job, attempt=claim.attempt, log_dir=log_dir)
         except Exception as exc:
             result = ExecResult(error=f"could not start the command: {exc}")
         if execution is not None:
-            self.storage.worker_heartbeat(self.id, now_ms(), job.id, execution.pgid)
-            result = self._wait(claim, execution)
+            try:
+                self.storage.worker_heartbeat(self.id, now_ms(), job.id, execution.pgid)
+                result = self._wait(claim, execution)
+            except BaseException:
+                # Never leave a command running behind a worker that is
+                # about to die: kill it and give the job back (the attempt
+                # counts, so a job that keeps breaking workers ends dead).
+                log.exception("worker error while running job %s; killing it", job.id)
+                with contextlib.suppress(Exception):
+                    execution.kill()
+                with contextlib.suppress(Exception):
+                    announce_recovered(self.plugins, self.storage.recover_expired(
+                        now_ms(), worker_id=self.id))
+                raise
             if result is None:
                 return  # the claim was lost or a forced stop released it
         assert result is not None
@@ -271,11 +309,13 @@ class Worker:
             result = execution.wait(slice_s)
             if result is not None:
                 return result
-            if self.stop.forced or self._orphaned():
-                log.warning("forced stop: killing job %s and releasing it", claim.job.id)
+            self._check_parent()
+            if self.stop.forced:
+                log.warning("forced stop: killing job %s; it will run again (this attempt "
+                            "does not count)", claim.job.id)
                 execution.kill()
-                self.recover(now_ms(), worker_id=self.id)
-                self.stop.request()
+                announce_recovered(self.plugins, self.storage.recover_expired(
+                    now_ms(), worker_id=self.id, charge_attempt=False))
                 return None
             now = now_ms()
             if now >= renew_at:

@@ -30,22 +30,29 @@ def _child_argv(state: State) -> list[str]:
             "worker", "_child"]
 
 
-def _release_crashed(state: State, pids: list[int]) -> None:
-    """Release the jobs of worker processes that died (killed or crashed):
-    stop what their commands left running, then make the jobs runnable."""
+def _release_dead(state: State, pids: list[int], *, charge_attempt: bool) -> None:
+    """Give back the jobs of worker processes that are gone: crashed
+    (``charge_attempt``: the attempt counts) or killed by ``worker stop``
+    (it does not)."""
     from ..timeutil import now_ms
-    from ..worker import announce_recovered, kill_group
+    from ..worker import release_dead_worker
 
     app = state.app()
-    storage = app.storage
     host = socket.gethostname()
-    for record in storage.list_workers():
+    for record in app.storage.list_workers():
         if record.hostname == host and record.pid in pids:
-            if record.current_job:
-                kill_group(record.job_pgid)
-            jobs = storage.recover_expired(now_ms(), worker_id=record.id)
-            storage.unregister_worker(record.id)
-            announce_recovered(app.plugins, jobs)
+            release_dead_worker(app.storage, app.plugins, record, now_ms(),
+                                charge_attempt=charge_attempt)
+
+
+def _check_setup(state: State) -> None:
+    """Open everything a worker needs, so that a broken backend, executor or
+    retry policy is reported here and not only in a log file."""
+    app = state.app()
+    app.storage  # noqa: B018
+    app.executor()
+    app.backoff_policy()
+    app.settings()
 
 
 def _supervise(state: State, count: int) -> int:
@@ -53,9 +60,10 @@ def _supervise(state: State, count: int) -> int:
 
     configure_logging()
     app = state.app()
-    app.storage  # noqa: B018 - fail here, clearly, if the backend cannot open
+    _check_setup(state)
     supervisor = Supervisor(home=app.config.home, count=count, child_argv=_child_argv(state),
-                            on_worker_crash=lambda pid: _release_crashed(state, [pid]))
+                            on_worker_crash=lambda pid: _release_dead(state, [pid],
+                                                                      charge_attempt=True))
     pids = supervisor.start()
     click.echo(f"Supervisor {supervisor.run_file.stem.split('-')[1]} running {count} "
                f"worker(s): {', '.join(map(str, pids))} ({app.storage.describe()})", err=True)
@@ -87,7 +95,7 @@ def start(state: State, count: int) -> None:
     from ..supervisor import spawn_detached, wait_for_group
 
     app = state.app()
-    app.storage  # noqa: B018 - report a broken backend here, not in a log file
+    _check_setup(state)
     log_path = app.config.home / "logs" / "workers.log"
     argv = [sys.executable, "-m", "queuectl_core.cli.main", *state.child_global_args(),
             "worker", "run", "--count", str(count)]
@@ -122,7 +130,8 @@ def stop(state: State, timeout: float) -> None:
         click.echo("No workers are running.")
         return
     click.echo("Stopping all workers...")
-    stop_groups(groups, timeout, on_forced=lambda pids: _release_crashed(state, pids),
+    stop_groups(groups, timeout,
+                on_forced=lambda pids: _release_dead(state, pids, charge_attempt=False),
                 echo=click.echo)
     click.echo("All workers stopped.")
 

@@ -257,6 +257,21 @@ class StorageConformance:
         assert job.id == "a" and job.state is JobState.FAILED
         assert store.get("b").state is JobState.PROCESSING  # type: ignore[union-attr]
 
+    def test_forced_release_gives_the_attempt_back(self, store: Storage) -> None:
+        store.enqueue([new_job("first", max_retries=0)])
+        self.claim(store, worker="stopped")
+        [job] = store.recover_expired(T0 + 1, worker_id="stopped", charge_attempt=False)
+        assert job.id == "first" and job.state is JobState.PENDING and job.attempts == 0
+        assert [a.outcome for a in store.attempts("first")] == ["interrupted"]
+        # A job on its last allowed attempt is not sent to the DLQ by a forced stop.
+        retry = self.claim(store, T0 + 1, worker="w")
+        assert retry.job.id == "first" and retry.attempt == 1
+        store.fail(retry, BOOM, T0 + 2, T0 + 3)  # (a retry the policy would not give)
+        again = self.claim(store, T0 + 3, worker="stopped2")
+        assert again.attempt == 2
+        [job] = store.recover_expired(T0 + 4, worker_id="stopped2", charge_attempt=False)
+        assert job.state is JobState.FAILED and job.attempts == 1 and job.run_at == T0 + 4
+
     def test_fencing_stale_claim_changes_nothing(self, store: Storage) -> None:
         store.enqueue([new_job("a")])
         stale = self.claim(store, worker="slow")

@@ -22,6 +22,7 @@ from ..models import (
 from ..storage import Storage
 
 LOST = "worker {worker} went away before the attempt finished"
+INTERRUPTED = "stopped by force on worker {worker}; the attempt does not count"
 
 
 class MemoryStorage(Storage):
@@ -139,7 +140,8 @@ class MemoryStorage(Storage):
         state = JobState.FAILED if retry_at is not None else JobState.DEAD
         return self._finish(claim, result, now, state, retry_at, "failed")
 
-    def recover_expired(self, now: int, worker_id: str | None = None) -> list[Job]:
+    def recover_expired(self, now: int, worker_id: str | None = None, *,
+                        charge_attempt: bool = True) -> list[Job]:
         recovered = []
         with self._lock:
             for job in list(self._jobs.values()):
@@ -148,15 +150,22 @@ class MemoryStorage(Storage):
                 expired = job.lease_expires_at is not None and job.lease_expires_at < now
                 if not (expired or (worker_id is not None and job.worker_id == worker_id)):
                     continue
-                error = LOST.format(worker=job.worker_id)
-                state = JobState.DEAD if job.attempts > job.max_retries else JobState.FAILED
+                attempts = job.attempts
+                if charge_attempt:
+                    error, outcome = LOST.format(worker=job.worker_id), "lost"
+                    state = JobState.DEAD if attempts > job.max_retries else JobState.FAILED
+                else:
+                    error, outcome = INTERRUPTED.format(worker=job.worker_id), "interrupted"
+                    attempts -= 1
+                    state = JobState.PENDING if attempts == 0 else JobState.FAILED
                 new = job.model_copy(update={
-                    "state": state, "run_at": now, "last_error": error, "exit_code": None,
-                    "finished_at": now, "updated_at": now, "lease_expires_at": None,
+                    "state": state, "attempts": attempts, "run_at": now, "last_error": error,
+                    "exit_code": None, "finished_at": now, "updated_at": now,
+                    "lease_expires_at": None,
                 })
                 self._jobs[job.id] = new
                 token = self._tokens.pop(job.id)
-                self._close_attempt(token, finished_at=now, outcome="lost", error=error)
+                self._close_attempt(token, finished_at=now, outcome=outcome, error=error)
                 recovered.append(new)
         return recovered
 

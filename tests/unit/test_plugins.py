@@ -63,6 +63,20 @@ def test_good_plugin_loads_and_broken_one_is_skipped(site: Path,
     assert good.version == "1.2.3" and good.provides == ["backend fake-store"]
 
 
+def test_misspelled_hook_skips_only_that_plugin(site: Path) -> None:
+    _fake_dist(site, "qc-good", {"good": "qc_good_plugin"}, {"qc_good_plugin": GOOD})
+    _fake_dist(site, "qc-typo", {"typo": "qc_broken_plugin"}, {"qc_broken_plugin": """
+from queuectl_core import hookimpl
+
+@hookimpl
+def queuectl_storage_backend():   # missing the final s
+    return []
+"""})
+    plugins = build_plugins()
+    assert [f.name for f in plugins.failures] == ["typo"]
+    assert "fake-store" in plugins.backends()
+
+
 def test_disabled_plugins_are_not_loaded(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_dist(site, "qc-broken", {"broken": "qc_broken_plugin"},
                {"qc_broken_plugin": "raise ImportError('nope')\n"})

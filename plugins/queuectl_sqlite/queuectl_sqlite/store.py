@@ -100,6 +100,7 @@ NEXT_DUE_SQL = (
 )
 _JOB_FIELDS = tuple(Job.model_fields)
 _ATTEMPT_FIELDS = tuple(Attempt.model_fields)
+_INTERRUPTED_ERROR = "stopped by force on worker {worker}; the attempt does not count"
 _LOST_ERROR = (
     "worker {worker} went away before the attempt finished (killed, crashed, or its lease "
     "expired)"
@@ -313,7 +314,8 @@ class SqliteStorage(Storage):
         state = JobState.FAILED if retry_at is not None else JobState.DEAD
         return self._finish(claim, result, now, state, retry_at, "failed")
 
-    def recover_expired(self, now: int, worker_id: str | None = None) -> list[Job]:
+    def recover_expired(self, now: int, worker_id: str | None = None, *,
+                        charge_attempt: bool = True) -> list[Job]:
         where = "state = 'processing' AND (lease_expires_at < ?"
         params: list[Any] = [now]
         if worker_id is not None:
@@ -328,19 +330,25 @@ class SqliteStorage(Storage):
         with self._write() as conn:
             stale = conn.execute(f"SELECT id, claim_token, worker_id FROM jobs WHERE {where}",
                                  params).fetchall()
+            if charge_attempt:
+                template, outcome = _LOST_ERROR, "lost"
+                change = ("state = CASE WHEN attempts > max_retries THEN 'dead' ELSE 'failed' END")
+            else:
+                template, outcome = _INTERRUPTED_ERROR, "interrupted"
+                change = ("attempts = attempts - 1,"
+                          " state = CASE WHEN attempts <= 1 THEN 'pending' ELSE 'failed' END")
             for job_id, token, owner in stale:
-                error = _LOST_ERROR.format(worker=owner)
+                error = template.format(worker=owner)
                 row = conn.execute(
-                    "UPDATE jobs SET state = CASE WHEN attempts > max_retries THEN 'dead'"
-                    " ELSE 'failed' END, run_at = ?, last_error = ?, exit_code = NULL,"
+                    f"UPDATE jobs SET {change}, run_at = ?, last_error = ?, exit_code = NULL,"
                     " finished_at = ?, updated_at = ?, claim_token = NULL, lease_expires_at = NULL"
                     " WHERE id = ? AND claim_token = ? RETURNING *",
                     (now, error, now, now, job_id, token),
                 ).fetchone()
                 conn.execute(
-                    "UPDATE attempts SET finished_at = ?, outcome = 'lost', error = ?"
+                    "UPDATE attempts SET finished_at = ?, outcome = ?, error = ?"
                     " WHERE claim_token = ?",
-                    (now, error, token),
+                    (now, outcome, error, token),
                 )
                 recovered.append(_job(row))
         return recovered

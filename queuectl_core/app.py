@@ -18,15 +18,17 @@ from .registry import BackoffPolicy, PluginContext
 from .storage import Storage
 
 
-def _options(model: type[BaseModel] | None, raw: dict[str, Any], what: str) -> Any:
+def _options(model: type[BaseModel] | None, raw: dict[str, Any], what: str,
+             config: AppConfig) -> Any:
+    where = f"config file {config.config_path}: " if config.config_path else ""
     if model is None:
         if raw:
-            raise ConfigError(f"{what} takes no options, got: {', '.join(sorted(raw))}")
+            raise ConfigError(f"{where}{what} takes no options, got: {', '.join(sorted(raw))}")
         return None
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"options of {what}: {validation_message(exc)}") from None
+        raise ConfigError(f"{where}options of {what}: {validation_message(exc)}") from None
 
 
 class App:
@@ -47,7 +49,8 @@ class App:
         """A new storage instance of the selected backend."""
         spec = self.plugins.backend(self.config.backend)
         what = f"backend {spec.name!r}"
-        options = _options(spec.options_model, self.config.backend_options(spec.name), what)
+        options = _options(spec.options_model, self.config.backend_options(spec.name), what,
+                           self.config)
         assert spec.factory is not None, f"{what} has no factory"
         try:
             return spec.factory(options, self.context)
@@ -69,14 +72,16 @@ class App:
         name = self.config.file.executor
         spec = self.plugins.executor(name)
         what = f"executor {spec.name!r}"
-        options = _options(spec.options_model, self.config.executor_options(spec.name), what)
+        options = _options(spec.options_model, self.config.executor_options(spec.name), what,
+                           self.config)
         assert spec.factory is not None, f"{what} has no factory"
         return spec.factory(options, self.context)
 
     def backoff_policy(self) -> BackoffPolicy:
         retry = self.config.file.retry
         spec = self.plugins.backoff_policy(retry.policy)
-        options = _options(spec.options_model, retry.options, f"backoff policy {spec.name!r}")
+        options = _options(spec.options_model, retry.options, f"backoff policy {spec.name!r}",
+                           self.config)
         assert spec.factory is not None
         return spec.factory(options)
 

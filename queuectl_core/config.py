@@ -143,7 +143,10 @@ def load_file_config(path: Path) -> FileConfig:
     # Settings defaults accept max-retries and max_retries alike.
     defaults: dict[str, Any] = {}
     for key, value in cfg.defaults.items():
-        defaults[normalize_setting_key(str(key))] = value
+        try:
+            defaults[normalize_setting_key(str(key))] = value
+        except ConfigError as exc:
+            raise ConfigError(f"config file {path}: defaults: {exc}") from None
     try:
         Settings.model_validate(defaults)
     except ValidationError as exc:

@@ -78,8 +78,9 @@ def queuectl_job_event(event: str, job: Job, attempt: Attempt | None) -> None:
     :param attempt: the attempt that just ended, when there is one.
 
     Called in the process that made the change: a worker; the CLI for
-    ``enqueued`` and ``dlq_retried``; a supervisor or ``worker stop`` for
-    ``lost`` (and ``dead``) when they release the jobs of a dead worker.
+    ``enqueued`` and ``dlq_retried``; a supervisor (``lost``, and ``dead``
+    when a crashed worker's job had no attempts left) or ``worker stop``
+    (``lost``) when they release the jobs of a dead worker.
     """
 
 

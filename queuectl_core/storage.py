@@ -92,8 +92,8 @@ class Storage(ABC):
     @abstractmethod
     def recover_expired(self, now: int, worker_id: str | None = None, *,
                         charge_attempt: bool = True) -> list[Job]:
-        """Take back jobs whose lease expired (or, with ``worker_id``, every
-        job that worker holds, expired or not: used when the worker is known
+        """Take back jobs whose lease expired; or, with ``worker_id``, only the
+        jobs that worker holds, expired or not (used when the worker is known
         to be dead or was stopped by force). Returns the jobs as they are now.
 
         With ``charge_attempt`` (crashes, lost leases) each open attempt is
@@ -101,8 +101,9 @@ class Storage(ABC):
         ``attempts > max_retries``, else ``failed`` with ``run_at = now`` so
         it runs again at once. Without it (an operator's forced stop) the
         attempt is closed as ``interrupted`` and given back: ``attempts`` goes
-        down by one and the job is ``pending`` (no attempts left) or
-        ``failed``, with ``run_at = now``; never ``dead``."""
+        down by one and the job is ``pending`` (if that leaves no counted
+        attempt) or ``failed``, with ``run_at = now``; never ``dead``. The
+        next run then has the same attempt number."""
 
     @abstractmethod
     def dlq_retry(self, job_id: str, now: int) -> Job:

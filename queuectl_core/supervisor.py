@@ -53,24 +53,40 @@ class GroupRecord:
     workers: list[int]
     path: Path
 
-    def alive(self) -> bool:
-        return pid_alive(self.pid) and _looks_like_queuectl(self.pid)
+    def supervisor_alive(self) -> bool:
+        return _alive(self.pid)
+
+    def live_pids(self) -> list[int]:
+        """The supervisor and its workers that are still running (workers
+        outlive a killed supervisor until they finish their job)."""
+        return [p for p in (self.pid, *self.workers) if _alive(p)]
 
 
-def _looks_like_queuectl(pid: int) -> bool:
-    """Guard against PID reuse: on Linux, check the command line."""
+def _alive(pid: int) -> bool:
+    """Is ``pid`` a running queuectl process? Guards against zombies (which
+    still answer kill 0) and, on Linux, against PID reuse."""
+    if not pid_alive(pid):
+        return False
+    proc = Path(f"/proc/{pid}")
+    if not Path("/proc/self").exists():
+        return True
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        stat = (proc / "stat").read_text()
+        cmdline = (proc / "cmdline").read_bytes()
     except FileNotFoundError:
-        return not Path("/proc/self").exists() and pid_alive(pid)
+        return False
     except OSError:
         return True
-    return b"queuectl" in cmdline
+    if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
+        return False
+    # An empty command line is a process in the middle of exec: count it.
+    return not cmdline or b"queuectl" in cmdline
 
 
 def read_groups(home: Path) -> list[GroupRecord]:
-    """Every supervisor recorded under ``home`` on this host; stale files of
-    dead supervisors are removed."""
+    """Every worker group recorded under ``home`` on this host with a
+    process still running; files of groups that are wholly gone are
+    removed."""
     records: list[GroupRecord] = []
     directory = home / "run"
     if not directory.is_dir():
@@ -86,7 +102,7 @@ def read_groups(home: Path) -> list[GroupRecord]:
             continue
         if record.hostname != host:
             continue
-        if record.alive():
+        if record.live_pids():
             records.append(record)
         else:
             with contextlib.suppress(OSError):
@@ -186,7 +202,7 @@ class Supervisor:
                 self.run_file.unlink()
 
 
-def spawn_detached(argv: list[str], log_path: Path) -> int:
+def spawn_detached(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
     """Start ``argv`` in a new session, detached from the caller's terminal
     and output (so a pipe on the caller's stdout closes when it returns)."""
     ensure_private_dir(log_path.parent)
@@ -196,22 +212,22 @@ def spawn_detached(argv: list[str], log_path: Path) -> int:
                                 start_new_session=True, close_fds=True)
     finally:
         os.close(fd)
-    return proc.pid
+    return proc
 
 
-def wait_for_group(home: Path, pid: int, count: int, timeout: float) -> GroupRecord | None:
-    """Wait until supervisor ``pid`` has written its run file."""
+def wait_for_group(home: Path, proc: subprocess.Popen[bytes], count: int,
+                   timeout: float) -> GroupRecord | None:
+    """Wait until the supervisor we just started has written its run file;
+    None if it exited or the time ran out."""
     deadline = time.monotonic() + timeout
-    path = home / "run" / f"supervisor-{pid}.json"
+    path = home / "run" / f"supervisor-{proc.pid}.json"
     while time.monotonic() < deadline:
         if path.exists():
             for record in read_groups(home):
-                if record.pid == pid and len(record.workers) >= count:
+                if record.pid == proc.pid and len(record.workers) >= count:
                     return record
-        if not pid_alive(pid):
+        if proc.poll() is not None:
             return None
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
         time.sleep(0.02)
     return None
 
@@ -224,8 +240,16 @@ def stop_groups(groups: list[GroupRecord], timeout: float,
     jobs of the killed workers."""
 
     def remaining() -> list[int]:
-        pids = [g.pid for g in groups] + [p for g in groups for p in g.workers]
-        return [p for p in pids if pid_alive(p) and _looks_like_queuectl(p)]
+        return [p for g in groups for p in g.live_pids()]
+
+    def signal_groups() -> None:
+        # A live supervisor forwards the signal to its workers; workers whose
+        # supervisor was killed are signalled directly.
+        for group in groups:
+            targets = [group.pid] if group.supervisor_alive() else group.live_pids()
+            for pid in targets:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
 
     def wait_gone(seconds: float) -> bool:
         deadline = time.monotonic() + seconds
@@ -235,16 +259,12 @@ def stop_groups(groups: list[GroupRecord], timeout: float,
             time.sleep(0.05)
         return not remaining()
 
-    for group in groups:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(group.pid, signal.SIGTERM)
+    signal_groups()
     if wait_gone(timeout):
         return
     echo(f"Workers still busy after {timeout:g}s; forcing them to stop "
          "(their jobs are released and will run again).")
-    for group in groups:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(group.pid, signal.SIGTERM)
+    signal_groups()
     if wait_gone(10.0):
         return
     left = remaining()

@@ -237,16 +237,16 @@ class Worker:
             id=self.id, hostname=self.hostname, pid=self.pid, started_at=now, heartbeat_at=now,
         ))
         log.info("worker %s started (pid %d, %s)", self.id, self.pid, self.storage.describe())
-        try:
-            self.housekeeping(now)
-            while not self.stop.graceful:
-                self._check_parent()
-                if not self.stop.graceful:
-                    self.run_once()
-        finally:
-            with contextlib.suppress(Exception):
-                self.storage.unregister_worker(self.id)
-            log.info("worker %s stopped after %d job(s)", self.id, self.jobs_run)
+        self.housekeeping(now)
+        while not self.stop.graceful:
+            self._check_parent()
+            if not self.stop.graceful:
+                self.run_once()
+        # Only a clean exit forgets the worker: after an error its record
+        # stays, so that its supervisor can find and release what it held.
+        with contextlib.suppress(Exception):
+            self.storage.unregister_worker(self.id)
+        log.info("worker %s stopped after %d job(s)", self.id, self.jobs_run)
 
     def run_once(self) -> bool:
         """Claim and run one job, or sleep when none is due. True if a job ran."""

@@ -19,8 +19,9 @@ def config() -> None:
       backoff_base       retry delay is backoff_base ** attempts seconds (default 2)
       worker_idle_delay  ms an idle worker waits between polls (default 2000)
       lease_seconds      a claimed job's lease; heartbeats renew it (default 15)
-    Running workers pick up changes within a few seconds: an idle worker at
-    its next poll (worker_idle_delay), a busy one at its next heartbeat.
+    Running workers pick up changes without a restart: an idle worker at its
+    next poll (worker_idle_delay), a busy one at its next heartbeat (every
+    lease_seconds / 3).
     """
 
 

@@ -100,13 +100,13 @@ def start(state: State, count: int) -> None:
     argv = [sys.executable, "-m", "queuectl_core.cli.main", *state.child_global_args(),
             "worker", "run", "--count", str(count)]
     click.echo(f"Starting {count} worker process{'es' if count != 1 else ''}...")
-    pid = spawn_detached(argv, log_path)
-    group = wait_for_group(app.config.home, pid, count, timeout=30.0)
+    proc = spawn_detached(argv, log_path)
+    group = wait_for_group(app.config.home, proc, count, timeout=30.0)
     if group is None:
         raise QueuectlError(f"workers did not start; see {log_path}")
     for i, worker_pid in enumerate(group.workers, 1):
         click.echo(f"Worker {i} started with PID: {worker_pid}")
-    click.echo(f"Supervisor PID: {pid}; log: {log_path}")
+    click.echo(f"Supervisor PID: {proc.pid}; log: {log_path}")
 
 
 @worker.command("stop")
@@ -153,7 +153,7 @@ def child(state: State, parent_pid: int) -> None:
     app = state.app()
     try:
         wakeup: WakeupListener | None = WakeupListener(app.config.home)
-    except OSError as exc:
+    except (OSError, QueuectlError) as exc:
         logging.getLogger("queuectl.worker").warning(
             "no wake-up socket (%s); new jobs are noticed by polling only", exc)
         wakeup = None

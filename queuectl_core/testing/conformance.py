@@ -250,12 +250,15 @@ class StorageConformance:
         assert job.state is JobState.DEAD
 
     def test_release_worker_jobs_before_expiry(self, store: Storage) -> None:
-        store.enqueue([new_job("a"), new_job("b")])
+        store.enqueue([new_job("a"), new_job("b"), new_job("c")])
         self.claim(store, worker="gone")
         self.claim(store, worker="other")
-        [job] = store.recover_expired(T0 + 1, worker_id="gone")
+        assert store.claim("expired", T0, 1) is not None  # a lease that ends at T0 + 1
+        [job] = store.recover_expired(T0 + 2, worker_id="gone")
         assert job.id == "a" and job.state is JobState.FAILED
         assert store.get("b").state is JobState.PROCESSING  # type: ignore[union-attr]
+        c = store.get("c")
+        assert c is not None and c.state is JobState.PROCESSING, "only that worker's jobs"
 
     def test_forced_release_gives_the_attempt_back(self, store: Storage) -> None:
         store.enqueue([new_job("first", max_retries=0)])

@@ -147,8 +147,10 @@ class MemoryStorage(Storage):
             for job in list(self._jobs.values()):
                 if job.state is not JobState.PROCESSING:
                     continue
-                expired = job.lease_expires_at is not None and job.lease_expires_at < now
-                if not (expired or (worker_id is not None and job.worker_id == worker_id)):
+                if worker_id is not None:
+                    if job.worker_id != worker_id:
+                        continue
+                elif job.lease_expires_at is None or job.lease_expires_at >= now:
                     continue
                 attempts = job.attempts
                 if charge_attempt:

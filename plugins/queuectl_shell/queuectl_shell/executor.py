@@ -47,14 +47,15 @@ def _signal_group(pgid: int, sig: int) -> bool:
     return True
 
 
-def _read_tail(path: Path, limit: int) -> str:
-    """The last ``limit`` bytes of ``path`` as stripped text ('' if none)."""
+def _read_tail(path: Path, limit: int, start: int = 0) -> str:
+    """The last ``limit`` bytes of ``path`` written after offset ``start``,
+    as stripped text ('' if none)."""
     if limit <= 0:
         return ""
     try:
         with path.open("rb") as fh:
             size = fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, size - limit))
+            fh.seek(max(start, size - limit))
             data = fh.read(limit)
     except OSError:
         return ""
@@ -87,11 +88,12 @@ class FinishedExecution(Execution):
 class ShellExecution(Execution):
     """One running ``<shell> -c <command>``; its pid is also its pgid."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], err_path: Path,
+    def __init__(self, proc: subprocess.Popen[bytes], err_path: Path, err_start: int,
                  options: ShellOptions) -> None:
         self.pgid = self._pgid = proc.pid
         self._proc = proc
         self._err_path = err_path
+        self._err_start = err_start
         self._options = options
         self._result: ExecResult | None = None
         # A pidfd becomes readable when the process exits, so wait() returns
@@ -136,7 +138,8 @@ class ShellExecution(Execution):
                 error=f"stopped with {_signal_text(sent)}; the command exited with code {code}",
             )
         else:
-            tail = _read_tail(self._err_path, self._options.stderr_tail_bytes)
+            tail = _read_tail(self._err_path, self._options.stderr_tail_bytes,
+                              self._err_start)
             result = ExecResult(exit_code=code, error=exit_error(code, tail))
         self._result = result
         return result
@@ -195,7 +198,12 @@ class ShellExecutor(Executor):
             log_dir.mkdir(parents=True, exist_ok=True)
             # The files are opened here and closed once the child has its own
             # copies, so output never passes through (or blocks on) a pipe.
-            with out_path.open("wb") as out, err_path.open("wb") as err:
+            # Append: an attempt number can repeat (a forced stop gives the
+            # attempt back, `dlq retry` restarts the count), and earlier
+            # output must not be lost. The error tail is read from this
+            # run's own start offset.
+            with out_path.open("ab") as out, err_path.open("ab") as err:
+                err_start = err.seek(0, os.SEEK_END)
                 try:
                     proc = subprocess.Popen(
                         [shell, "-c", job.command],
@@ -215,4 +223,4 @@ class ShellExecutor(Executor):
             return FinishedExecution(
                 ExecResult(error=f"cannot create the attempt's log files in {log_dir}: {exc}")
             )
-        return ShellExecution(proc, err_path, self.options)
+        return ShellExecution(proc, err_path, err_start, self.options)

@@ -376,3 +376,17 @@ def test_import_is_light() -> None:
         "assert 'queuectl_shell.executor' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ))
+
+
+def test_repeated_attempt_number_appends_and_reads_only_its_own_stderr(tmp_path: Path) -> None:
+    """An attempt number can repeat (forced stop, dlq retry): the earlier
+    output is kept and the new error comes from the new run only."""
+    executor = ShellExecutor()
+    first = executor.start(make_job("echo one; echo first-error >&2; exit 1"), attempt=1,
+                           log_dir=tmp_path)
+    result = run(first)
+    assert result.error == "first-error"
+    second = executor.start(make_job("echo two; exit 2"), attempt=1, log_dir=tmp_path)
+    result = run(second)
+    assert result.error == "command exited with code 2"
+    assert (tmp_path / "attempt-1.out").read_text() == "one\ntwo\n"

@@ -316,12 +316,14 @@ class SqliteStorage(Storage):
 
     def recover_expired(self, now: int, worker_id: str | None = None, *,
                         charge_attempt: bool = True) -> list[Job]:
-        where = "state = 'processing' AND (lease_expires_at < ?"
-        params: list[Any] = [now]
-        if worker_id is not None:
-            where += " OR worker_id = ?"
-            params.append(worker_id)
-        where += ")"
+        where = "state = 'processing' AND "
+        params: list[Any]
+        if worker_id is None:
+            where += "lease_expires_at < ?"
+            params = [now]
+        else:
+            where += "worker_id = ?"
+            params = [worker_id]
         # A cheap read first: most sweeps find nothing and need no write lock.
         probe = self.conn.execute(f"SELECT 1 FROM jobs WHERE {where} LIMIT 1", params)
         if probe.fetchone() is None:

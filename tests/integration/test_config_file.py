@@ -1,0 +1,107 @@
+"""The YAML configuration file and backend selection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .conftest import Queue
+
+
+def one_error_line(stderr: str) -> str:
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error"), stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(("yaml_text", "key"), [
+    pytest.param("backend: sqlite\ncolour: blue\n", "colour", id="top-level"),
+    pytest.param("defaults:\n  max_retris: 5\n", "max_retris", id="defaults"),
+    pytest.param("backends:\n  sqlite:\n    colour: blue\n", "colour", id="backend-options"),
+])
+def test_yaml_unknown_key_is_rejected(queue: Queue, yaml_text: str, key: str) -> None:
+    queue.home.mkdir()
+    path = queue.home / "queuectl.yaml"
+    path.write_text(yaml_text)
+    for args in (["status"], ["enqueue", '{"command":"true"}']):
+        res = queue.run(*args, check=False)
+        assert res.returncode == 2, res
+        line = one_error_line(res.stderr)
+        assert key in line, line
+        assert str(path) in line, f"the message does not name the file: {line!r}"
+    path.unlink()
+    assert queue.jobs() == []
+
+
+@pytest.mark.parametrize(("yaml_text", "key"), [
+    pytest.param("executors:\n  shell:\n    colour: blue\n", "colour", id="executor-options"),
+    pytest.param("retry:\n  policy: nope\n", "nope", id="retry-policy"),
+])
+def test_worker_start_rejects_a_bad_config_up_front(queue: Queue, yaml_text: str,
+                                                    key: str) -> None:
+    """Like a broken backend, a broken executor or retry section must make
+    `worker start` fail with the error, not start workers that cannot run."""
+    queue.home.mkdir()
+    (queue.home / "queuectl.yaml").write_text(yaml_text)
+    res = queue.run("worker", "start", check=False, timeout=40)
+    assert res.returncode != 0, (
+        f"worker start reported success: {res.stdout!r}; the workers crash-loop with "
+        f"{queue.diagnostics()}")
+    assert key in one_error_line(res.stderr)
+    assert queue.run("worker", "stop").stdout == "No workers are running.\n"
+
+
+def test_unknown_backend_lists_the_known_ones(queue: Queue) -> None:
+    res = queue.run("--backend", "nope", "status", check=False)
+    assert res.returncode == 1, res
+    line = one_error_line(res.stderr)
+    assert "nope" in line and "sqlite" in line
+    res = queue.run("status", check=False, env={**queue.env, "QUEUECTL_BACKEND": "nope"})
+    assert res.returncode == 1 and "sqlite" in one_error_line(res.stderr)
+
+
+def test_yaml_defaults_until_config_set(queue: Queue) -> None:
+    queue.home.mkdir()
+    (queue.home / "queuectl.yaml").write_text("defaults:\n  max_retries: 7\n")
+    assert queue.run("config", "get", "max_retries").stdout == "max_retries: 7\n"
+    queue.enqueue({"id": "a", "command": "true"})
+    assert queue.show("a")["max_retries"] == 7
+    queue.run("config", "set", "max_retries", "4")
+    assert queue.run("config", "get", "max_retries").stdout == "max_retries: 4\n"
+    queue.enqueue({"id": "b", "command": "true"})
+    assert queue.show("b")["max_retries"] == 4
+    assert queue.show("a")["max_retries"] == 7
+
+
+def test_config_option_elsewhere_and_sqlite_path(queue: Queue, tmp_path: Path) -> None:
+    """--config PATH is honoured by the CLI and by the workers it starts, and
+    backends.sqlite.path (relative to QUEUECTL_HOME) places the database."""
+    cfg = tmp_path / "etc" / "custom.yaml"
+    cfg.parent.mkdir()
+    cfg.write_text("backends:\n  sqlite:\n    path: other.db\ndefaults:\n  max_retries: 9\n"
+                   "  worker_idle_delay: 50\n")
+    c = ("--config", str(cfg))
+    assert queue.run(*c, "config", "get", "max_retries").stdout == "max_retries: 9\n"
+    queue.enqueue({"id": "elsewhere", "command": "echo hi"}, *c)
+    assert (queue.home / "other.db").is_file()
+    assert not (queue.home / "queue.db").exists()
+    assert f"sqlite {queue.home / 'other.db'}" in queue.run(*c, "status").stdout
+
+    queue.start_workers(1, *c)
+    queue.wait_until(lambda: queue.json(*c, "show", "elsewhere")["state"] == "completed", 15,
+                     "the job in other.db to complete")
+    queue.run("worker", "stop")
+    job = queue.json(*c, "show", "elsewhere")
+    assert job["max_retries"] == 9 and job["attempts"] == 1
+
+    # The same through QUEUECTL_CONFIG, and without it the default database.
+    env = {**queue.env, "QUEUECTL_CONFIG": str(cfg)}
+    assert queue.run("config", "get", "max_retries", env=env).stdout == "max_retries: 9\n"
+    assert queue.run("config", "get", "max_retries").stdout == "max_retries: 3\n"
+    assert queue.jobs() == []
+    assert (queue.home / "queue.db").is_file()
+
+    # A --config that does not exist is an error.
+    res = queue.run("--config", str(tmp_path / "missing.yaml"), "status", check=False)
+    assert res.returncode == 2 and "missing.yaml" in one_error_line(res.stderr)

@@ -31,6 +31,13 @@ class StorageError(QueuectlError):
     """The selected storage backend cannot do what was asked (exit 1)."""
 
 
+class TransientStorageError(StorageError):
+    """The backend cannot be reached right now (a database server
+    restarting, a network blip). Workers wait and retry instead of exiting;
+    the same call may succeed later. Nothing was changed by the failed call,
+    or the change was committed whole: never half."""
+
+
 class JobNotFoundError(QueuectlError):
     """No job with that id."""
 
@@ -43,7 +50,7 @@ class DuplicateJobError(QueuectlError):
     """A job with that id already exists; nothing was stored."""
 
     def __init__(self, job_id: str) -> None:
-        super().__init__(f"a job with id {job_id!r} already exists (nothing was enqueued)")
+        super().__init__(f"a job with id {job_id!r} already exists (nothing was stored)")
         self.job_id = job_id
 
 

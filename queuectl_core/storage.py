@@ -22,6 +22,9 @@ Promises every backend keeps (the conformance kit checks them):
 * **All or nothing.** :meth:`enqueue` stores every job or none; a duplicate
   id (already stored or repeated in the batch) raises
   :class:`~queuectl_core.errors.DuplicateJobError` and changes nothing.
+* **Transient failures.** A backend whose server is unreachable raises
+  :class:`~queuectl_core.errors.TransientStorageError` from any method (and
+  reconnects on a later call); workers retry those calls with backoff.
 """
 
 from __future__ import annotations
@@ -111,6 +114,16 @@ class Storage(ABC):
         ``run_at = now``, keeping its own ``max_retries``. Raises
         JobNotFoundError or InvalidStateError."""
 
+    @abstractmethod
+    def import_jobs(self, records: Sequence[tuple[Job, Sequence[Attempt]]]) -> None:
+        """Store jobs exported from another store, with their attempt history,
+        all or nothing (``queuectl import``). Keep every field as given,
+        including the state; ``run_at`` and the times are epoch ms. The core
+        passes no ``processing`` job and no ``running`` attempt (it turns them
+        into ``failed`` / ``lost`` first). A duplicate id (stored already or
+        repeated in ``records``) raises DuplicateJobError and stores nothing.
+        Enqueue order for claims is the order of ``records``."""
+
     # ------------------------------------------------------------ settings
     @abstractmethod
     def get_settings(self) -> dict[str, Any]:
@@ -141,6 +154,17 @@ class Storage(ABC):
     @abstractmethod
     def prune_workers(self, heartbeat_before: int) -> int:
         """Forget workers whose last heartbeat is older than the given time."""
+
+    # ------------------------------------------------------------ wake-ups
+    def wakeup_fileno(self) -> int | None:
+        """A file descriptor that becomes readable when work may have become
+        due (a new job, a retry, a job back from the DLQ), for a backend that
+        can push such news, e.g. PostgreSQL LISTEN/NOTIFY. An idle worker
+        waits on it besides its poll timer. None (the default): no push."""
+        return None
+
+    def drain_wakeups(self) -> None:  # noqa: B027 - optional hook, default does nothing
+        """Consume whatever made :meth:`wakeup_fileno` readable."""
 
     # ------------------------------------------------------------ lifecycle
     def describe(self) -> str:

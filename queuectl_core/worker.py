@@ -20,8 +20,10 @@ import socket
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from .config import ensure_private_dir
+from .errors import TransientStorageError
 from .executor import Execution, Executor
 from .models import Claim, ExecResult, Job, JobState, Settings, WorkerInfo
 from .plugins import Plugins
@@ -33,11 +35,15 @@ from .wakeup import WakeupListener
 
 log = logging.getLogger("queuectl.worker")
 
+T = TypeVar("T")
+
 #: Longest slice the worker blocks for while a command runs, so that a
 #: forced stop or a lost parent is noticed quickly.
 WAIT_SLICE_S = 1.0
 #: Settings are re-read from the store at most this often.
 SETTINGS_REFRESH_MS = 1000
+#: Longest wait between retries while the store is unreachable.
+MAX_OUTAGE_WAIT_S = 10.0
 #: Worker records without a heartbeat for this long are forgotten.
 WORKER_RECORD_TTL_MS = 24 * 3600 * 1000
 
@@ -128,19 +134,32 @@ class StopSignal:
     def forced(self) -> bool:
         return self.count >= 2
 
-    def sleep(self, seconds: float, wakeup: WakeupListener | None = None) -> None:
-        """Sleep up to ``seconds``; return early on a signal or a wake-up."""
+    def sleep(self, seconds: float, wakeup: WakeupListener | None = None,
+              storage: Storage | None = None) -> None:
+        """Sleep up to ``seconds``; return early on a signal, a local
+        wake-up, or news from the storage backend (e.g. LISTEN/NOTIFY)."""
         # A signal writes to the pipe (set_wakeup_fd), so one that arrives
         # just before select still ends the sleep at once.
         if seconds > 0:
-            fds: list[int] = [self._r] if wakeup is None else [self._r, wakeup.fileno()]
-            with contextlib.suppress(InterruptedError):
+            fds: list[int] = [self._r]
+            if wakeup is not None:
+                fds.append(wakeup.fileno())
+            store_fd = None
+            if storage is not None:
+                with contextlib.suppress(Exception):
+                    store_fd = storage.wakeup_fileno()
+            if store_fd is not None:
+                fds.append(store_fd)
+            with contextlib.suppress(InterruptedError, OSError, ValueError):
                 select.select(fds, [], [], seconds)
         with contextlib.suppress(BlockingIOError):
             while os.read(self._r, 512):
                 pass
         if wakeup is not None:
             wakeup.drain()
+        if storage is not None:
+            with contextlib.suppress(Exception):
+                storage.drain_wakeups()
 
 
 class Worker:
@@ -231,17 +250,52 @@ class Worker:
         return recovered
 
     # ---------------------------------------------------------- main loop
+    def _retry_transient(self, what: str, call: Callable[[], T]) -> T | None:
+        """Run a storage call, retrying while the store is unreachable
+        (TransientStorageError) with backoff up to MAX_OUTAGE_WAIT_S. Gives
+        up (returns None) only on a forced stop."""
+        delay = 0.5
+        while True:
+            try:
+                result = call()
+            except TransientStorageError as exc:
+                if self.stop.forced:
+                    log.error("giving up on %s: storage unavailable and stop forced", what)
+                    return None
+                log.warning("storage unavailable while trying to %s (%s); retrying in %.1fs",
+                            what, exc, delay)
+                self.stop.sleep(delay)
+                delay = min(MAX_OUTAGE_WAIT_S, delay * 2)
+                continue
+            if delay > 0.5:
+                log.info("storage reachable again; %s done", what)
+            return result
+
     def run(self) -> None:
-        now = now_ms()
-        self.storage.register_worker(WorkerInfo(
-            id=self.id, hostname=self.hostname, pid=self.pid, started_at=now, heartbeat_at=now,
-        ))
+        def register() -> bool:
+            now = now_ms()
+            self.storage.register_worker(WorkerInfo(
+                id=self.id, hostname=self.hostname, pid=self.pid, started_at=now,
+                heartbeat_at=now,
+            ))
+            self.housekeeping(now)
+            return True
+
+        if not self._retry_transient("register the worker", register):
+            return
         log.info("worker %s started (pid %d, %s)", self.id, self.pid, self.storage.describe())
-        self.housekeeping(now)
+        outage = 0.5
         while not self.stop.graceful:
             self._check_parent()
-            if not self.stop.graceful:
+            if self.stop.graceful:
+                break
+            try:
                 self.run_once()
+                outage = 0.5
+            except TransientStorageError as exc:
+                log.warning("storage unavailable (%s); retrying in %.1fs", exc, outage)
+                self.stop.sleep(outage)
+                outage = min(MAX_OUTAGE_WAIT_S, outage * 2)
         # Only a clean exit forgets the worker: after an error its record
         # stays, so that its supervisor can find and release what it held.
         with contextlib.suppress(Exception):
@@ -268,7 +322,7 @@ class Worker:
         due = self.storage.next_run_at()
         if due is not None:
             wait_ms = min(wait_ms, due - now)
-        self.stop.sleep(max(0, wait_ms) / 1000, self.wakeup)
+        self.stop.sleep(max(0, wait_ms) / 1000, self.wakeup, self.storage)
 
     def execute(self, claim: Claim) -> None:
         job = claim.job
@@ -284,7 +338,8 @@ class Worker:
             result = ExecResult(error=f"could not start the command: {exc}")
         if execution is not None:
             try:
-                self.storage.worker_heartbeat(self.id, now_ms(), job.id, execution.pgid)
+                with contextlib.suppress(TransientStorageError):
+                    self.storage.worker_heartbeat(self.id, now_ms(), job.id, execution.pgid)
                 result = self._wait(claim, execution)
             except BaseException:
                 # Never leave a command running behind a worker that is
@@ -319,12 +374,23 @@ class Worker:
                 return None
             now = now_ms()
             if now >= renew_at:
-                if not self.storage.renew(claim, now, self.lease_ms):
+                try:
+                    renewed = self.storage.renew(claim, now, self.lease_ms)
+                except TransientStorageError as exc:
+                    # Keep the command running: if the store comes back before
+                    # the lease ends, the renewal succeeds and nothing is lost;
+                    # if the job was recovered meanwhile, renew says so then.
+                    log.warning("could not renew the lease of job %s (%s); will retry",
+                                claim.job.id, exc)
+                    renew_at = now + min(self.beat_ms, 1000)
+                    continue
+                if not renewed:
                     log.error("lost the claim on job %s (lease expired and it was recovered); "
                               "stopping this run of it", claim.job.id)
                     execution.kill()
                     return None
-                self.housekeeping(now, claim, execution)
+                with contextlib.suppress(TransientStorageError):
+                    self.housekeeping(now, claim, execution)
                 self._refresh_settings(now)
                 renew_at = now + self.beat_ms
 
@@ -332,17 +398,24 @@ class Worker:
         now = now_ms()
         job = claim.job
         if result.ok:
-            done = self.storage.complete(claim, result, now)
             event = "completed"
+            done = self._retry_transient(
+                f"record job {job.id} as completed",
+                lambda: self.storage.complete(claim, result, now))
         else:
             retry_at = next_run_at(attempts=claim.attempt, max_retries=job.max_retries, now=now,
                                    policy=self.policy, settings=self.settings)
-            done = self.storage.fail(claim, result, now, retry_at)
             event = "failed" if retry_at is not None else "dead"
+            done = self._retry_transient(
+                f"record job {job.id} as {event}",
+                lambda: self.storage.fail(claim, result, now, retry_at))
         if done is None:
             log.error("job %s: result discarded, the claim was no longer ours", job.id)
             return
-        attempts = self.storage.attempts(job.id)
+        try:
+            attempts = self.storage.attempts(job.id)
+        except TransientStorageError:
+            attempts = []
         attempt = attempts[-1] if attempts else None
         log.info("job %s %s (attempt %d%s)", job.id, done.state.value, claim.attempt,
                  "" if result.ok else f": {result.error}")

@@ -69,6 +69,8 @@ COMMANDS = {
     "worker": ("queuectl_core.cli.workers", "worker"),
     "config": ("queuectl_core.cli.settings", "config"),
     "plugins": ("queuectl_core.cli.settings", "plugins_cmd"),
+    "export": ("queuectl_core.cli.transfer", "export_cmd"),
+    "import": ("queuectl_core.cli.transfer", "import_cmd"),
 }
 
 SHORT_HELP = {
@@ -80,6 +82,8 @@ SHORT_HELP = {
     "worker": "Start, run and stop worker processes.",
     "config": "Get and set runtime settings (shared by all workers).",
     "plugins": "List installed plugins and what they provide.",
+    "export": "Write all jobs with their history as JSON lines.",
+    "import": "Load jobs from 'export' output, all or nothing.",
 }
 
 

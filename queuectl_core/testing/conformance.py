@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from ..errors import DuplicateJobError, InvalidStateError, JobNotFoundError
-from ..models import Claim, ExecResult, JobState, NewJob, WorkerInfo
+from ..models import Attempt, Claim, ExecResult, Job, JobState, NewJob, WorkerInfo
 from ..storage import Storage
+from .memory import MemoryStorage
 
 T0 = 1_800_000_000_000  # a fixed "now" (epoch ms) for deterministic tests
 LEASE = 10_000
@@ -299,6 +300,47 @@ class StorageConformance:
         assert first.attempt == second.attempt == 1
         assert store.complete(first, OK, T0 + 3) is None, "same attempt number, old claim"
         assert store.complete(second, OK, T0 + 3) is not None
+
+    # ------------------------------------------------------------ import
+    def _exported(self, store: Storage) -> list[tuple[Job, list[Attempt]]]:
+        return [(job, store.attempts(job.id)) for job in store.list_jobs()]
+
+    def test_import_round_trip(self, store: Storage, home: Path) -> None:
+        # Build a small history in a scratch store of the same kind ...
+        source = MemoryStorage()
+        source.enqueue([new_job("done"), new_job("dead", max_retries=0),
+                        new_job("retry", priority=2), new_job("fresh", run_at=T0 + 9),
+                        new_job("odd/ id ✓")])
+        source.complete(self.claim(source), OK, T0 + 1)            # retry (priority 2)
+        source.fail(self.claim(source), BOOM, T0 + 2, None)        # done -> dead
+        c = self.claim(source)
+        source.complete(c, OK, T0 + 3)
+        records = self._exported(source)
+        # ... and import it here: everything survives as it was.
+        store.enqueue([new_job("existing")])
+        store.import_jobs(records)
+        for job, history in records:
+            assert store.get(job.id) == job
+            assert store.attempts(job.id) == history
+        assert store.list_jobs(limit=1)[0].id == "existing"
+        assert store.counts()[JobState.COMPLETED] == 2
+        # Imported claimable jobs are claimed in the usual order.
+        assert self.claim(store, T0 + 10).job.id == "existing"
+        nxt = self.claim(store, T0 + 10)
+        assert nxt.job.id in {"fresh", "odd/ id ✓"}
+        dead = next(j for j, _ in records if j.state is JobState.DEAD)
+        assert store.dlq_retry(dead.id, T0 + 11).state is JobState.PENDING
+
+    def test_import_is_all_or_nothing(self, store: Storage) -> None:
+        store.enqueue([new_job("taken")])
+        source = MemoryStorage()
+        source.enqueue([new_job("a"), new_job("taken"), new_job("b")])
+        with pytest.raises(DuplicateJobError):
+            store.import_jobs(self._exported(source))
+        twice = self._exported(source)[:1] * 2
+        with pytest.raises(DuplicateJobError):
+            store.import_jobs(twice)
+        assert [j.id for j in store.list_jobs()] == ["taken"]
 
     # ------------------------------------------------------------ queries
     def test_counts_include_every_state(self, store: Storage) -> None:

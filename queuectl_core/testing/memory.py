@@ -52,6 +52,19 @@ class MemoryStorage(Storage):
                     updated_at=j.created_at,
                 )
 
+    def import_jobs(self, records: Sequence[tuple[Job, Sequence[Attempt]]]) -> None:
+        with self._lock:
+            ids = [job.id for job, _ in records]
+            for i, job_id in enumerate(ids):
+                if job_id in self._jobs or job_id in ids[:i]:
+                    raise DuplicateJobError(job_id)
+            for job, history in records:
+                self._next += 1
+                self._seq[job.id] = self._next
+                self._jobs[job.id] = job
+                for attempt in history:
+                    self._attempts.append((uuid.uuid4().hex, attempt))
+
     def get(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
 

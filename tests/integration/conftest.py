@@ -183,11 +183,13 @@ class WorkerGroup:
 class Queue:
     """One queue (one QUEUECTL_HOME) driven through the real CLI."""
 
-    def __init__(self, home: Path, workdir: Path) -> None:
+    def __init__(self, home: Path, workdir: Path, backend: str = "sqlite") -> None:
         self.home = home
         self.workdir = workdir
+        self.backend = backend
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("QUEUECTL_")}
         self.env["QUEUECTL_HOME"] = str(home)
+        self.env["QUEUECTL_BACKEND"] = backend
         self.popens: list[subprocess.Popen[bytes]] = []
         self.known_pids: set[int] = set()
 
@@ -363,13 +365,27 @@ class Queue:
         return strays
 
 
+#: Every CLI scenario runs against each of these storage backends (selected
+#: with QUEUECTL_BACKEND); mark a test ``@pytest.mark.backends("sqlite")`` to
+#: narrow it.
+BACKENDS = ("sqlite", "json")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "queue" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("backends")
+        names = marker.args if marker else BACKENDS
+        metafunc.parametrize("backend", names)
+
+
 @pytest.fixture
-def queue(tmp_path: Path) -> Iterator[Queue]:
-    """A fresh queue in ``tmp_path/home``; every process is gone afterwards."""
+def queue(tmp_path: Path, backend: str) -> Iterator[Queue]:
+    """A fresh queue in ``tmp_path/home`` on ``backend``; every process is
+    gone afterwards."""
     home = tmp_path / "home"
     work = tmp_path / "work"
     work.mkdir()
-    q = Queue(home, work)
+    q = Queue(home, work, backend)
     try:
         yield q
     finally:

@@ -8,6 +8,9 @@ import pytest
 
 from .conftest import Queue
 
+#: These tests are about the YAML file and the sqlite backend's own options.
+pytestmark = pytest.mark.backends("sqlite")
+
 
 def one_error_line(stderr: str) -> str:
     lines = stderr.splitlines()

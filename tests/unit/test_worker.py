@@ -8,7 +8,8 @@ import pytest
 
 from queuectl_core import hookimpl
 from queuectl_core.builtin import ExponentialBackoff
-from queuectl_core.models import Attempt, Job, JobState, NewJob, Settings
+from queuectl_core.errors import TransientStorageError
+from queuectl_core.models import Attempt, Claim, ExecResult, Job, JobState, NewJob, Settings
 from queuectl_core.plugins import Plugins, build_plugins
 from queuectl_core.storage import Storage
 from queuectl_core.testing import MemoryStorage
@@ -144,3 +145,67 @@ def test_graceful_stop_request_ends_run(tmp_path: Path, plugins: Plugins) -> Non
     job = store.get("a")
     assert job is not None and job.state is JobState.PENDING, "nothing claimed after stop"
     assert store.list_workers() == [], "worker unregistered on exit"
+
+
+class FlakyStorage(MemoryStorage):
+    """A store that is 'down' for the next N calls of chosen methods."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down: dict[str, int] = {}
+
+    def _maybe_fail(self, name: str) -> None:
+        if self.down.get(name, 0) > 0:
+            self.down[name] -= 1
+            raise TransientStorageError(f"{name}: connection refused")
+
+    def complete(self, claim: Claim, result: ExecResult, now: int) -> Job | None:
+        self._maybe_fail("complete")
+        return super().complete(claim, result, now)
+
+    def renew(self, claim: Claim, now: int, lease_ms: int) -> bool:
+        self._maybe_fail("renew")
+        return super().renew(claim, now, lease_ms)
+
+    def claim(self, worker_id: str, now: int, lease_ms: int) -> Claim | None:
+        self._maybe_fail("claim")
+        return super().claim(worker_id, now, lease_ms)
+
+
+def test_result_is_kept_until_the_store_is_back(tmp_path: Path, plugins: Plugins) -> None:
+    store = FlakyStorage()
+    add(store, "a", "echo hi")
+    store.down["complete"] = 2  # the store is down when the job finishes
+    worker = make_worker(store, plugins, tmp_path)
+    worker.run_once()
+    job = store.get("a")
+    assert job is not None and job.state is JobState.COMPLETED and job.attempts == 1
+
+
+def test_failed_renewal_does_not_kill_the_command(tmp_path: Path, plugins: Plugins) -> None:
+    store = FlakyStorage()
+    add(store, "a", "sleep 2.2")
+    store.down["renew"] = 100  # down for the whole run; the lease (3 s) outlives it
+    worker = make_worker(store, plugins, tmp_path, Settings(worker_idle_delay=10,
+                                                            lease_seconds=3))
+    worker.run_once()
+    job = store.get("a")
+    assert job is not None and job.state is JobState.COMPLETED
+
+
+def test_worker_loop_rides_out_an_outage(tmp_path: Path, plugins: Plugins) -> None:
+    store = FlakyStorage()
+    add(store, "a", "true")
+    store.down["claim"] = 2
+    worker = make_worker(store, plugins, tmp_path)
+    original = store.complete
+
+    def complete_then_stop(claim: Claim, result: ExecResult, now: int) -> Job | None:
+        done = original(claim, result, now)
+        worker.stop.request()
+        return done
+
+    store.complete = complete_then_stop  # type: ignore[method-assign]
+    worker.run()
+    job = store.get("a")
+    assert job is not None and job.state is JobState.COMPLETED

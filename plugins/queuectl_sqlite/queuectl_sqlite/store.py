@@ -209,6 +209,32 @@ class SqliteStorage(Storage):
         except sqlite3.IntegrityError:
             raise DuplicateJobError(self._first_existing([j.id for j in jobs])) from None
 
+    def import_jobs(self, records: Sequence[tuple[Job, Sequence[Attempt]]]) -> None:
+        seen: set[str] = set()
+        for job, _ in records:
+            if job.id in seen:
+                raise DuplicateJobError(job.id)
+            seen.add(job.id)
+        columns = ", ".join(_JOB_FIELDS)
+        marks = ", ".join("?" * len(_JOB_FIELDS))
+        try:
+            with self._write() as conn:
+                for job, history in records:
+                    data = job.model_dump()
+                    data["state"] = job.state.value
+                    conn.execute(f"INSERT INTO jobs ({columns}) VALUES ({marks})",
+                                 [data[k] for k in _JOB_FIELDS])
+                    conn.executemany(
+                        "INSERT INTO attempts (job_id, number, claim_token, worker_id,"
+                        " started_at, finished_at, outcome, exit_code, signal, error)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [(a.job_id, a.number, uuid.uuid4().hex, a.worker_id, a.started_at,
+                          a.finished_at, a.outcome, a.exit_code, a.signal, a.error)
+                         for a in history],
+                    )
+        except sqlite3.IntegrityError:
+            raise DuplicateJobError(self._first_existing([j.id for j, _ in records])) from None
+
     def _first_existing(self, ids: list[str]) -> str:
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]

@@ -1,0 +1,134 @@
+"""export / import: move a queue between stores (e.g. SQLite to PostgreSQL)
+as JSON lines, one job per line with its attempt history."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import IO, TYPE_CHECKING, Any
+
+import click
+
+from ..errors import UsageError
+from .jobs import STATE_NAMES, _decode, _read_lines, json_option
+from .main import State, pass_state
+from .output import emit_json
+
+if TYPE_CHECKING:
+    from ..models import Attempt, Job
+
+_TIME_FIELDS = ("run_at", "created_at", "updated_at", "started_at", "finished_at",
+                "lease_expires_at")
+
+
+@click.command("export")
+@click.option("--output", "-o", metavar="FILE", help="Write to FILE (created 0600) instead "
+              "of stdout.")
+@click.option("--state", "state_name", type=click.Choice(STATE_NAMES),
+              help="Only jobs in this state.")
+@pass_state
+def export_cmd(state: State, output: str | None, state_name: str | None) -> None:
+    """Write every job, with its attempt history, as JSON lines.
+
+    Each line is the job object of 'show ID --json' (ISO-8601 times), so the
+    file is readable with jq and can be loaded into any backend with
+    'queuectl import':
+
+    \b
+      queuectl export -o queue.jsonl
+      queuectl --backend postgres import queue.jsonl
+    """
+    from ..models import JobState
+
+    storage = state.app().storage
+    jobs = storage.list_jobs(None if state_name is None else JobState(state_name))
+    if output is None:
+        _write(sys.stdout, storage, jobs)
+        return
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        _write(fh, storage, jobs)
+    click.echo(f"Exported {len(jobs)} jobs to {output}.", err=True)
+
+
+def _write(fh: IO[str], storage: Any, jobs: list[Job]) -> None:
+    for job in jobs:
+        record = job.to_json()
+        record["attempts_history"] = [a.to_json() for a in storage.attempts(job.id)]
+        fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _parse(record: Any, where: str, now: int) -> tuple[Job, list[Attempt]]:
+    from pydantic import ValidationError
+
+    from ..models import Attempt, Job, JobState, validation_message
+    from ..timeutil import parse_timestamp_ms
+
+    if not isinstance(record, dict):
+        raise UsageError(f"{where}: expected a job object")
+    data = dict(record)
+    history = data.pop("attempts_history", [])
+    if not isinstance(history, list):
+        raise UsageError(f"{where}: attempts_history must be a list")
+    try:
+        for key in _TIME_FIELDS:
+            if data.get(key) is not None:
+                data[key] = parse_timestamp_ms(data[key], key)
+        attempts = []
+        for item in history:
+            if not isinstance(item, dict):
+                raise UsageError(f"{where}: an attempt is not an object")
+            a = {k: v for k, v in item.items() if k != "duration_ms"}
+            for key in ("started_at", "finished_at"):
+                if a.get(key) is not None:
+                    a[key] = parse_timestamp_ms(a[key], key)
+            attempts.append(Attempt.model_validate(a, strict=True))
+        job = Job.model_validate(data, strict=False)
+    except UsageError as exc:
+        raise UsageError(f"{where}: {exc}") from None
+    except ValidationError as exc:
+        raise UsageError(f"{where}: {validation_message(exc)}") from None
+    if any(a.job_id != job.id for a in attempts):
+        raise UsageError(f"{where}: an attempt belongs to another job")
+    # A job that was running when exported has no worker here: its attempt
+    # is lost and it runs again at once, as after a crash.
+    lost = "exported while running; the attempt was lost in the move"
+    attempts = [a if a.outcome != "running" else a.model_copy(update={
+        "outcome": "lost", "finished_at": now, "error": lost}) for a in attempts]
+    if job.state is JobState.PROCESSING:
+        job = job.model_copy(update={
+            "state": JobState.DEAD if job.attempts > job.max_retries else JobState.FAILED,
+            "run_at": now, "lease_expires_at": None, "finished_at": now, "updated_at": now,
+            "last_error": lost,
+        })
+    return job, attempts
+
+
+@click.command("import")
+@click.argument("file", metavar="FILE")
+@json_option
+@pass_state
+def import_cmd(state: State, file: str, as_json: bool) -> None:
+    """Load jobs written by 'queuectl export' (FILE, or - for stdin).
+
+    All or nothing: one invalid line or one id that already exists, and
+    nothing is imported. Jobs keep their state, attempts, max_retries and
+    history; jobs that were running when exported come back as failed and
+    run again.
+    """
+    from ..timeutil import now_ms
+    from ..wakeup import notify
+
+    now = now_ms()
+    records = [_parse(_decode(line, f"line {n}"), f"line {n}", now)
+               for n, line in _read_lines(file)]
+    if not records:
+        raise UsageError(f"{file}: no jobs found")
+    app = state.app()
+    app.storage.import_jobs(records)
+    notify(app.config.home)
+    if as_json:
+        emit_json({"imported": len(records), "ids": [job.id for job, _ in records]})
+    else:
+        click.echo(f"Imported {len(records)} jobs.")

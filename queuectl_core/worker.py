@@ -410,7 +410,8 @@ class Worker:
                 f"record job {job.id} as {event}",
                 lambda: self.storage.fail(claim, result, now, retry_at))
         if done is None:
-            log.error("job %s: result discarded, the claim was no longer ours", job.id)
+            log.warning("job %s: result not recorded, the claim is no longer ours (the job was "
+                        "taken back, or a lost connection had already committed it)", job.id)
             return
         try:
             attempts = self.storage.attempts(job.id)

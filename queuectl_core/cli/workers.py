@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import socket
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import QueuectlError
 from .main import State, pass_state
+
+if TYPE_CHECKING:
+    from ..app import App
+    from ..worker import StopSignal
 
 count_option = click.option("--count", "-n", type=click.IntRange(1, 256), default=1,
                             show_default=True, help="Number of worker processes.")
@@ -136,6 +141,27 @@ def stop(state: State, timeout: float) -> None:
     click.echo("All workers stopped.")
 
 
+def _open_storage_patiently(app: App, stop_signal: StopSignal) -> bool:
+    """A worker started while its database is unreachable waits for it
+    (with backoff) instead of exiting; False if told to stop meanwhile."""
+    import logging
+
+    from ..errors import TransientStorageError
+    from ..worker import MAX_OUTAGE_WAIT_S
+
+    delay = 0.5
+    while not stop_signal.graceful:
+        try:
+            app.storage  # noqa: B018 - opens it
+            return True
+        except TransientStorageError as exc:
+            logging.getLogger("queuectl.worker").warning(
+                "storage unavailable (%s); retrying in %.1fs", exc, delay)
+            stop_signal.sleep(delay)
+            delay = min(MAX_OUTAGE_WAIT_S, delay * 2)
+    return False
+
+
 @worker.command("_child", hidden=True)
 @click.option("--parent-pid", type=int, required=True)
 @pass_state
@@ -151,6 +177,8 @@ def child(state: State, parent_pid: int) -> None:
     stop_signal = StopSignal()
     stop_signal.install()
     app = state.app()
+    if not _open_storage_patiently(app, stop_signal):
+        return
     try:
         wakeup: WakeupListener | None = WakeupListener(app.config.home)
     except (OSError, QueuectlError) as exc:

@@ -190,6 +190,14 @@ class Queue:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("QUEUECTL_")}
         self.env["QUEUECTL_HOME"] = str(home)
         self.env["QUEUECTL_BACKEND"] = backend
+        self.pg_schema: str | None = None
+        if backend == "postgres":
+            # One schema per queue, in the shared test database, dropped at cleanup.
+            self.pg_schema = f"qit_{os.getpid()}_{abs(hash(str(home))) % 10**10}"
+            self.env["QUEUECTL_POSTGRES_DSN"] = postgres_dsn()
+            home.mkdir(mode=0o700, parents=True, exist_ok=True)
+            (home / "queuectl.yaml").write_text(
+                f"backends:\n  postgres:\n    schema: {self.pg_schema}\n")
         self.popens: list[subprocess.Popen[bytes]] = []
         self.known_pids: set[int] = set()
 
@@ -361,14 +369,47 @@ class Queue:
             with contextlib.suppress(WaitTimeout):
                 wait_until(lambda: not processes_with_home(self.home), 5.0)
         left = processes_with_home(self.home)
+        if self.pg_schema is not None:
+            drop_pg_schema(self.pg_schema)
         assert not left, f"processes survived SIGKILL: {left}"
         return strays
 
 
 #: Every CLI scenario runs against each of these storage backends (selected
 #: with QUEUECTL_BACKEND); mark a test ``@pytest.mark.backends("sqlite")`` to
-#: narrow it.
-BACKENDS = ("sqlite", "json")
+#: narrow it. PostgreSQL scenarios skip when no server is reachable, unless
+#: QUEUECTL_REQUIRE_POSTGRES=1 (set by CI), which turns the skip into a failure.
+BACKENDS = ("sqlite", "json", "postgres")
+
+
+def postgres_dsn() -> str:
+    return os.environ.get("QUEUECTL_TEST_POSTGRES_DSN", "postgresql://127.0.0.1:5432/test")
+
+
+_PG_PROBLEM: list[str | None] = []
+
+
+def postgres_problem() -> str | None:
+    """Why PostgreSQL scenarios cannot run here, or None if they can."""
+    if not _PG_PROBLEM:
+        try:
+            import psycopg
+
+            with psycopg.connect(postgres_dsn(), connect_timeout=3):
+                pass
+            _PG_PROBLEM.append(None)
+        except Exception as exc:
+            _PG_PROBLEM.append(
+                f"PostgreSQL not reachable at {postgres_dsn()} ({type(exc).__name__}); start it "
+                "or set QUEUECTL_TEST_POSTGRES_DSN (CI sets QUEUECTL_REQUIRE_POSTGRES=1)")
+    return _PG_PROBLEM[0]
+
+
+def drop_pg_schema(schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(postgres_dsn(), autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -382,6 +423,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def queue(tmp_path: Path, backend: str) -> Iterator[Queue]:
     """A fresh queue in ``tmp_path/home`` on ``backend``; every process is
     gone afterwards."""
+    if backend == "postgres" and (problem := postgres_problem()) is not None:
+        if os.environ.get("QUEUECTL_REQUIRE_POSTGRES") == "1":
+            pytest.fail(problem)
+        pytest.skip(problem)
     home = tmp_path / "home"
     work = tmp_path / "work"
     work.mkdir()

@@ -1,0 +1,74 @@
+"""Finding the PostgreSQL server the tests use.
+
+DSN: ``QUEUECTL_TEST_POSTGRES_DSN``, default ``postgresql://127.0.0.1:5432/test``.
+Every test works in schemas of its own and drops them afterwards, so the
+database stays clean. No server: the tests are skipped, unless
+``QUEUECTL_REQUIRE_POSTGRES=1`` (set by CI), which makes that a failure.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Iterator
+
+import psycopg
+import pytest
+
+from queuectl_postgres.dsn import mask_secrets
+
+DEFAULT_TEST_DSN = "postgresql://127.0.0.1:5432/test"
+_counter = itertools.count()
+
+
+def configured_dsn() -> str:
+    return os.environ.get("QUEUECTL_TEST_POSTGRES_DSN") or DEFAULT_TEST_DSN
+
+
+def drop_schemas(conn: psycopg.Connection[tuple[object, ...]], *names: str) -> None:
+    for name in names:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> str:
+    """The DSN of a reachable server, or skip (fail under
+    QUEUECTL_REQUIRE_POSTGRES=1)."""
+    dsn = configured_dsn()
+    try:
+        psycopg.connect(dsn, connect_timeout=5).close()
+    except psycopg.Error as exc:
+        message = mask_secrets(
+            f"PostgreSQL is not reachable at {dsn}: {' '.join(str(exc).split())}. "
+            "To run these tests, start PostgreSQL (database 'test', trust auth on "
+            "127.0.0.1:5432) or set QUEUECTL_TEST_POSTGRES_DSN to a database the tests may "
+            "create schemas in. CI sets QUEUECTL_REQUIRE_POSTGRES=1, which turns this skip "
+            "into a failure."
+        )
+        if os.environ.get("QUEUECTL_REQUIRE_POSTGRES") == "1":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return dsn
+
+
+@pytest.fixture(scope="session")
+def pg_admin(pg_dsn: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """An autocommit connection for the tests' own look-ups and sabotage."""
+    conn = psycopg.connect(pg_dsn, autocommit=True)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def new_schema(pg_admin: psycopg.Connection[tuple[object, ...]]) -> Iterator[Callable[[], str]]:
+    """Make unique schema names; every schema named is dropped afterwards."""
+    names: list[str] = []
+
+    def make() -> str:
+        name = f"qt_{os.getpid()}_{next(_counter)}"
+        names.append(name)
+        drop_schemas(pg_admin, name)
+        return name
+
+    yield make
+    drop_schemas(pg_admin, *names)

@@ -38,3 +38,11 @@ def typecheck(session: nox.Session) -> None:
     """Check types with mypy (strict)."""
     _install(session, "dev")
     session.run("mypy")
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Run every benchmark script in benchmarks/ (each prints its own table)."""
+    _install(session, "test")
+    for script in sorted(Path("benchmarks").glob("bench_*.py")):
+        session.run("python", str(script), *session.posargs)

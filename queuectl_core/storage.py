@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from .models import Attempt, Claim, ExecResult, Job, JobState, NewJob, WorkerInfo
@@ -165,6 +166,12 @@ class Storage(ABC):
 
     def drain_wakeups(self) -> None:  # noqa: B027 - optional hook, default does nothing
         """Consume whatever made :meth:`wakeup_fileno` readable."""
+
+    def local_paths(self) -> list[Path]:
+        """Files and directories on this machine that hold the queue. Workers
+        refuse to start if other users can write any of them. Default: none
+        (a database server guards its own data)."""
+        return []
 
     # ------------------------------------------------------------ lifecycle
     def describe(self) -> str:

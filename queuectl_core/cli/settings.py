@@ -45,7 +45,7 @@ def get(state: State, key: str | None, as_json: bool) -> None:
         click.echo(f"{name}: {number(value)}")
 
 
-@config.command("set")
+@config.command("set", context_settings={"ignore_unknown_options": True})
 @click.argument("key")
 @click.argument("value")
 @pass_state

@@ -53,8 +53,14 @@ def _release_dead(state: State, pids: list[int], *, charge_attempt: bool) -> Non
 def _check_setup(state: State) -> None:
     """Open everything a worker needs, so that a broken backend, executor or
     retry policy is reported here and not only in a log file."""
+    from ..security import check_not_writable_by_others
+
     app = state.app()
-    app.storage  # noqa: B018
+    storage = app.storage
+    trusted = [app.config.home, *storage.local_paths()]
+    if app.config.config_path is not None:
+        trusted.append(app.config.config_path)
+    check_not_writable_by_others(trusted)
     app.executor()
     app.backoff_policy()
     app.settings()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,17 @@ def test_config_option_elsewhere_and_sqlite_path(queue: Queue, tmp_path: Path) -
     # A --config that does not exist is an error.
     res = queue.run("--config", str(tmp_path / "missing.yaml"), "status", check=False)
     assert res.returncode == 2 and "missing.yaml" in one_error_line(res.stderr)
+
+
+def test_workers_refuse_a_home_others_can_write(queue: Queue) -> None:
+    queue.run("status")  # creates the home and the store
+    os.chmod(queue.home, 0o777)
+    try:
+        for cmd in (["worker", "start"], ["worker", "run"]):
+            res = queue.run(*cmd, check=False, timeout=30)
+            line = one_error_line(res.stderr)
+            assert res.returncode == 1 and "refusing to run workers" in line
+            assert "chmod go-w" in line
+        assert queue.run("status").returncode == 0, "reading the queue is still allowed"
+    finally:
+        os.chmod(queue.home, 0o700)

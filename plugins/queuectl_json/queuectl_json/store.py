@@ -314,6 +314,9 @@ class JsonStorage(Storage):
     def describe(self) -> str:
         return f"json {self.directory}"
 
+    def local_paths(self) -> list[Path]:
+        return [self.directory]
+
     def close(self) -> None:
         if self._closed:
             return

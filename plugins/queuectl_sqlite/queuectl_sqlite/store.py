@@ -184,6 +184,9 @@ class SqliteStorage(Storage):
     def describe(self) -> str:
         return f"sqlite {self.path}"
 
+    def local_paths(self) -> list[Path]:
+        return [self.path]
+
     def close(self) -> None:
         self.conn.close()
 

@@ -1,12 +1,14 @@
 """queuectl: a command-line background job queue for shell commands.
 
 Plugin authors import :data:`hookimpl` from here to mark their hook
-implementations; everything else lives in the submodules.
+implementations; everything else lives in the submodules. pluggy is
+imported on first use of ``hookimpl``, so that commands that load no
+plugin (``--help``) do not pay for it.
 """
 
 from __future__ import annotations
 
-import pluggy
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
@@ -14,6 +16,20 @@ __version__ = "0.1.0"
 #: plugin manager are all called ``queuectl``.
 PROJECT_NAME = "queuectl"
 
-hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+if TYPE_CHECKING:
+    import pluggy
+
+    hookimpl: pluggy.HookimplMarker
+
+
+def __getattr__(name: str) -> object:
+    if name == "hookimpl":
+        import pluggy
+
+        marker = pluggy.HookimplMarker(PROJECT_NAME)
+        globals()["hookimpl"] = marker
+        return marker
+    raise AttributeError(name)
+
 
 __all__ = ["PROJECT_NAME", "__version__", "hookimpl"]

@@ -7,24 +7,33 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
-
 from .config import AppConfig
 from .errors import ConfigError, PluginError, QueuectlError
 from .executor import Executor
 from .models import Settings, settings_from_stored, validation_message
 from .plugins import Plugins, build_plugins
-from .registry import BackoffPolicy, PluginContext
+from .registry import (
+    BackendSpec,
+    BackoffPolicy,
+    BackoffPolicySpec,
+    ExecutorSpec,
+    PluginContext,
+)
 from .storage import Storage
 
 
-def _options(model: type[BaseModel] | None, raw: dict[str, Any], what: str,
-             config: AppConfig) -> Any:
-    where = f"config file {config.config_path}: " if config.config_path else ""
-    if model is None:
-        if raw:
-            raise ConfigError(f"{where}{what} takes no options, got: {', '.join(sorted(raw))}")
+def _options(spec: BackendSpec | ExecutorSpec | BackoffPolicySpec, raw: dict[str, Any],
+             what: str, config: AppConfig) -> Any:
+    """Validated options for a plugin record, or None when the YAML gives
+    none (the factory then uses its defaults)."""
+    if not raw:
         return None
+    where = f"config file {config.config_path}: " if config.config_path else ""
+    model = spec.resolve_options_model()
+    if model is None:
+        raise ConfigError(f"{where}{what} takes no options, got: {', '.join(sorted(raw))}")
+    from pydantic import ValidationError
+
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
@@ -43,13 +52,13 @@ class App:
 
     @cached_property
     def plugins(self) -> Plugins:
-        return build_plugins()
+        return build_plugins(cache_dir=self.config.home / "cache")
 
     def open_storage(self) -> Storage:
         """A new storage instance of the selected backend."""
         spec = self.plugins.backend(self.config.backend)
         what = f"backend {spec.name!r}"
-        options = _options(spec.options_model, self.config.backend_options(spec.name), what,
+        options = _options(spec, self.config.backend_options(spec.name), what,
                            self.config)
         assert spec.factory is not None, f"{what} has no factory"
         try:
@@ -72,7 +81,7 @@ class App:
         name = self.config.file.executor
         spec = self.plugins.executor(name)
         what = f"executor {spec.name!r}"
-        options = _options(spec.options_model, self.config.executor_options(spec.name), what,
+        options = _options(spec, self.config.executor_options(spec.name), what,
                            self.config)
         assert spec.factory is not None, f"{what} has no factory"
         return spec.factory(options, self.context)
@@ -80,7 +89,7 @@ class App:
     def backoff_policy(self) -> BackoffPolicy:
         retry = self.config.file.retry
         spec = self.plugins.backoff_policy(retry.policy)
-        options = _options(spec.options_model, retry.options, f"backoff policy {spec.name!r}",
+        options = _options(spec, retry.options, f"backoff policy {spec.name!r}",
                            self.config)
         assert spec.factory is not None
         return spec.factory(options)

@@ -21,14 +21,12 @@ YAML file, built-in default.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from .errors import ConfigError
-from .models import Settings, normalize_setting_key, validation_message
+from .models import check_setting, normalize_setting_key, validation_message
 
 DEFAULT_BACKEND = "sqlite"
 DEFAULT_EXECUTOR = "shell"
@@ -36,24 +34,23 @@ DEFAULT_POLICY = "exponential"
 CONFIG_FILENAME = "queuectl.yaml"
 
 
-class RetryConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+@dataclass(frozen=True)
+class RetryConfig:
     policy: str = DEFAULT_POLICY
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
 
 
-class FileConfig(BaseModel):
-    """The YAML file's schema; unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid")
+@dataclass(frozen=True)
+class FileConfig:
+    """What the YAML file says (validated by ``config_schema``), or the
+    defaults when there is no file."""
 
     backend: str | None = None
-    backends: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
+    backends: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     executor: str = DEFAULT_EXECUTOR
-    executors: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
-    retry: RetryConfig = Field(default_factory=RetryConfig)
-    defaults: dict[str, Any] = Field(default_factory=dict)
+    executors: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    defaults: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -136,22 +133,28 @@ def load_file_config(path: Path) -> FileConfig:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: the top level must be a mapping of keys")
+    from pydantic import ValidationError  # only when there is a file to check
+
+    from .config_schema import FileSchema
+
     try:
-        cfg = FileConfig.model_validate(data)
+        cfg = FileSchema.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"config file {path}: {validation_message(exc)}") from None
     # Settings defaults accept max-retries and max_retries alike.
     defaults: dict[str, Any] = {}
     for key, value in cfg.defaults.items():
         try:
-            defaults[normalize_setting_key(str(key))] = value
+            norm = normalize_setting_key(str(key))
+            defaults[norm] = check_setting(norm, value)
         except ConfigError as exc:
             raise ConfigError(f"config file {path}: defaults: {exc}") from None
-    try:
-        Settings.model_validate(defaults)
-    except ValidationError as exc:
-        raise ConfigError(f"config file {path}: defaults.{validation_message(exc)}") from None
-    return cfg.model_copy(update={"defaults": defaults})
+    return FileConfig(
+        backend=cfg.backend, backends=cfg.backends, executor=cfg.executor,
+        executors=cfg.executors,
+        retry=RetryConfig(policy=cfg.retry.policy, options=cfg.retry.options),
+        defaults=defaults,
+    )
 
 
 def resolve_config(*, home: str | None, config: str | None, backend: str | None) -> AppConfig:

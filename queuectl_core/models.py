@@ -1,5 +1,13 @@
-"""The data model: jobs, attempts, job specs (what users enqueue) and the
-runtime settings shared by every worker of a store.
+"""The data model: jobs, attempts, claims, job specs (what users enqueue) and
+the runtime settings shared by every worker of a store.
+
+Records are frozen dataclasses, cheap to import and to build: the CLI's hot
+paths (``enqueue``, ``status``) never load pydantic. Everything that comes
+from outside is validated strictly where it enters: job specs, settings and
+records read from files (``queuectl import``, the JSON store) here, by hand,
+with one-line errors; the YAML file and plugin options with pydantic models
+(``config_schema``, the plugins' ``options`` modules), loaded only when a
+YAML file gives them.
 
 Timestamps are integer epoch milliseconds (UTC) everywhere inside queuectl;
 the CLI renders them as ISO-8601.
@@ -7,14 +15,17 @@ the CLI renders them as ISO-8601.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 from .errors import ConfigError, UsageError
 from .timeutil import iso, now_ms, parse_timestamp_ms
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 MAX_ID_LENGTH = 255
 MAX_COMMAND_LENGTH = 1_000_000
@@ -46,22 +57,42 @@ CLAIMABLE_STATES = (JobState.PENDING, JobState.FAILED)
 #: ``lost``: the worker died or its lease expired (the attempt counts);
 #: ``interrupted``: an operator's forced stop killed it (it does not count).
 AttemptOutcome = Literal["running", "completed", "failed", "lost", "interrupted"]
+ATTEMPT_OUTCOMES = ("running", "completed", "failed", "lost", "interrupted")
+
+R = TypeVar("R", bound="Record")
 
 
-class Job(BaseModel):
+class Record:
+    """Helpers shared by the record dataclasses."""
+
+    __slots__ = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """Field name -> value (shallow; enums stay enums)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class Job(Record):
     """A job as stored."""
-
-    model_config = ConfigDict(frozen=True, defer_build=True)
 
     id: str
     command: str
     state: JobState
-    attempts: int = 0
     max_retries: int
-    priority: int = 0
     run_at: int
     created_at: int
     updated_at: int
+    attempts: int = 0
+    priority: int = 0
     started_at: int | None = None
     finished_at: int | None = None
     worker_id: str | None = None
@@ -69,21 +100,30 @@ class Job(BaseModel):
     last_error: str | None = None
     exit_code: int | None = None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.state, JobState):
+            object.__setattr__(self, "state", JobState(self.state))
+
     def to_json(self) -> dict[str, Any]:
         """The stable JSON form printed by ``--json`` (ISO-8601 times)."""
-        data = self.model_dump()
-        data["state"] = self.state.value
-        for key in ("run_at", "created_at", "updated_at", "started_at", "finished_at",
-                    "lease_expires_at"):
-            data[key] = iso(data[key])
-        return data
+        return {
+            "id": self.id, "command": self.command, "state": self.state.value,
+            "attempts": self.attempts, "max_retries": self.max_retries,
+            "priority": self.priority, "run_at": iso(self.run_at),
+            "created_at": iso(self.created_at), "updated_at": iso(self.updated_at),
+            "started_at": iso(self.started_at), "finished_at": iso(self.finished_at),
+            "worker_id": self.worker_id, "lease_expires_at": iso(self.lease_expires_at),
+            "last_error": self.last_error, "exit_code": self.exit_code,
+        }
 
 
-class Attempt(BaseModel):
+JOB_FIELDS = Job.field_names()
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt(Record):
     """One execution of a job: created when a worker claims the job, closed
     when the command finishes or the claim is lost."""
-
-    model_config = ConfigDict(frozen=True, defer_build=True)
 
     job_id: str
     number: int
@@ -96,20 +136,23 @@ class Attempt(BaseModel):
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        data = self.model_dump()
-        data["started_at"] = iso(self.started_at)
-        data["finished_at"] = iso(self.finished_at)
-        data["duration_ms"] = (
-            None if self.finished_at is None else self.finished_at - self.started_at
-        )
-        return data
+        return {
+            "job_id": self.job_id, "number": self.number, "worker_id": self.worker_id,
+            "started_at": iso(self.started_at), "finished_at": iso(self.finished_at),
+            "outcome": self.outcome, "exit_code": self.exit_code, "signal": self.signal,
+            "error": self.error,
+            "duration_ms": (None if self.finished_at is None
+                            else self.finished_at - self.started_at),
+        }
 
 
-class Claim(BaseModel):
+ATTEMPT_FIELDS = Attempt.field_names()
+
+
+@dataclass(frozen=True, slots=True)
+class Claim(Record):
     """What a worker holds after claiming a job. ``token`` is unique per
     claim; every later state change is conditional on it (fencing)."""
-
-    model_config = ConfigDict(frozen=True, defer_build=True)
 
     job: Job
     token: str
@@ -118,10 +161,9 @@ class Claim(BaseModel):
     lease_expires_at: int
 
 
-class ExecResult(BaseModel):
+@dataclass(frozen=True, slots=True)
+class ExecResult(Record):
     """How one execution ended. ``exit_code`` 0 means success."""
-
-    model_config = ConfigDict(frozen=True, defer_build=True)
 
     exit_code: int | None = None
     signal: int | None = None
@@ -132,48 +174,56 @@ class ExecResult(BaseModel):
         return self.exit_code == 0 and self.signal is None
 
 
-class NewJob(BaseModel):
+@dataclass(frozen=True, slots=True)
+class NewJob(Record):
     """A validated job ready to store (defaults filled in)."""
-
-    model_config = ConfigDict(frozen=True, defer_build=True)
 
     id: str
     command: str
     max_retries: int
-    priority: int = 0
     run_at: int
     created_at: int
+    priority: int = 0
 
 
-class JobSpec(BaseModel):
+@dataclass(frozen=True, slots=True)
+class WorkerInfo(Record):
+    """A worker process as registered in the store."""
+
+    id: str
+    hostname: str
+    pid: int
+    started_at: int
+    heartbeat_at: int
+    current_job: str | None = None
+    job_pgid: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = self.as_dict()
+        data["started_at"] = iso(self.started_at)
+        data["heartbeat_at"] = iso(self.heartbeat_at)
+        return data
+
+
+# ------------------------------------------------------------------ job specs
+
+_SPEC_FIELDS = ("id", "command", "run_at", "max_retries", "priority")
+
+
+def _is_int(value: object) -> bool:
+    return type(value) is int  # bool is not an int here, nor is 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec(Record):
     """What a user may enqueue. Types are strict: ``"max_retries": "3"`` is an
-    error, not coerced; unknown fields are rejected."""
+    error, not coerced; unknown fields are rejected (see parse_job_spec)."""
 
-    model_config = ConfigDict(strict=True, extra="forbid", defer_build=True)
-
-    id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_LENGTH)
-    command: str = Field(min_length=1, max_length=MAX_COMMAND_LENGTH)
+    command: str
+    id: str | None = None
     run_at: int | str | None = None
-    max_retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES_LIMIT)
-    priority: int = Field(default=0, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
-
-    @field_validator("id")
-    @classmethod
-    def _check_id(cls, value: str | None) -> str | None:
-        if value is not None and (value != value.strip() or not value.isprintable()):
-            raise ValueError(
-                "must be printable text without leading/trailing spaces or control characters"
-            )
-        return value
-
-    @field_validator("command")
-    @classmethod
-    def _check_command(cls, value: str) -> str:
-        if "\x00" in value:
-            raise ValueError("must not contain NUL characters")
-        if not value.strip():
-            raise ValueError("must not be blank")
-        return value
+    max_retries: int | None = None
+    priority: int = 0
 
     def to_new_job(self, *, default_max_retries: int, now: int | None = None) -> NewJob:
         created = now_ms() if now is None else now
@@ -194,84 +244,152 @@ def new_job_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def validation_message(exc: ValidationError) -> str:
-    """One line describing the first problem pydantic found."""
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int)) or "value"
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        msg = "unknown field"
-    elif err["type"] == "missing":
-        msg = "is required"
-    extra = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
-    return f"{loc}: {msg}{extra}"
+def _spec_problem(data: dict[str, Any]) -> str | None:
+    """The first problem with a decoded job object, as ``field: message``."""
+    for key in data:
+        if key not in _SPEC_FIELDS:
+            return f"{key}: unknown field"
+    if "command" not in data:
+        return "command: is required"
+    command = data["command"]
+    if type(command) is not str:
+        return "command: must be a string"
+    if not command.strip():
+        return "command: must not be blank"
+    if len(command) > MAX_COMMAND_LENGTH:
+        return f"command: must be at most {MAX_COMMAND_LENGTH} characters"
+    if "\x00" in command:
+        return "command: must not contain NUL characters"
+    job_id = data.get("id")
+    if job_id is not None:
+        if type(job_id) is not str:
+            return "id: must be a string"
+        if not 1 <= len(job_id) <= MAX_ID_LENGTH:
+            return f"id: must be 1 to {MAX_ID_LENGTH} characters"
+        if job_id != job_id.strip() or not job_id.isprintable():
+            return ("id: must be printable text without leading/trailing spaces or control "
+                    "characters")
+    run_at = data.get("run_at")
+    if run_at is not None and not (_is_int(run_at) or type(run_at) is str):
+        return "run_at: must be epoch milliseconds (an integer) or an ISO-8601 string"
+    max_retries = data.get("max_retries")
+    if max_retries is not None:
+        if not _is_int(max_retries):
+            return "max_retries: must be a whole number (a JSON integer)"
+        if not 0 <= max_retries <= MAX_RETRIES_LIMIT:
+            return f"max_retries: must be from 0 to {MAX_RETRIES_LIMIT}"
+    priority = data.get("priority", 0)
+    if not _is_int(priority):
+        return "priority: must be a whole number (a JSON integer)"
+    if not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
+        return f"priority: must be from {-MAX_PRIORITY} to {MAX_PRIORITY}"
+    for key in ("id", "command"):
+        value = data.get(key)
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return f"{key}: must be valid Unicode text (no lone surrogates)"
+    return None
 
 
 def parse_job_spec(data: object) -> JobSpec:
     """Validate one decoded JSON value as a job spec (raises UsageError)."""
     if not isinstance(data, dict):
         raise UsageError("a job must be a JSON object, e.g. {\"command\": \"echo hi\"}")
-    # pydantic's union of int|str would accept run_at as either; the smart
-    # union still needs strictness for ints, which ConfigDict(strict) gives.
-    try:
-        return JobSpec.model_validate(data)
-    except ValidationError as exc:
-        raise UsageError(f"invalid job: {validation_message(exc)}") from None
+    problem = _spec_problem(data)
+    if problem is not None:
+        raise UsageError(f"invalid job: {problem}")
+    return JobSpec(command=data["command"], id=data.get("id"), run_at=data.get("run_at"),
+                   max_retries=data.get("max_retries"), priority=data.get("priority", 0))
+
+
+def validation_message(exc: ValidationError) -> str:
+    """One line describing the first problem pydantic found (for the YAML
+    file and plugin options, validated with pydantic)."""
+    errors = exc.errors()
+    err = errors[0]
+    loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int)) or "value"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field"
+    elif err["type"] == "missing":
+        msg = "is required"
+    extra = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    return f"{loc}: {msg}{extra}"
 
 
 # ---------------------------------------------------------------- settings
 
-class Settings(BaseModel):
-    """Runtime settings, stored in the backend so that every worker sharing a
-    store sees them and picks up changes without a restart."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, defer_build=True)
-
-    max_retries: int = Field(default=3, ge=0, le=MAX_RETRIES_LIMIT,
-                             description="retries after the first attempt before a job is dead")
-    backoff_base: float = Field(default=2.0, ge=1.0, le=1000.0,
-                                description="retry delay is backoff_base ** attempts seconds")
-    worker_idle_delay: int = Field(default=2000, ge=1, le=3_600_000,
-                                   description="ms an idle worker waits between polls (at most)")
-    lease_seconds: int = Field(default=15, ge=3, le=86_400,
-                               description="seconds a claim stays valid without a heartbeat")
-
-    @field_validator("backoff_base")
-    @classmethod
-    def _finite(cls, value: float) -> float:
-        if not math.isfinite(value):
-            raise ValueError("must be a finite number")
-        return value
+@dataclass(frozen=True, slots=True)
+class SettingSpec:
+    kind: type[int] | type[float]
+    default: int | float
+    low: int | float
+    high: int | float
+    description: str
 
 
-SETTING_KEYS = tuple(Settings.model_fields)
+#: Runtime settings, stored in the backend so that every worker sharing a
+#: store sees them and picks up changes without a restart.
+SETTING_SPECS: dict[str, SettingSpec] = {
+    "max_retries": SettingSpec(int, 3, 0, MAX_RETRIES_LIMIT,
+                               "retries after the first attempt before a job is dead"),
+    "backoff_base": SettingSpec(float, 2.0, 1.0, 1000.0,
+                                "retry delay is backoff_base ** attempts seconds"),
+    "worker_idle_delay": SettingSpec(int, 2000, 1, 3_600_000,
+                                     "ms an idle worker waits between polls (at most)"),
+    "lease_seconds": SettingSpec(int, 15, 3, 86_400,
+                                 "seconds a claim stays valid without a heartbeat"),
+}
+SETTING_KEYS = tuple(SETTING_SPECS)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings(Record):
+    """Effective runtime settings (see SETTING_SPECS for ranges)."""
+
+    max_retries: int = 3
+    backoff_base: float = 2.0
+    worker_idle_delay: int = 2000
+    lease_seconds: int = 15
+
+
+def check_setting(key: str, value: object) -> int | float:
+    """Validate one (normalized) setting value; returns it, as a float for
+    float settings. Raises ConfigError with a one-line message."""
+    spec = SETTING_SPECS[key]
+    if spec.kind is int:
+        if not _is_int(value):
+            raise ConfigError(f"{key}: {value!r} is not a whole number")
+    else:
+        if type(value) not in (int, float) or not math.isfinite(value):  # type: ignore[arg-type]
+            raise ConfigError(f"{key}: {value!r} is not a finite number")
+        value = float(value)  # type: ignore[arg-type]
+    assert isinstance(value, int | float)
+    if not spec.low <= value <= spec.high:
+        raise ConfigError(f"{key}: must be from {spec.low:g} to {spec.high:g}, got {value:g}")
+    return value
 
 
 def normalize_setting_key(key: str) -> str:
     """``max-retries`` and ``max_retries`` name the same key."""
     norm = key.strip().lower().replace("-", "_")
-    if norm not in Settings.model_fields:
+    if norm not in SETTING_SPECS:
         raise ConfigError(f"unknown setting {key!r}; choose one of: {', '.join(SETTING_KEYS)}")
     return norm
 
 
 def parse_setting_value(key: str, text: str) -> int | float:
     """Parse a value typed on the command line for a (normalized) key."""
-    annotation = Settings.model_fields[key].annotation
+    spec = SETTING_SPECS[key]
     raw = text.strip()
-    value: int | float
     try:
-        value = int(raw, 10) if annotation is int else float(raw)
+        value: int | float = int(raw, 10) if spec.kind is int else float(raw)
     except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        kind = "a whole number" if annotation is int else "a finite number"
-        raise ConfigError(f"{key}: {text!r} is not {kind}")
-    try:
-        Settings.model_validate({key: value})
-    except ValidationError as exc:
-        raise ConfigError(f"{key}: {exc.errors()[0]['msg']}") from None
-    return value
+        kind = "a whole number" if spec.kind is int else "a finite number"
+        raise ConfigError(f"{key}: {text!r} is not {kind}") from None
+    return check_setting(key, value)
 
 
 def settings_from_stored(stored: dict[str, Any], defaults: dict[str, Any] | None = None
@@ -280,29 +398,64 @@ def settings_from_stored(stored: dict[str, Any], defaults: dict[str, Any] | None
     which override the built-in defaults. Unknown stored keys are ignored so
     that an older queuectl can read a store written by a newer one."""
     merged: dict[str, Any] = {}
-    merged.update(defaults or {})
-    merged.update({k: v for k, v in stored.items() if k in Settings.model_fields})
-    try:
-        return Settings.model_validate(merged)
-    except ValidationError as exc:
-        raise ConfigError(f"invalid stored setting: {validation_message(exc)}") from None
+    for source, where in ((defaults or {}, "YAML defaults"), (stored, "stored setting")):
+        for key, value in source.items():
+            if key in SETTING_SPECS:
+                try:
+                    merged[key] = check_setting(key, value)
+                except ConfigError as exc:
+                    raise ConfigError(f"invalid {where}: {exc}") from None
+    return Settings(**merged)
 
 
-class WorkerInfo(BaseModel):
-    """A worker process as registered in the store."""
+# ------------------------------------------------------- record validation
 
-    model_config = ConfigDict(frozen=True, defer_build=True)
+def _check_field(annotation: str, value: object) -> object:
+    """Check one value against a record field's annotation (strict types);
+    returns the value (enums converted). Raises ValueError."""
+    optional = annotation.endswith(" | None")
+    base = annotation.removesuffix(" | None")
+    if value is None:
+        if optional:
+            return None
+        raise ValueError("must not be null")
+    if base == "int":
+        if not _is_int(value):
+            raise ValueError("must be an integer")
+        return value
+    if base == "str":
+        if type(value) is not str:
+            raise ValueError("must be a string")
+        return value
+    if base == "JobState":
+        if value not in JobState.__members__.values():
+            raise ValueError(f"must be one of: {', '.join(s.value for s in JobState)}")
+        return JobState(value)  # type: ignore[arg-type]
+    if base == "AttemptOutcome":
+        if value not in ATTEMPT_OUTCOMES:
+            raise ValueError(f"must be one of: {', '.join(ATTEMPT_OUTCOMES)}")
+        return value
+    raise ValueError(f"unsupported field type {annotation}")  # pragma: no cover
 
-    id: str
-    hostname: str
-    pid: int
-    started_at: int
-    heartbeat_at: int
-    current_job: str | None = None
-    job_pgid: int | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        data = self.model_dump()
-        data["started_at"] = iso(self.started_at)
-        data["heartbeat_at"] = iso(self.heartbeat_at)
-        return data
+def record_from_dict(cls: type[R], data: object) -> R:
+    """Build a Job, Attempt or WorkerInfo from untrusted data (a file being
+    imported, a store read from disk), strictly: no unknown or missing
+    fields, exact types. Raises ValueError naming the field."""
+    if not isinstance(data, dict):
+        raise ValueError("expected an object")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for key in data:
+        if key not in fields:
+            raise ValueError(f"{key}: unknown field")
+    values: dict[str, object] = {}
+    for name, f in fields.items():
+        if name not in data:
+            if f.default is dataclasses.MISSING:
+                raise ValueError(f"{name}: is required")
+            continue
+        try:
+            values[name] = _check_field(str(f.type), data[name])
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+    return cls(**values)

@@ -13,7 +13,7 @@ import sys
 import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from importlib import metadata
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pluggy
@@ -60,19 +60,17 @@ class Plugins:
         self._cache: dict[str, dict[str, Any]] = {}
 
     # ---------------------------------------------------------- discovery
-    def load_entry_points(self) -> None:
+    def load_entry_points(self, cache_dir: Path | None = None) -> None:
         disabled = {
             n.strip() for n in os.environ.get("QUEUECTL_DISABLE_PLUGINS", "").split(",")
             if n.strip()
         }
         seen: set[tuple[str, str]] = set()
-        for ep in metadata.entry_points(group=PROJECT_NAME):
-            dist = ep.dist
-            dist_name = dist.metadata["Name"] if dist is not None else "?"
-            version = dist.version if dist is not None else "?"
+        for ep in discover(cache_dir):
             if (ep.name, ep.value) in seen or ep.name in disabled:
                 continue
             seen.add((ep.name, ep.value))
+            dist_name, version = ep.distribution, ep.version
             try:
                 module = ep.load()
                 self.pm.register(module, name=ep.name)
@@ -183,12 +181,101 @@ class Plugins:
         self._broadcast("queuectl_job_dead", job=job, attempt=attempt)
 
 
-def build_plugins(*, entry_points: bool = True) -> Plugins:
+def build_plugins(*, entry_points: bool = True, cache_dir: Path | None = None) -> Plugins:
     """A fresh plugin manager with the hookspecs added and, unless told not
-    to, every installed entry point of the ``queuectl`` group loaded."""
+    to, every installed entry point of the ``queuectl`` group loaded (the
+    list of entry points cached under ``cache_dir`` if given)."""
     pm = pluggy.PluginManager(PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
     plugins = Plugins(pm)
     if entry_points:
-        plugins.load_entry_points()
+        plugins.load_entry_points(cache_dir)
     return plugins
+
+
+# ---------------------------------------------------------------- discovery
+
+@dataclass(frozen=True)
+class EntryPoint:
+    """An entry point of the ``queuectl`` group and the distribution that
+    declares it."""
+
+    name: str
+    value: str
+    distribution: str
+    version: str
+
+    def load(self) -> Any:
+        """Import ``module`` or ``module:attr.path``, as importlib.metadata does."""
+        import importlib
+
+        module_name, _, attrs = self.value.partition(":")
+        obj: Any = importlib.import_module(module_name.strip())
+        for attr in filter(None, attrs.strip().split(".")):
+            obj = getattr(obj, attr)
+        return obj
+
+
+CACHE_FILE = "plugins.json"
+_CACHE_VERSION = 1
+
+
+def _cache_key() -> list[Any]:
+    """What the list of installed distributions depends on: every directory
+    on sys.path and its modification time. Installing, upgrading or removing
+    a distribution adds or removes its ``*.dist-info`` directory, which
+    changes the mtime of the directory that holds it. ``sys.path[0]`` (the
+    script's directory, or the working directory under ``python -m``) is
+    left out: it differs between the CLI and its workers, and the working
+    directory changes all the time; installed distributions are not there."""
+    key: list[Any] = [_CACHE_VERSION, sys.version]
+    for entry in sys.path if sys.flags.safe_path else sys.path[1:]:
+        try:
+            key.append([entry, os.stat(entry or ".").st_mtime_ns])
+        except OSError:
+            key.append([entry, None])
+    return key
+
+
+def _scan() -> list[EntryPoint]:
+    from importlib import metadata
+
+    found = []
+    for ep in metadata.entry_points(group=PROJECT_NAME):
+        dist = ep.dist
+        found.append(EntryPoint(
+            ep.name, ep.value,
+            dist.metadata["Name"] if dist is not None else "?",
+            dist.version if dist is not None else "?",
+        ))
+    return found
+
+
+def discover(cache_dir: Path | None = None) -> list[EntryPoint]:
+    """The installed entry points of the ``queuectl`` group. With
+    ``cache_dir`` the scan (tens of ms: importlib.metadata reads every
+    distribution's metadata) is done only when sys.path changed."""
+    if cache_dir is None:
+        return _scan()
+    import json
+
+    path = cache_dir / CACHE_FILE
+    key = _cache_key()
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+        if cached["key"] == key:
+            return [EntryPoint(*e) for e in cached["entry_points"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # missing or unreadable: scan again and rewrite it
+    found = _scan()
+    try:
+        cache_dir.mkdir(mode=0o700, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump({"key": key, "entry_points": [
+                [e.name, e.value, e.distribution, e.version] for e in found]}, fh)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a cache we cannot write only costs time
+    return found

@@ -49,13 +49,27 @@ class _Record:
     name: str
     description: str = ""
     #: A pydantic model (use ``extra="forbid"``) validating the plugin's
-    #: options from YAML; None if it takes no options.
-    options_model: type[BaseModel] | None = None
+    #: options from YAML, or its import path as ``"package.module:Class"``
+    #: (imported only when the YAML gives options, so that commands that need
+    #: none stay fast); None if it takes no options. The factory receives an
+    #: instance, or None when the YAML has no options for it (use defaults).
+    options_model: type[BaseModel] | str | None = None
     #: Filled in by the plugin manager: the distribution that registered it.
     distribution: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "name", normalize_name(self.name))
+
+    def resolve_options_model(self) -> type[BaseModel] | None:
+        """The options model class, importing it if it was given by path."""
+        ref = self.options_model
+        if not isinstance(ref, str):
+            return ref
+        import importlib
+
+        module, _, attr = ref.partition(":")
+        model: type[BaseModel] = getattr(importlib.import_module(module), attr)
+        return model
 
 
 @dataclass(frozen=True)

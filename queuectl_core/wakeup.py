@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import ensure_private_dir
+
+if TYPE_CHECKING:
+    import socket
 
 #: sun_path is 108 bytes on Linux, including the terminating NUL.
 _MAX_SOCKET_PATH = 107
@@ -31,12 +34,14 @@ class WakeupListener:
     def __init__(self, home: Path) -> None:
         directory = wake_dir(home)
         ensure_private_dir(directory)
+        import socket
+
         self.path = directory / str(os.getpid())
         if len(os.fsencode(self.path)) > _MAX_SOCKET_PATH:
             raise OSError(f"socket path too long: {self.path}")
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock: socket.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
         self.sock.bind(os.fspath(self.path))
 
@@ -62,6 +67,8 @@ def notify(home: Path) -> None:
         return
     if not entries:
         return
+    import socket
+
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.setblocking(False)
     try:

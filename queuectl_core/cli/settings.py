@@ -34,7 +34,7 @@ def get(state: State, key: str | None, as_json: bool) -> None:
     from ..models import normalize_setting_key
 
     app = state.app()
-    values = app.settings().model_dump()
+    values = app.settings().as_dict()
     if key is not None:
         norm = normalize_setting_key(key)
         values = {norm: values[norm]}

@@ -60,9 +60,7 @@ def _write(fh: IO[str], storage: Any, jobs: list[Job]) -> None:
 
 
 def _parse(record: Any, where: str, now: int) -> tuple[Job, list[Attempt]]:
-    from pydantic import ValidationError
-
-    from ..models import Attempt, Job, JobState, validation_message
+    from ..models import Attempt, Job, JobState, record_from_dict
     from ..timeutil import parse_timestamp_ms
 
     if not isinstance(record, dict):
@@ -83,21 +81,19 @@ def _parse(record: Any, where: str, now: int) -> tuple[Job, list[Attempt]]:
             for key in ("started_at", "finished_at"):
                 if a.get(key) is not None:
                     a[key] = parse_timestamp_ms(a[key], key)
-            attempts.append(Attempt.model_validate(a, strict=True))
-        job = Job.model_validate(data, strict=False)
-    except UsageError as exc:
+            attempts.append(record_from_dict(Attempt, a))
+        job = record_from_dict(Job, data)
+    except (UsageError, ValueError) as exc:
         raise UsageError(f"{where}: {exc}") from None
-    except ValidationError as exc:
-        raise UsageError(f"{where}: {validation_message(exc)}") from None
     if any(a.job_id != job.id for a in attempts):
         raise UsageError(f"{where}: an attempt belongs to another job")
     # A job that was running when exported has no worker here: its attempt
     # is lost and it runs again at once, as after a crash.
     lost = "exported while running; the attempt was lost in the move"
-    attempts = [a if a.outcome != "running" else a.model_copy(update={
+    attempts = [a if a.outcome != "running" else a.replace(**{
         "outcome": "lost", "finished_at": now, "error": lost}) for a in attempts]
     if job.state is JobState.PROCESSING:
-        job = job.model_copy(update={
+        job = job.replace(**{
             "state": JobState.DEAD if job.attempts > job.max_retries else JobState.FAILED,
             "run_at": now, "lease_expires_at": None, "finished_at": now, "updated_at": now,
             "last_error": lost,

@@ -391,7 +391,7 @@ class StorageConformance:
     def test_worker_registry(self, store: Storage) -> None:
         w = WorkerInfo(id="h:1:x", hostname="h", pid=1, started_at=T0, heartbeat_at=T0)
         store.register_worker(w)
-        store.register_worker(w.model_copy(update={"id": "h:2:y", "pid": 2}))
+        store.register_worker(w.replace(**{"id": "h:2:y", "pid": 2}))
         store.worker_heartbeat("h:1:x", T0 + 500, "job-1", 4242)
         workers = {x.id: x for x in store.list_workers()}
         assert workers["h:1:x"].heartbeat_at == T0 + 500

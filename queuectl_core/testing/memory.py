@@ -94,7 +94,7 @@ class MemoryStorage(Storage):
                 return None
             best = min(ready, key=lambda j: (-j.priority, j.run_at, self._seq[j.id]))
             token = uuid.uuid4().hex
-            job = best.model_copy(update={
+            job = best.replace(**{
                 "state": JobState.PROCESSING, "attempts": best.attempts + 1,
                 "worker_id": worker_id, "lease_expires_at": now + lease_ms,
                 "started_at": now, "finished_at": None, "updated_at": now,
@@ -116,14 +116,14 @@ class MemoryStorage(Storage):
     def _close_attempt(self, token: str, **changes: Any) -> None:
         for i, (t, a) in enumerate(self._attempts):
             if t == token:
-                self._attempts[i] = (t, a.model_copy(update=changes))
+                self._attempts[i] = (t, a.replace(**changes))
 
     def renew(self, claim: Claim, now: int, lease_ms: int) -> bool:
         with self._lock:
             job = self._holds(claim)
             if job is None:
                 return False
-            self._jobs[job.id] = job.model_copy(update={"lease_expires_at": now + lease_ms})
+            self._jobs[job.id] = job.replace(**{"lease_expires_at": now + lease_ms})
             return True
 
     def _finish(self, claim: Claim, result: ExecResult, now: int, state: JobState,
@@ -132,7 +132,7 @@ class MemoryStorage(Storage):
             job = self._holds(claim)
             if job is None:
                 return None
-            done = job.model_copy(update={
+            done = job.replace(**{
                 "state": state, "run_at": job.run_at if retry_at is None else retry_at,
                 "last_error": None if state is JobState.COMPLETED else result.error,
                 "exit_code": result.exit_code, "finished_at": now, "updated_at": now,
@@ -173,7 +173,7 @@ class MemoryStorage(Storage):
                     error, outcome = INTERRUPTED.format(worker=job.worker_id), "interrupted"
                     attempts -= 1
                     state = JobState.PENDING if attempts == 0 else JobState.FAILED
-                new = job.model_copy(update={
+                new = job.replace(**{
                     "state": state, "attempts": attempts, "run_at": now, "last_error": error,
                     "exit_code": None, "finished_at": now, "updated_at": now,
                     "lease_expires_at": None,
@@ -191,7 +191,7 @@ class MemoryStorage(Storage):
                 raise JobNotFoundError(job_id)
             if job.state is not JobState.DEAD:
                 raise InvalidStateError(f"job {job_id!r} is {job.state.value}, not dead")
-            new = job.model_copy(update={
+            new = job.replace(**{
                 "state": JobState.PENDING, "attempts": 0, "run_at": now, "updated_at": now,
                 "started_at": None, "finished_at": None, "exit_code": None,
             })
@@ -213,7 +213,7 @@ class MemoryStorage(Storage):
                          job_pgid: int | None) -> None:
         w = self._workers.get(worker_id)
         if w is not None:
-            self._workers[worker_id] = w.model_copy(update={
+            self._workers[worker_id] = w.replace(**{
                 "heartbeat_at": now, "current_job": current_job, "job_pgid": job_pgid})
 
     def unregister_worker(self, worker_id: str) -> None:

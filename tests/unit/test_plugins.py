@@ -39,7 +39,7 @@ def queuectl_storage_backends():
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Path]:
-    sys.path.insert(0, str(tmp_path))
+    sys.path.insert(1, str(tmp_path))  # [0] is the script dir or cwd
     yield tmp_path
     sys.path.remove(str(tmp_path))
     for mod in ("qc_good_plugin", "qc_broken_plugin", "qc_dupe_plugin"):
@@ -127,3 +127,40 @@ def test_broadcast_failures_never_propagate(capsys: pytest.CaptureFixture[str]) 
     plugins.job_dead(job)
     assert seen == ["dead", "dead:j"]
     assert "listener bug" in capsys.readouterr().err
+
+
+def test_discovery_cache_hits_and_notices_new_distributions(
+        site: Path, tmp_path_factory: pytest.TempPathFactory,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from queuectl_core import plugins as plugins_module
+
+    cache = tmp_path_factory.mktemp("home") / "cache"  # not on sys.path
+    first = {ep.name for ep in plugins_module.discover(cache)}
+    assert (cache / "plugins.json").exists() and "sqlite" in first
+
+    def no_scan() -> list[plugins_module.EntryPoint]:
+        raise AssertionError("scanned although nothing changed")
+
+    monkeypatch.setattr(plugins_module, "_scan", no_scan)
+    assert {ep.name for ep in plugins_module.discover(cache)} == first
+    monkeypatch.undo()
+
+    # Installing a distribution adds a dist-info directory: its parent's
+    # mtime changes and the next discovery sees the new plugin.
+    before = os.stat(site).st_mtime_ns
+    _fake_dist(site, "qc-good", {"good": "qc_good_plugin"}, {"qc_good_plugin": GOOD})
+    os.utime(site, ns=(before + 10**9, before + 10**9))
+    assert "good" in {ep.name for ep in plugins_module.discover(cache)}
+    assert "fake-store" in build_plugins(cache_dir=cache).backends()
+
+
+def test_unreadable_cache_is_rebuilt(tmp_path: Path) -> None:
+    from queuectl_core import plugins as plugins_module
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "plugins.json").write_text("{not json")
+    assert "sqlite" in {ep.name for ep in plugins_module.discover(cache)}
+    assert (cache / "plugins.json").read_text().startswith("{\"key\"")

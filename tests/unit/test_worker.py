@@ -83,7 +83,7 @@ def test_failure_schedules_backoff_then_dead(tmp_path: Path, plugins: Plugins,
     assert before + 2000 <= job.run_at <= now_ms() + 2000  # 2 ** 1 seconds
     assert not worker.run_once(), "not due yet"
     # Make it due without waiting: the store is ours to edit in a unit test.
-    store._jobs["bad"] = job.model_copy(update={"run_at": now_ms()})
+    store._jobs["bad"] = job.replace(**{"run_at": now_ms()})
     worker.run_once()
     job = store.get("bad")
     assert job is not None and job.state is JobState.DEAD and job.attempts == 2

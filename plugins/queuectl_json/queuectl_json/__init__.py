@@ -9,43 +9,28 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from queuectl_core import hookimpl
 from queuectl_core.registry import BackendSpec, PluginContext
 
 if TYPE_CHECKING:
     from queuectl_core.storage import Storage
 
+    from .options import JsonOptions
 
-class JsonOptions(BaseModel):
-    """``backends: {json: {...}}`` in queuectl.yaml."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    #: Store directory; relative paths are taken from QUEUECTL_HOME.
-    path: str = "json"
-    #: ``true`` (default): every acknowledged change survives power loss
-    #: (fsync of the journal, of each job file and of the directories).
-    #: ``false``: still safe against a crashed or killed process, but the
-    #: last changes may be lost on power loss; much faster.
-    fsync: bool = True
-    #: Fold the journal into a new snapshot once it is larger than this many
-    #: bytes (or than the snapshot itself, whichever is larger).
-    compact_bytes: int = Field(default=1_048_576, ge=4096, le=1 << 30)
-    #: How long an operation waits for the store's lock before giving up, in ms.
-    lock_timeout_ms: int = Field(default=30_000, ge=100, le=600_000)
+#: Store directory, relative to QUEUECTL_HOME (the ``path`` option's default).
+DEFAULT_PATH = "json"
 
 
 def _open(options: JsonOptions | None, context: PluginContext) -> Storage:
     from .store import JsonStorage
 
-    opts = options or JsonOptions()
+    if options is None:  # no options in the YAML: defaults, without pydantic
+        return JsonStorage(context.home / DEFAULT_PATH)
     return JsonStorage(
-        context.home / opts.path,
-        fsync=opts.fsync,
-        compact_bytes=opts.compact_bytes,
-        lock_timeout_ms=opts.lock_timeout_ms,
+        context.home / options.path,
+        fsync=options.fsync,
+        compact_bytes=options.compact_bytes,
+        lock_timeout_ms=options.lock_timeout_ms,
     )
 
 
@@ -55,8 +40,18 @@ def queuectl_storage_backends() -> Iterable[BackendSpec]:
         BackendSpec(
             name="json",
             factory=_open,
-            options_model=JsonOptions,
+            options_model="queuectl_json.options:JsonOptions",
             description="JSON files under QUEUECTL_HOME (journal + snapshot, one machine, "
                         "many workers)",
         )
     ]
+
+
+def __getattr__(name: str) -> object:
+    # ``from queuectl_json import JsonOptions`` still works, without importing pydantic
+    # for plugin discovery.
+    if name == "JsonOptions":
+        from .options import JsonOptions
+
+        return JsonOptions
+    raise AttributeError(name)

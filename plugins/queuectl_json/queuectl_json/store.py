@@ -45,8 +45,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from pydantic import ValidationError
-
 from queuectl_core.errors import (
     DuplicateJobError,
     InvalidStateError,
@@ -61,7 +59,7 @@ from queuectl_core.models import (
     JobState,
     NewJob,
     WorkerInfo,
-    validation_message,
+    record_from_dict,
 )
 from queuectl_core.storage import Storage
 
@@ -83,11 +81,11 @@ FINISHED_STATES = frozenset({"completed", "dead"})
 CLAIMABLE_STATES = frozenset({"pending", "failed"})
 IMPORTABLE_STATES = (ACTIVE_STATES - {"processing"}) | FINISHED_STATES
 
-_JOB_FIELDS = tuple(Job.model_fields)
+_JOB_FIELDS = Job.field_names()
 _INT_FIELDS = ("attempts", "max_retries", "priority", "run_at", "created_at", "updated_at")
 _OPT_INT_FIELDS = ("started_at", "finished_at", "lease_expires_at", "exit_code")
 _SETTABLE = frozenset(_JOB_FIELDS) - {"id"} | {"claim_token"}
-_ATTEMPT_KEYS = frozenset(Attempt.model_fields) - {"job_id"}
+_ATTEMPT_KEYS = frozenset(Attempt.field_names()) - {"job_id"}
 
 _LOST_ERROR = (
     "worker {worker} went away before the attempt finished (killed, crashed, or its lease "
@@ -203,13 +201,13 @@ def _check_job(rec: Any, states: frozenset[str]) -> Record:
     if not isinstance(history, list):
         raise _Damaged(f"{what}: history is not a list")
     try:
-        Job.model_validate(rec)
+        record_from_dict(Job, {k: rec[k] for k in _JOB_FIELDS if k in rec})
         for entry in history:
             if not isinstance(entry, dict) or not set(entry) <= _ATTEMPT_KEYS:
                 raise _Damaged(f"{what}: a history entry is not an attempt record")
-            Attempt.model_validate({**entry, "job_id": job_id})
-    except ValidationError as exc:
-        raise _Damaged(f"{what}: {validation_message(exc)}") from None
+            record_from_dict(Attempt, {**entry, "job_id": job_id})
+    except ValueError as exc:
+        raise _Damaged(f"{what}: {exc}") from None
     return rec
 
 
@@ -219,9 +217,9 @@ def _check_worker(rec: Any) -> Record:
     if not (_is_int(rec.get("heartbeat_at")) and _is_int(rec.get("started_at"))):
         raise _Damaged("a worker record lacks whole-number started_at/heartbeat_at")
     try:
-        WorkerInfo.model_validate(rec)
-    except ValidationError as exc:
-        raise _Damaged(f"worker record: {validation_message(exc)}") from None
+        record_from_dict(WorkerInfo, rec)
+    except ValueError as exc:
+        raise _Damaged(f"worker record: {exc}") from None
     return rec
 
 
@@ -249,11 +247,11 @@ def _merged(rec: Record, fields: Any, attempt: Any) -> Record:
 
 
 def _to_job(rec: Record) -> Job:
-    return Job.model_validate({k: rec[k] for k in _JOB_FIELDS})
+    return Job(**{k: rec[k] for k in _JOB_FIELDS})
 
 
 def _to_attempts(rec: Record) -> list[Attempt]:
-    return [Attempt.model_validate({**h, "job_id": rec["id"]}) for h in rec["history"]]
+    return [Attempt(**{**h, "job_id": rec["id"]}) for h in rec["history"]]
 
 
 def _claim_key(rec: Record) -> tuple[int, int, int]:
@@ -857,9 +855,10 @@ class JsonStorage(Storage):
                     raise DuplicateJobError(job.id)
             new = []
             for seq, (job, history) in enumerate(records, start=self._next_seq):
-                rec = job.model_dump(mode="json")
+                rec = job.as_dict()
+                rec["state"] = job.state.value
                 rec.update(seq=seq, claim_token=None, history=[
-                    a.model_dump(mode="json", exclude={"job_id"}) for a in history])
+                    {k: v for k, v in a.as_dict().items() if k != "job_id"} for a in history])
                 try:
                     new.append(_check_job(rec, IMPORTABLE_STATES))
                 except _Damaged as exc:
@@ -1096,7 +1095,7 @@ class JsonStorage(Storage):
     # ---------------------------------------------------------- workers
     def register_worker(self, worker: WorkerInfo) -> None:
         with self._locked(exclusive=True):
-            self._commit([{"op": "worker", "worker": worker.model_dump()}])
+            self._commit([{"op": "worker", "worker": worker.as_dict()}])
 
     def worker_heartbeat(self, worker_id: str, now: int, current_job: str | None,
                          job_pgid: int | None) -> None:
@@ -1113,7 +1112,7 @@ class JsonStorage(Storage):
     def list_workers(self) -> list[WorkerInfo]:
         with self._locked(exclusive=False):
             workers = sorted(self._workers.values(), key=lambda w: (w["started_at"], w["id"]))
-        return [WorkerInfo.model_validate(w) for w in workers]
+        return [WorkerInfo(**w) for w in workers]
 
     def prune_workers(self, heartbeat_before: int) -> int:
         with self._locked(exclusive=False):

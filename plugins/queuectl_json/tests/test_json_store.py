@@ -19,10 +19,19 @@ from typing import Any
 import pytest
 
 from queuectl_core.errors import DuplicateJobError, InvalidStateError, StorageError
-from queuectl_core.models import Attempt, ExecResult, Job, JobState, NewJob, WorkerInfo
+from queuectl_core.models import (
+    Attempt,
+    AttemptOutcome,
+    ExecResult,
+    Job,
+    JobState,
+    NewJob,
+    WorkerInfo,
+)
 from queuectl_core.registry import PluginContext
 from queuectl_core.testing import MemoryStorage
-from queuectl_json import JsonOptions, queuectl_storage_backends
+from queuectl_json import queuectl_storage_backends
+from queuectl_json.options import JsonOptions
 from queuectl_json.store import FORMAT_VERSION, JsonStorage, job_file_name
 
 T0 = 1_800_000_000_000
@@ -68,11 +77,11 @@ def everything(store: JsonStorage) -> dict[str, Any]:
     """All a user can observe, for before/after comparisons."""
     jobs = store.list_jobs()
     return {
-        "jobs": [j.model_dump() for j in jobs],
-        "attempts": {j.id: [a.model_dump() for a in store.attempts(j.id)] for j in jobs},
+        "jobs": [j.as_dict() for j in jobs],
+        "attempts": {j.id: [a.as_dict() for a in store.attempts(j.id)] for j in jobs},
         "counts": store.counts(),
         "settings": store.get_settings(),
-        "workers": [w.model_dump() for w in store.list_workers()],
+        "workers": [w.as_dict() for w in store.list_workers()],
         "next_run_at": store.next_run_at(),
         "by_state": {s: [j.id for j in store.list_jobs(s)] for s in JobState},
     }
@@ -300,7 +309,7 @@ def test_compaction_preserves_everything(root: Path) -> None:
     store.set_setting("backoff_base", 1.5)
     w = WorkerInfo(id="h:1:x", hostname="h", pid=1, started_at=T0, heartbeat_at=T0)
     store.register_worker(w)
-    store.register_worker(w.model_copy(update={"id": "h:2:y", "pid": 2}))
+    store.register_worker(w.replace(**{"id": "h:2:y", "pid": 2}))
     store.worker_heartbeat("h:1:x", T0 + 5, "d", 77)
     store.dlq_retry("b", T0 + 3)
     for _ in range(20):
@@ -730,7 +739,7 @@ def test_import_many_finished_jobs(root: Path, compact_bytes: int) -> None:
         job = new_job_as_job(f"old-{i}", state, attempts=1, started_at=T0, finished_at=T0 + 1,
                              updated_at=T0 + 1, exit_code=3 if state is JobState.DEAD else 0,
                              last_error="boom" if state is JobState.DEAD else None)
-        outcome = "failed" if state is JobState.DEAD else "completed"
+        outcome: AttemptOutcome = "failed" if state is JobState.DEAD else "completed"
         records.append((job, [Attempt(job_id=job.id, number=1, worker_id="w0", started_at=T0,
                                       finished_at=T0 + 1, outcome=outcome,
                                       exit_code=job.exit_code)]))

@@ -7,11 +7,8 @@ a store is opened, so listing plugins costs nothing.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from queuectl_core import hookimpl
 from queuectl_core.registry import BackendSpec, PluginContext
@@ -21,42 +18,14 @@ from .dsn import DSN_ENV, resolve_dsn
 if TYPE_CHECKING:
     from queuectl_core.storage import Storage
 
+    from .options import PostgresOptions
+
 __all__ = ["DSN_ENV", "PostgresOptions"]
 
-#: Lower-case SQL identifiers only: no quoting surprises, no case folding.
-_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-
-
-class PostgresOptions(BaseModel):
-    """``backends: {postgres: {...}}`` in queuectl.yaml."""
-
-    # ``schema`` would shadow a (deprecated) BaseModel method, so the
-    # attribute is ``schema_name`` and the YAML key its alias ``schema``.
-    model_config = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True)
-
-    #: libpq connection string, URL (``postgresql://user@host:5432/db``) or
-    #: key=value form; None: read ``QUEUECTL_POSTGRES_DSN``.
-    dsn: str | None = None
-    #: The PostgreSQL schema holding queuectl's tables (created if missing).
-    #: Several queues can share one database under different schemas.
-    schema_name: str = Field(default="queuectl", alias="schema")
-    #: Seconds to wait for a connection before the server counts as unreachable.
-    connect_timeout_s: int = Field(default=5, ge=1, le=300)
-
-    @field_validator("schema_name")
-    @classmethod
-    def _check_schema(cls, value: str) -> str:
-        if not _SCHEMA_NAME.match(value):
-            raise ValueError(
-                "must be a plain SQL identifier: lower-case letters, digits and _, "
-                "not starting with a digit, at most 63 characters"
-            )
-        if value.startswith("pg_"):
-            raise ValueError("names starting with pg_ are reserved by PostgreSQL")
-        return value
 
 
 def _open(options: PostgresOptions | None, context: PluginContext) -> Storage:
+    from .options import PostgresOptions
     from .store import PostgresStorage
 
     opts = options or PostgresOptions()
@@ -73,8 +42,18 @@ def queuectl_storage_backends() -> Iterable[BackendSpec]:
         BackendSpec(
             name="postgres",
             factory=_open,
-            options_model=PostgresOptions,
+            options_model="queuectl_postgres.options:PostgresOptions",
             description="PostgreSQL database (many machines share one queue; "
                         f"dsn option or {DSN_ENV})",
         )
     ]
+
+
+def __getattr__(name: str) -> object:
+    # ``from queuectl_postgres import PostgresOptions`` still works, without importing pydantic
+    # for plugin discovery.
+    if name == "PostgresOptions":
+        from .options import PostgresOptions
+
+        return PostgresOptions
+    raise AttributeError(name)

@@ -138,11 +138,11 @@ def schema_version() -> int:
 
 
 _CLAIMABLE = "state IN ('pending', 'failed')"
-_JOB_FIELDS = tuple(Job.model_fields)
+_JOB_FIELDS = Job.field_names()
 _JOB_COLUMNS = ", ".join(_JOB_FIELDS)
-_ATTEMPT_FIELDS = tuple(Attempt.model_fields)
+_ATTEMPT_FIELDS = Attempt.field_names()
 _ATTEMPT_COLUMNS = ", ".join(_ATTEMPT_FIELDS)
-_WORKER_COLUMNS = ", ".join(WorkerInfo.model_fields)
+_WORKER_COLUMNS = ", ".join(WorkerInfo.field_names())
 
 #: The next due job, in claim order (parameter ``now``). Walks the partial
 #: index ``jobs_ready`` and stops at the first row it can lock.
@@ -238,11 +238,11 @@ _DRAIN_ROUNDS = 50
 
 
 def _job(row: DictRow) -> Job:
-    return Job.model_validate({k: row[k] for k in _JOB_FIELDS})
+    return Job(**{k: row[k] for k in _JOB_FIELDS})
 
 
 def _attempt(row: DictRow) -> Attempt:
-    return Attempt.model_validate({k: row[k] for k in _ATTEMPT_FIELDS})
+    return Attempt(**{k: row[k] for k in _ATTEMPT_FIELDS})
 
 
 def _text(value: str | None) -> str | None:
@@ -582,7 +582,7 @@ class PostgresStorage(Storage):
         job_rows: list[list[Any]] = []
         attempt_rows: list[tuple[Any, ...]] = []
         for job, history in records:
-            data = job.model_dump()
+            data = job.as_dict()
             data["state"] = job.state.value
             data["last_error"] = _text(job.last_error)
             job_rows.append([data[k] for k in _JOB_FIELDS])
@@ -809,7 +809,7 @@ class PostgresStorage(Storage):
             rows = cur.execute(self._q(
                 f"SELECT {_WORKER_COLUMNS} FROM {{s}}.workers ORDER BY started_at, id")
             ).fetchall()
-        return [WorkerInfo.model_validate(dict(r)) for r in rows]
+        return [WorkerInfo(**dict(r)) for r in rows]
 
     @_guarded
     def prune_workers(self, heartbeat_before: int) -> int:

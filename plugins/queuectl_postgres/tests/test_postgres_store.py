@@ -24,8 +24,9 @@ from queuectl_core.models import ExecResult, JobState, NewJob
 from queuectl_core.plugins import build_plugins
 from queuectl_core.registry import PluginContext
 from queuectl_core.testing import MemoryStorage
-from queuectl_postgres import DSN_ENV, PostgresOptions, queuectl_storage_backends
+from queuectl_postgres import DSN_ENV, queuectl_storage_backends
 from queuectl_postgres.dsn import mask_secrets, resolve_dsn
+from queuectl_postgres.options import PostgresOptions
 from queuectl_postgres.store import (
     NEXT_DUE_SQL,
     PostgresStorage,
@@ -318,7 +319,7 @@ def test_fencing_uses_the_claim_token(open_store: Callable[..., PostgresStorage]
     store.enqueue([new_job("a")])
     claim = store.claim("w", T0, LEASE)
     assert claim is not None
-    forged = claim.model_copy(update={"token": "0" * 32})
+    forged = claim.replace(**{"token": "0" * 32})
     assert not store.renew(forged, T0 + 1, LEASE)
     assert store.complete(forged, OK, T0 + 1) is None
     assert store.complete(claim, OK, T0 + 2) is not None

@@ -18,7 +18,7 @@ from pathlib import Path
 from queuectl_core.executor import Execution, Executor
 from queuectl_core.models import ExecResult, Job
 
-from . import ShellOptions
+from .options import ShellOptions
 
 #: What POSIX shells exit with when a command is not found / not executable.
 EXIT_NOT_FOUND = 127

@@ -19,8 +19,8 @@ from queuectl_core.executor import Execution
 from queuectl_core.models import ExecResult, Job
 from queuectl_core.plugins import build_plugins
 from queuectl_core.registry import PluginContext
-from queuectl_shell import ShellOptions
 from queuectl_shell.executor import ShellExecutor
+from queuectl_shell.options import ShellOptions
 
 DEADLINE = 15.0  # generous: some inits reap orphaned zombies only every few seconds
 
@@ -351,7 +351,7 @@ def test_plugin_registration(tmp_path: Path) -> None:
     assert len(specs) == 1
     spec = specs[0]
     assert spec.name == "shell"
-    assert spec.options_model is ShellOptions
+    assert spec.resolve_options_model() is ShellOptions
     assert spec.description
     assert spec.factory is not None
     executor = spec.factory(ShellOptions(), PluginContext(home=tmp_path))

@@ -7,9 +7,7 @@ opened, so listing plugins costs nothing.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import TYPE_CHECKING
 
 from queuectl_core import hookimpl
 from queuectl_core.registry import BackendSpec, PluginContext
@@ -17,30 +15,21 @@ from queuectl_core.registry import BackendSpec, PluginContext
 if TYPE_CHECKING:
     from queuectl_core.storage import Storage
 
+    from .options import SqliteOptions
 
-class SqliteOptions(BaseModel):
-    """``backends: {sqlite: {...}}`` in queuectl.yaml."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    #: Database file; relative paths are taken from QUEUECTL_HOME.
-    path: str = "queue.db"
-    #: ``full`` (default) survives power loss after every acknowledged write;
-    #: ``normal`` may lose the last transactions on power loss (never on a
-    #: process crash) and is faster.
-    synchronous: Literal["full", "normal"] = "full"
-    #: How long a writer waits for the lock before giving up, in ms.
-    busy_timeout_ms: int = Field(default=30_000, ge=100, le=600_000)
+#: Database file, relative to QUEUECTL_HOME (the ``path`` option's default).
+DEFAULT_PATH = "queue.db"
 
 
 def _open(options: SqliteOptions | None, context: PluginContext) -> Storage:
     from .store import SqliteStorage
 
-    opts = options or SqliteOptions()
+    if options is None:  # no options in the YAML: defaults, without pydantic
+        return SqliteStorage(context.home / DEFAULT_PATH)
     return SqliteStorage(
-        context.home / opts.path,
-        synchronous=opts.synchronous,
-        busy_timeout_ms=opts.busy_timeout_ms,
+        context.home / options.path,
+        synchronous=options.synchronous,
+        busy_timeout_ms=options.busy_timeout_ms,
     )
 
 
@@ -50,7 +39,17 @@ def queuectl_storage_backends() -> Iterable[BackendSpec]:
         BackendSpec(
             name="sqlite",
             factory=_open,
-            options_model=SqliteOptions,
+            options_model="queuectl_sqlite.options:SqliteOptions",
             description="SQLite file under QUEUECTL_HOME (WAL, one machine, many workers)",
         )
     ]
+
+
+def __getattr__(name: str) -> object:
+    # ``from queuectl_sqlite import SqliteOptions`` still works, without importing pydantic
+    # for plugin discovery.
+    if name == "SqliteOptions":
+        from .options import SqliteOptions
+
+        return SqliteOptions
+    raise AttributeError(name)

@@ -98,8 +98,8 @@ NEXT_DUE_SQL = (
     f"SELECT seq FROM jobs INDEXED BY jobs_ready WHERE {_CLAIMABLE} AND run_at <= ?"
     " ORDER BY priority DESC, run_at, seq LIMIT 1"
 )
-_JOB_FIELDS = tuple(Job.model_fields)
-_ATTEMPT_FIELDS = tuple(Attempt.model_fields)
+_JOB_FIELDS = Job.field_names()
+_ATTEMPT_FIELDS = Attempt.field_names()
 _INTERRUPTED_ERROR = "stopped by force on worker {worker}; the attempt does not count"
 _LOST_ERROR = (
     "worker {worker} went away before the attempt finished (killed, crashed, or its lease "
@@ -108,11 +108,11 @@ _LOST_ERROR = (
 
 
 def _job(row: sqlite3.Row) -> Job:
-    return Job.model_validate({k: row[k] for k in _JOB_FIELDS})
+    return Job(**{k: row[k] for k in _JOB_FIELDS})
 
 
 def _attempt(row: sqlite3.Row) -> Attempt:
-    return Attempt.model_validate({k: row[k] for k in _ATTEMPT_FIELDS})
+    return Attempt(**{k: row[k] for k in _ATTEMPT_FIELDS})
 
 
 class SqliteStorage(Storage):
@@ -223,7 +223,7 @@ class SqliteStorage(Storage):
         try:
             with self._write() as conn:
                 for job, history in records:
-                    data = job.model_dump()
+                    data = job.as_dict()
                     data["state"] = job.state.value
                     conn.execute(f"INSERT INTO jobs ({columns}) VALUES ({marks})",
                                  [data[k] for k in _JOB_FIELDS])
@@ -437,7 +437,7 @@ class SqliteStorage(Storage):
 
     def list_workers(self) -> list[WorkerInfo]:
         rows = self.conn.execute("SELECT * FROM workers ORDER BY started_at, id").fetchall()
-        return [WorkerInfo.model_validate(dict(r)) for r in rows]
+        return [WorkerInfo(**dict(r)) for r in rows]
 
     def prune_workers(self, heartbeat_before: int) -> int:
         if self.conn.execute("SELECT 1 FROM workers WHERE heartbeat_at < ? LIMIT 1",

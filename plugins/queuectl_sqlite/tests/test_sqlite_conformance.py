@@ -12,7 +12,7 @@ import pytest
 from queuectl_core.errors import StorageError
 from queuectl_core.storage import Storage
 from queuectl_core.testing import StorageConformance
-from queuectl_sqlite import SqliteOptions
+from queuectl_sqlite.options import SqliteOptions
 from queuectl_sqlite.store import NEXT_DUE_SQL, SCHEMA_VERSION, SqliteStorage
 
 

@@ -1,0 +1,24 @@
+"""Options of the shell executor (``executors: {shell: {...}}`` in
+queuectl.yaml), a pydantic model imported only when it is needed."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: Upper bound for ``stderr_tail_bytes`` (1 MiB).
+MAX_STDERR_TAIL_BYTES = 1024 * 1024
+
+
+class ShellOptions(BaseModel):
+    """``executors: {shell: {...}}`` in queuectl.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: The shell that runs each command as ``<shell> -c <command>``.
+    shell: str = Field(default="/bin/sh", min_length=1)
+    #: How much of the end of stderr becomes the attempt's error message
+    #: when the command fails.
+    stderr_tail_bytes: int = Field(default=4096, ge=0, le=MAX_STDERR_TAIL_BYTES)
+    #: Seconds between SIGTERM and SIGKILL when a command is stopped and the
+    #: caller does not pass its own grace period.
+    kill_grace_seconds: float = Field(default=2.0, ge=0, allow_inf_nan=False)

@@ -36,6 +36,14 @@ from typing import Any
 
 from .models import Attempt, Claim, ExecResult, Job, JobState, NewJob, WorkerInfo
 
+#: The error recorded on an attempt that :meth:`Storage.recover_expired`
+#: takes back, charged (``lost``) or not (``interrupted``); ``{worker}`` is
+#: the worker id. Every backend uses these, so that all stores tell the same
+#: story in ``show``.
+LOST_ATTEMPT_ERROR = ("worker {worker} went away before the attempt finished (killed, "
+                      "crashed, or its lease expired)")
+INTERRUPTED_ATTEMPT_ERROR = "stopped by force on worker {worker}; the attempt does not count"
+
 
 class Storage(ABC):
     """Abstract storage backend. Instances are used from one thread; a

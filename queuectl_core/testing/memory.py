@@ -19,10 +19,7 @@ from ..models import (
     NewJob,
     WorkerInfo,
 )
-from ..storage import Storage
-
-LOST = "worker {worker} went away before the attempt finished"
-INTERRUPTED = "stopped by force on worker {worker}; the attempt does not count"
+from ..storage import INTERRUPTED_ATTEMPT_ERROR, LOST_ATTEMPT_ERROR, Storage
 
 
 class MemoryStorage(Storage):
@@ -167,10 +164,11 @@ class MemoryStorage(Storage):
                     continue
                 attempts = job.attempts
                 if charge_attempt:
-                    error, outcome = LOST.format(worker=job.worker_id), "lost"
+                    error, outcome = LOST_ATTEMPT_ERROR.format(worker=job.worker_id), "lost"
                     state = JobState.DEAD if attempts > job.max_retries else JobState.FAILED
                 else:
-                    error, outcome = INTERRUPTED.format(worker=job.worker_id), "interrupted"
+                    outcome = "interrupted"
+                    error = INTERRUPTED_ATTEMPT_ERROR.format(worker=job.worker_id)
                     attempts -= 1
                     state = JobState.PENDING if attempts == 0 else JobState.FAILED
                 new = job.replace(**{

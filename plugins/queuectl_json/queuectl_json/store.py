@@ -61,7 +61,7 @@ from queuectl_core.models import (
     WorkerInfo,
     record_from_dict,
 )
-from queuectl_core.storage import Storage
+from queuectl_core.storage import INTERRUPTED_ATTEMPT_ERROR, LOST_ATTEMPT_ERROR, Storage
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +87,6 @@ _OPT_INT_FIELDS = ("started_at", "finished_at", "lease_expires_at", "exit_code")
 _SETTABLE = frozenset(_JOB_FIELDS) - {"id"} | {"claim_token"}
 _ATTEMPT_KEYS = frozenset(Attempt.field_names()) - {"job_id"}
 
-_LOST_ERROR = (
-    "worker {worker} went away before the attempt finished (killed, crashed, or its lease "
-    "expired)"
-)
-_INTERRUPTED_ERROR = "stopped by force on worker {worker}; the attempt does not count"
 _ADVICE = (
     "queuectl will not guess or overwrite it: stop the workers, move the file aside and "
     "restore it from a backup (or repair it by hand), then try again"
@@ -1039,10 +1034,10 @@ class JsonStorage(Storage):
             for rec in stale:
                 attempts = rec["attempts"]
                 if charge_attempt:
-                    error, outcome = _LOST_ERROR.format(worker=rec["worker_id"]), "lost"
+                    error, outcome = LOST_ATTEMPT_ERROR.format(worker=rec["worker_id"]), "lost"
                     state = "dead" if attempts > rec["max_retries"] else "failed"
                 else:
-                    error = _INTERRUPTED_ERROR.format(worker=rec["worker_id"])
+                    error = INTERRUPTED_ATTEMPT_ERROR.format(worker=rec["worker_id"])
                     outcome = "interrupted"
                     attempts -= 1
                     state = "pending" if attempts == 0 else "failed"

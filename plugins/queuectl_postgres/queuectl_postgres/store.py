@@ -57,7 +57,7 @@ from queuectl_core.models import (
     NewJob,
     WorkerInfo,
 )
-from queuectl_core.storage import Storage
+from queuectl_core.storage import INTERRUPTED_ATTEMPT_ERROR, LOST_ATTEMPT_ERROR, Storage
 
 from .dsn import mask_secrets
 
@@ -188,10 +188,9 @@ closed AS (
 SELECT * FROM done
 """
 
-_LOST_ERROR = (
-    "worker %s went away before the attempt finished (killed, crashed, or its lease expired)"
-)
-_INTERRUPTED_ERROR = "stopped by force on worker %s; the attempt does not count"
+# The core's messages, as format() templates for SQL (the worker id is %s).
+_LOST_ERROR = LOST_ATTEMPT_ERROR.replace("{worker}", "%s")
+_INTERRUPTED_ERROR = INTERRUPTED_ATTEMPT_ERROR.replace("{worker}", "%s")
 
 _RECOVER_SQL = f"""
 WITH stale AS (

@@ -34,7 +34,7 @@ from queuectl_core.models import (
     NewJob,
     WorkerInfo,
 )
-from queuectl_core.storage import Storage
+from queuectl_core.storage import INTERRUPTED_ATTEMPT_ERROR, LOST_ATTEMPT_ERROR, Storage
 
 SCHEMA_VERSION = 1
 
@@ -100,11 +100,6 @@ NEXT_DUE_SQL = (
 )
 _JOB_FIELDS = Job.field_names()
 _ATTEMPT_FIELDS = Attempt.field_names()
-_INTERRUPTED_ERROR = "stopped by force on worker {worker}; the attempt does not count"
-_LOST_ERROR = (
-    "worker {worker} went away before the attempt finished (killed, crashed, or its lease "
-    "expired)"
-)
 
 
 def _job(row: sqlite3.Row) -> Job:
@@ -362,10 +357,10 @@ class SqliteStorage(Storage):
             stale = conn.execute(f"SELECT id, claim_token, worker_id FROM jobs WHERE {where}",
                                  params).fetchall()
             if charge_attempt:
-                template, outcome = _LOST_ERROR, "lost"
+                template, outcome = LOST_ATTEMPT_ERROR, "lost"
                 change = ("state = CASE WHEN attempts > max_retries THEN 'dead' ELSE 'failed' END")
             else:
-                template, outcome = _INTERRUPTED_ERROR, "interrupted"
+                template, outcome = INTERRUPTED_ATTEMPT_ERROR, "interrupted"
                 change = ("attempts = attempts - 1,"
                           " state = CASE WHEN attempts <= 1 THEN 'pending' ELSE 'failed' END")
             for job_id, token, owner in stale:

@@ -172,6 +172,11 @@ class Plugins:
             except Exception as exc:
                 _warn(f"plugin {impl.plugin_name!r} failed in {hook_name}: {exc!r}")
 
+    def has_listeners(self) -> bool:
+        """Does any plugin implement a broadcast hook?"""
+        return bool(self.pm.hook.queuectl_job_event.get_hookimpls()
+                    or self.pm.hook.queuectl_job_dead.get_hookimpls())
+
     def job_event(self, event: str, job: Job, attempt: Attempt | None = None) -> None:
         """Tell every plugin about a state change; never raises."""
         self._broadcast("queuectl_job_event", event=event, job=job, attempt=attempt)

@@ -413,11 +413,13 @@ class Worker:
             log.warning("job %s: result not recorded, the claim is no longer ours (the job was "
                         "taken back, or a lost connection had already committed it)", job.id)
             return
-        try:
-            attempts = self.storage.attempts(job.id)
-        except TransientStorageError:
-            attempts = []
-        attempt = attempts[-1] if attempts else None
+        attempt = None
+        if self.plugins.has_listeners():  # the history is read only for plugins
+            try:
+                attempts = self.storage.attempts(job.id)
+            except TransientStorageError:
+                attempts = []
+            attempt = attempts[-1] if attempts else None
         log.info("job %s %s (attempt %d%s)", job.id, done.state.value, claim.attempt,
                  "" if result.ok else f": {result.error}")
         self.plugins.job_event(event, done, attempt)

@@ -134,7 +134,7 @@ def enqueue(state: State, job_json: str | None, file_: str | None, command: str 
     else:
         click.echo(f"Enqueued {len(jobs)} jobs.")
     plugins = app.plugins
-    if plugins.pm.hook.queuectl_job_event.get_hookimpls():
+    if plugins.has_listeners():
         for new in jobs:
             stored = storage.get(new.id)
             if stored is not None:

@@ -131,6 +131,8 @@ class Supervisor:
         self.children: dict[int, tuple[subprocess.Popen[bytes], float]] = {}
         self.run_file = run_dir(home) / f"supervisor-{os.getpid()}.json"
         self._restart_delay = 0.0
+        self._restarts_due = 0
+        self._restart_at = 0.0
         self._forwarded = 0
 
     def _spawn(self) -> int:
@@ -178,15 +180,26 @@ class Supervisor:
                         log.error("could not release the jobs of worker pid %d: %s", pid, exc)
             if self.stop.graceful:
                 continue
+            # Restart later, never sleeping here: every other dead worker
+            # must be reaped and released now, whatever the back-off.
             quick = time.monotonic() - started < QUICK_EXIT_S
             self._restart_delay = (min(MAX_RESTART_DELAY_S, max(0.5, self._restart_delay * 2))
                                    if quick else 0.0)
-            if self._restart_delay:
-                self.stop.sleep(self._restart_delay)
-                if self.stop.graceful:
-                    continue
-            self._spawn()
+            self._restarts_due += 1
+            self._restart_at = max(self._restart_at, time.monotonic() + self._restart_delay)
+
+    def _restart(self) -> None:
+        """Start the workers that died, once their crash-loop back-off is over."""
+        if self._restarts_due and not self.stop.graceful and time.monotonic() >= self._restart_at:
+            for _ in range(self._restarts_due):
+                self._spawn()
+            self._restarts_due = 0
             self._write_run_file()
+
+    def _sleep_time(self) -> float:
+        if self._restarts_due and not self.stop.graceful:
+            return max(0.0, min(0.5, self._restart_at - time.monotonic()))
+        return 0.5
 
     def wait(self) -> int:
         """Supervise until stopped and every worker has exited."""
@@ -194,9 +207,10 @@ class Supervisor:
             while True:
                 self._forward_stop()
                 self._reap()
+                self._restart()
                 if self.stop.graceful and not self.children:
                     return 0
-                self.stop.sleep(0.5)
+                self.stop.sleep(self._sleep_time())
         finally:
             with contextlib.suppress(OSError):
                 self.run_file.unlink()

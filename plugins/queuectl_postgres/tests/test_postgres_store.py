@@ -343,10 +343,9 @@ def test_enqueue_elsewhere_wakes_a_listener(open_store: Callable[..., PostgresSt
     fd = listener.wakeup_fileno()
     assert fd is not None
     assert not readable(fd, 0)
-    start = time.monotonic()
     other.enqueue([new_job("a")])
-    assert readable(fd, 1.0), "NOTIFY arrives within a second"
-    assert time.monotonic() - start < 1.0
+    # A hang detector, not a timing claim: pickup latency is a benchmark's job.
+    assert readable(fd, 5.0), "NOTIFY reaches the listener"
     listener.drain_wakeups()
     assert not readable(fd, 0.05), "drained"
     assert listener.wakeup_fileno() == fd, "the same connection is kept"

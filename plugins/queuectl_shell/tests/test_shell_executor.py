@@ -192,7 +192,7 @@ def test_wait_returns_none_quickly_while_running(executor: ShellExecutor, logs: 
     started.append(execution)
     begin = time.monotonic()
     assert execution.wait(0.05) is None
-    assert time.monotonic() - begin < 1.0
+    assert time.monotonic() - begin < 5.0, "wait(0.05) must not block on the command"
     assert execution.wait(0) is None
 
 

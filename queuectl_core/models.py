@@ -22,7 +22,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 from .errors import ConfigError, UsageError
-from .timeutil import iso, now_ms, parse_timestamp_ms
+from .timeutil import MAX_EPOCH_MS, iso, now_ms, parse_timestamp_ms, shown
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
@@ -248,7 +248,7 @@ def _spec_problem(data: dict[str, Any]) -> str | None:
     """The first problem with a decoded job object, as ``field: message``."""
     for key in data:
         if key not in _SPEC_FIELDS:
-            return f"{key}: unknown field"
+            return f"{shown(key)}: unknown field"
     if "command" not in data:
         return "command: is required"
     command = data["command"]
@@ -290,6 +290,22 @@ def _spec_problem(data: dict[str, Any]) -> str | None:
                 value.encode("utf-8")
             except UnicodeEncodeError:
                 return f"{key}: must be valid Unicode text (no lone surrogates)"
+    return None
+
+
+def job_problem(job: Job) -> str | None:
+    """What enqueue would reject in a stored-looking job (for ``import``)."""
+    problem = _spec_problem({"id": job.id, "command": job.command,
+                             "max_retries": job.max_retries, "priority": job.priority})
+    if problem is not None:
+        return problem
+    if not 0 <= job.attempts <= MAX_RETRIES_LIMIT + 1:
+        return f"attempts: must be from 0 to {MAX_RETRIES_LIMIT + 1}"
+    for key in ("run_at", "created_at", "updated_at", "started_at", "finished_at",
+                "lease_expires_at"):
+        value = getattr(job, key)
+        if value is not None and not 0 <= value <= MAX_EPOCH_MS:
+            return f"{key}: out of range"
     return None
 
 
@@ -422,6 +438,8 @@ def _check_field(annotation: str, value: object) -> object:
     if base == "int":
         if not _is_int(value):
             raise ValueError("must be an integer")
+        if not -(2**63) <= value < 2**63:  # type: ignore[operator]
+            raise ValueError("is out of range")
         return value
     if base == "str":
         if type(value) is not str:
@@ -447,7 +465,7 @@ def record_from_dict(cls: type[R], data: object) -> R:
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for key in data:
         if key not in fields:
-            raise ValueError(f"{key}: unknown field")
+            raise ValueError(f"{shown(str(key))}: unknown field")
     values: dict[str, object] = {}
     for name, f in fields.items():
         if name not in data:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from .errors import UsageError
 
@@ -14,6 +14,14 @@ _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 # Epoch milliseconds accepted for run_at: 1970 .. year 9999.
 MAX_EPOCH_MS = 253_402_300_799_999
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def shown(text: str) -> str:
+    """User text for a one-line message: as is when printable, else its
+    escaped repr (a newline in a field name or path must not break the
+    line)."""
+    return text if text.isprintable() else repr(text)
 
 
 def now_ms() -> int:
@@ -66,5 +74,10 @@ def parse_timestamp_ms(value: object, field: str = "run_at") -> int:
             ) from None
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=UTC)
-        return int(dt.timestamp() * 1000)
+        # Exact integer arithmetic: dt.timestamp() * 1000 is a float and can
+        # land 1 ms early.
+        ms = (dt - _EPOCH) // timedelta(milliseconds=1)
+        if not 0 <= ms <= MAX_EPOCH_MS:
+            raise UsageError(f"{field}: {value!r} is outside 1970-01-01 .. 9999-12-31 (UTC)")
+        return ms
     raise UsageError(f"{field}: expected epoch milliseconds or an ISO-8601 string")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import JobNotFoundError, UsageError
+from ..timeutil import shown
 from .main import State, pass_state
 from .output import clip, emit_json, number, short_time, table
 
@@ -30,6 +31,19 @@ def _decode(text: str, where: str) -> Any:
                          f"{exc.colno})") from None
     except RecursionError:
         raise UsageError(f"{where}: JSON is nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal of over 4300 digits
+        raise UsageError(f"{where}: invalid JSON: {exc}") from None
+
+
+def _stored_id(job_id: str) -> str:
+    """An id typed on the command line, as it could be stored. Bytes that
+    are not UTF-8 (decoded by Python as lone surrogates) can be in no stored
+    id, so such an id is simply not found."""
+    try:
+        job_id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise JobNotFoundError(job_id) from None
+    return job_id
 
 
 def _read_lines(path: str) -> list[tuple[int, str]]:
@@ -40,13 +54,16 @@ def _read_lines(path: str) -> list[tuple[int, str]]:
         try:
             data = Path(path).read_bytes()
         except OSError as exc:
-            raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-        where = path
+            raise UsageError(f"cannot read {shown(path)}: {exc.strerror}") from None
+        where = shown(path)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise UsageError(f"{where}: not valid UTF-8 (byte {exc.start})") from None
-    return [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    # Only \n ends a line: str.splitlines() would also split at U+2028,
+    # U+2029 and U+0085, which may stand raw inside JSON strings.
+    lines = (line.removesuffix("\r") for line in text.split("\n"))
+    return [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
 
 
 @click.command()
@@ -77,7 +94,7 @@ def enqueue(state: State, job_json: str | None, file_: str | None, command: str 
     and the stored job stays as it was.
     """
     from ..models import parse_job_spec
-    from ..timeutil import now_ms, parse_duration_ms
+    from ..timeutil import now_ms, parse_duration_ms, parse_timestamp_ms
 
     flags = {"--id": job_id, "--run-at": run_at, "--delay": delay,
              "--max-retries": max_retries, "--priority": priority}
@@ -96,19 +113,24 @@ def enqueue(state: State, job_json: str | None, file_: str | None, command: str 
         specs = []
         for lineno, line in _read_lines(file_):
             try:
-                specs.append(parse_job_spec(_decode(line, f"line {lineno}")))
+                spec = parse_job_spec(_decode(line, f"line {lineno}"))
+                if spec.run_at is not None:
+                    parse_timestamp_ms(spec.run_at)  # report a bad run_at with its line
+                specs.append(spec)
             except UsageError as exc:
                 msg = str(exc)
                 raise UsageError(msg if msg.startswith("line ") else f"line {lineno}: {msg}"
                                  ) from None
         if not specs:
-            raise UsageError(f"{file_}: no jobs found")
+            raise UsageError(f"{shown(file_)}: no jobs found")
     else:
         data: dict[str, Any] = {"command": command}
         if job_id is not None:
             data["id"] = job_id
         if run_at is not None:
-            data["run_at"] = int(run_at) if run_at.strip().isdigit() else run_at
+            digits = run_at.strip()
+            data["run_at"] = (int(digits) if digits.isascii() and digits.isdigit()
+                              and len(digits) <= 20 else run_at)
         if delay is not None:
             data["run_at"] = now_ms() + parse_duration_ms(delay)
         if max_retries is not None:
@@ -215,7 +237,7 @@ def list_cmd(state: State, state_name: str | None, limit: int | None, as_json: b
 def show(state: State, job_id: str, as_json: bool) -> None:
     """Show one job with the record of every attempt."""
     app = state.app()
-    job = app.storage.get(job_id)
+    job = app.storage.get(_stored_id(job_id))
     if job is None:
         raise JobNotFoundError(job_id)
     attempts = app.storage.attempts(job_id)
@@ -290,7 +312,7 @@ def dlq_retry(state: State, job_id: str, as_json: bool) -> None:
     from ..timeutil import now_ms
 
     app = state.app()
-    job = app.storage.dlq_retry(job_id, now_ms())
+    job = app.storage.dlq_retry(_stored_id(job_id), now_ms())
     from ..wakeup import notify
 
     notify(app.config.home)

@@ -60,7 +60,7 @@ def _write(fh: IO[str], storage: Any, jobs: list[Job]) -> None:
 
 
 def _parse(record: Any, where: str, now: int) -> tuple[Job, list[Attempt]]:
-    from ..models import Attempt, Job, JobState, record_from_dict
+    from ..models import Attempt, Job, JobState, job_problem, record_from_dict
     from ..timeutil import parse_timestamp_ms
 
     if not isinstance(record, dict):
@@ -87,6 +87,9 @@ def _parse(record: Any, where: str, now: int) -> tuple[Job, list[Attempt]]:
         raise UsageError(f"{where}: {exc}") from None
     if any(a.job_id != job.id for a in attempts):
         raise UsageError(f"{where}: an attempt belongs to another job")
+    problem = job_problem(job)
+    if problem is not None:
+        raise UsageError(f"{where}: {problem}")
     # A job that was running when exported has no worker here: its attempt
     # is lost and it runs again at once, as after a crash.
     lost = "exported while running; the attempt was lost in the move"

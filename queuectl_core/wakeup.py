@@ -44,6 +44,7 @@ class WakeupListener:
         self.sock: socket.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
         self.sock.bind(os.fspath(self.path))
+        os.chmod(self.path, 0o600)
 
     def fileno(self) -> int:
         return self.sock.fileno()

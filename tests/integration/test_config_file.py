@@ -123,3 +123,18 @@ def test_workers_refuse_a_home_others_can_write(queue: Queue) -> None:
         assert queue.run("status").returncode == 0, "reading the queue is still allowed"
     finally:
         os.chmod(queue.home, 0o700)
+
+
+def test_everything_in_home_is_private(queue: Queue) -> None:
+    """0700 directories and 0600 files, whatever the umask (issue 6)."""
+    queue.fast()
+    queue.enqueue({"id": "p", "command": "echo out; echo err >&2"})
+    queue.start_workers(1)
+    queue.wait_state("p", "completed")
+    queue.stop_workers()
+    for path in [queue.home, *queue.home.rglob("*")]:
+        mode = path.stat().st_mode & 0o777
+        if path.is_dir():
+            assert mode == 0o700, f"{path} is {mode:o}"
+        else:
+            assert mode & 0o077 == 0, f"{path} is {mode:o}"

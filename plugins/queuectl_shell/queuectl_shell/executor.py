@@ -14,6 +14,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 from queuectl_core.executor import Execution, Executor
 from queuectl_core.models import ExecResult, Job
@@ -70,6 +71,12 @@ def exit_error(code: int, stderr_tail: str) -> str | None:
         prefix = f"command not found (exit {EXIT_NOT_FOUND})"
         return f"{prefix}: {stderr_tail}" if stderr_tail else prefix
     return stderr_tail or f"command exited with code {code}"
+
+
+def _open_private(path: Path) -> BinaryIO:
+    """Open for appending, created 0600: job output is private to the user."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    return os.fdopen(fd, "ab")
 
 
 class FinishedExecution(Execution):
@@ -202,7 +209,7 @@ class ShellExecutor(Executor):
             # attempt back, `dlq retry` restarts the count), and earlier
             # output must not be lost. The error tail is read from this
             # run's own start offset.
-            with out_path.open("ab") as out, err_path.open("ab") as err:
+            with _open_private(out_path) as out, _open_private(err_path) as err:
                 err_start = err.seek(0, os.SEEK_END)
                 try:
                     proc = subprocess.Popen(

@@ -41,7 +41,22 @@ class Executor(ABC):
     """Starts executions. One instance serves one worker process."""
 
     @abstractmethod
-    def start(self, job: Job, *, attempt: int, log_dir: Path) -> Execution:
-        """Start ``job.command`` for attempt number ``attempt``. Output goes to
-        files under ``log_dir`` (created by the caller), never to memory
-        without bound. Raising an exception counts as a failed attempt."""
+    def start(self, job: Job, *, attempt: int, log_dir: Path, output_max_bytes: int = 0,
+              tail_bytes: int = 0) -> Execution:
+        """Start ``job.command`` for attempt number ``attempt`` (the attempt
+        record's number, unique within the job).
+
+        The command runs in ``job.cwd`` (the worker's directory if None) with
+        the worker's environment plus ``job.env``, plus ``QUEUECTL_JOB_ID``,
+        ``QUEUECTL_ATTEMPT`` (= ``attempt``) and ``QUEUECTL_QUEUE``. A missing
+        ``cwd`` ends the attempt as failed, with an error naming it.
+
+        Output is streamed to the files named by
+        :func:`queuectl_core.joblogs.attempt_paths` under ``log_dir``
+        (created by the caller), never held in memory without bound. With
+        ``output_max_bytes`` > 0, each stream keeps at most that many bytes
+        on disk, the newest (see :mod:`queuectl_core.joblogs` for how). The
+        result's ``stdout_tail`` / ``stderr_tail`` hold the last
+        ``tail_bytes`` of each stream (None when ``tail_bytes`` is 0).
+        Raising an exception counts as a failed attempt. The job's timeout
+        is the worker's business: it calls :meth:`Execution.kill`."""

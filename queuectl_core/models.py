@@ -31,6 +31,11 @@ MAX_ID_LENGTH = 255
 MAX_COMMAND_LENGTH = 1_000_000
 MAX_PRIORITY = 1_000_000_000
 MAX_RETRIES_LIMIT = 10_000
+MAX_TIMEOUT_SECONDS = 30 * 24 * 3600.0
+MAX_QUEUE_NAME_LENGTH = 64
+MAX_ENV_ENTRIES = 1000
+MAX_ENV_BYTES = 128 * 1024
+DEFAULT_QUEUE = "default"
 
 
 class JobState(StrEnum):
@@ -42,6 +47,7 @@ class JobState(StrEnum):
     ``failed``: an attempt failed and a retry is scheduled at ``run_at``.
     ``dead``: it used up its retries; it sits in the dead letter queue (DLQ)
     until ``dlq retry`` puts it back.
+    ``cancelled``: ``queuectl cancel`` stopped it (final).
     """
 
     PENDING = "pending"
@@ -49,15 +55,19 @@ class JobState(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     DEAD = "dead"
+    CANCELLED = "cancelled"
 
 
 #: States from which a worker may claim a job (when ``run_at <= now``).
 CLAIMABLE_STATES = (JobState.PENDING, JobState.FAILED)
+#: States a job never leaves by itself (``purge`` removes jobs in these).
+FINISHED_STATES = (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED)
 
 #: ``lost``: the worker died or its lease expired (the attempt counts);
-#: ``interrupted``: an operator's forced stop killed it (it does not count).
-AttemptOutcome = Literal["running", "completed", "failed", "lost", "interrupted"]
-ATTEMPT_OUTCOMES = ("running", "completed", "failed", "lost", "interrupted")
+#: ``interrupted``: an operator's forced stop killed it (it does not count);
+#: ``cancelled``: ``queuectl cancel`` stopped it.
+AttemptOutcome = Literal["running", "completed", "failed", "lost", "interrupted", "cancelled"]
+ATTEMPT_OUTCOMES = ("running", "completed", "failed", "lost", "interrupted", "cancelled")
 
 R = TypeVar("R", bound="Record")
 
@@ -99,6 +109,12 @@ class Job(Record):
     lease_expires_at: int | None = None
     last_error: str | None = None
     exit_code: int | None = None
+    queue: str = DEFAULT_QUEUE
+    timeout: float | None = None
+    cwd: str | None = None
+    env: dict[str, str] | None = None
+    retry: dict[str, Any] | None = None
+    cancel_requested_at: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.state, JobState):
@@ -114,6 +130,8 @@ class Job(Record):
             "started_at": iso(self.started_at), "finished_at": iso(self.finished_at),
             "worker_id": self.worker_id, "lease_expires_at": iso(self.lease_expires_at),
             "last_error": self.last_error, "exit_code": self.exit_code,
+            "queue": self.queue, "timeout": self.timeout, "cwd": self.cwd, "env": self.env,
+            "retry": self.retry, "cancel_requested_at": iso(self.cancel_requested_at),
         }
 
 
@@ -134,6 +152,8 @@ class Attempt(Record):
     exit_code: int | None = None
     signal: int | None = None
     error: str | None = None
+    stdout_tail: str | None = None
+    stderr_tail: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -143,6 +163,7 @@ class Attempt(Record):
             "error": self.error,
             "duration_ms": (None if self.finished_at is None
                             else self.finished_at - self.started_at),
+            "stdout_tail": self.stdout_tail, "stderr_tail": self.stderr_tail,
         }
 
 
@@ -152,7 +173,11 @@ ATTEMPT_FIELDS = Attempt.field_names()
 @dataclass(frozen=True, slots=True)
 class Claim(Record):
     """What a worker holds after claiming a job. ``token`` is unique per
-    claim; every later state change is conditional on it (fencing)."""
+    claim; every later state change is conditional on it (fencing).
+    ``attempt`` is the number of the attempt record the claim opened: its
+    place in the job's whole history (1, 2, 3, ...; it keeps counting after a
+    ``dlq retry`` or a forced stop, so it names one run and its log files).
+    The retry rule counts ``job.attempts`` instead."""
 
     job: Job
     token: str
@@ -168,6 +193,10 @@ class ExecResult(Record):
     exit_code: int | None = None
     signal: int | None = None
     error: str | None = None
+    #: The last part of the attempt's output (at most the ``output_tail_bytes``
+    #: setting each), kept in the store so that ``logs`` works from any machine.
+    stdout_tail: str | None = None
+    stderr_tail: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -184,6 +213,11 @@ class NewJob(Record):
     run_at: int
     created_at: int
     priority: int = 0
+    queue: str = DEFAULT_QUEUE
+    timeout: float | None = None
+    cwd: str | None = None
+    env: dict[str, str] | None = None
+    retry: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +241,15 @@ class WorkerInfo(Record):
 
 # ------------------------------------------------------------------ job specs
 
-_SPEC_FIELDS = ("id", "command", "run_at", "max_retries", "priority")
+_SPEC_FIELDS = ("id", "command", "run_at", "max_retries", "priority", "queue", "timeout",
+                "cwd", "env", "retry")
+#: Keys of a job's ``retry`` object: per-job overrides of the retry settings.
+RETRY_KEYS = ("policy", "backoff_base", "max_delay", "jitter")
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+MAX_PATH_LENGTH = 4096
+#: Longest retry delay ever scheduled (about 10 years), so that huge
+#: exponents cannot overflow a timestamp.
+MAX_DELAY_SECONDS = 315_360_000.0
 
 
 def _is_int(value: object) -> bool:
@@ -224,10 +266,24 @@ class JobSpec(Record):
     run_at: int | str | None = None
     max_retries: int | None = None
     priority: int = 0
+    queue: str = DEFAULT_QUEUE
+    timeout: float | None = None
+    cwd: str | None = None
+    env: dict[str, str] | None = None
+    retry: dict[str, Any] | None = None
 
-    def to_new_job(self, *, default_max_retries: int, now: int | None = None) -> NewJob:
+    def to_new_job(self, *, default_max_retries: int, now: int | None = None,
+                   base_dir: str | None = None) -> NewJob:
+        """The job to store. ``base_dir`` (the directory ``enqueue`` runs in)
+        becomes the job's ``cwd`` when it gives none, and anchors a relative
+        one."""
         created = now_ms() if now is None else now
         run_at = created if self.run_at is None else parse_timestamp_ms(self.run_at)
+        cwd = self.cwd
+        if base_dir is not None:
+            import os.path
+
+            cwd = base_dir if cwd is None else os.path.normpath(os.path.join(base_dir, cwd))
         return NewJob(
             id=self.id if self.id is not None else new_job_id(),
             command=self.command,
@@ -235,6 +291,11 @@ class JobSpec(Record):
             priority=self.priority,
             run_at=run_at,
             created_at=created,
+            queue=self.queue,
+            timeout=self.timeout,
+            cwd=cwd,
+            env=self.env,
+            retry=self.retry,
         )
 
 
@@ -242,6 +303,72 @@ def new_job_id() -> str:
     import uuid
 
     return uuid.uuid4().hex[:12]
+
+
+def _is_number(value: object) -> bool:
+    return (type(value) is int or type(value) is float) and math.isfinite(value)
+
+
+def _text_problem(value: str) -> str | None:
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode text (no lone surrogates)"
+    return None
+
+
+def queue_name_problem(name: object) -> str | None:
+    """Why ``name`` is not a valid queue name, or None."""
+    if type(name) is not str:
+        return "must be a string"
+    if not 1 <= len(name) <= MAX_QUEUE_NAME_LENGTH or not set(name) <= _NAME_CHARS \
+            or name[0] in ".-":
+        return (f"must be 1 to {MAX_QUEUE_NAME_LENGTH} letters, digits, '.', '_' or '-', "
+                "not starting with '.' or '-'")
+    return None
+
+
+def _env_problem(env: object) -> str | None:
+    if not isinstance(env, dict):
+        return "env: must be an object of strings, e.g. {\"LANG\": \"C\"}"
+    if len(env) > MAX_ENV_ENTRIES:
+        return f"env: at most {MAX_ENV_ENTRIES} variables"
+    size = 0
+    for key, value in env.items():
+        if type(key) is not str or not key or "=" in key:
+            return f"env: {shown(str(key))}: a variable name must be non-empty, without '='"
+        if type(value) is not str:
+            return f"env.{shown(key)}: must be a string"
+        problem = _text_problem(key) or _text_problem(value)
+        if problem is not None:
+            return f"env.{shown(key)}: {problem}"
+        size += len(key.encode()) + len(value.encode()) + 2
+    if size > MAX_ENV_BYTES:
+        return f"env: at most {MAX_ENV_BYTES} bytes in all"
+    return None
+
+
+def retry_problem(retry: object) -> str | None:
+    """Why a job's ``retry`` object is invalid, or None (names of policies
+    are checked against the installed ones elsewhere)."""
+    if not isinstance(retry, dict):
+        return "retry: must be an object, e.g. {\"policy\": \"linear\", \"max_delay\": 60}"
+    for key, value in retry.items():
+        if key not in RETRY_KEYS:
+            return f"retry.{shown(str(key))}: unknown field; choose from {', '.join(RETRY_KEYS)}"
+        if key == "policy":
+            problem = queue_name_problem(value)
+            if problem is not None:
+                return f"retry.policy: {problem}"
+            continue
+        spec = SETTING_SPECS[key]
+        if not _is_number(value):
+            return f"retry.{key}: must be a finite number"
+        if not spec.low <= value <= spec.high:
+            return f"retry.{key}: must be from {spec.low:g} to {spec.high:g}"
+    return None
 
 
 def _spec_problem(data: dict[str, Any]) -> str | None:
@@ -290,19 +417,48 @@ def _spec_problem(data: dict[str, Any]) -> str | None:
                 value.encode("utf-8")
             except UnicodeEncodeError:
                 return f"{key}: must be valid Unicode text (no lone surrogates)"
+    if "queue" in data:
+        problem = queue_name_problem(data["queue"])
+        if problem is not None:
+            return f"queue: {problem}"
+    timeout = data.get("timeout")
+    if timeout is not None:
+        if not _is_number(timeout):
+            return "timeout: must be a number of seconds"
+        if not 0 < timeout <= MAX_TIMEOUT_SECONDS:
+            return f"timeout: must be more than 0 and at most {MAX_TIMEOUT_SECONDS:g} seconds"
+    cwd = data.get("cwd")
+    if cwd is not None:
+        if type(cwd) is not str or not cwd:
+            return "cwd: must be a non-empty string (a directory)"
+        if len(cwd) > MAX_PATH_LENGTH:
+            return f"cwd: must be at most {MAX_PATH_LENGTH} characters"
+        problem = _text_problem(cwd)
+        if problem is not None:
+            return f"cwd: {problem}"
+    if data.get("env") is not None:
+        problem = _env_problem(data["env"])
+        if problem is not None:
+            return problem
+    if data.get("retry") is not None:
+        problem = retry_problem(data["retry"])
+        if problem is not None:
+            return problem
     return None
 
 
 def job_problem(job: Job) -> str | None:
     """What enqueue would reject in a stored-looking job (for ``import``)."""
     problem = _spec_problem({"id": job.id, "command": job.command,
-                             "max_retries": job.max_retries, "priority": job.priority})
+                             "max_retries": job.max_retries, "priority": job.priority,
+                             "queue": job.queue, "timeout": job.timeout, "cwd": job.cwd,
+                             "env": job.env, "retry": job.retry})
     if problem is not None:
         return problem
     if not 0 <= job.attempts <= MAX_RETRIES_LIMIT + 1:
         return f"attempts: must be from 0 to {MAX_RETRIES_LIMIT + 1}"
     for key in ("run_at", "created_at", "updated_at", "started_at", "finished_at",
-                "lease_expires_at"):
+                "lease_expires_at", "cancel_requested_at"):
         value = getattr(job, key)
         if value is not None and not 0 <= value <= MAX_EPOCH_MS:
             return f"{key}: out of range"
@@ -316,8 +472,12 @@ def parse_job_spec(data: object) -> JobSpec:
     problem = _spec_problem(data)
     if problem is not None:
         raise UsageError(f"invalid job: {problem}")
+    timeout = data.get("timeout")
     return JobSpec(command=data["command"], id=data.get("id"), run_at=data.get("run_at"),
-                   max_retries=data.get("max_retries"), priority=data.get("priority", 0))
+                   max_retries=data.get("max_retries"), priority=data.get("priority", 0),
+                   queue=data.get("queue", DEFAULT_QUEUE),
+                   timeout=None if timeout is None else float(timeout),
+                   cwd=data.get("cwd"), env=data.get("env"), retry=data.get("retry"))
 
 
 def validation_message(exc: ValidationError) -> str:
@@ -357,6 +517,21 @@ SETTING_SPECS: dict[str, SettingSpec] = {
                                      "ms an idle worker waits between polls (at most)"),
     "lease_seconds": SettingSpec(int, 15, 3, 86_400,
                                  "seconds a claim stays valid without a heartbeat"),
+    "max_delay": SettingSpec(float, 0.0, 0.0, MAX_DELAY_SECONDS,
+                             "longest retry delay in seconds (0: no cap)"),
+    "jitter": SettingSpec(float, 0.0, 0.0, 1.0,
+                          "each retry delay is cut by a random fraction up to this"),
+    "job_timeout": SettingSpec(float, 0.0, 0.0, MAX_TIMEOUT_SECONDS,
+                               "seconds a job without its own timeout may run (0: no limit)"),
+    "output_max_bytes": SettingSpec(int, 10 * 1024 * 1024, 0, 2**40,
+                                    "cap on each attempt's stdout and on its stderr on disk; "
+                                    "the newest output is kept (0: no cap)"),
+    "output_tail_bytes": SettingSpec(int, 4096, 0, 1024 * 1024,
+                                     "bytes of each attempt's stdout and stderr kept in the "
+                                     "store, for `logs` on any machine"),
+    "retention_days": SettingSpec(float, 0.0, 0.0, 36_500.0,
+                                  "completed and cancelled jobs are purged this many days "
+                                  "after they finish, with their logs (0: kept)"),
 }
 SETTING_KEYS = tuple(SETTING_SPECS)
 
@@ -369,6 +544,12 @@ class Settings(Record):
     backoff_base: float = 2.0
     worker_idle_delay: int = 2000
     lease_seconds: int = 15
+    max_delay: float = 0.0
+    jitter: float = 0.0
+    job_timeout: float = 0.0
+    output_max_bytes: int = 10 * 1024 * 1024
+    output_tail_bytes: int = 4096
+    retention_days: float = 0.0
 
 
 def check_setting(key: str, value: object) -> int | float:
@@ -449,6 +630,20 @@ def _check_field(annotation: str, value: object) -> object:
         if value not in JobState.__members__.values():
             raise ValueError(f"must be one of: {', '.join(s.value for s in JobState)}")
         return JobState(value)  # type: ignore[arg-type]
+    if base == "float":
+        if not _is_number(value):
+            raise ValueError("must be a finite number")
+        return float(value)  # type: ignore[arg-type]
+    if base == "dict[str, str]":
+        problem = _env_problem(value)
+        if problem is not None:
+            raise ValueError(problem.removeprefix("env").lstrip(":. "))
+        return dict(value)  # type: ignore[call-overload]
+    if base == "dict[str, Any]":
+        problem = retry_problem(value)
+        if problem is not None:
+            raise ValueError(problem.removeprefix("retry").lstrip(":. "))
+        return dict(value)  # type: ignore[call-overload]
     if base == "AttemptOutcome":
         if value not in ATTEMPT_OUTCOMES:
             raise ValueError(f"must be one of: {', '.join(ATTEMPT_OUTCOMES)}")

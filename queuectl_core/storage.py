@@ -10,8 +10,14 @@ Promises every backend keeps (the conformance kit checks them):
   one caller, across any number of processes (and, for shared databases,
   machines). Claim order: highest ``priority`` first, then earliest
   ``run_at``, then enqueue order; never a job whose ``run_at`` is in the
-  future. A claim increments ``attempts`` and opens an attempt record, in the
-  same transaction.
+  future, nor one in a paused queue or outside the queues asked for. A claim
+  increments ``attempts`` and opens an attempt record numbered one more than
+  the job's attempt records so far, in the same transaction.
+* **Cancellation wins.** Once :meth:`Storage.cancel` has asked for a running
+  job to stop (``cancel_requested_at`` set), the attempt ends as
+  ``cancelled`` and the job becomes ``cancelled`` whichever way it ends
+  (:meth:`fail`, :meth:`recover_expired`), except that a command that
+  succeeded first stays ``completed``.
 * **Fencing.** Every change after a claim (:meth:`renew`, :meth:`complete`,
   :meth:`fail`) applies only if the job is still ``processing`` under the
   same claim token; otherwise it changes nothing and returns ``False`` /
@@ -35,6 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from .models import Attempt, Claim, ExecResult, Job, JobState, NewJob, WorkerInfo
+
+#: The error recorded on a job cancelled before or while it ran.
+CANCELLED_ERROR = "cancelled by request"
 
 #: The error recorded on an attempt that :meth:`Storage.recover_expired`
 #: takes back, charged (``lost``) or not (``interrupted``); ``{worker}`` is
@@ -64,26 +73,33 @@ class Storage(ABC):
         ``dlq retry`` reset the counter)."""
 
     @abstractmethod
-    def list_jobs(self, state: JobState | None = None, limit: int | None = None) -> list[Job]:
-        """Jobs in enqueue order, optionally only those in ``state``, at most
-        ``limit`` of them."""
+    def list_jobs(self, state: JobState | None = None, limit: int | None = None, *,
+                  queue: str | None = None) -> list[Job]:
+        """Jobs in enqueue order, optionally only those in ``state`` and in
+        ``queue``, at most ``limit`` of them."""
 
     @abstractmethod
-    def counts(self) -> dict[JobState, int]:
-        """Number of jobs in each state (every state present, zeros included)."""
+    def counts(self, queue: str | None = None) -> dict[JobState, int]:
+        """Number of jobs in each state (every state present, zeros
+        included), optionally only those in ``queue``."""
 
     @abstractmethod
-    def next_run_at(self) -> int | None:
-        """The earliest ``run_at`` among claimable jobs, or None if there are
-        none. Lets an idle worker wake exactly when a delayed job is due."""
+    def next_run_at(self, queues: Sequence[str] | None = None) -> int | None:
+        """The earliest ``run_at`` among jobs that :meth:`claim` with the same
+        ``queues`` could take once due (claimable state, queue not paused),
+        or None if there are none. Lets an idle worker wake exactly when a
+        delayed job is due."""
 
     # ------------------------------------------------------------ claims
     @abstractmethod
-    def claim(self, worker_id: str, now: int, lease_ms: int) -> Claim | None:
-        """Atomically take the next due job (see the module docstring): state
-        becomes ``processing``, ``attempts`` += 1, ``worker_id`` and
-        ``lease_expires_at = now + lease_ms`` are set, an attempt is opened.
-        Returns None when nothing is due."""
+    def claim(self, worker_id: str, now: int, lease_ms: int,
+              queues: Sequence[str] | None = None) -> Claim | None:
+        """Atomically take the next due job (see the module docstring) from
+        ``queues`` (None: any queue) that is not paused: state becomes
+        ``processing``, ``attempts`` += 1, ``worker_id``, ``started_at =
+        now`` and ``lease_expires_at = now + lease_ms`` are set, an attempt
+        is opened; ``Claim.attempt`` is its number. Returns None when
+        nothing is due."""
 
     @abstractmethod
     def renew(self, claim: Claim, now: int, lease_ms: int) -> bool:
@@ -91,15 +107,19 @@ class Storage(ABC):
 
     @abstractmethod
     def complete(self, claim: Claim, result: ExecResult, now: int) -> Job | None:
-        """Mark the job ``completed`` and close the attempt. None if fenced out."""
+        """Mark the job ``completed`` and close the attempt (outcome,
+        ``finished_at``, exit code, signal, error and the output tails from
+        ``result``). None if fenced out."""
 
     @abstractmethod
     def fail(self, claim: Claim, result: ExecResult, now: int, retry_at: int | None
              ) -> Job | None:
         """Close the attempt as failed. With ``retry_at`` the job becomes
         ``failed`` and runs again at ``retry_at``; with None it becomes
-        ``dead``. ``last_error`` and ``exit_code`` record the result. None if
-        fenced out."""
+        ``dead``. ``last_error`` and ``exit_code`` record the result. If a
+        cancel was requested (``cancel_requested_at`` set) the job becomes
+        ``cancelled`` and the attempt's outcome is ``cancelled`` instead.
+        None if fenced out."""
 
     @abstractmethod
     def recover_expired(self, now: int, worker_id: str | None = None, *,
@@ -114,13 +134,44 @@ class Storage(ABC):
         it runs again at once. Without it (an operator's forced stop) the
         attempt is closed as ``interrupted`` and given back: ``attempts`` goes
         down by one and the job is ``pending`` (if that leaves no counted
-        attempt) or ``failed``, with ``run_at = now``; never ``dead``. The
-        next run then has the same attempt number."""
+        attempt) or ``failed``, with ``run_at = now``; never ``dead``. Either
+        way, a job whose cancel was requested becomes ``cancelled`` (its
+        attempt ``cancelled``)."""
+
+    @abstractmethod
+    def cancel(self, job_id: str, now: int) -> Job:
+        """Cancel a job, in one step. ``pending`` or ``failed``: it becomes
+        ``cancelled`` (``finished_at = now``, ``last_error`` =
+        CANCELLED_ERROR). ``processing``: ``cancel_requested_at = now`` is
+        set and the job stays ``processing`` until its worker stops it (see
+        :meth:`fail`); asking again changes nothing. Returns the job as
+        stored. Raises JobNotFoundError, or InvalidStateError for a job that
+        is ``completed``, ``dead`` or ``cancelled`` already."""
+
+    @abstractmethod
+    def purge(self, *, states: Sequence[JobState], finished_before: int | None = None,
+              ids: Sequence[str] | None = None, limit: int | None = None) -> list[str]:
+        """Delete jobs, with their attempt history, in one step: those in one
+        of ``states`` (only ``completed``, ``dead`` and ``cancelled`` are
+        allowed; ValueError otherwise), and, when given, with ``finished_at``
+        (or ``updated_at`` if that is null) earlier than ``finished_before``,
+        with an id in ``ids``, at most ``limit`` of them (oldest first).
+        Returns the ids deleted; a purged id may be enqueued again."""
+
+    @abstractmethod
+    def set_queue_paused(self, queue: str, paused: bool) -> bool:
+        """Pause or resume claiming from ``queue`` (any name; it need not
+        have jobs yet). Returns False if it was already in that state."""
+
+    @abstractmethod
+    def paused_queues(self) -> list[str]:
+        """Names of the paused queues, sorted."""
 
     @abstractmethod
     def dlq_retry(self, job_id: str, now: int) -> Job:
         """Move a ``dead`` job back to ``pending`` with ``attempts = 0`` and
-        ``run_at = now``, keeping its own ``max_retries``. Raises
+        ``run_at = now``, keeping its own ``max_retries`` and its attempt
+        history (new attempts go on numbering after it). Raises
         JobNotFoundError or InvalidStateError."""
 
     @abstractmethod

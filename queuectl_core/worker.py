@@ -403,7 +403,7 @@ class Worker:
                 f"record job {job.id} as completed",
                 lambda: self.storage.complete(claim, result, now))
         else:
-            retry_at = next_run_at(attempts=claim.attempt, max_retries=job.max_retries, now=now,
+            retry_at = next_run_at(attempts=job.attempts, max_retries=job.max_retries, now=now,
                                    policy=self.policy, settings=self.settings)
             event = "failed" if retry_at is not None else "dead"
             done = self._retry_transient(

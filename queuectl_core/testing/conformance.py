@@ -20,7 +20,7 @@ import pytest
 
 from ..errors import DuplicateJobError, InvalidStateError, JobNotFoundError
 from ..models import Attempt, Claim, ExecResult, Job, JobState, NewJob, WorkerInfo
-from ..storage import Storage
+from ..storage import CANCELLED_ERROR, Storage
 from .memory import MemoryStorage
 
 T0 = 1_800_000_000_000  # a fixed "now" (epoch ms) for deterministic tests
@@ -30,9 +30,11 @@ BOOM = ExecResult(exit_code=3, error="boom")
 
 
 def new_job(job_id: str, *, priority: int = 0, run_at: int = T0, created_at: int = T0,
-            max_retries: int = 3, command: str | None = None) -> NewJob:
+            max_retries: int = 3, command: str | None = None, queue: str = "default",
+            **extra: object) -> NewJob:
     return NewJob(id=job_id, command=command or f"echo {job_id}", max_retries=max_retries,
-                  priority=priority, run_at=run_at, created_at=created_at)
+                  priority=priority, run_at=run_at, created_at=created_at, queue=queue,
+                  **extra)  # type: ignore[arg-type]
 
 
 def _claim_in_child(opener: StorageConformance, home: Path, worker: str,
@@ -210,8 +212,10 @@ class StorageConformance:
         revived = store.dlq_retry("a", T0 + 50)
         assert revived.state is JobState.PENDING and revived.attempts == 0
         assert revived.run_at == T0 + 50 and revived.max_retries == 0
-        assert self.claim(store, T0 + 50).attempt == 1
-        assert len(store.attempts("a")) == 2, "history survives a DLQ retry"
+        again = self.claim(store, T0 + 50)
+        assert again.job.attempts == 1, "the retry count starts again"
+        assert again.attempt == 2, "attempt numbers go on after the history"
+        assert [a.number for a in store.attempts("a")] == [1, 2], "history survives"
 
     def test_dlq_retry_errors(self, store: Storage) -> None:
         store.enqueue([new_job("a")])
@@ -269,10 +273,10 @@ class StorageConformance:
         assert [a.outcome for a in store.attempts("first")] == ["interrupted"]
         # A job on its last allowed attempt is not sent to the DLQ by a forced stop.
         retry = self.claim(store, T0 + 1, worker="w")
-        assert retry.job.id == "first" and retry.attempt == 1
+        assert retry.job.id == "first" and retry.job.attempts == 1 and retry.attempt == 2
         store.fail(retry, BOOM, T0 + 2, T0 + 3)  # (a retry the policy would not give)
         again = self.claim(store, T0 + 3, worker="stopped2")
-        assert again.attempt == 2
+        assert again.job.attempts == 2 and again.attempt == 3
         [job] = store.recover_expired(T0 + 4, worker_id="stopped2", charge_attempt=False)
         assert job.state is JobState.FAILED and job.attempts == 1 and job.run_at == T0 + 4
 
@@ -297,8 +301,8 @@ class StorageConformance:
         store.fail(first, BOOM, T0 + 1, None)
         store.dlq_retry("a", T0 + 2)
         second = self.claim(store, T0 + 2)
-        assert first.attempt == second.attempt == 1
-        assert store.complete(first, OK, T0 + 3) is None, "same attempt number, old claim"
+        assert first.job.attempts == second.job.attempts == 1
+        assert store.complete(first, OK, T0 + 3) is None, "same retry count, old claim"
         assert store.complete(second, OK, T0 + 3) is not None
 
     # ------------------------------------------------------------ import
@@ -351,7 +355,10 @@ class StorageConformance:
         store.fail(self.claim(store), BOOM, T0, None)
         self.claim(store)
         assert store.counts() == {JobState.PENDING: 1, JobState.PROCESSING: 1,
-                                  JobState.COMPLETED: 1, JobState.FAILED: 1, JobState.DEAD: 1}
+                                  JobState.COMPLETED: 1, JobState.FAILED: 1, JobState.DEAD: 1,
+                                  JobState.CANCELLED: 0}
+        store.cancel("e", T0)
+        assert store.counts()[JobState.CANCELLED] == 1
 
     def test_list_filters_limits_and_order(self, store: Storage) -> None:
         store.enqueue([new_job(f"j{i}", priority=i % 3) for i in range(10)])
@@ -400,3 +407,162 @@ class StorageConformance:
         assert [x.id for x in store.list_workers()] == ["h:1:x"]
         store.unregister_worker("h:1:x")
         assert store.list_workers() == []
+
+    # ------------------------------------------------------------ job fields
+    def test_optional_fields_round_trip(self, store: Storage, home: Path) -> None:
+        env = {"LANG": "C.UTF-8", "ÜNI": "värde = 1", "EMPTY": ""}
+        retry = {"policy": "linear", "backoff_base": 3.5, "max_delay": 60.0, "jitter": 0.25}
+        store.enqueue([new_job("full", queue="mail.out-2", timeout=1.5, cwd="/tmp/wörk dir",
+                               env=env, retry=retry),
+                       new_job("bare")])
+        for _ in range(2):
+            full, bare = store.get("full"), store.get("bare")
+            assert full is not None and bare is not None
+            assert (full.queue, full.timeout, full.cwd) == ("mail.out-2", 1.5, "/tmp/wörk dir")
+            assert full.env == env and full.retry == retry and full.cancel_requested_at is None
+            assert (bare.queue, bare.timeout, bare.cwd, bare.env, bare.retry) == (
+                "default", None, None, None, None)
+            store = self.reopen(store, home) if self.persistent else store
+        claim = self.claim(store)
+        assert claim.job.env == env and claim.job.retry == retry and claim.job.timeout == 1.5
+        store.close()
+
+    def test_output_tails_are_kept_with_the_attempt(self, store: Storage) -> None:
+        store.enqueue([new_job("a"), new_job("b")])
+        store.complete(self.claim(store), ExecResult(exit_code=0, stdout_tail="last ✓ line\n",
+                                                     stderr_tail=""), T0 + 1)
+        store.fail(self.claim(store), ExecResult(exit_code=2, error="bad", stdout_tail=None,
+                                                 stderr_tail="bad\n"), T0 + 2, None)
+        [a] = store.attempts("a")
+        [b] = store.attempts("b")
+        assert (a.stdout_tail, a.stderr_tail) == ("last ✓ line\n", "")
+        assert (b.stdout_tail, b.stderr_tail) == (None, "bad\n")
+
+    # ------------------------------------------------------------ queues
+    def test_named_queues_filter_claims_lists_and_counts(self, store: Storage) -> None:
+        store.enqueue([new_job("d1"), new_job("a1", queue="a", priority=5),
+                       new_job("b1", queue="b", priority=9), new_job("a2", queue="a")])
+        assert store.claim("w", T0, LEASE, queues=["nothing"]) is None
+        assert store.next_run_at(["nothing"]) is None
+        claim = store.claim("w", T0, LEASE, queues=["a", "default"])
+        assert claim is not None and claim.job.id == "a1"
+        claim = store.claim("w", T0, LEASE, queues=["b"])
+        assert claim is not None and claim.job.id == "b1"
+        assert [j.id for j in store.list_jobs(queue="a")] == ["a1", "a2"]
+        assert [j.id for j in store.list_jobs(JobState.PENDING, queue="a")] == ["a2"]
+        assert store.list_jobs(queue="zzz") == []
+        counts = store.counts("a")
+        assert counts[JobState.PENDING] == 1 and counts[JobState.PROCESSING] == 1
+        assert sum(store.counts("default").values()) == 1
+        claim = store.claim("w", T0, LEASE)
+        assert claim is not None and claim.job.id == "d1", "no filter: any queue"
+
+    def test_paused_queue_is_not_claimed_until_resumed(self, store: Storage, home: Path
+                                                       ) -> None:
+        store.enqueue([new_job("p1", queue="slow", priority=10),
+                       new_job("p2", queue="slow", run_at=T0 - 100), new_job("d1")])
+        assert store.paused_queues() == []
+        assert store.set_queue_paused("slow", True) is True
+        assert store.set_queue_paused("slow", True) is False, "already paused"
+        assert store.set_queue_paused("empty-yet", True) is True
+        assert store.paused_queues() == ["empty-yet", "slow"]
+        assert store.next_run_at() == T0, "paused jobs do not wake idle workers"
+        assert store.next_run_at(["slow"]) is None
+        claim = store.claim("w", T0, LEASE)
+        assert claim is not None and claim.job.id == "d1"
+        assert store.claim("w", T0, LEASE) is None
+        assert store.claim("w", T0, LEASE, queues=["slow"]) is None
+        store = self.reopen(store, home) if self.persistent else store
+        try:
+            assert store.paused_queues() == ["empty-yet", "slow"], "pauses are stored"
+            assert store.set_queue_paused("slow", False) is True
+            assert store.set_queue_paused("slow", False) is False
+            assert store.next_run_at() == T0 - 100
+            assert [self.claim(store).job.id for _ in range(2)] == ["p1", "p2"]
+        finally:
+            store.close()
+
+    # ------------------------------------------------------------ cancel
+    def test_cancel_waiting_jobs(self, store: Storage) -> None:
+        store.enqueue([new_job("p"), new_job("f"), new_job("d", max_retries=0),
+                       new_job("c")])
+        with pytest.raises(JobNotFoundError):
+            store.cancel("nope", T0)
+        store.fail(self.claim(store), BOOM, T0, T0 + 99)  # p: failed, retry scheduled
+        store.fail(self.claim(store), BOOM, T0, None)  # f: dead
+        store.complete(self.claim(store), OK, T0)      # d: completed
+        for job_id in ("p", "c"):
+            job = store.cancel(job_id, T0 + 5)
+            assert job.state is JobState.CANCELLED and job.finished_at == T0 + 5
+            assert job.last_error == CANCELLED_ERROR
+            assert store.get(job_id) == job
+        for job_id in ("p", "f", "d"):
+            with pytest.raises(InvalidStateError):
+                store.cancel(job_id, T0 + 6)
+        assert store.claim("w", T0 + 10**9, LEASE) is None, "cancelled jobs never run"
+        assert store.next_run_at() is None
+        with pytest.raises(InvalidStateError):
+            store.dlq_retry("c", T0 + 7)
+
+    def test_cancel_running_job_wins_over_retry_and_recovery(self, store: Storage) -> None:
+        store.enqueue([new_job("r"), new_job("lost"), new_job("ok"), new_job("forced")])
+        claims = {c.job.id: c for c in (self.claim(store) for _ in range(4))}
+        for job_id in claims:
+            job = store.cancel(job_id, T0 + 1)
+            assert job.state is JobState.PROCESSING and job.cancel_requested_at == T0 + 1
+        assert store.cancel("r", T0 + 2).cancel_requested_at == T0 + 1, "asking twice"
+        assert store.renew(claims["r"], T0 + 2, LEASE), "the claim stays valid"
+        # The worker stops the command and records a failure: cancelled, no retry.
+        done = store.fail(claims["r"], ExecResult(signal=15, error="killed"), T0 + 3, T0 + 9)
+        assert done is not None and done.state is JobState.CANCELLED
+        assert [a.outcome for a in store.attempts("r")] == ["cancelled"]
+        # A command that succeeded before the cancel reached it stays completed.
+        finished = store.complete(claims["ok"], OK, T0 + 3)
+        assert finished is not None and finished.state is JobState.COMPLETED
+        # A worker that died or lost its lease: cancelled, not retried.
+        recovered = {j.id: j for j in store.recover_expired(T0 + 10 * LEASE)}
+        assert set(recovered) == {"lost", "forced"}
+        assert all(j.state is JobState.CANCELLED for j in recovered.values())
+        assert [a.outcome for a in store.attempts("lost")] == ["cancelled"]
+        assert store.claim("w", T0 + 10**9, LEASE) is None
+
+    def test_cancel_requested_job_stopped_by_force_is_cancelled(self, store: Storage) -> None:
+        store.enqueue([new_job("a")])
+        claim = self.claim(store, worker="stopping")
+        store.cancel("a", T0 + 1)
+        [job] = store.recover_expired(T0 + 2, worker_id="stopping", charge_attempt=False)
+        assert job.state is JobState.CANCELLED
+        assert store.claim("w", T0 + 10**9, LEASE) is None
+        assert store.complete(claim, OK, T0 + 3) is None, "fenced out"
+
+    # ------------------------------------------------------------ purge
+    def _finished_mix(self, store: Storage) -> None:
+        store.enqueue([new_job(f"c{i}") for i in range(3)] + [new_job("dead", max_retries=0),
+                                                             new_job("x"), new_job("run")])
+        for i in range(3):
+            store.complete(self.claim(store), OK, T0 + 100 * (i + 1))   # c0..c2
+        store.fail(self.claim(store), BOOM, T0 + 50, None)             # dead
+        store.cancel("x", T0 + 60)
+        self.claim(store)                                              # run: processing
+
+    def test_purge_by_state_age_id_and_limit(self, store: Storage) -> None:
+        self._finished_mix(store)
+        with pytest.raises(ValueError):
+            store.purge(states=[JobState.PROCESSING])
+        with pytest.raises(ValueError):
+            store.purge(states=[JobState.COMPLETED, JobState.PENDING])
+        assert store.purge(states=[JobState.COMPLETED], finished_before=T0 + 100) == []
+        assert store.purge(states=[JobState.COMPLETED], finished_before=T0 + 201) == [
+            "c0", "c1"]
+        assert store.get("c0") is None and store.attempts("c0") == []
+        assert store.purge(states=[JobState.DEAD], ids=["c2", "x"]) == []
+        # Oldest first: dead finished at T0 + 50, x at T0 + 60, c2 at T0 + 300.
+        everything = [JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED]
+        assert store.purge(states=everything, limit=1) == ["dead"]
+        assert {j.id for j in store.list_jobs()} == {"c2", "x", "run"}
+        assert store.purge(states=everything) == ["x", "c2"]
+        assert [j.id for j in store.list_jobs()] == ["run"]
+        store.enqueue([new_job("c0")])  # a purged id is free again
+        job = store.get("c0")
+        assert job is not None and job.state is JobState.PENDING and job.attempts == 0
+        assert store.attempts("c0") == []

@@ -11,6 +11,7 @@ from typing import Any
 from ..errors import DuplicateJobError, InvalidStateError, JobNotFoundError
 from ..models import (
     CLAIMABLE_STATES,
+    FINISHED_STATES,
     Attempt,
     Claim,
     ExecResult,
@@ -19,7 +20,7 @@ from ..models import (
     NewJob,
     WorkerInfo,
 )
-from ..storage import INTERRUPTED_ATTEMPT_ERROR, LOST_ATTEMPT_ERROR, Storage
+from ..storage import CANCELLED_ERROR, INTERRUPTED_ATTEMPT_ERROR, LOST_ATTEMPT_ERROR, Storage
 
 
 class MemoryStorage(Storage):
@@ -31,6 +32,7 @@ class MemoryStorage(Storage):
         self._attempts: list[tuple[str, Attempt]] = []  # (token, attempt)
         self._settings: dict[str, Any] = {}
         self._workers: dict[str, WorkerInfo] = {}
+        self._paused: set[str] = set()
         self._next = 0
 
     # jobs
@@ -46,7 +48,8 @@ class MemoryStorage(Storage):
                 self._jobs[j.id] = Job(
                     id=j.id, command=j.command, state=JobState.PENDING, max_retries=j.max_retries,
                     priority=j.priority, run_at=j.run_at, created_at=j.created_at,
-                    updated_at=j.created_at,
+                    updated_at=j.created_at, queue=j.queue, timeout=j.timeout, cwd=j.cwd,
+                    env=j.env, retry=j.retry,
                 )
 
     def import_jobs(self, records: Sequence[tuple[Job, Sequence[Attempt]]]) -> None:
@@ -68,25 +71,33 @@ class MemoryStorage(Storage):
     def attempts(self, job_id: str) -> list[Attempt]:
         return [a for _, a in self._attempts if a.job_id == job_id]
 
-    def list_jobs(self, state: JobState | None = None, limit: int | None = None) -> list[Job]:
-        jobs = [j for j in self._jobs.values() if state is None or j.state is state]
+    def list_jobs(self, state: JobState | None = None, limit: int | None = None, *,
+                  queue: str | None = None) -> list[Job]:
+        jobs = [j for j in self._jobs.values()
+                if (state is None or j.state is state) and (queue is None or j.queue == queue)]
         return jobs[:limit] if limit is not None else jobs
 
-    def counts(self) -> dict[JobState, int]:
+    def counts(self, queue: str | None = None) -> dict[JobState, int]:
         counts = dict.fromkeys(JobState, 0)
         for job in self._jobs.values():
-            counts[job.state] += 1
+            if queue is None or job.queue == queue:
+                counts[job.state] += 1
         return counts
 
-    def next_run_at(self) -> int | None:
-        due = [j.run_at for j in self._jobs.values() if j.state in CLAIMABLE_STATES]
+    def _claimable(self, queues: Sequence[str] | None) -> list[Job]:
+        return [j for j in self._jobs.values()
+                if j.state in CLAIMABLE_STATES and j.queue not in self._paused
+                and (queues is None or j.queue in queues)]
+
+    def next_run_at(self, queues: Sequence[str] | None = None) -> int | None:
+        due = [j.run_at for j in self._claimable(queues)]
         return min(due) if due else None
 
     # claims
-    def claim(self, worker_id: str, now: int, lease_ms: int) -> Claim | None:
+    def claim(self, worker_id: str, now: int, lease_ms: int,
+              queues: Sequence[str] | None = None) -> Claim | None:
         with self._lock:
-            ready = [j for j in self._jobs.values()
-                     if j.state in CLAIMABLE_STATES and j.run_at <= now]
+            ready = [j for j in self._claimable(queues) if j.run_at <= now]
             if not ready:
                 return None
             best = min(ready, key=lambda j: (-j.priority, j.run_at, self._seq[j.id]))
@@ -96,11 +107,12 @@ class MemoryStorage(Storage):
                 "worker_id": worker_id, "lease_expires_at": now + lease_ms,
                 "started_at": now, "finished_at": None, "updated_at": now,
             })
+            number = 1 + sum(1 for _, a in self._attempts if a.job_id == job.id)
             self._jobs[job.id] = job
             self._tokens[job.id] = token
-            self._attempts.append((token, Attempt(job_id=job.id, number=job.attempts,
+            self._attempts.append((token, Attempt(job_id=job.id, number=number,
                                                   worker_id=worker_id, started_at=now)))
-            return Claim(job=job, token=token, worker_id=worker_id, attempt=job.attempts,
+            return Claim(job=job, token=token, worker_id=worker_id, attempt=number,
                          lease_expires_at=now + lease_ms)
 
     def _holds(self, claim: Claim) -> Job | None:
@@ -129,6 +141,8 @@ class MemoryStorage(Storage):
             job = self._holds(claim)
             if job is None:
                 return None
+            if state is not JobState.COMPLETED and job.cancel_requested_at is not None:
+                state, retry_at, outcome = JobState.CANCELLED, None, "cancelled"
             done = job.replace(**{
                 "state": state, "run_at": job.run_at if retry_at is None else retry_at,
                 "last_error": None if state is JobState.COMPLETED else result.error,
@@ -139,7 +153,8 @@ class MemoryStorage(Storage):
             del self._tokens[job.id]
             self._close_attempt(claim.token, finished_at=now, outcome=outcome,
                                 exit_code=result.exit_code, signal=result.signal,
-                                error=result.error)
+                                error=result.error, stdout_tail=result.stdout_tail,
+                                stderr_tail=result.stderr_tail)
             return done
 
     def complete(self, claim: Claim, result: ExecResult, now: int) -> Job | None:
@@ -171,6 +186,8 @@ class MemoryStorage(Storage):
                     error = INTERRUPTED_ATTEMPT_ERROR.format(worker=job.worker_id)
                     attempts -= 1
                     state = JobState.PENDING if attempts == 0 else JobState.FAILED
+                if job.cancel_requested_at is not None:
+                    state, outcome = JobState.CANCELLED, "cancelled"
                 new = job.replace(**{
                     "state": state, "attempts": attempts, "run_at": now, "last_error": error,
                     "exit_code": None, "finished_at": now, "updated_at": now,
@@ -195,6 +212,56 @@ class MemoryStorage(Storage):
             })
             self._jobs[job_id] = new
             return new
+
+    def cancel(self, job_id: str, now: int) -> Job:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                raise JobNotFoundError(job_id)
+            if job.state in FINISHED_STATES:
+                raise InvalidStateError(f"job {job_id!r} is {job.state.value} already")
+            if job.state is JobState.PROCESSING:
+                if job.cancel_requested_at is None:
+                    job = job.replace(cancel_requested_at=now, updated_at=now)
+            else:
+                job = job.replace(state=JobState.CANCELLED, finished_at=now, updated_at=now,
+                                  last_error=CANCELLED_ERROR, cancel_requested_at=now)
+            self._jobs[job_id] = job
+            return job
+
+    def purge(self, *, states: Sequence[JobState], finished_before: int | None = None,
+              ids: Sequence[str] | None = None, limit: int | None = None) -> list[str]:
+        if any(s not in FINISHED_STATES for s in states):
+            raise ValueError("only completed, dead and cancelled jobs can be purged")
+        with self._lock:
+            wanted = None if ids is None else set(ids)
+            found = [j for j in self._jobs.values()
+                     if j.state in states and (wanted is None or j.id in wanted)
+                     and (finished_before is None
+                          or (j.finished_at if j.finished_at is not None else j.updated_at)
+                          < finished_before)]
+            found.sort(key=lambda j: (j.finished_at if j.finished_at is not None
+                                      else j.updated_at, self._seq[j.id]))
+            gone = [j.id for j in (found if limit is None else found[:limit])]
+            drop = set(gone)
+            for job_id in gone:
+                del self._jobs[job_id]
+                del self._seq[job_id]
+            self._attempts = [(t, a) for t, a in self._attempts if a.job_id not in drop]
+            return gone
+
+    def set_queue_paused(self, queue: str, paused: bool) -> bool:
+        with self._lock:
+            if (queue in self._paused) == paused:
+                return False
+            if paused:
+                self._paused.add(queue)
+            else:
+                self._paused.discard(queue)
+            return True
+
+    def paused_queues(self) -> list[str]:
+        return sorted(self._paused)
 
     # settings
     def get_settings(self) -> dict[str, Any]:

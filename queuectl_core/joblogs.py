@@ -1,0 +1,79 @@
+"""Where an attempt's output lives on disk, and how it is read back.
+
+Layout under ``$QUEUECTL_HOME/logs/jobs/<job dir>/`` (see
+:func:`queuectl_core.worker.job_log_dir`): ``attempt-<N>.out`` and
+``attempt-<N>.err`` hold what attempt N wrote to stdout and stderr, written
+as the command runs.
+
+Size cap: when a stream's live file reaches half of ``output_max_bytes``,
+the executor renames it to ``attempt-<N>.out.1`` (replacing an older one)
+and starts a new live file. So at most ``output_max_bytes`` per stream are
+on disk, and at least the newest half of that is kept; reading the ``.1``
+file and then the live file gives the output in order. The file
+``attempt-<N>.out.dropped`` then holds the number of bytes dropped so far.
+
+Every file is created 0600: job output is private to its user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+Stream = Literal["out", "err"]
+STREAMS: tuple[Stream, Stream] = ("out", "err")
+
+
+def attempt_path(log_dir: Path, number: int, stream: Stream) -> Path:
+    """The live file of one stream of attempt ``number``."""
+    return log_dir / f"attempt-{number}.{stream}"
+
+
+def rotated_path(live: Path) -> Path:
+    return live.with_name(live.name + ".1")
+
+
+def dropped_path(live: Path) -> Path:
+    return live.with_name(live.name + ".dropped")
+
+
+def dropped_bytes(live: Path) -> int:
+    """How many bytes of this stream the cap has thrown away (0 if none)."""
+    try:
+        return int(dropped_path(live).read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def attempt_numbers(log_dir: Path) -> list[int]:
+    """Numbers of the attempts that have output files here, ascending."""
+    numbers = set()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(log_dir):
+            name = entry.name
+            if name.startswith("attempt-") and name.endswith((".out", ".err")):
+                digits = name[len("attempt-"):-4]
+                if digits.isdigit():
+                    numbers.add(int(digits))
+    return sorted(numbers)
+
+
+def read_chunks(live: Path, chunk: int = 65536) -> Iterator[bytes]:
+    """The stream's kept output, in order: the rotated part, then the live
+    file. Yields nothing if neither exists."""
+    for path in (rotated_path(live), live):
+        try:
+            fh = path.open("rb")
+        except FileNotFoundError:
+            continue
+        with fh:
+            while data := fh.read(chunk):
+                yield data
+
+
+def open_private_append(path: Path) -> int:
+    """Open ``path`` for appending, created 0600; returns the descriptor."""
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)

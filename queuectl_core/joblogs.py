@@ -1,7 +1,7 @@
 """Where an attempt's output lives on disk, and how it is read back.
 
 Layout under ``$QUEUECTL_HOME/logs/jobs/<job dir>/`` (see
-:func:`queuectl_core.worker.job_log_dir`): ``attempt-<N>.out`` and
+:func:`job_log_dir`): ``attempt-<N>.out`` and
 ``attempt-<N>.err`` hold what attempt N wrote to stdout and stderr, written
 as the command runs.
 
@@ -18,13 +18,26 @@ Every file is created 0600: job output is private to its user.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
 Stream = Literal["out", "err"]
 STREAMS: tuple[Stream, Stream] = ("out", "err")
+
+
+def job_log_dir(root: Path, job_id: str) -> Path:
+    """Directory for a job's output files under ``root``
+    (``$QUEUECTL_HOME/logs/jobs``); ids that are not safe file names are
+    replaced by a digest."""
+    if _SAFE_ID.match(job_id):
+        return root / job_id
+    return root / ("id-" + hashlib.sha256(job_id.encode()).hexdigest()[:32])
 
 
 def attempt_path(log_dir: Path, number: int, stream: Stream) -> Path:

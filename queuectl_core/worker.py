@@ -10,10 +10,8 @@ between slices.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
-import re
 import select
 import signal
 import socket
@@ -25,6 +23,7 @@ from typing import TypeVar
 from .config import ensure_private_dir
 from .errors import TransientStorageError
 from .executor import Execution, Executor
+from .joblogs import job_log_dir
 from .models import Claim, ExecResult, Job, JobState, Settings, WorkerInfo
 from .plugins import Plugins
 from .registry import BackoffPolicy
@@ -47,15 +46,6 @@ MAX_OUTAGE_WAIT_S = 10.0
 #: Worker records without a heartbeat for this long are forgotten.
 WORKER_RECORD_TTL_MS = 24 * 3600 * 1000
 
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-
-
-def job_log_dir(root: Path, job_id: str) -> Path:
-    """Directory for a job's output files; ids that are not safe file names
-    are replaced by a digest."""
-    if _SAFE_ID.match(job_id):
-        return root / job_id
-    return root / ("id-" + hashlib.sha256(job_id.encode()).hexdigest()[:32])
 
 
 def pid_alive(pid: int) -> bool:

@@ -10,12 +10,13 @@ import pytest
 from queuectl_core import hookimpl
 from queuectl_core.builtin import ExponentialBackoff
 from queuectl_core.errors import TransientStorageError
+from queuectl_core.joblogs import job_log_dir
 from queuectl_core.models import Attempt, Claim, ExecResult, Job, JobState, NewJob, Settings
 from queuectl_core.plugins import Plugins, build_plugins
 from queuectl_core.storage import Storage
 from queuectl_core.testing import MemoryStorage
 from queuectl_core.timeutil import now_ms
-from queuectl_core.worker import Worker, job_log_dir
+from queuectl_core.worker import Worker
 from queuectl_shell.executor import ShellExecutor
 
 

@@ -52,7 +52,16 @@ class App:
 
     @cached_property
     def plugins(self) -> Plugins:
-        return build_plugins(cache_dir=self.config.home / "cache")
+        plugins = build_plugins(cache_dir=self.config.home / "cache")
+        dlq = self.config.file.dlq
+        if dlq.command:
+            from .dlq_handler import DlqCommandHandler
+
+            plugins.register(DlqCommandHandler(
+                dlq.command, timeout=dlq.timeout,
+                log_path=self.config.home / "logs" / "dlq-handler.log"),
+                name="dlq-command", distribution="queuectl (dlq.command in the config file)")
+        return plugins
 
     def open_storage(self) -> Storage:
         """A new storage instance of the selected backend."""
@@ -86,11 +95,14 @@ class App:
         assert spec.factory is not None, f"{what} has no factory"
         return spec.factory(options, self.context)
 
-    def backoff_policy(self) -> BackoffPolicy:
+    def backoff_policy(self, name: str | None = None) -> BackoffPolicy:
+        """The configured backoff policy, or the one called ``name`` (a job's
+        own choice; it gets the YAML options only if it is the configured
+        one)."""
         retry = self.config.file.retry
-        spec = self.plugins.backoff_policy(retry.policy)
-        options = _options(spec, retry.options, f"backoff policy {spec.name!r}",
-                           self.config)
+        spec = self.plugins.backoff_policy(name or retry.policy)
+        raw = retry.options if spec.name == retry.policy else {}
+        options = _options(spec, raw, f"backoff policy {spec.name!r}", self.config)
         assert spec.factory is not None
         return spec.factory(options)
 

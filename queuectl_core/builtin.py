@@ -1,17 +1,18 @@
 """The core's own hook implementations, registered through the ``queuectl``
-entry-point group like any plugin: the ``exponential`` backoff policy."""
+entry-point group like any plugin: the backoff policies ``exponential``
+(the default), ``linear`` and ``constant``. Each reads its one parameter
+from the ``backoff_base`` setting; the ``max_delay`` cap and ``jitter`` are
+applied by the core to every policy."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 from . import hookimpl
-from .models import Settings
+from .models import MAX_DELAY_SECONDS, Settings
 from .registry import BackoffPolicySpec
 
-#: Longest delay ever scheduled (about 10 years), so that huge exponents
-#: cannot overflow a timestamp.
-MAX_DELAY_SECONDS = 315_360_000.0
+__all__ = ["MAX_DELAY_SECONDS", "ConstantBackoff", "ExponentialBackoff", "LinearBackoff"]
 
 
 class ExponentialBackoff:
@@ -25,16 +26,33 @@ class ExponentialBackoff:
         return min(delay, MAX_DELAY_SECONDS)
 
 
-def _exponential(options: object) -> ExponentialBackoff:
-    return ExponentialBackoff()
+class LinearBackoff:
+    """``delay = backoff_base * attempts`` seconds."""
+
+    def delay_seconds(self, attempts: int, settings: Settings) -> float:
+        return min(float(settings.backoff_base) * attempts, MAX_DELAY_SECONDS)
+
+
+class ConstantBackoff:
+    """``delay = backoff_base`` seconds, every time."""
+
+    def delay_seconds(self, attempts: int, settings: Settings) -> float:
+        return float(settings.backoff_base)
 
 
 @hookimpl
 def queuectl_backoff_policies() -> Iterable[BackoffPolicySpec]:
     return [
         BackoffPolicySpec(
-            name="exponential",
-            factory=_exponential,
+            name="exponential", factory=lambda options: ExponentialBackoff(),
             description="wait backoff_base ** attempts seconds before each retry",
-        )
+        ),
+        BackoffPolicySpec(
+            name="linear", factory=lambda options: LinearBackoff(),
+            description="wait backoff_base * attempts seconds before each retry",
+        ),
+        BackoffPolicySpec(
+            name="constant", factory=lambda options: ConstantBackoff(),
+            description="wait backoff_base seconds before each retry",
+        ),
     ]

@@ -13,7 +13,10 @@ YAML file, built-in default.
     executors:
       shell: {}
     retry:
-      policy: exponential        # backoff policy plugin
+      policy: exponential        # backoff policy: exponential, linear, constant, or a plugin's
+    dlq:
+      command: mail -s dead me   # run with each dead job as JSON on stdin
+      timeout: 30                # seconds the command may take
     defaults:                    # runtime settings used until `config set` stores one
       max_retries: 5
 """
@@ -41,6 +44,12 @@ class RetryConfig:
 
 
 @dataclass(frozen=True)
+class DlqConfig:
+    command: str | None = None
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
 class FileConfig:
     """What the YAML file says (validated by ``config_schema``), or the
     defaults when there is no file."""
@@ -51,6 +60,7 @@ class FileConfig:
     executors: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     retry: RetryConfig = field(default_factory=RetryConfig)
     defaults: dict[str, Any] = field(default_factory=dict)
+    dlq: DlqConfig = field(default_factory=DlqConfig)
 
 
 @dataclass(frozen=True)
@@ -154,6 +164,7 @@ def load_file_config(path: Path) -> FileConfig:
         executors=cfg.executors,
         retry=RetryConfig(policy=cfg.retry.policy, options=cfg.retry.options),
         defaults=defaults,
+        dlq=DlqConfig(command=cfg.dlq.command, timeout=cfg.dlq.timeout),
     )
 
 

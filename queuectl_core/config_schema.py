@@ -17,6 +17,13 @@ class RetrySchema(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class DlqSchema(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    command: str | None = Field(default=None, min_length=1)
+    timeout: float = Field(default=30.0, gt=0, le=86_400)
+
+
 class FileSchema(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -26,3 +33,4 @@ class FileSchema(BaseModel):
     executors: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
     retry: RetrySchema = Field(default_factory=RetrySchema)
     defaults: dict[str, Any] = Field(default_factory=dict)
+    dlq: DlqSchema = Field(default_factory=DlqSchema)

@@ -52,7 +52,7 @@ class Executor(ABC):
         ``cwd`` ends the attempt as failed, with an error naming it.
 
         Output is streamed to the files named by
-        :func:`queuectl_core.joblogs.attempt_paths` under ``log_dir``
+        :func:`queuectl_core.joblogs.attempt_path` under ``log_dir``
         (created by the caller), never held in memory without bound. With
         ``output_max_bytes`` > 0, each stream keeps at most that many bytes
         on disk, the newest (see :mod:`queuectl_core.joblogs` for how). The

@@ -73,12 +73,15 @@ def queuectl_job_event(event: str, job: Job, attempt: Attempt | None) -> None:
     :param event: one of ``enqueued``, ``claimed``, ``completed``, ``failed``
         (a retry is scheduled), ``dead``, ``lost`` (the attempt was abandoned:
         its worker died, lost its lease, or was stopped by force; the job is
-        runnable again, or dead), ``dlq_retried``.
+        runnable again, dead, or cancelled), ``cancelled`` (by ``queuectl
+        cancel``; for a running job, once its worker has stopped it),
+        ``dlq_retried``.
     :param job: the job as stored after the change.
     :param attempt: the attempt that just ended, when there is one.
 
     Called in the process that made the change: a worker; the CLI for
-    ``enqueued`` and ``dlq_retried``; a supervisor (``lost``, and ``dead``
+    ``enqueued``, ``dlq_retried`` and ``cancelled`` (of a job that was not
+    running); a supervisor (``lost``, and ``dead``
     when a crashed worker's job had no attempts left) or ``worker stop``
     (``lost``) when they release the jobs of a dead worker.
     """

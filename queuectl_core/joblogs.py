@@ -90,3 +90,11 @@ def read_chunks(live: Path, chunk: int = 65536) -> Iterator[bytes]:
 def open_private_append(path: Path) -> int:
     """Open ``path`` for appending, created 0600; returns the descriptor."""
     return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+
+def remove_job_logs(root: Path, job_ids: list[str]) -> None:
+    """Delete the output of purged jobs (those on this machine)."""
+    import shutil
+
+    for job_id in job_ids:
+        shutil.rmtree(job_log_dir(root, job_id), ignore_errors=True)

@@ -36,6 +36,8 @@ MAX_QUEUE_NAME_LENGTH = 64
 MAX_ENV_ENTRIES = 1000
 MAX_ENV_BYTES = 128 * 1024
 DEFAULT_QUEUE = "default"
+#: Smallest non-zero ``output_max_bytes``: half of it is one rotation step.
+MIN_OUTPUT_CAP = 4096
 
 
 class JobState(StrEnum):
@@ -525,7 +527,8 @@ SETTING_SPECS: dict[str, SettingSpec] = {
                                "seconds a job without its own timeout may run (0: no limit)"),
     "output_max_bytes": SettingSpec(int, 10 * 1024 * 1024, 0, 2**40,
                                     "cap on each attempt's stdout and on its stderr on disk; "
-                                    "the newest output is kept (0: no cap)"),
+                                    "the newest output is kept (0: no cap, else at least "
+                                    "4096)"),
     "output_tail_bytes": SettingSpec(int, 4096, 0, 1024 * 1024,
                                      "bytes of each attempt's stdout and stderr kept in the "
                                      "store, for `logs` on any machine"),
@@ -566,6 +569,9 @@ def check_setting(key: str, value: object) -> int | float:
     assert isinstance(value, int | float)
     if not spec.low <= value <= spec.high:
         raise ConfigError(f"{key}: must be from {spec.low:g} to {spec.high:g}, got {value:g}")
+    if key == "output_max_bytes" and 0 < value < MIN_OUTPUT_CAP:
+        raise ConfigError(f"{key}: must be 0 (no cap) or at least {MIN_OUTPUT_CAP}, "
+                          f"got {value:g}")
     return value
 
 

@@ -15,19 +15,20 @@ import os
 import select
 import signal
 import socket
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 from .config import ensure_private_dir
 from .errors import TransientStorageError
 from .executor import Execution, Executor
-from .joblogs import job_log_dir
+from .joblogs import job_log_dir, remove_job_logs
 from .models import Claim, ExecResult, Job, JobState, Settings, WorkerInfo
 from .plugins import Plugins
 from .registry import BackoffPolicy
-from .retry import next_run_at
+from .retry import job_settings, next_run_at
 from .storage import Storage
 from .timeutil import now_ms
 from .wakeup import WakeupListener
@@ -45,6 +46,13 @@ SETTINGS_REFRESH_MS = 1000
 MAX_OUTAGE_WAIT_S = 10.0
 #: Worker records without a heartbeat for this long are forgotten.
 WORKER_RECORD_TTL_MS = 24 * 3600 * 1000
+#: Automatic retention (the ``retention_days`` setting) runs this often per
+#: worker, deleting at most RETENTION_BATCH jobs per transaction.
+RETENTION_EVERY_MS = 60_000
+RETENTION_BATCH = 1000
+#: Event broadcast for each state a finished attempt can leave a job in.
+_EVENTS = {JobState.COMPLETED: "completed", JobState.FAILED: "failed",
+           JobState.DEAD: "dead", JobState.CANCELLED: "cancelled"}
 
 
 
@@ -87,7 +95,9 @@ def announce_recovered(plugins: Plugins, jobs: list[Job]) -> None:
         log.warning("recovered job %s from worker %s: now %s", job.id, job.worker_id,
                     job.state.value)
         plugins.job_event("lost", job, None)
-        if job.state is JobState.DEAD:
+        if job.state is JobState.CANCELLED:
+            plugins.job_event("cancelled", job, None)
+        elif job.state is JobState.DEAD:
             plugins.job_event("dead", job, None)
             plugins.job_dead(job, None)
 
@@ -166,6 +176,8 @@ class Worker:
         worker_id: str | None = None,
         parent_pid: int | None = None,
         wakeup: WakeupListener | None = None,
+        queues: Sequence[str] | None = None,
+        policy_resolver: Callable[[str], BackoffPolicy] | None = None,
     ) -> None:
         self.storage = storage
         self.executor = executor
@@ -179,9 +191,13 @@ class Worker:
         self.id = worker_id or f"{self.hostname}:{self.pid}:{uuid.uuid4().hex[:6]}"
         self.parent_pid = parent_pid
         self.wakeup = wakeup
+        self.queues = list(queues) if queues else None
+        self._resolve_policy = policy_resolver
+        self._policies: dict[str, BackoffPolicy] = {}
         self.settings = self._load_settings(storage)
         self._settings_at = now_ms()
         self._housekeeping_at = 0
+        self._retention_at = 0
         self.jobs_run = 0
 
     # ---------------------------------------------------------- helpers
@@ -219,6 +235,25 @@ class Worker:
             execution.pgid if execution else None,
         )
         self.recover(now)
+        self.apply_retention(now)
+
+    def apply_retention(self, now: int) -> list[str]:
+        """Purge completed and cancelled jobs older than ``retention_days``
+        (with their output on this machine), a batch at a time."""
+        days = self.settings.retention_days
+        if days <= 0 or now - self._retention_at < RETENTION_EVERY_MS:
+            return []
+        self._retention_at = now
+        cutoff = now - round(days * 86_400_000)
+        gone = self.storage.purge(states=[JobState.COMPLETED, JobState.CANCELLED],
+                                  finished_before=cutoff, limit=RETENTION_BATCH)
+        if gone:
+            remove_job_logs(self.log_root, gone)
+            log.info("retention: purged %d job(s) finished before %s days ago", len(gone),
+                     f"{days:g}")
+            if len(gone) == RETENTION_BATCH:
+                self._retention_at = 0  # more to do: next housekeeping goes on
+        return gone
 
     def recover(self, now: int) -> list[Job]:
         """Take back jobs whose lease expired. A command that its dead worker
@@ -298,7 +333,7 @@ class Worker:
         self._refresh_settings(now)
         if now - self._housekeeping_at >= self.beat_ms:
             self.housekeeping(now)
-        claim = self.storage.claim(self.id, now, self.lease_ms)
+        claim = self.storage.claim(self.id, now, self.lease_ms, self.queues)
         if claim is None:
             self._idle(now)
             return False
@@ -309,7 +344,7 @@ class Worker:
     def _idle(self, now: int) -> None:
         wait_ms = min(self.settings.worker_idle_delay,
                       self._housekeeping_at + self.beat_ms - now)
-        due = self.storage.next_run_at()
+        due = self.storage.next_run_at(self.queues)
         if due is not None:
             wait_ms = min(wait_ms, due - now)
         self.stop.sleep(max(0, wait_ms) / 1000, self.wakeup, self.storage)
@@ -323,7 +358,10 @@ class Worker:
         result: ExecResult | None = None
         try:
             ensure_private_dir(log_dir)
-            execution = self.executor.start(job, attempt=claim.attempt, log_dir=log_dir)
+            execution = self.executor.start(
+                job, attempt=claim.attempt, log_dir=log_dir,
+                output_max_bytes=self.settings.output_max_bytes,
+                tail_bytes=self.settings.output_tail_bytes)
         except Exception as exc:
             result = ExecResult(error=f"could not start the command: {exc}")
         if execution is not None:
@@ -347,13 +385,30 @@ class Worker:
         assert result is not None
         self._record(claim, result)
 
+    def timeout_of(self, job: Job) -> float | None:
+        """Seconds the job may run: its own timeout, else ``job_timeout``."""
+        if job.timeout is not None:
+            return job.timeout
+        return self.settings.job_timeout or None
+
     def _wait(self, claim: Claim, execution: Execution) -> ExecResult | None:
         renew_at = now_ms() + self.beat_ms
+        limit = self.timeout_of(claim.job)
+        deadline = None if limit is None else time.monotonic() + limit
         while True:
             slice_s = min(WAIT_SLICE_S, max(0.0, (renew_at - now_ms()) / 1000))
+            if deadline is not None:
+                slice_s = min(slice_s, max(0.0, deadline - time.monotonic()))
             result = execution.wait(slice_s)
             if result is not None:
                 return result
+            if deadline is not None and time.monotonic() >= deadline:
+                assert limit is not None
+                log.warning("job %s timed out after %s s; stopping it", claim.job.id,
+                            f"{limit:g}")
+                result = execution.kill()
+                detail = f" ({result.error})" if result.error else ""
+                return result.replace(error=f"timed out after {limit:g} s{detail}")
             self._check_parent()
             if self.stop.forced:
                 log.warning("forced stop: killing job %s; it will run again (this attempt "
@@ -379,25 +434,54 @@ class Worker:
                               "stopping this run of it", claim.job.id)
                     execution.kill()
                     return None
+                if self._cancel_requested(claim.job.id):
+                    log.warning("job %s: cancel requested; stopping it", claim.job.id)
+                    result = execution.kill()
+                    detail = f" ({result.error})" if result.error else ""
+                    return result.replace(error=f"cancelled while running{detail}")
                 with contextlib.suppress(TransientStorageError):
                     self.housekeeping(now, claim, execution)
                 self._refresh_settings(now)
                 renew_at = now + self.beat_ms
 
+    def _cancel_requested(self, job_id: str) -> bool:
+        """Has ``queuectl cancel`` asked for this running job to stop? (A
+        cancel from this machine also signals the command at once.)"""
+        try:
+            job = self.storage.get(job_id)
+        except TransientStorageError:
+            return False
+        return job is not None and job.cancel_requested_at is not None
+
+    def policy_for(self, job: Job) -> BackoffPolicy:
+        """The backoff policy a job names in its ``retry`` object, else the
+        configured one (also when the named one is not installed here)."""
+        name = (job.retry or {}).get("policy")
+        if not name or self._resolve_policy is None:
+            return self.policy
+        if name not in self._policies:
+            try:
+                self._policies[name] = self._resolve_policy(name)
+            except Exception as exc:
+                log.warning("job %s: retry policy %r unavailable (%s); using the configured "
+                            "one", job.id, name, exc)
+                return self.policy
+        return self._policies[name]
+
     def _record(self, claim: Claim, result: ExecResult) -> None:
         now = now_ms()
         job = claim.job
         if result.ok:
-            event = "completed"
             done = self._retry_transient(
                 f"record job {job.id} as completed",
                 lambda: self.storage.complete(claim, result, now))
         else:
             retry_at = next_run_at(attempts=job.attempts, max_retries=job.max_retries, now=now,
-                                   policy=self.policy, settings=self.settings)
-            event = "failed" if retry_at is not None else "dead"
+                                   policy=self.policy_for(job),
+                                   settings=job_settings(self.settings, job.retry))
+            what = "failed" if retry_at is not None else "dead"
             done = self._retry_transient(
-                f"record job {job.id} as {event}",
+                f"record job {job.id} as {what}",
                 lambda: self.storage.fail(claim, result, now, retry_at))
         if done is None:
             log.warning("job %s: result not recorded, the claim is no longer ours (the job was "
@@ -412,6 +496,6 @@ class Worker:
             attempt = attempts[-1] if attempts else None
         log.info("job %s %s (attempt %d%s)", job.id, done.state.value, claim.attempt,
                  "" if result.ok else f": {result.error}")
-        self.plugins.job_event(event, done, attempt)
+        self.plugins.job_event(_EVENTS.get(done.state, done.state.value), done, attempt)
         if done.state is JobState.DEAD:
             self.plugins.job_dead(done, attempt)

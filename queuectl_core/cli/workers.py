@@ -19,6 +19,29 @@ count_option = click.option("--count", "-n", type=click.IntRange(1, 256), defaul
                             show_default=True, help="Number of worker processes.")
 
 
+def _parse_queues(ctx: click.Context, param: click.Parameter, value: str | None
+                  ) -> list[str] | None:
+    """``--queue a,b`` (or repeated) -> ["a", "b"], each name checked."""
+    if not value:
+        return None
+    from ..models import queue_name_problem
+
+    names: list[str] = []
+    for part in value.split(","):
+        name = part.strip()
+        problem = queue_name_problem(name)
+        if problem is not None:
+            raise click.BadParameter(f"queue name {name!r}: {problem}")
+        if name not in names:
+            names.append(name)
+    return names
+
+
+queue_option = click.option(
+    "--queue", "-q", "queues", metavar="Q1,Q2", callback=_parse_queues,
+    help="Serve only these queues (comma-separated). Default: every queue.")
+
+
 @click.group()
 def worker() -> None:
     """Start, run and stop worker processes.
@@ -30,9 +53,12 @@ def worker() -> None:
     """
 
 
-def _child_argv(state: State) -> list[str]:
-    return [sys.executable, "-m", "queuectl_core.cli.main", *state.child_global_args(),
+def _child_argv(state: State, queues: list[str] | None) -> list[str]:
+    argv = [sys.executable, "-m", "queuectl_core.cli.main", *state.child_global_args(),
             "worker", "_child"]
+    if queues:
+        argv += ["--queue", ",".join(queues)]
+    return argv
 
 
 def _release_dead(state: State, pids: list[int], *, charge_attempt: bool) -> None:
@@ -66,38 +92,43 @@ def _check_setup(state: State) -> None:
     app.settings()
 
 
-def _supervise(state: State, count: int) -> int:
+def _supervise(state: State, count: int, queues: list[str] | None) -> int:
     from ..supervisor import Supervisor, configure_logging
 
     configure_logging()
     app = state.app()
     _check_setup(state)
-    supervisor = Supervisor(home=app.config.home, count=count, child_argv=_child_argv(state),
+    supervisor = Supervisor(home=app.config.home, count=count,
+                            child_argv=_child_argv(state, queues),
                             on_worker_crash=lambda pid: _release_dead(state, [pid],
                                                                       charge_attempt=True))
     pids = supervisor.start()
+    serving = f"; queues: {', '.join(queues)}" if queues else ""
     click.echo(f"Supervisor {supervisor.run_file.stem.split('-')[1]} running {count} "
-               f"worker(s): {', '.join(map(str, pids))} ({app.storage.describe()})", err=True)
+               f"worker(s): {', '.join(map(str, pids))} ({app.storage.describe()}{serving})",
+               err=True)
     return supervisor.wait()
 
 
 @worker.command("run")
 @count_option
+@queue_option
 @pass_state
-def run(state: State, count: int) -> None:
+def run(state: State, count: int, queues: list[str] | None) -> None:
     """Run workers in the foreground until Ctrl-C or SIGTERM.
 
     The first signal lets every worker finish its current job and exit; a
     second one kills running jobs (they are released and run again later).
     Crashed workers are restarted. Logs go to stderr.
     """
-    sys.exit(_supervise(state, count))
+    sys.exit(_supervise(state, count, queues))
 
 
 @worker.command("start")
 @count_option
+@queue_option
 @pass_state
-def start(state: State, count: int) -> None:
+def start(state: State, count: int, queues: list[str] | None) -> None:
     """Start workers in the background and return at once.
 
     Prints the worker PIDs. Output of the workers goes to
@@ -110,7 +141,10 @@ def start(state: State, count: int) -> None:
     log_path = app.config.home / "logs" / "workers.log"
     argv = [sys.executable, "-m", "queuectl_core.cli.main", *state.child_global_args(),
             "worker", "run", "--count", str(count)]
-    click.echo(f"Starting {count} worker process{'es' if count != 1 else ''}...")
+    if queues:
+        argv += ["--queue", ",".join(queues)]
+    serving = f" for queue{'s' if len(queues) > 1 else ''} {', '.join(queues)}" if queues else ""
+    click.echo(f"Starting {count} worker process{'es' if count != 1 else ''}{serving}...")
     proc = spawn_detached(argv, log_path)
     group = wait_for_group(app.config.home, proc, count, timeout=30.0)
     if group is None:
@@ -170,8 +204,9 @@ def _open_storage_patiently(app: App, stop_signal: StopSignal) -> bool:
 
 @worker.command("_child", hidden=True)
 @click.option("--parent-pid", type=int, required=True)
+@queue_option
 @pass_state
-def child(state: State, parent_pid: int) -> None:
+def child(state: State, parent_pid: int, queues: list[str] | None) -> None:
     """One worker process (started by the supervisor)."""
     import logging
 
@@ -195,7 +230,7 @@ def child(state: State, parent_pid: int) -> None:
         storage=app.storage, executor=app.executor(), policy=app.backoff_policy(),
         plugins=app.plugins, settings_loader=app.settings,
         log_root=app.config.home / "logs" / "jobs", stop=stop_signal, parent_pid=parent_pid,
-        wakeup=wakeup,
+        wakeup=wakeup, queues=queues, policy_resolver=app.backoff_policy,
     )
     try:
         w.run()

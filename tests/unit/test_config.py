@@ -45,6 +45,9 @@ def test_yaml_is_read_and_overridden(tmp_path: Path, monkeypatch: pytest.MonkeyP
     ("defaults:\n  max_retries: -1\n", "max_retries"),
     ("defaults:\n  nope: 1\n", "unknown setting"),
     ("retry:\n  polcy: linear\n", "unknown field"),
+    ("dlq:\n  command: ''\n", "dlq.command"),
+    ("dlq:\n  command: x\n  timeout: 0\n", "dlq.timeout"),
+    ("dlq:\n  cmd: x\n", "dlq.cmd: unknown field"),
 ])
 def test_bad_yaml_is_a_config_error(tmp_path: Path, text: str, message: str) -> None:
     (tmp_path / "queuectl.yaml").write_text(text)
@@ -61,3 +64,28 @@ def test_explicit_config_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         resolve_config(home=str(tmp_path / "h"), config=str(tmp_path / "missing.yaml"),
                        backend=None)
+
+
+def test_dlq_command_registers_the_builtin_handler(tmp_path: Path) -> None:
+    from queuectl_core.app import App
+
+    (tmp_path / "queuectl.yaml").write_text("dlq:\n  command: cat > /dev/null\n  timeout: 5\n")
+    cfg = resolve_config(home=str(tmp_path), config=None, backend=None)
+    assert (cfg.file.dlq.command, cfg.file.dlq.timeout) == ("cat > /dev/null", 5.0)
+    app = App(cfg)
+    assert app.plugins.has_listeners()
+    assert any(p.name == "dlq-command" for p in app.plugins.loaded)
+    bare = App(resolve_config(home=str(tmp_path / "h2"), config=None, backend=None))
+    assert not any(p.name == "dlq-command" for p in bare.plugins.loaded)
+
+
+def test_retry_policy_by_name_with_yaml_options_only_for_the_configured(tmp_path: Path
+                                                                         ) -> None:
+    from queuectl_core.app import App
+    from queuectl_core.builtin import ConstantBackoff, ExponentialBackoff, LinearBackoff
+
+    (tmp_path / "queuectl.yaml").write_text("retry:\n  policy: linear\n")
+    app = App(resolve_config(home=str(tmp_path), config=None, backend=None))
+    assert isinstance(app.backoff_policy(), LinearBackoff)
+    assert isinstance(app.backoff_policy("constant"), ConstantBackoff)
+    assert isinstance(app.backoff_policy("exponential"), ExponentialBackoff)

@@ -25,3 +25,41 @@ def test_custom_base_and_zero_retries() -> None:
 def test_huge_exponents_are_capped() -> None:
     settings = Settings(backoff_base=1000, max_retries=10_000)
     assert ExponentialBackoff().delay_seconds(5000, settings) == MAX_DELAY_SECONDS
+
+
+def test_linear_and_constant_policies() -> None:
+    from queuectl_core.builtin import ConstantBackoff, LinearBackoff
+
+    settings = Settings(backoff_base=5)
+    assert [LinearBackoff().delay_seconds(n, settings) for n in (1, 2, 3)] == [5, 10, 15]
+    assert [ConstantBackoff().delay_seconds(n, settings) for n in (1, 2, 3)] == [5, 5, 5]
+
+
+def test_max_delay_caps_every_policy() -> None:
+    settings = Settings(backoff_base=10, max_delay=60)
+    delays = [next_run_at(attempts=n, max_retries=9, now=0, policy=ExponentialBackoff(),
+                          settings=settings) for n in (1, 2, 3)]
+    assert delays == [10_000, 60_000, 60_000]
+
+
+def test_jitter_only_shortens_within_its_fraction() -> None:
+    settings = Settings(backoff_base=2, jitter=0.5)
+    assert next_run_at(attempts=3, max_retries=9, now=0, policy=ExponentialBackoff(),
+                       settings=settings, rand=lambda: 0.0) == 8000
+    assert next_run_at(attempts=3, max_retries=9, now=0, policy=ExponentialBackoff(),
+                       settings=settings, rand=lambda: 1.0) == 4000
+    import random
+
+    rng = random.Random(7)
+    seen = {next_run_at(attempts=3, max_retries=9, now=0, policy=ExponentialBackoff(),
+                        settings=settings, rand=rng.random) for _ in range(200)}
+    assert all(v is not None and 4000 <= v <= 8000 for v in seen) and len(seen) > 50
+
+
+def test_job_overrides_replace_shared_settings() -> None:
+    from queuectl_core.retry import job_settings
+
+    shared = Settings(backoff_base=2, max_delay=0, jitter=0.1)
+    assert job_settings(shared, None) is shared
+    own = job_settings(shared, {"policy": "linear", "backoff_base": 7, "max_delay": 30})
+    assert (own.backoff_base, own.max_delay, own.jitter) == (7.0, 30.0, 0.1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -172,9 +173,10 @@ class FlakyStorage(MemoryStorage):
         self._maybe_fail("renew")
         return super().renew(claim, now, lease_ms)
 
-    def claim(self, worker_id: str, now: int, lease_ms: int) -> Claim | None:
+    def claim(self, worker_id: str, now: int, lease_ms: int,
+              queues: Sequence[str] | None = None) -> Claim | None:
         self._maybe_fail("claim")
-        return super().claim(worker_id, now, lease_ms)
+        return super().claim(worker_id, now, lease_ms, queues)
 
 
 def test_result_is_kept_until_the_store_is_back(tmp_path: Path, plugins: Plugins) -> None:

@@ -1,0 +1,111 @@
+"""The built-in DLQ handler: runs a configured command for every job that
+reaches the dead letter queue, with the dead job as JSON on its stdin (for
+alerts: mail, chat webhooks, pagers).
+
+Configured in YAML::
+
+    dlq:
+      command: "curl -fsS -X POST -d @- https://hooks.example/queue"
+      timeout: 30        # seconds; the handler's process group is killed after
+
+The handler runs in its own session, never blocks the worker (a thread waits
+for it), and whatever happens to it (exit code, timeout, a missing shell) is
+only logged: to ``$QUEUECTL_HOME/logs/dlq-handler.log``, with its output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from . import hookimpl
+from .models import Attempt, Job
+from .timeutil import iso, now_ms
+
+log = logging.getLogger("queuectl.dlq")
+
+
+def dead_job_payload(job: Job, attempt: Attempt | None) -> dict[str, object]:
+    """What the handler reads on stdin."""
+    return {"event": "dead", "job": job.to_json(),
+            "attempt": None if attempt is None else attempt.to_json()}
+
+
+class DlqCommandHandler:
+    """A ``queuectl_job_dead`` implementation that runs one shell command."""
+
+    def __init__(self, command: str, *, timeout: float, log_path: Path,
+                 shell: str = "/bin/sh") -> None:
+        self.command = command
+        self.timeout = timeout
+        self.log_path = log_path
+        self.shell = shell
+        self._threads: list[threading.Thread] = []
+
+    def _note(self, text: str) -> None:
+        with contextlib.suppress(OSError):
+            fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as fh:
+                fh.write(f"{iso(now_ms())} {text}\n")
+
+    @hookimpl
+    def queuectl_job_dead(self, job: Job, attempt: Attempt | None) -> None:
+        payload = json.dumps(dead_job_payload(job, attempt), ensure_ascii=False)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._note(f"job {job.id}: running the DLQ handler")
+        try:
+            # The payload goes through an unlinked temporary file, so that a
+            # handler that never reads its stdin cannot block us on a pipe.
+            with tempfile.TemporaryFile() as stdin:
+                stdin.write(payload.encode("utf-8"))
+                stdin.seek(0)
+                out_fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    env = {**os.environ, "QUEUECTL_JOB_ID": job.id, "QUEUECTL_EVENT": "dead"}
+                    proc = subprocess.Popen(
+                        [self.shell, "-c", self.command], stdin=stdin, stdout=out_fd,
+                        stderr=out_fd, env=env, close_fds=True, start_new_session=True)
+                finally:
+                    os.close(out_fd)
+        except OSError as exc:
+            self._note(f"job {job.id}: the DLQ handler could not start: {exc}")
+            log.warning("DLQ handler for job %s could not start: %s", job.id, exc)
+            return
+        thread = threading.Thread(target=self._watch, args=(job.id, proc), daemon=True,
+                                  name=f"dlq-handler-{proc.pid}")
+        thread.start()
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+
+    def _watch(self, job_id: str, proc: subprocess.Popen[bytes]) -> None:
+        started = time.monotonic()
+        try:
+            code = proc.wait(self.timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            self._note(f"job {job_id}: the DLQ handler timed out after {self.timeout:g} s "
+                       "and was killed")
+            log.warning("DLQ handler for job %s timed out after %s s", job_id,
+                        f"{self.timeout:g}")
+            return
+        took = time.monotonic() - started
+        if code == 0:
+            self._note(f"job {job_id}: the DLQ handler finished in {took:.2f} s")
+        else:
+            self._note(f"job {job_id}: the DLQ handler failed (exit {code}) after {took:.2f} s")
+            log.warning("DLQ handler for job %s failed with exit code %d", job_id, code)
+
+    def join(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for running handlers (worker exit)."""
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))

@@ -1,12 +1,20 @@
 """The shell executor: each attempt runs ``<shell> -c <command>`` in a new
-session (so it is its own process group), with stdin from /dev/null and
-stdout/stderr going to ``attempt-<N>.out`` / ``attempt-<N>.err`` in the
-attempt's log directory. Nothing the command writes is held in memory except
-the bounded stderr tail read for the error message.
+session (so it is its own process group), in the job's directory, with stdin
+from /dev/null and stdout/stderr going to pipes.
+
+The execution copies both pipes to ``attempt-<N>.out`` / ``attempt-<N>.err``
+(see :mod:`queuectl_core.joblogs`) as the command runs, without threads:
+:meth:`ShellExecution.wait` polls the shell's pidfd (when there is one) and
+both pipes, and copies whatever arrives in bounded chunks. Each stream is
+capped on disk by rotation, and the last bytes of each are kept in a bounded
+in-memory ring for the result's tails and error message. Nothing the command
+writes is ever held in memory without bound.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
 import select
@@ -14,20 +22,35 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import BinaryIO
 
 from queuectl_core.executor import Execution, Executor
+from queuectl_core.joblogs import (
+    Stream,
+    attempt_path,
+    dropped_bytes,
+    dropped_path,
+    open_private_append,
+    rotated_path,
+)
 from queuectl_core.models import ExecResult, Job
+from queuectl_core.timeutil import shown
 
 from .options import ShellOptions
+
+log = logging.getLogger(__name__)
 
 #: What POSIX shells exit with when a command is not found / not executable.
 EXIT_NOT_FOUND = 127
 EXIT_CANNOT_EXECUTE = 126
 
-#: How often kill() checks whether the rest of the process group is gone.
-_GROUP_POLL_SECONDS = 0.02
-
+#: Bytes read from a pipe at a time (a Linux pipe holds 64 KiB by default).
+CHUNK_BYTES = 64 * 1024
+#: After the shell exits, how long output is still copied while something
+#: outside its process group (e.g. started with ``setsid``) holds a pipe open.
+DRAIN_SECONDS = 0.5
+#: How often kill() checks whether the rest of the process group is gone,
+#: and how often the exit is checked for when there is no pidfd.
+_POLL_SLICE_SECONDS = 0.02
 
 def _signal_text(num: int) -> str:
     """``SIGKILL (9)``; unknown numbers as ``signal 42``."""
@@ -48,21 +71,6 @@ def _signal_group(pgid: int, sig: int) -> bool:
     return True
 
 
-def _read_tail(path: Path, limit: int, start: int = 0) -> str:
-    """The last ``limit`` bytes of ``path`` written after offset ``start``,
-    as stripped text ('' if none)."""
-    if limit <= 0:
-        return ""
-    try:
-        with path.open("rb") as fh:
-            size = fh.seek(0, os.SEEK_END)
-            fh.seek(max(start, size - limit))
-            data = fh.read(limit)
-    except OSError:
-        return ""
-    return data.decode("utf-8", errors="replace").strip()
-
-
 def exit_error(code: int, stderr_tail: str) -> str | None:
     """The error message for a command that exited with ``code``."""
     if code == 0:
@@ -73,10 +81,143 @@ def exit_error(code: int, stderr_tail: str) -> str | None:
     return stderr_tail or f"command exited with code {code}"
 
 
-def _open_private(path: Path) -> BinaryIO:
-    """Open for appending, created 0600: job output is private to the user."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    return os.fdopen(fd, "ab")
+def tail_text(data: bytes | bytearray, cut: bool) -> str:
+    """``data``, the end of a stream, as text. ``cut``: the stream had more
+    bytes before ``data``, so a partial UTF-8 character at the start (at most
+    3 continuation bytes) is left out."""
+    start = 0
+    if cut:
+        while start < min(3, len(data)) and data[start] & 0xC0 == 0x80:
+            start += 1
+        if start == 3 and start < len(data) and data[start] & 0xC0 == 0x80:
+            start = 0  # 4 or more continuation bytes: not UTF-8 anyway
+    return str(data[start:], "utf-8", "replace")
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        written = os.write(fd, data)
+        data = data[written:]
+
+
+class _Output:
+    """One stream's destination: the live file (rotated at half the cap),
+    its dropped-bytes counter, and the ring of its last bytes."""
+
+    __slots__ = ("broken", "dropped", "dropped_fd", "dropped_len", "fd", "half", "path", "ring",
+                 "ring_limit", "size", "total")
+
+    def __init__(self, path: Path, fd: int, max_bytes: int, ring_limit: int) -> None:
+        self.path = path
+        self.fd = fd
+        #: Rotate when the live file reaches this many bytes; None: no cap.
+        #: 0 (a cap of 1 byte): nothing is kept.
+        self.half: int | None = max_bytes // 2 if max_bytes > 0 else None
+        self.size = -1  # of the live file; read on the first write (it may hold older output)
+        self.dropped = -1  # read from the .dropped file when first needed
+        self.dropped_fd = -1
+        self.dropped_len = 0
+        self.ring = bytearray()
+        self.ring_limit = ring_limit
+        self.total = 0
+        self.broken = False
+
+    def feed(self, data: memoryview) -> None:
+        self.total += len(data)
+        limit = self.ring_limit
+        if limit:
+            ring = self.ring
+            if len(data) >= limit:
+                ring[:] = data[len(data) - limit:]
+            else:
+                ring += data
+                if len(ring) > limit:
+                    del ring[:len(ring) - limit]
+        if self.broken:
+            return
+        try:
+            if self.half is None:
+                _write_all(self.fd, data)
+            else:
+                self._store_capped(data, self.half)
+        except OSError as exc:
+            # Keep the command running (and its pipe drained); the rest of
+            # this stream's output is lost.
+            self.broken = True
+            log.warning("cannot write job output to %s (%s); discarding the rest of it",
+                        self.path, exc)
+
+    def _store_capped(self, data: memoryview, half: int) -> None:
+        if self.size < 0:
+            self.size = os.fstat(self.fd).st_size
+        n = len(data)
+        pos = 0
+        dropped = 0
+        if half == 0:
+            pos = dropped = n
+        while pos < n:
+            room = half - self.size
+            if n - pos < room:
+                _write_all(self.fd, data[pos:])
+                self.size += n - pos
+                break
+            if room > 0:
+                _write_all(self.fd, data[pos:pos + room])
+                self.size += room
+                pos += room
+            dropped += self._rotate()
+            rest = n - pos
+            if rest >= 2 * half:
+                # All but the last full file's worth of what is left would be
+                # rotated out at once: skip writing it.
+                skip = (rest // half - 1) * half
+                pos += skip
+                dropped += skip
+        if dropped:
+            self._add_dropped(dropped)
+
+    def _rotate(self) -> int:
+        """Rename the live file to ``.1`` and start a new one; returns the
+        bytes this drops (the older ``.1``)."""
+        rotated = rotated_path(self.path)
+        try:
+            older = os.stat(rotated).st_size
+        except FileNotFoundError:
+            older = 0
+        os.rename(self.path, rotated)
+        fd = open_private_append(self.path)
+        os.close(self.fd)
+        self.fd = fd
+        self.size = 0
+        return older
+
+    def _add_dropped(self, count: int) -> None:
+        if self.dropped_fd < 0:
+            self.dropped = dropped_bytes(self.path)
+            self.dropped_fd = os.open(dropped_path(self.path),
+                                      os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self.dropped_len = -1
+        self.dropped += count
+        text = f"{self.dropped}\n".encode()
+        # The count only grows, so its text never gets shorter: overwriting
+        # in place is one write, and a reader never sees an empty file.
+        os.pwrite(self.dropped_fd, text, 0)
+        if self.dropped_len < 0:
+            os.ftruncate(self.dropped_fd, len(text))
+        self.dropped_len = len(text)
+
+    def tail(self, limit: int) -> str:
+        """The last ``limit`` bytes of the stream (at most the ring's size)."""
+        ring = self.ring
+        if limit < len(ring):
+            return tail_text(ring[len(ring) - limit:], True)
+        return tail_text(ring, self.total > len(ring))
+
+    def close(self) -> None:
+        for fd in (self.fd, self.dropped_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.fd = self.dropped_fd = -1
 
 
 class FinishedExecution(Execution):
@@ -95,74 +236,156 @@ class FinishedExecution(Execution):
 class ShellExecution(Execution):
     """One running ``<shell> -c <command>``; its pid is also its pgid."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], err_path: Path, err_start: int,
-                 options: ShellOptions) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], out: tuple[int, _Output],
+                 err: tuple[int, _Output], options: ShellOptions, tail_bytes: int) -> None:
         self.pgid = self._pgid = proc.pid
         self._proc = proc
-        self._err_path = err_path
-        self._err_start = err_start
         self._options = options
+        self._tail_bytes = tail_bytes
         self._result: ExecResult | None = None
-        # A pidfd becomes readable when the process exits, so wait() returns
-        # at once instead of polling; without one, fall back to Popen.wait.
+        self._out = out[1]
+        self._err = err[1]
+        #: Read end of each pipe still open -> where its data goes.
+        self._pipes = dict((out, err))
+        self._poller = select.poll()
+        for fd in self._pipes:
+            self._poller.register(fd, select.POLLIN)
+        self._buffer = bytearray(CHUNK_BYTES)
+        self._view = memoryview(self._buffer)
+        self._exited = False
+        self._watching_exit = False
+        # A pidfd becomes readable when the shell exits, so wait() learns of
+        # the exit at once; without one, it checks every _POLL_SLICE_SECONDS.
         self._pidfd: int | None
         try:
             self._pidfd = os.pidfd_open(proc.pid)
         except (AttributeError, OSError):
             self._pidfd = None
+        else:
+            self._poller.register(self._pidfd, select.POLLIN)
+            self._watching_exit = True
 
-    # ------------------------------------------------------------ helpers
-    def _leader_exited(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for the shell to exit. With a pidfd
-        it is left unreaped (a zombie), so its pid, which is the group id,
-        cannot be reused until we reap it."""
-        timeout = max(0.0, timeout)
-        if self._proc.returncode is not None:
-            return True
-        if self._pidfd is not None:
-            poller = select.poll()
-            poller.register(self._pidfd, select.POLLIN)
-            return bool(poller.poll(math.ceil(timeout * 1000)))
+    # ------------------------------------------------------------ copying
+    def _read(self, fd: int) -> None:
         try:
-            self._proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return False
-        return True
+            count = os.readv(fd, [self._buffer])
+        except BlockingIOError:
+            return
+        except OSError:
+            count = 0
+        if count:
+            self._pipes[fd].feed(self._view[:count])
+        else:  # EOF: every writer has closed it
+            self._close_pipe(fd)
 
-    def _finish(self, sent: int | None) -> ExecResult:
-        """Reap the shell and build the result. ``sent`` is the signal kill()
-        sent, if any."""
-        code = self._proc.wait()
+    def _close_pipe(self, fd: int) -> None:
+        del self._pipes[fd]
+        self._poller.unregister(fd)
+        os.close(fd)
+
+    def _poll(self, timeout: float) -> None:
+        """Copy what arrives within ``timeout`` seconds (one round); notes
+        the shell's exit if the pidfd says so."""
+        pidfd = self._pidfd
+        for fd, _ in self._poller.poll(max(0, math.ceil(timeout * 1000))):
+            if fd == pidfd:
+                self._exited = True
+            else:
+                self._read(fd)
+
+    def _pump(self, deadline: float) -> bool:
+        """Copy output until the shell exits (True) or ``deadline`` passes
+        (False). With a pidfd the shell is left unreaped (a zombie), so its
+        pid, which is the group id, cannot be reused until we reap it."""
+        while True:
+            if self._exited:
+                return True
+            remaining = deadline - time.monotonic()
+            if self._pidfd is None:
+                if self._proc.poll() is not None:
+                    self._exited = True
+                    return True
+                remaining = min(remaining, _POLL_SLICE_SECONDS)
+            self._poll(remaining)
+            if not self._exited and time.monotonic() >= deadline:
+                return False
+
+    def _stop_watching_exit(self) -> None:
+        """Once the shell has exited (or been SIGKILLed) its pidfd would
+        make every poll return at once: take it out."""
+        if self._watching_exit:
+            assert self._pidfd is not None
+            self._poller.unregister(self._pidfd)
+            self._watching_exit = False
+
+    def _drain(self) -> None:
+        """Copy the rest of the output. The group is dead by now, so the pipes
+        reach EOF at once, unless a process that left the group holds one:
+        give up on it after DRAIN_SECONDS."""
+        end = time.monotonic() + DRAIN_SECONDS
+        while self._pipes:
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                break
+            self._poll(remaining)
+        for fd in list(self._pipes):
+            self._close_pipe(fd)
+
+    def _close(self) -> None:
+        for fd in list(self._pipes):
+            self._close_pipe(fd)
         if self._pidfd is not None:
             os.close(self._pidfd)
             self._pidfd = None
+        self._out.close()
+        self._err.close()
+
+    def _finish(self, sent: int | None) -> ExecResult:
+        """Copy the rest of the output, reap the shell and build the result.
+        ``sent`` is the signal kill() sent, if any."""
+        try:
+            self._stop_watching_exit()
+            self._drain()
+            code = self._proc.wait()
+        finally:
+            self._close()
+        tail_bytes = self._tail_bytes
+        stdout_tail = self._out.tail(tail_bytes) if tail_bytes else None
+        stderr_tail = self._err.tail(tail_bytes) if tail_bytes else None
         if code < 0:
             sig = -code
-            result = ExecResult(signal=sig, error=f"killed by signal {_signal_text(sig)}")
+            result = ExecResult(signal=sig, error=f"killed by signal {_signal_text(sig)}",
+                                stdout_tail=stdout_tail, stderr_tail=stderr_tail)
         elif sent is not None:
             result = ExecResult(
                 exit_code=code, signal=sent,
                 error=f"stopped with {_signal_text(sent)}; the command exited with code {code}",
+                stdout_tail=stdout_tail, stderr_tail=stderr_tail,
             )
         else:
-            tail = _read_tail(self._err_path, self._options.stderr_tail_bytes,
-                              self._err_start)
-            result = ExecResult(exit_code=code, error=exit_error(code, tail))
+            error_bytes = self._options.stderr_tail_bytes
+            stderr = self._err.tail(error_bytes).strip() if error_bytes and code else ""
+            result = ExecResult(exit_code=code, error=exit_error(code, stderr),
+                                stdout_tail=stdout_tail, stderr_tail=stderr_tail)
         self._result = result
         return result
 
     # ------------------------------------------------------------ Execution
     def wait(self, timeout: float) -> ExecResult | None:
-        if self._result is None and self._leader_exited(timeout):
-            # Background processes the command left behind die with it.
-            _signal_group(self._pgid, signal.SIGKILL)
-            return self._finish(None)
-        return self._result
+        if self._result is not None:
+            return self._result
+        if not self._pump(time.monotonic() + max(0.0, timeout)):
+            return None
+        # Background processes the command left behind die with it.
+        _signal_group(self._pgid, signal.SIGKILL)
+        return self._finish(None)
 
     def kill(self, grace: float | None = None) -> ExecResult:
         """SIGTERM the group; once the shell has exited, the rest of the group
         gets what is left of ``grace`` (default: the ``kill_grace_seconds``
-        option) to exit too; then SIGKILL whatever remains."""
+        option) to exit too; then SIGKILL whatever remains. Output is copied
+        all the while, so a command that writes as it shuts down is not
+        blocked on a full pipe."""
         done = self.wait(0)
         if done is not None:
             return done
@@ -172,20 +395,21 @@ class ShellExecution(Execution):
         pgid = self._pgid
         _signal_group(pgid, signal.SIGTERM)
         sent = signal.SIGTERM
-        if self._leader_exited(grace):
+        if self._pump(deadline):
+            self._stop_watching_exit()
             self._proc.wait()  # reap, so that the group can empty
             while _signal_group(pgid, 0) and time.monotonic() < deadline:
-                time.sleep(_GROUP_POLL_SECONDS)
+                self._poll(min(_POLL_SLICE_SECONDS, deadline - time.monotonic()))
         else:
             sent = signal.SIGKILL
         _signal_group(pgid, signal.SIGKILL)
         return self._finish(sent)
 
     def __del__(self) -> None:
-        # An execution dropped while still running must not leak its pidfd.
-        pidfd = getattr(self, "_pidfd", None)
-        if pidfd is not None:
-            os.close(pidfd)
+        # An execution dropped while still running must not leak descriptors.
+        if getattr(self, "_result", True) is None:
+            with contextlib.suppress(Exception):
+                self._close()
 
 
 class ShellExecutor(Executor):
@@ -193,41 +417,108 @@ class ShellExecutor(Executor):
 
     def __init__(self, options: ShellOptions | None = None) -> None:
         self.options = options or ShellOptions()
+        self._devnull = -1
 
-    def start(self, job: Job, *, attempt: int, log_dir: Path) -> Execution:
+    def _stdin(self) -> int:
+        """/dev/null, opened once for all attempts (the child gets a copy)."""
+        if self._devnull < 0:
+            self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        return self._devnull
+
+    def close(self) -> None:
+        if self._devnull >= 0:
+            os.close(self._devnull)
+            self._devnull = -1
+
+    def __del__(self) -> None:
+        if getattr(self, "_devnull", -1) >= 0:
+            self.close()
+
+    @staticmethod
+    def _environment(job: Job, attempt: int) -> dict[bytes, bytes]:
+        env = dict(os.environb)  # bytes: no decoding and re-encoding of each entry
+        if job.env:
+            for key, value in job.env.items():
+                env[os.fsencode(key)] = os.fsencode(value)
+        env[b"QUEUECTL_JOB_ID"] = os.fsencode(job.id)
+        env[b"QUEUECTL_ATTEMPT"] = str(attempt).encode()
+        env[b"QUEUECTL_QUEUE"] = os.fsencode(job.queue)
+        return env
+
+    def start(self, job: Job, *, attempt: int, log_dir: Path, output_max_bytes: int = 0,
+              tail_bytes: int = 0) -> Execution:
         shell = self.options.shell
-        out_path = log_dir / f"attempt-{attempt}.out"
-        err_path = log_dir / f"attempt-{attempt}.err"
-        env = dict(os.environ)
-        env["QUEUECTL_JOB_ID"] = job.id
-        env["QUEUECTL_ATTEMPT"] = str(attempt)
+        paths: dict[Stream, Path] = {stream: attempt_path(log_dir, attempt, stream)
+                                     for stream in ("out", "err")}
+        files: dict[Stream, int] = {}
         try:
-            log_dir.mkdir(parents=True, exist_ok=True)
-            # The files are opened here and closed once the child has its own
-            # copies, so output never passes through (or blocks on) a pipe.
-            # Append: an attempt number can repeat (a forced stop gives the
-            # attempt back, `dlq retry` restarts the count), and earlier
-            # output must not be lost. The error tail is read from this
-            # run's own start offset.
-            with _open_private(out_path) as out, _open_private(err_path) as err:
-                err_start = err.seek(0, os.SEEK_END)
-                try:
-                    proc = subprocess.Popen(
-                        [shell, "-c", job.command],
-                        stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                        env=env, close_fds=True, start_new_session=True,
-                    )
-                except (OSError, ValueError) as exc:
-                    if isinstance(exc, FileNotFoundError):
-                        code, what = EXIT_NOT_FOUND, "shell not found"
-                    else:
-                        code, what = EXIT_CANNOT_EXECUTE, "cannot run the shell"
-                    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-                    message = f"{what}: {shell!r}: {detail} (exit {code})"
-                    err.write(f"queuectl-shell: {message}\n".encode())
-                    return FinishedExecution(ExecResult(exit_code=code, error=message))
+            try:
+                for stream, path in paths.items():
+                    # Append: earlier output of the same attempt number (if
+                    # any) must not be lost.
+                    files[stream] = open_private_append(path)
+            except FileNotFoundError:  # the caller should have created it; be lenient
+                log_dir.mkdir(parents=True, exist_ok=True)
+                for stream, path in paths.items():
+                    if stream not in files:
+                        files[stream] = open_private_append(path)
         except OSError as exc:
+            for fd in files.values():
+                os.close(fd)
             return FinishedExecution(
                 ExecResult(error=f"cannot create the attempt's log files in {log_dir}: {exc}")
             )
-        return ShellExecution(proc, err_path, err_start, self.options)
+        out = _Output(paths["out"], files["out"], output_max_bytes, tail_bytes)
+        err = _Output(paths["err"], files["err"], output_max_bytes,
+                      max(tail_bytes, self.options.stderr_tail_bytes))
+        pipes: list[int] = []
+        try:
+            out_r, out_w = os.pipe()  # both ends close-on-exec; the child gets dup2 copies
+            pipes += (out_r, out_w)
+            err_r, err_w = os.pipe()
+            pipes += (err_r, err_w)
+        except OSError as exc:
+            for fd in pipes:
+                os.close(fd)
+            out.close()
+            err.close()
+            return FinishedExecution(ExecResult(error=f"cannot create output pipes: {exc}"))
+        try:
+            proc = subprocess.Popen(
+                [shell, "-c", job.command],
+                stdin=self._stdin(), stdout=out_w, stderr=err_w, cwd=job.cwd,
+                env=self._environment(job, attempt), close_fds=True, start_new_session=True,
+            )
+        except (OSError, ValueError) as exc:
+            for fd in pipes:
+                os.close(fd)
+            return self._not_started(job, exc, out, err, tail_bytes)
+        os.close(out_w)
+        os.close(err_w)
+        return ShellExecution(proc, (out_r, out), (err_r, err), self.options, tail_bytes)
+
+    def _not_started(self, job: Job, exc: Exception, out: _Output, err: _Output,
+                     tail_bytes: int) -> FinishedExecution:
+        """The attempt's result when the shell could not be started: the
+        message also goes to the attempt's .err file."""
+        shell = self.options.shell
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        code: int | None
+        if (isinstance(exc, OSError) and job.cwd is not None and exc.filename == job.cwd
+                and (job.cwd != shell or not os.path.isdir(job.cwd))):
+            # Popen names the directory when chdir() failed in the child.
+            code, message = None, f"cannot run in {shown(job.cwd)}: {detail}"
+        else:
+            if isinstance(exc, FileNotFoundError):
+                code, what = EXIT_NOT_FOUND, "shell not found"
+            else:
+                code, what = EXIT_CANNOT_EXECUTE, "cannot run the shell"
+            message = f"{what}: {shell!r}: {detail} (exit {code})"
+        err.feed(memoryview(f"queuectl-shell: {message}\n".encode()))
+        out.close()
+        err.close()
+        return FinishedExecution(ExecResult(
+            exit_code=code, error=message,
+            stdout_tail=out.tail(tail_bytes) if tail_bytes else None,
+            stderr_tail=err.tail(tail_bytes) if tail_bytes else None,
+        ))

@@ -17,7 +17,8 @@ class ShellOptions(BaseModel):
     #: The shell that runs each command as ``<shell> -c <command>``.
     shell: str = Field(default="/bin/sh", min_length=1)
     #: How much of the end of stderr becomes the attempt's error message
-    #: when the command fails.
+    #: when the command fails (independent of the ``output_tail_bytes``
+    #: setting, which sizes the result's ``stdout_tail`` / ``stderr_tail``).
     stderr_tail_bytes: int = Field(default=4096, ge=0, le=MAX_STDERR_TAIL_BYTES)
     #: Seconds between SIGTERM and SIGKILL when a command is stopped and the
     #: caller does not pass its own grace period.

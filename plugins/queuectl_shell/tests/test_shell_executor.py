@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -10,12 +11,14 @@ import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 import queuectl_shell
 from queuectl_core.executor import Execution
+from queuectl_core.joblogs import attempt_path, dropped_bytes, read_chunks, rotated_path
 from queuectl_core.models import ExecResult, Job
 from queuectl_core.plugins import build_plugins
 from queuectl_core.registry import PluginContext
@@ -25,9 +28,9 @@ from queuectl_shell.options import ShellOptions
 DEADLINE = 15.0  # generous: some inits reap orphaned zombies only every few seconds
 
 
-def make_job(command: str, job_id: str = "job-1") -> Job:
+def make_job(command: str, job_id: str = "job-1", **fields: Any) -> Job:
     return Job(id=job_id, command=command, state="processing", max_retries=3,
-               run_at=0, created_at=0, updated_at=0)
+               run_at=0, created_at=0, updated_at=0, **fields)
 
 
 def run(execution: Execution, limit: float = DEADLINE) -> ExecResult:
@@ -235,12 +238,12 @@ def test_kill_escalates_to_sigkill(executor: ShellExecutor, logs: Path,
                                    started: list[Execution]) -> None:
     # Ignored signals stay ignored across exec, so neither sh nor sleep
     # reacts to SIGTERM.
-    execution = executor.start(make_job("trap '' TERM; sleep 60; echo never"), attempt=1,
-                               log_dir=logs)
+    execution = executor.start(make_job("trap '' TERM; echo ready; sleep 60; echo never"),
+                               attempt=1, log_dir=logs)
     started.append(execution)
     pgid = execution.pgid
     assert pgid is not None
-    assert execution.wait(0.2) is None  # let the trap be set
+    wait_for_output(execution, logs / "attempt-1.out", b"ready\n")  # the trap is set
     begin = time.monotonic()
     result = execution.kill(0.3)
     assert time.monotonic() - begin < 5.0
@@ -251,10 +254,10 @@ def test_kill_escalates_to_sigkill(executor: ShellExecutor, logs: Path,
 
 def test_kill_when_command_exits_itself_on_sigterm(executor: ShellExecutor, logs: Path,
                                                    started: list[Execution]) -> None:
-    command = "trap 'exit 0' TERM; while :; do sleep 0.05; done"
+    command = "trap 'exit 0' TERM; echo ready; while :; do sleep 0.05; done"
     execution = executor.start(make_job(command), attempt=1, log_dir=logs)
     started.append(execution)
-    assert execution.wait(0.2) is None
+    wait_for_output(execution, logs / "attempt-1.out", b"ready\n")
     result = execution.kill(5.0)
     # A command stopped by kill() is never reported as a success.
     assert not result.ok
@@ -263,9 +266,10 @@ def test_kill_when_command_exits_itself_on_sigterm(executor: ShellExecutor, logs
 
 def test_kill_uses_option_grace_by_default(logs: Path, started: list[Execution]) -> None:
     executor = ShellExecutor(ShellOptions(kill_grace_seconds=0.2))
-    execution = executor.start(make_job("trap '' TERM; sleep 60"), attempt=1, log_dir=logs)
+    execution = executor.start(make_job("trap '' TERM; echo ready; sleep 60"), attempt=1,
+                               log_dir=logs)
     started.append(execution)
-    assert execution.wait(0.2) is None
+    wait_for_output(execution, logs / "attempt-1.out", b"ready\n")
     begin = time.monotonic()
     assert execution.kill().signal == signal.SIGKILL
     assert time.monotonic() - begin < 5.0
@@ -390,3 +394,398 @@ def test_repeated_attempt_number_appends_and_reads_only_its_own_stderr(tmp_path:
     result = run(second)
     assert result.error == "command exited with code 2"
     assert (tmp_path / "attempt-1.out").read_text() == "one\ntwo\n"
+
+
+# ---------------------------------------------------------------- helpers (I/O)
+
+MiB = 1024 * 1024
+
+
+def wait_for_output(execution: Execution, path: Path, text: bytes,
+                    limit: float = DEADLINE) -> None:
+    """Drive the execution (wait() copies the output) until ``path``
+    contains ``text``; the command must still be running then."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        assert execution.wait(0.05) is None, "the command ended too early"
+        if path.exists() and text in path.read_bytes():
+            return
+    pytest.fail(f"{text!r} did not appear in {path.name} in time")
+
+
+def kept(live: Path) -> bytes:
+    return b"".join(read_chunks(live))
+
+
+def on_disk(live: Path) -> int:
+    return sum(p.stat().st_size for p in (live, rotated_path(live)) if p.exists())
+
+
+def numbered_lines(count: int) -> bytes:
+    return b"".join(b"%08d\n" % i for i in range(count))
+
+
+def python_command(code: str) -> str:
+    """A command line running ``code`` with this test's Python."""
+    return f"{shlex.quote(sys.executable)} -c {shlex.quote(code)}"
+
+
+def count_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+# ---------------------------------------------------------------- cwd and env
+
+def test_runs_in_worker_directory_by_default(executor: ShellExecutor, logs: Path) -> None:
+    result = run(executor.start(make_job("pwd -P"), attempt=1, log_dir=logs))
+    assert result.ok
+    assert (logs / "attempt-1.out").read_text() == f"{Path.cwd().resolve()}\n"
+
+
+def test_runs_in_job_cwd(executor: ShellExecutor, logs: Path, tmp_path: Path) -> None:
+    workdir = tmp_path / "work dir ✓"
+    workdir.mkdir()
+    (workdir / "input.txt").write_text("data\n")
+    result = run(executor.start(make_job("pwd -P; cat input.txt", cwd=str(workdir)),
+                                attempt=1, log_dir=logs))
+    assert result.ok, result.error
+    assert (logs / "attempt-1.out").read_text() == f"{workdir.resolve()}\ndata\n"
+
+
+def test_missing_cwd_fails_naming_it(executor: ShellExecutor, logs: Path,
+                                     tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    execution = executor.start(make_job("echo never", cwd=str(missing)), attempt=1,
+                               log_dir=logs, tail_bytes=4096)
+    assert execution.pgid is None
+    result = execution.wait(0)
+    assert result is not None
+    assert not result.ok
+    assert result.error == f"cannot run in {missing}: No such file or directory"
+    assert (logs / "attempt-1.err").read_text() == f"queuectl-shell: {result.error}\n"
+    assert result.stderr_tail == f"queuectl-shell: {result.error}\n"
+    assert result.stdout_tail == ""
+    assert (logs / "attempt-1.out").read_bytes() == b""
+    assert execution.kill() == result
+
+
+def test_cwd_that_is_a_file_fails_naming_it(executor: ShellExecutor, logs: Path,
+                                            tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    result = executor.start(make_job("echo never", cwd=str(not_a_dir)), attempt=1,
+                            log_dir=logs).wait(0)
+    assert result is not None and not result.ok
+    assert result.error == f"cannot run in {not_a_dir}: Not a directory"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may enter any directory")
+def test_unusable_cwd_fails_naming_it(executor: ShellExecutor, logs: Path,
+                                      tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o000)
+    try:
+        result = executor.start(make_job("echo never", cwd=str(locked)), attempt=1,
+                                log_dir=logs).wait(0)
+    finally:
+        locked.chmod(0o700)
+    assert result is not None and not result.ok
+    assert result.error == f"cannot run in {locked}: Permission denied"
+
+
+def test_cwd_error_is_one_line(executor: ShellExecutor, logs: Path, tmp_path: Path) -> None:
+    odd = tmp_path / "new\nline"
+    result = executor.start(make_job("true", cwd=str(odd)), attempt=1, log_dir=logs).wait(0)
+    assert result is not None and result.error is not None
+    assert "\n" not in result.error
+    assert result.error.startswith("cannot run in ")
+
+
+def test_job_env_and_queuectl_variables(executor: ShellExecutor, logs: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUEUECTL_TEST_FROM_WORKER", "worker")
+    monkeypatch.setenv("QUEUECTL_TEST_OVERRIDDEN", "worker")
+    job = make_job(
+        'printf "%s|%s|%s|%s|%s|%s|%s" "$QUEUECTL_TEST_FROM_WORKER" "$QUEUECTL_TEST_OVERRIDDEN" '
+        '"$GREETING" "$QUEUECTL_JOB_ID" "$QUEUECTL_ATTEMPT" "$QUEUECTL_QUEUE" "$EMPTY"',
+        job_id="job-env", queue="reports",
+        env={"QUEUECTL_TEST_OVERRIDDEN": "job", "GREETING": "héllo wörld", "EMPTY": "",
+             "QUEUECTL_QUEUE": "not-this-one"},
+    )
+    result = run(executor.start(job, attempt=7, log_dir=logs))
+    assert result.ok, result.error
+    assert (logs / "attempt-7.out").read_text() == (
+        "worker|job|héllo wörld|job-env|7|reports|")
+
+
+def test_default_queue_variable(executor: ShellExecutor, logs: Path) -> None:
+    result = run(executor.start(make_job('printf %s "$QUEUECTL_QUEUE"'), attempt=1,
+                                log_dir=logs))
+    assert result.ok
+    assert (logs / "attempt-1.out").read_text() == "default"
+
+
+# ---------------------------------------------------------------- streaming and caps
+
+def test_output_is_streamed_while_the_command_runs(executor: ShellExecutor, logs: Path,
+                                                  tmp_path: Path,
+                                                  started: list[Execution]) -> None:
+    command = "echo first; echo to-err >&2; while [ ! -e go ]; do sleep 0.02; done; echo second"
+    execution = executor.start(make_job(command, cwd=str(tmp_path)), attempt=1, log_dir=logs)
+    started.append(execution)
+    wait_for_output(execution, logs / "attempt-1.out", b"first\n")
+    wait_for_output(execution, logs / "attempt-1.err", b"to-err\n")
+    (tmp_path / "go").touch()
+    assert run(execution).ok
+    assert (logs / "attempt-1.out").read_text() == "first\nsecond\n"
+    assert (logs / "attempt-1.err").read_text() == "to-err\n"
+
+
+def test_cap_keeps_newest_output_in_order(executor: ShellExecutor, logs: Path) -> None:
+    lines = 600_000  # 9 bytes each: 5.4 MB per stream
+    code = ("import sys\n"
+            f"for i in range({lines}):\n"
+            "    line = '%08d\\n' % i\n"
+            "    sys.stdout.write(line)\n"
+            "    sys.stderr.write(line)\n")
+    result = run(executor.start(make_job(python_command(code)), attempt=1, log_dir=logs,
+                                output_max_bytes=MiB, tail_bytes=18), limit=120)
+    assert result.ok, result.error
+    expected = numbered_lines(lines)
+    for stream in ("out", "err"):
+        live = attempt_path(logs, 1, stream)
+        assert on_disk(live) <= MiB
+        data = kept(live)
+        assert len(data) >= MiB // 2
+        assert expected.endswith(data)
+        assert dropped_bytes(live) == len(expected) - len(data)
+    assert result.stdout_tail == result.stderr_tail == "00599998\n00599999\n"
+
+
+@pytest.mark.parametrize("cap", [1, 2, 3, 10, 4096, 100_000, 300_000])
+def test_cap_invariants_for_any_cap(executor: ShellExecutor, logs: Path, cap: int) -> None:
+    lines = 50_000  # 450 kB, in pipe-sized and odd-sized pieces
+    code = ("import os\n"
+            f"data = b''.join(b'%08d\\n' % i for i in range({lines}))\n"
+            "pos, size = 0, 1\n"
+            "while pos < len(data):\n"
+            "    os.write(1, data[pos:pos + size])\n"
+            "    pos += size\n"
+            "    size = size * 7 % 100_003 + 1\n")
+    result = run(executor.start(make_job(python_command(code)), attempt=1, log_dir=logs,
+                                output_max_bytes=cap), limit=120)
+    assert result.ok, result.error
+    expected = numbered_lines(lines)
+    live = attempt_path(logs, 1, "out")
+    data = kept(live)
+    assert on_disk(live) <= cap
+    assert len(data) >= min(cap // 2, len(expected))
+    assert expected.endswith(data)
+    assert dropped_bytes(live) == len(expected) - len(data)
+
+
+def test_no_cap_keeps_everything(executor: ShellExecutor, logs: Path) -> None:
+    result = run(executor.start(make_job("head -c 3000000 /dev/zero"), attempt=1,
+                                log_dir=logs, output_max_bytes=0))
+    assert result.ok
+    live = attempt_path(logs, 1, "out")
+    assert live.stat().st_size == 3_000_000
+    assert not rotated_path(live).exists()
+    assert dropped_bytes(live) == 0
+
+
+def test_cap_when_appending_to_existing_output(executor: ShellExecutor, logs: Path) -> None:
+    first = numbered_lines(30_000)  # 270 kB
+    second = b"".join(b"%08d\n" % i for i in range(30_000, 50_000))  # 180 kB
+    for code in ("import sys; sys.stdout.write(''.join('%08d\\n' % i for i in range(30000)))",
+                 "import sys; sys.stdout.write(''.join('%08d\\n' % i "
+                 "for i in range(30000, 50000)))"):
+        result = run(executor.start(make_job(python_command(code)), attempt=1, log_dir=logs,
+                                    output_max_bytes=200_000))
+        assert result.ok, result.error
+    live = attempt_path(logs, 1, "out")
+    data = kept(live)
+    assert on_disk(live) <= 200_000
+    assert len(data) >= 100_000
+    assert (first + second).endswith(data)
+    assert dropped_bytes(live) == len(first) + len(second) - len(data)
+
+
+# ---------------------------------------------------------------- tails
+
+def test_tails_hold_the_end_of_each_stream(executor: ShellExecutor, logs: Path) -> None:
+    command = "echo out-1; echo out-2; echo err-1 >&2; echo err-2 >&2; exit 3"
+    result = run(executor.start(make_job(command), attempt=1, log_dir=logs, tail_bytes=6))
+    assert result.stdout_tail == "out-2\n"
+    assert result.stderr_tail == "err-2\n"
+    assert result.error == "err-1\nerr-2"  # from stderr_tail_bytes, not tail_bytes
+    result = run(executor.start(make_job(command), attempt=2, log_dir=logs, tail_bytes=4096))
+    assert result.stdout_tail == "out-1\nout-2\n"
+    assert result.stderr_tail == "err-1\nerr-2\n"
+
+
+def test_tails_are_none_when_tail_bytes_is_zero(executor: ShellExecutor, logs: Path) -> None:
+    result = run(executor.start(make_job("echo out; echo err >&2; exit 1"), attempt=1,
+                                log_dir=logs, tail_bytes=0))
+    assert result.stdout_tail is None and result.stderr_tail is None
+    assert result.error == "err"
+
+
+def test_tails_are_empty_strings_without_output(executor: ShellExecutor, logs: Path) -> None:
+    result = run(executor.start(make_job("true"), attempt=1, log_dir=logs, tail_bytes=10))
+    assert result == ExecResult(exit_code=0, stdout_tail="", stderr_tail="")
+
+
+@pytest.mark.parametrize(("tail_bytes", "expected"),
+                         [(1, ""), (2, "é"), (3, "é"), (5, "éé"), (6, "ééé"), (100, "ééé"),
+                          (7, "ééé"), (8, "ééé"), (9, "✓ééé"), (10, "✓ééé"),
+                          (11, "✓ééé"), (12, "日✓ééé")])
+def test_tails_cut_at_character_boundaries(executor: ShellExecutor, logs: Path,
+                                           tail_bytes: int, expected: str) -> None:
+    text = "日✓ééé"  # 3 + 3 + 2 + 2 + 2 bytes
+    command = f"printf '%s' '{text}'; printf '%s' '{text}' >&2"
+    result = run(executor.start(make_job(command), attempt=1, log_dir=logs,
+                                tail_bytes=tail_bytes))
+    assert result.ok
+    if tail_bytes >= len(text.encode()):
+        expected = text
+    assert result.stdout_tail == expected
+    assert result.stderr_tail == expected
+
+
+def test_tail_of_invalid_utf8_is_replaced(executor: ShellExecutor, logs: Path) -> None:
+    result = run(executor.start(make_job("printf 'ab\\377\\376cd'"), attempt=1, log_dir=logs,
+                                tail_bytes=100))
+    assert result.stdout_tail == "ab\ufffd\ufffdcd"
+
+
+def test_tails_of_huge_output_are_bounded(executor: ShellExecutor, logs: Path) -> None:
+    command = "head -c 5000000 /dev/zero | tr '\\0' x; echo END"
+    tracemalloc.start()
+    try:
+        result = run(executor.start(make_job(command), attempt=1, log_dir=logs,
+                                    tail_bytes=1000, output_max_bytes=MiB))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.ok
+    assert result.stdout_tail is not None
+    assert len(result.stdout_tail) == 1000 and result.stdout_tail.endswith("xxxEND\n")
+    assert peak < MiB
+
+
+# ---------------------------------------------------------------- stragglers and kill
+
+def test_escaped_process_holding_stdout_does_not_hang_wait(executor: ShellExecutor,
+                                                           logs: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "escaped.pid"
+    code = ("import os, sys, time\n"
+            "os.setsid()\n"
+            f"with open({str(marker) + '.tmp'!r}, 'w') as f: f.write(str(os.getpid()))\n"
+            f"os.rename({str(marker) + '.tmp'!r}, {str(marker)!r})\n"
+            "time.sleep(60)\n")
+    command = (f"{python_command(code)} & "
+               f"while [ ! -e {shlex.quote(str(marker))} ]; do sleep 0.02; done; "
+               "echo leader-done")
+    execution = executor.start(make_job(command), attempt=1, log_dir=logs)
+    try:
+        begin = time.monotonic()
+        result = run(execution, limit=30)
+        elapsed = time.monotonic() - begin
+        assert result.ok, result.error
+        assert (logs / "attempt-1.out").read_text() == "leader-done\n"
+        assert elapsed < 10, "wait() must not wait for the escaped process"
+    finally:
+        deadline = time.monotonic() + DEADLINE
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if marker.exists():
+            os.kill(int(marker.read_text()), signal.SIGKILL)
+
+
+def test_kill_during_heavy_output(executor: ShellExecutor, logs: Path,
+                                  started: list[Execution]) -> None:
+    execution = executor.start(make_job("yes; yes >&2"), attempt=1, log_dir=logs,
+                               output_max_bytes=MiB, tail_bytes=10)
+    started.append(execution)
+    pgid = execution.pgid
+    assert pgid is not None
+    wait_for_output(execution, logs / "attempt-1.out", b"y\ny\n")
+    result = execution.kill(5.0)
+    assert result.signal == signal.SIGTERM
+    assert result.stdout_tail is not None and set(result.stdout_tail) <= {"y", "\n"}
+    assert group_gone(pgid)
+    live = attempt_path(logs, 1, "out")
+    assert on_disk(live) <= MiB
+    assert set(kept(live)) <= set(b"y\n")
+
+
+def test_kill_keeps_copying_output_during_grace(executor: ShellExecutor, logs: Path,
+                                                started: list[Execution]) -> None:
+    # The TERM handler writes far more than a pipe holds: unless kill()
+    # copies while it waits, the handler blocks and gets SIGKILLed.
+    command = ("trap 'head -c 3000000 /dev/zero; echo done-after-term; exit 0' TERM; "
+               "echo ready; while :; do sleep 0.05; done")
+    execution = executor.start(make_job(command), attempt=1, log_dir=logs)
+    started.append(execution)
+    wait_for_output(execution, logs / "attempt-1.out", b"ready\n")
+    result = execution.kill(60.0)
+    assert result.signal == signal.SIGTERM
+    assert result.exit_code == 0
+    out = (logs / "attempt-1.out").read_bytes()
+    assert len(out) == 6 + 3_000_000 + 16
+    assert out.endswith(b"\0done-after-term\n")
+
+
+def test_no_descriptor_leaks(executor: ShellExecutor, logs: Path, tmp_path: Path) -> None:
+    commands = ["true", "echo out; echo err >&2", "exit 3", "head -c 200000 /dev/zero",
+                "sleep 60 & echo bg"]
+    run(executor.start(make_job("true"), attempt=1, log_dir=logs))  # opens /dev/null once
+    before = count_fds()
+    executions = []
+    for i in range(200):
+        kind = i % 7
+        if kind < len(commands):
+            execution = executor.start(make_job(commands[kind]), attempt=i, log_dir=logs,
+                                       output_max_bytes=100_000, tail_bytes=100)
+            run(execution)
+        elif kind == 5:
+            execution = executor.start(make_job("true", cwd=str(tmp_path / "missing")),
+                                       attempt=i, log_dir=logs)
+            assert execution.wait(0) is not None
+        else:
+            execution = executor.start(make_job("echo ready; sleep 60"), attempt=i,
+                                       log_dir=logs)
+            wait_for_output(execution, attempt_path(logs, i, "out"), b"ready")
+            execution.kill(0)
+        executions.append(execution)  # kept alive: closing must not rely on __del__
+    assert count_fds() == before
+
+
+def test_without_pidfd(logs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                       started: list[Execution]) -> None:
+    """Where there is no pidfd (not Linux), the exit is found by polling."""
+    monkeypatch.delattr(os, "pidfd_open", raising=False)
+    executor = ShellExecutor()
+    result = run(executor.start(make_job("echo out; echo err >&2; sleep 60 & exit 3"),
+                                attempt=1, log_dir=logs, tail_bytes=100))
+    assert (result.exit_code, result.error) == (3, "err")
+    assert (result.stdout_tail, result.stderr_tail) == ("out\n", "err\n")
+
+    command = "echo first; while [ ! -e go ]; do sleep 0.02; done; echo second"
+    execution = executor.start(make_job(command, cwd=str(tmp_path)), attempt=2, log_dir=logs)
+    started.append(execution)
+    wait_for_output(execution, logs / "attempt-2.out", b"first\n")
+    (tmp_path / "go").touch()
+    assert run(execution).ok
+    assert (logs / "attempt-2.out").read_text() == "first\nsecond\n"
+
+    execution = executor.start(make_job("trap '' TERM; yes"), attempt=3, log_dir=logs,
+                               output_max_bytes=MiB)
+    started.append(execution)
+    pgid = execution.pgid
+    assert pgid is not None
+    wait_for_output(execution, logs / "attempt-3.out", b"y\ny\n")  # the trap is set
+    result = execution.kill(0.2)
+    assert result.signal == signal.SIGKILL
+    assert group_gone(pgid)

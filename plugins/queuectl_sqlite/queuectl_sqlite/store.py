@@ -6,6 +6,14 @@ before reading, so the claim's ``UPDATE ... WHERE seq = (SELECT ...)
 RETURNING`` sees and changes the row while no other process can write:
 two workers can never take the same job. Waiting for the lock is bounded by
 the busy timeout.
+
+Claim cost: the claim looks at claimable jobs only (partial indexes), one
+queue at a time: for each queue it may take from (those asked for, or every
+queue that has claimable jobs, found by a loose index scan), less the paused
+ones, it seeks the best due job in that queue, then takes the best of those
+few. Finished jobs, and waiting jobs in paused or other queues, therefore
+cost nothing; the cost grows only with the number of queues that have
+waiting jobs (one index seek or two each).
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ from queuectl_core.errors import (
     StorageError,
 )
 from queuectl_core.models import (
+    CLAIMABLE_STATES,
+    FINISHED_STATES,
     Attempt,
     Claim,
     ExecResult,
@@ -34,10 +44,43 @@ from queuectl_core.models import (
     NewJob,
     WorkerInfo,
 )
-from queuectl_core.storage import INTERRUPTED_ATTEMPT_ERROR, LOST_ATTEMPT_ERROR, Storage
+from queuectl_core.storage import (
+    CANCELLED_ERROR,
+    INTERRUPTED_ATTEMPT_ERROR,
+    LOST_ATTEMPT_ERROR,
+    Storage,
+)
 
-SCHEMA_VERSION = 1
+#: Version 1: the first release. Version 2: named queues (and pausing them),
+#: cancellation, per-job timeout/cwd/env/retry, output tails on attempts,
+#: attempt numbers over a job's whole history, purge.
+SCHEMA_VERSION = 2
 
+_CLAIMABLE = "state IN ('pending', 'failed')"
+_FINISHED = "state IN ('completed', 'dead', 'cancelled')"
+#: When a finished job finished, for ``purge`` (imported jobs may lack
+#: ``finished_at``). Queries must spell it exactly so to use jobs_finished.
+_DONE_AT = "coalesce(finished_at, updated_at)"
+
+#: Indexes (and the paused queues) of schema version 2: a new store and the
+#: 1 -> 2 upgrade both run these. Partial indexes hold only the rows their
+#: queries can want, so finished jobs piling up slow neither claims,
+#: ``next_run_at`` nor a retention purge. Queries name them with INDEXED BY:
+#: without statistics the planner could pick jobs_state and sort every
+#: claimable job on each claim.
+_V2_OBJECTS = f"""
+CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (queue, priority DESC, run_at, seq)
+    WHERE {_CLAIMABLE};
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs (queue, run_at) WHERE {_CLAIMABLE};
+CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (lease_expires_at) WHERE state = 'processing';
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (state, {_DONE_AT}, seq) WHERE {_FINISHED};
+CREATE INDEX IF NOT EXISTS attempts_job ON attempts (job_id, rowid);
+CREATE TABLE IF NOT EXISTS paused_queues (queue TEXT PRIMARY KEY) WITHOUT ROWID;
+"""
+
+#: A new store. The columns added in version 2 come last, in the order the
+#: upgrade from version 1 adds them, so both give the same tables.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     seq              INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -56,16 +99,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     claim_token      TEXT,
     lease_expires_at INTEGER,
     last_error       TEXT,
-    exit_code        INTEGER
+    exit_code        INTEGER,
+    queue            TEXT NOT NULL DEFAULT 'default',
+    timeout          REAL,
+    cwd              TEXT,
+    env              TEXT,
+    retry            TEXT,
+    cancel_requested_at INTEGER
 );
--- Claim order, over claimable jobs only: finished jobs never slow a claim.
--- Queries name it with INDEXED BY: without statistics the planner would
--- pick jobs_state and sort every claimable job on each claim.
-CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (priority DESC, run_at, seq)
-    WHERE state IN ('pending', 'failed');
-CREATE INDEX IF NOT EXISTS jobs_due ON jobs (run_at) WHERE state IN ('pending', 'failed');
-CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (lease_expires_at) WHERE state = 'processing';
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
 CREATE TABLE IF NOT EXISTS attempts (
     rowid        INTEGER PRIMARY KEY,
     job_id       TEXT NOT NULL,
@@ -77,9 +118,10 @@ CREATE TABLE IF NOT EXISTS attempts (
     outcome      TEXT NOT NULL,
     exit_code    INTEGER,
     signal       INTEGER,
-    error        TEXT
+    error        TEXT,
+    stdout_tail  TEXT,
+    stderr_tail  TEXT
 );
-CREATE INDEX IF NOT EXISTS attempts_job ON attempts (job_id, rowid);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS workers (
     id           TEXT PRIMARY KEY,
@@ -90,24 +132,136 @@ CREATE TABLE IF NOT EXISTS workers (
     current_job  TEXT,
     job_pgid     INTEGER
 );
+""" + _V2_OBJECTS
+
+#: In-place upgrades, by the version they start from; each runs inside the
+#: opening transaction, with the version bump. ``ALTER TABLE ... ADD COLUMN``
+#: rewrites no rows; only the new and rebuilt indexes read the table.
+_UPGRADES: dict[int, str] = {
+    1: """
+ALTER TABLE jobs ADD COLUMN queue TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE jobs ADD COLUMN timeout REAL;
+ALTER TABLE jobs ADD COLUMN cwd TEXT;
+ALTER TABLE jobs ADD COLUMN env TEXT;
+ALTER TABLE jobs ADD COLUMN retry TEXT;
+ALTER TABLE jobs ADD COLUMN cancel_requested_at INTEGER;
+ALTER TABLE attempts ADD COLUMN stdout_tail TEXT;
+ALTER TABLE attempts ADD COLUMN stderr_tail TEXT;
+DROP INDEX IF EXISTS jobs_ready;
+DROP INDEX IF EXISTS jobs_due;
+""" + _V2_OBJECTS,
+}
+
+# ------------------------------------------------------------------ claim SQL
+#
+# The queues a claim (or next_run_at) may take from, as the CTE ``open_q``:
+# the queues named in the JSON array parameter :queues, or every queue with
+# claimable jobs (a loose index scan over jobs_due: one seek per queue), in
+# both cases less the paused ones.
+
+_ANY_QUEUE_CTE = f"""WITH RECURSIVE
+  seen(name) AS (
+    SELECT (SELECT queue FROM jobs INDEXED BY jobs_due WHERE {_CLAIMABLE}
+            ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT queue FROM jobs INDEXED BY jobs_due WHERE {_CLAIMABLE} AND queue > seen.name
+            ORDER BY queue LIMIT 1)
+    FROM seen WHERE seen.name IS NOT NULL
+  ),
+  open_q(name) AS (
+    SELECT name FROM seen
+    WHERE name IS NOT NULL AND name NOT IN (SELECT queue FROM paused_queues)
+  )
 """
 
-_CLAIMABLE = "state IN ('pending', 'failed')"
-#: The next due job (parameter: now), in claim order.
-NEXT_DUE_SQL = (
-    f"SELECT seq FROM jobs INDEXED BY jobs_ready WHERE {_CLAIMABLE} AND run_at <= ?"
-    " ORDER BY priority DESC, run_at, seq LIMIT 1"
+_LISTED_QUEUE_CTE = """WITH
+  open_q(name) AS (
+    SELECT DISTINCT value FROM json_each(:queues)
+    WHERE value NOT IN (SELECT queue FROM paused_queues)
+  )
+"""
+
+#: The best due job (parameter :now) of each open queue, then the best of
+#: those, in claim order.
+_PICK = f"""SELECT seq FROM jobs WHERE seq IN (
+    SELECT (SELECT seq FROM jobs INDEXED BY jobs_ready
+            WHERE {_CLAIMABLE} AND queue = open_q.name AND run_at <= :now
+            ORDER BY priority DESC, run_at, seq LIMIT 1)
+    FROM open_q)
+  ORDER BY priority DESC, run_at, seq LIMIT 1"""
+
+#: The next due job, in claim order, from any queue that is not paused
+#: (parameter :now) or only from those in :queues (a JSON array).
+NEXT_DUE_SQL = _ANY_QUEUE_CTE + _PICK
+NEXT_DUE_LISTED_SQL = _LISTED_QUEUE_CTE + _PICK
+
+_EARLIEST = f"""SELECT min((SELECT run_at FROM jobs INDEXED BY jobs_due
+                    WHERE {_CLAIMABLE} AND queue = open_q.name ORDER BY run_at LIMIT 1))
+  FROM open_q"""
+NEXT_RUN_AT_SQL = _ANY_QUEUE_CTE + _EARLIEST
+NEXT_RUN_AT_LISTED_SQL = _LISTED_QUEUE_CTE + _EARLIEST
+
+_CLAIM_SET = (
+    "UPDATE jobs SET state = 'processing', attempts = attempts + 1,"
+    " worker_id = :worker, claim_token = :token, lease_expires_at = :lease,"
+    " started_at = :now, finished_at = NULL, updated_at = :now"
 )
+#: The claim: one statement, picking and taking the job.
+CLAIM_SQL = f"{_CLAIM_SET} WHERE seq = ({NEXT_DUE_SQL}) RETURNING *"
+CLAIM_LISTED_SQL = f"{_CLAIM_SET} WHERE seq = ({NEXT_DUE_LISTED_SQL}) RETURNING *"
+
+#: The attempt a claim opens, numbered after the job's whole history.
+_OPEN_ATTEMPT_SQL = (
+    "INSERT INTO attempts (job_id, number, claim_token, worker_id, started_at, outcome)"
+    " VALUES (:job, 1 + (SELECT count(*) FROM attempts WHERE job_id = :job), :token,"
+    " :worker, :now, 'running') RETURNING number"
+)
+
+#: Finished jobs in one state (:state), oldest first, for purge; with
+#: :before (epoch ms) only those finished earlier. -1 as :limit: no limit.
+PURGE_OLDEST_SQL = (
+    f"SELECT seq, id, {_DONE_AT} AS done FROM jobs INDEXED BY jobs_finished"
+    f" WHERE {_FINISHED} AND state = :state AND {_DONE_AT} < :before"
+    f" ORDER BY {_DONE_AT}, seq LIMIT :limit"
+)
+_PURGE_ALL_SQL = (
+    f"SELECT seq, id, {_DONE_AT} AS done FROM jobs INDEXED BY jobs_finished"
+    f" WHERE {_FINISHED} AND state = :state ORDER BY {_DONE_AT}, seq LIMIT :limit"
+)
+_PURGE_IDS_SQL = (
+    f"SELECT seq, id, {_DONE_AT} AS done, state FROM jobs"
+    " WHERE id IN (SELECT value FROM json_each(:ids))"
+)
+
 _JOB_FIELDS = Job.field_names()
 _ATTEMPT_FIELDS = Attempt.field_names()
+_JSON_FIELDS = ("env", "retry")
+
+
+def _to_json(value: dict[str, Any] | None) -> str | None:
+    if value is None:
+        return None
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _job(row: sqlite3.Row) -> Job:
-    return Job(**{k: row[k] for k in _JOB_FIELDS})
+    data = {k: row[k] for k in _JOB_FIELDS}
+    for key in _JSON_FIELDS:
+        if data[key] is not None:
+            data[key] = json.loads(data[key])
+    return Job(**data)
 
 
 def _attempt(row: sqlite3.Row) -> Attempt:
     return Attempt(**{k: row[k] for k in _ATTEMPT_FIELDS})
+
+
+def _run_script(conn: sqlite3.Connection, script: str) -> None:
+    """Run ``;``-separated statements one by one (``executescript`` would
+    commit the open transaction first)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
 
 
 class SqliteStorage(Storage):
@@ -144,6 +298,8 @@ class SqliteStorage(Storage):
 
     # ---------------------------------------------------------- plumbing
     def _migrate(self) -> None:
+        """Create the schema in a new file, or upgrade an older one in place,
+        in one transaction (a crash leaves the old version, whole)."""
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         if version == SCHEMA_VERSION:
             return
@@ -152,13 +308,17 @@ class SqliteStorage(Storage):
                 f"SQLite database {self.path} has schema version {version}, newer than this "
                 f"queuectl understands ({SCHEMA_VERSION}); upgrade queuectl"
             )
-        with self._write():
-            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-            if version < SCHEMA_VERSION:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        self.conn.execute(statement)
-                self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        with self._write() as conn:
+            # Another process may have done it while we waited for the lock.
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version >= SCHEMA_VERSION:
+                return
+            if version == 0:
+                _run_script(conn, _SCHEMA)
+            else:
+                for step in range(version, SCHEMA_VERSION):
+                    _run_script(conn, _UPGRADES[step])
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -194,14 +354,16 @@ class SqliteStorage(Storage):
             seen.add(job.id)
         rows = [
             (j.id, j.command, JobState.PENDING.value, j.max_retries, j.priority, j.run_at,
-             j.created_at, j.created_at)
+             j.created_at, j.created_at, j.queue, j.timeout, j.cwd, _to_json(j.env),
+             _to_json(j.retry))
             for j in jobs
         ]
         try:
             with self._write() as conn:
                 conn.executemany(
                     "INSERT INTO jobs (id, command, state, attempts, max_retries, priority,"
-                    " run_at, created_at, updated_at) VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?)",
+                    " run_at, created_at, updated_at, queue, timeout, cwd, env, retry)"
+                    " VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
         except sqlite3.IntegrityError:
@@ -220,14 +382,17 @@ class SqliteStorage(Storage):
                 for job, history in records:
                     data = job.as_dict()
                     data["state"] = job.state.value
+                    for key in _JSON_FIELDS:
+                        data[key] = _to_json(data[key])
                     conn.execute(f"INSERT INTO jobs ({columns}) VALUES ({marks})",
                                  [data[k] for k in _JOB_FIELDS])
                     conn.executemany(
                         "INSERT INTO attempts (job_id, number, claim_token, worker_id,"
-                        " started_at, finished_at, outcome, exit_code, signal, error)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " started_at, finished_at, outcome, exit_code, signal, error,"
+                        " stdout_tail, stderr_tail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [(a.job_id, a.number, uuid.uuid4().hex, a.worker_id, a.started_at,
-                          a.finished_at, a.outcome, a.exit_code, a.signal, a.error)
+                          a.finished_at, a.outcome, a.exit_code, a.signal, a.error,
+                          a.stdout_tail, a.stderr_tail)
                          for a in history],
                     )
         except sqlite3.IntegrityError:
@@ -254,50 +419,66 @@ class SqliteStorage(Storage):
         ).fetchall()
         return [_attempt(r) for r in rows]
 
-    def list_jobs(self, state: JobState | None = None, limit: int | None = None) -> list[Job]:
-        sql = "SELECT * FROM jobs"
+    def list_jobs(self, state: JobState | None = None, limit: int | None = None, *,
+                  queue: str | None = None) -> list[Job]:
+        terms: list[str] = []
         params: list[Any] = []
         if state is not None:
-            sql += " WHERE state = ?"
+            terms.append("state = ?")
             params.append(state.value)
+        if queue is not None:
+            terms.append("queue = ?")
+            params.append(queue)
+        sql = "SELECT * FROM jobs"
+        if terms:
+            sql += " WHERE " + " AND ".join(terms)
         sql += " ORDER BY seq"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
         return [_job(r) for r in self.conn.execute(sql, params)]
 
-    def counts(self) -> dict[JobState, int]:
+    def counts(self, queue: str | None = None) -> dict[JobState, int]:
         counts = dict.fromkeys(JobState, 0)
-        for state, n in self.conn.execute("SELECT state, count(*) FROM jobs GROUP BY state"):
+        if queue is None:
+            rows = self.conn.execute("SELECT state, count(*) FROM jobs GROUP BY state")
+        else:
+            rows = self.conn.execute(
+                "SELECT state, count(*) FROM jobs WHERE queue = ? GROUP BY state", (queue,))
+        for state, n in rows:
             counts[JobState(state)] = n
         return counts
 
-    def next_run_at(self) -> int | None:
-        row = self.conn.execute(
-            f"SELECT min(run_at) FROM jobs INDEXED BY jobs_due WHERE {_CLAIMABLE}").fetchone()
+    def next_run_at(self, queues: Sequence[str] | None = None) -> int | None:
+        if queues is None:
+            row = self.conn.execute(NEXT_RUN_AT_SQL).fetchone()
+        else:
+            row = self.conn.execute(NEXT_RUN_AT_LISTED_SQL,
+                                    {"queues": json.dumps(list(queues))}).fetchone()
         return None if row[0] is None else int(row[0])
 
     # ---------------------------------------------------------- claims
-    def claim(self, worker_id: str, now: int, lease_ms: int) -> Claim | None:
+    def claim(self, worker_id: str, now: int, lease_ms: int,
+              queues: Sequence[str] | None = None) -> Claim | None:
         token = uuid.uuid4().hex
         lease = now + lease_ms
+        params: dict[str, Any] = {"worker": worker_id, "token": token, "lease": lease,
+                                  "now": now}
+        if queues is None:
+            sql = CLAIM_SQL
+        else:
+            sql = CLAIM_LISTED_SQL
+            params["queues"] = json.dumps(list(queues))
         with self._write() as conn:
-            row = conn.execute(
-                "UPDATE jobs SET state = 'processing', attempts = attempts + 1,"
-                " worker_id = ?, claim_token = ?, lease_expires_at = ?, started_at = ?,"
-                " finished_at = NULL, updated_at = ?"
-                f" WHERE seq = ({NEXT_DUE_SQL}) RETURNING *",
-                (worker_id, token, lease, now, now, now),
-            ).fetchone()
+            row = conn.execute(sql, params).fetchone()
             if row is None:
                 return None
             job = _job(row)
-            conn.execute(
-                "INSERT INTO attempts (job_id, number, claim_token, worker_id, started_at,"
-                " outcome) VALUES (?, ?, ?, ?, ?, 'running')",
-                (job.id, job.attempts, token, worker_id, now),
-            )
-        return Claim(job=job, token=token, worker_id=worker_id, attempt=job.attempts,
+            number = conn.execute(
+                _OPEN_ATTEMPT_SQL,
+                {"job": job.id, "token": token, "worker": worker_id, "now": now},
+            ).fetchone()[0]
+        return Claim(job=job, token=token, worker_id=worker_id, attempt=number,
                      lease_expires_at=lease)
 
     def renew(self, claim: Claim, now: int, lease_ms: int) -> bool:
@@ -311,24 +492,33 @@ class SqliteStorage(Storage):
 
     def _finish(self, claim: Claim, result: ExecResult, now: int, state: JobState,
                 retry_at: int | None, outcome: str) -> Job | None:
-        error = None if state is JobState.COMPLETED else result.error
+        completed = state is JobState.COMPLETED
+        error = None if completed else result.error
+        # A failure after a cancel request ends the job as cancelled (no
+        # retry, no DLQ); a success stays a success.
+        cancelled = "0" if completed else "cancel_requested_at IS NOT NULL"
         with self._write() as conn:
             row = conn.execute(
-                "UPDATE jobs SET state = ?, run_at = COALESCE(?, run_at), last_error = ?,"
-                " exit_code = ?, finished_at = ?, updated_at = ?, claim_token = NULL,"
-                " lease_expires_at = NULL"
+                f"UPDATE jobs SET state = CASE WHEN {cancelled} THEN 'cancelled' ELSE ? END,"
+                f" run_at = CASE WHEN {cancelled} THEN run_at ELSE COALESCE(?, run_at) END,"
+                " last_error = ?, exit_code = ?, finished_at = ?, updated_at = ?,"
+                " claim_token = NULL, lease_expires_at = NULL"
                 " WHERE id = ? AND state = 'processing' AND claim_token = ? RETURNING *",
                 (state.value, retry_at, error, result.exit_code, now, now, claim.job.id,
                  claim.token),
             ).fetchone()
             if row is None:
                 return None
+            job = _job(row)
+            if not completed and job.state is JobState.CANCELLED:
+                outcome = "cancelled"
             conn.execute(
                 "UPDATE attempts SET finished_at = ?, outcome = ?, exit_code = ?, signal = ?,"
-                " error = ? WHERE claim_token = ?",
-                (now, outcome, result.exit_code, result.signal, result.error, claim.token),
+                " error = ?, stdout_tail = ?, stderr_tail = ? WHERE claim_token = ?",
+                (now, outcome, result.exit_code, result.signal, result.error,
+                 result.stdout_tail, result.stderr_tail, claim.token),
             )
-            return _job(row)
+            return job
 
     def complete(self, claim: Claim, result: ExecResult, now: int) -> Job | None:
         return self._finish(claim, result, now, JobState.COMPLETED, None, "completed")
@@ -356,13 +546,16 @@ class SqliteStorage(Storage):
         with self._write() as conn:
             stale = conn.execute(f"SELECT id, claim_token, worker_id FROM jobs WHERE {where}",
                                  params).fetchall()
+            cancelled = "WHEN cancel_requested_at IS NOT NULL THEN 'cancelled'"
             if charge_attempt:
                 template, outcome = LOST_ATTEMPT_ERROR, "lost"
-                change = ("state = CASE WHEN attempts > max_retries THEN 'dead' ELSE 'failed' END")
+                change = (f"state = CASE {cancelled} WHEN attempts > max_retries THEN 'dead'"
+                          " ELSE 'failed' END")
             else:
                 template, outcome = INTERRUPTED_ATTEMPT_ERROR, "interrupted"
                 change = ("attempts = attempts - 1,"
-                          " state = CASE WHEN attempts <= 1 THEN 'pending' ELSE 'failed' END")
+                          f" state = CASE {cancelled} WHEN attempts <= 1 THEN 'pending'"
+                          " ELSE 'failed' END")
             for job_id, token, owner in stale:
                 error = template.format(worker=owner)
                 row = conn.execute(
@@ -371,12 +564,14 @@ class SqliteStorage(Storage):
                     " WHERE id = ? AND claim_token = ? RETURNING *",
                     (now, error, now, now, job_id, token),
                 ).fetchone()
+                job = _job(row)
                 conn.execute(
                     "UPDATE attempts SET finished_at = ?, outcome = ?, error = ?"
                     " WHERE claim_token = ?",
-                    (now, outcome, error, token),
+                    (now, "cancelled" if job.state is JobState.CANCELLED else outcome, error,
+                     token),
                 )
-                recovered.append(_job(row))
+                recovered.append(job)
         return recovered
 
     def dlq_retry(self, job_id: str, now: int) -> Job:
@@ -395,6 +590,89 @@ class SqliteStorage(Storage):
         raise InvalidStateError(
             f"job {job_id!r} is {current[0]}, not dead; only jobs in the DLQ can be retried"
         )
+
+    def cancel(self, job_id: str, now: int) -> Job:
+        with self._write() as conn:
+            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFoundError(job_id)
+            state = JobState(row["state"])
+            if state in CLAIMABLE_STATES:
+                row = conn.execute(
+                    "UPDATE jobs SET state = 'cancelled', finished_at = ?, updated_at = ?,"
+                    " last_error = ?, cancel_requested_at = ? WHERE seq = ? RETURNING *",
+                    (now, now, CANCELLED_ERROR, now, row["seq"]),
+                ).fetchone()
+            elif state is JobState.PROCESSING:
+                # The worker sees the request at its next heartbeat and stops
+                # the command; asking again changes nothing.
+                if row["cancel_requested_at"] is None:
+                    row = conn.execute(
+                        "UPDATE jobs SET cancel_requested_at = ?, updated_at = ? WHERE seq = ?"
+                        " RETURNING *",
+                        (now, now, row["seq"]),
+                    ).fetchone()
+            else:
+                raise InvalidStateError(f"job {job_id!r} is {state.value} already")
+            return _job(row)
+
+    def purge(self, *, states: Sequence[JobState], finished_before: int | None = None,
+              ids: Sequence[str] | None = None, limit: int | None = None) -> list[str]:
+        wanted = {JobState(s) for s in states}
+        if not wanted <= set(FINISHED_STATES):
+            raise ValueError("only completed, dead and cancelled jobs can be purged")
+        if not wanted or limit == 0 or (ids is not None and not ids):
+            return []
+        # A cheap read first: most retention sweeps find nothing to delete.
+        if not self._purge_candidates(self.conn, wanted, finished_before, ids, 1):
+            return []
+        with self._write() as conn:
+            found = self._purge_candidates(conn, wanted, finished_before, ids, limit)
+            if found:
+                seqs = json.dumps([seq for seq, _ in found])
+                job_ids = [job_id for _, job_id in found]
+                conn.execute("DELETE FROM attempts WHERE job_id IN"
+                             " (SELECT value FROM json_each(?))", (json.dumps(job_ids),))
+                conn.execute("DELETE FROM jobs WHERE seq IN (SELECT value FROM json_each(?))",
+                             (seqs,))
+        return [job_id for _, job_id in found]
+
+    @staticmethod
+    def _purge_candidates(conn: sqlite3.Connection, states: set[JobState],
+                          finished_before: int | None, ids: Sequence[str] | None,
+                          limit: int | None) -> list[tuple[int, str]]:
+        """(seq, id) of the jobs :meth:`purge` deletes, oldest first."""
+        rows: list[tuple[int, int, str]] = []  # (done, seq, id)
+        if ids is not None:
+            names = {s.value for s in states}
+            for seq, job_id, done, state in conn.execute(
+                    _PURGE_IDS_SQL, {"ids": json.dumps(list(ids))}):
+                if state in names and (finished_before is None or done < finished_before):
+                    rows.append((done, seq, job_id))
+        else:
+            # Each state is one range of jobs_finished, already in age order:
+            # at most ``limit`` rows read per state, however many are stored.
+            sql = _PURGE_ALL_SQL if finished_before is None else PURGE_OLDEST_SQL
+            for state in sorted(states):
+                params = {"state": state.value, "before": finished_before,
+                          "limit": -1 if limit is None else limit}
+                rows.extend((done, seq, job_id) for seq, job_id, done in conn.execute(sql, params))
+        rows.sort()
+        if limit is not None:
+            rows = rows[:limit]
+        return [(seq, job_id) for _, seq, job_id in rows]
+
+    def set_queue_paused(self, queue: str, paused: bool) -> bool:
+        with self._write() as conn:
+            if paused:
+                cur = conn.execute("INSERT OR IGNORE INTO paused_queues (queue) VALUES (?)",
+                                   (queue,))
+            else:
+                cur = conn.execute("DELETE FROM paused_queues WHERE queue = ?", (queue,))
+            return cur.rowcount == 1
+
+    def paused_queues(self) -> list[str]:
+        return sorted(r[0] for r in self.conn.execute("SELECT queue FROM paused_queues"))
 
     # ---------------------------------------------------------- settings
     def get_settings(self) -> dict[str, Any]:

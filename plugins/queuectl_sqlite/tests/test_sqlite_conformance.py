@@ -1,5 +1,7 @@
 """The SQLite store against the backend conformance suite, plus what is
-specific to SQLite (file permissions, damaged files, schema versions)."""
+specific to SQLite (file permissions, damaged files, schema versions; the
+upgrade from older schemas is in test_sqlite_schema.py, query plans and
+costs in test_sqlite_plans.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from queuectl_core.errors import StorageError
 from queuectl_core.storage import Storage
 from queuectl_core.testing import StorageConformance
 from queuectl_sqlite.options import SqliteOptions
-from queuectl_sqlite.store import NEXT_DUE_SQL, SCHEMA_VERSION, SqliteStorage
+from queuectl_sqlite.store import SCHEMA_VERSION, SqliteStorage
 
 
 class TestSqliteConformance(StorageConformance):
@@ -57,10 +59,3 @@ def test_wal_and_full_sync_by_default(tmp_path: Path) -> None:
     store.close()
     assert SqliteOptions().synchronous == "full"
 
-
-def test_claim_walks_the_ready_index_without_sorting(tmp_path: Path) -> None:
-    store = SqliteStorage(tmp_path / "q.db")
-    plan = " ".join(str(row[3]) for row in store.conn.execute(
-        f"EXPLAIN QUERY PLAN {NEXT_DUE_SQL}", (0,)))
-    store.close()
-    assert "jobs_ready" in plan and "TEMP B-TREE" not in plan, plan

@@ -9,9 +9,9 @@ opens the attempt in the same statement. Every change after a claim is
 conditional on the claim's token (fencing), exactly like the SQLite store.
 
 Changes that make work due (enqueue, import, a failure with a retry time,
-a DLQ retry, recovered jobs) also ``pg_notify`` the queue's channel in
-their transaction; :meth:`PostgresStorage.wakeup_fileno` gives idle workers
-a socket that becomes readable on such news.
+a DLQ retry, recovered jobs, a resumed queue) also ``pg_notify`` the
+queue's channel in their transaction; :meth:`PostgresStorage.wakeup_fileno`
+gives idle workers a socket that becomes readable on such news.
 
 Connection errors (server down, restarting, backend terminated) drop the
 connection and raise TransientStorageError; the next call reconnects.
@@ -39,6 +39,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import Json
 
 from queuectl_core.errors import (
     ConfigError,
@@ -49,6 +50,7 @@ from queuectl_core.errors import (
     TransientStorageError,
 )
 from queuectl_core.models import (
+    FINISHED_STATES,
     Attempt,
     Claim,
     ExecResult,
@@ -57,7 +59,12 @@ from queuectl_core.models import (
     NewJob,
     WorkerInfo,
 )
-from queuectl_core.storage import INTERRUPTED_ATTEMPT_ERROR, LOST_ATTEMPT_ERROR, Storage
+from queuectl_core.storage import (
+    CANCELLED_ERROR,
+    INTERRUPTED_ATTEMPT_ERROR,
+    LOST_ATTEMPT_ERROR,
+    Storage,
+)
 
 from .dsn import mask_secrets
 
@@ -129,6 +136,44 @@ CREATE TABLE {s}.workers (
     job_pgid     integer
 );
 """),
+    (2, """
+-- Named queues, per-job options, cancellation, output tails, paused queues.
+ALTER TABLE {s}.jobs
+    ADD COLUMN queue               text NOT NULL DEFAULT 'default',
+    ADD COLUMN timeout             double precision,
+    ADD COLUMN cwd                 text,
+    ADD COLUMN env                 json,
+    ADD COLUMN retry               json,
+    ADD COLUMN cancel_requested_at bigint,
+    -- The number of attempt records the job has; a claim numbers the
+    -- attempt it opens from it, read under the job's row lock. NULL (for
+    -- completed jobs of version 1, which never run again): count the rows.
+    ADD COLUMN attempt_records     integer,
+    DROP CONSTRAINT jobs_state_check,
+    ADD CONSTRAINT jobs_state_check CHECK (
+        state IN ('pending', 'processing', 'completed', 'failed', 'dead', 'cancelled'));
+ALTER TABLE {s}.jobs ALTER COLUMN attempt_records SET DEFAULT 0;
+UPDATE {s}.jobs AS j
+   SET attempt_records = (SELECT count(*) FROM {s}.attempts AS a WHERE a.job_id = j.id)
+ WHERE j.state IN ('pending', 'processing', 'failed', 'dead');
+-- Claims from chosen queues: claim order, per queue.
+CREATE INDEX jobs_ready_queue ON {s}.jobs (queue, priority DESC, run_at, seq)
+    WHERE state IN ('pending', 'failed');
+-- Wake-up times: the earliest run_at of each queue (and the queues that have
+-- claimable jobs, read by skipping from one to the next).
+DROP INDEX {s}.jobs_due;
+CREATE INDEX jobs_due_queue ON {s}.jobs (queue, run_at) WHERE state IN ('pending', 'failed');
+-- Retention sweeps (purge oldest finished first) over finished jobs only.
+CREATE INDEX jobs_finished ON {s}.jobs ((COALESCE(finished_at, updated_at)), seq)
+    WHERE state IN ('completed', 'dead', 'cancelled');
+-- Command output may hold any bytes, NUL included: UTF-8 (surrogatepass).
+ALTER TABLE {s}.attempts
+    ADD COLUMN stdout_tail bytea,
+    ADD COLUMN stderr_tail bytea;
+CREATE TABLE {s}.paused_queues (
+    queue text PRIMARY KEY
+);
+"""),
 ]
 
 
@@ -138,41 +183,102 @@ def schema_version() -> int:
 
 
 _CLAIMABLE = "state IN ('pending', 'failed')"
+#: Spelled out in every purge so that the planner can use ``jobs_finished``.
+_FINISHED = "state IN ('completed', 'dead', 'cancelled')"
+#: Not in a paused queue: the paused queues are read once per statement (an
+#: InitPlan) and compared per row. Not ``queue <> ALL(...)``: with most jobs
+#: in one queue, the planner's estimate for that is "no row passes", and it
+#: then sorts every due job instead of walking ``jobs_ready`` in order; the
+#: estimate for ``<@`` does not depend on the column's statistics.
+_NOT_PAUSED = "NOT (ARRAY[queue] <@ ARRAY(SELECT queue FROM {s}.paused_queues))"
 _JOB_FIELDS = Job.field_names()
 _JOB_COLUMNS = ", ".join(_JOB_FIELDS)
+_JSON_FIELDS = frozenset({"env", "retry"})
 _ATTEMPT_FIELDS = Attempt.field_names()
 _ATTEMPT_COLUMNS = ", ".join(_ATTEMPT_FIELDS)
+_TAIL_FIELDS = frozenset({"stdout_tail", "stderr_tail"})
 _WORKER_COLUMNS = ", ".join(WorkerInfo.field_names())
 
-#: The next due job, in claim order (parameter ``now``). Walks the partial
-#: index ``jobs_ready`` and stops at the first row it can lock.
-NEXT_DUE_SQL = (
-    f"SELECT seq FROM {{s}}.jobs WHERE {_CLAIMABLE} AND run_at <= %(now)s"
-    " ORDER BY priority DESC, run_at, seq LIMIT 1 FOR UPDATE SKIP LOCKED"
-)
 
-_CLAIM_SQL = f"""
-WITH next AS ({NEXT_DUE_SQL}),
+def _next_due_sql(queue_filter: str) -> str:
+    return (f"SELECT seq FROM {{s}}.jobs WHERE {_CLAIMABLE} AND run_at <= %(now)s"
+            f" AND {_NOT_PAUSED}{queue_filter}"
+            " ORDER BY priority DESC, run_at, seq LIMIT 1 FOR UPDATE SKIP LOCKED")
+
+
+#: The next due job in any queue that is not paused, in claim order
+#: (parameter ``now``). Walks the partial index ``jobs_ready`` and stops at
+#: the first row it can lock.
+NEXT_DUE_SQL = _next_due_sql("")
+#: The same in one queue (parameters ``now``, ``queue``): walks
+#: ``jobs_ready_queue`` from that queue's first entry.
+NEXT_DUE_IN_QUEUE_SQL = _next_due_sql(" AND queue = %(queue)s")
+#: The same in several queues (parameters ``now``, ``queues``).
+NEXT_DUE_IN_QUEUES_SQL = _next_due_sql(" AND queue = ANY(%(queues)s::text[])")
+
+
+#: The first (earliest ``run_at``) claimable job of each queue ``q.name``,
+#: from ``jobs_due_queue``, outside paused queues.
+_FIRST_DUE_PER_QUEUE = (
+    "SELECT min(first.run_at) AS t FROM {queues} AS q(name)"
+    " CROSS JOIN LATERAL (SELECT run_at FROM {s}.jobs"
+    f" WHERE {_CLAIMABLE} AND queue = q.name ORDER BY run_at LIMIT 1) AS first"
+    " WHERE q.name <> ALL(ARRAY(SELECT queue FROM {s}.paused_queues))"
+)
+#: When an idle worker of any queue should look again. The queues that have
+#: claimable jobs are found by skipping through ``jobs_due_queue`` from one
+#: queue to the next (a loose index scan), so the cost grows with the number
+#: of queues, not of jobs, and a paused queue's backlog is never read.
+NEXT_RUN_SQL = f"""
+WITH RECURSIVE active(name) AS (
+    (SELECT queue FROM {{s}}.jobs WHERE {_CLAIMABLE} ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT queue FROM {{s}}.jobs WHERE {_CLAIMABLE} AND queue > active.name
+             ORDER BY queue LIMIT 1)
+      FROM active WHERE active.name IS NOT NULL
+)
+{_FIRST_DUE_PER_QUEUE.replace("{queues}", "(SELECT name FROM active WHERE name IS NOT NULL)")}
+"""
+#: The same for chosen queues (parameter ``queues``).
+NEXT_RUN_IN_QUEUES_SQL = _FIRST_DUE_PER_QUEUE.replace("{queues}", "unnest(%(queues)s::text[])")
+
+
+def _claim_sql(next_due: str) -> str:
+    return f"""
+WITH next AS ({next_due}),
 claimed AS (
     UPDATE {{s}}.jobs AS j
-       SET state = 'processing', attempts = j.attempts + 1, worker_id = %(worker)s,
-           claim_token = %(token)s, lease_expires_at = %(lease)s, started_at = %(now)s,
-           finished_at = NULL, updated_at = %(now)s
+       SET state = 'processing', attempts = j.attempts + 1,
+           attempt_records = COALESCE(j.attempt_records, (
+               SELECT count(*) FROM {{s}}.attempts AS a WHERE a.job_id = j.id)) + 1,
+           worker_id = %(worker)s, claim_token = %(token)s, lease_expires_at = %(lease)s,
+           started_at = %(now)s, finished_at = NULL, updated_at = %(now)s
       FROM next
      WHERE j.seq = next.seq
- RETURNING {", ".join("j." + f for f in _JOB_FIELDS)}
+ RETURNING j.attempt_records AS attempt_number, {", ".join("j." + f for f in _JOB_FIELDS)}
 ),
 opened AS (
     INSERT INTO {{s}}.attempts (job_id, number, claim_token, worker_id, started_at, outcome)
-    SELECT id, attempts, %(token)s, %(worker)s, %(now)s, 'running' FROM claimed
+    SELECT id, attempt_number, %(token)s, %(worker)s, %(now)s, 'running' FROM claimed
 )
 SELECT * FROM claimed
 """
 
+
+_CLAIM_SQL = _claim_sql(NEXT_DUE_SQL)
+_CLAIM_IN_QUEUE_SQL = _claim_sql(NEXT_DUE_IN_QUEUE_SQL)
+_CLAIM_IN_QUEUES_SQL = _claim_sql(NEXT_DUE_IN_QUEUES_SQL)
+
+# A failure (parameter ``cancellable``: true for fail()) of a job whose cancel
+# was asked for ends it ``cancelled`` instead of ``failed`` or ``dead``.
+_CANCELS = "(%(cancellable)s AND cancel_requested_at IS NOT NULL)"
+
 _FINISH_SQL = f"""
 WITH done AS (
     UPDATE {{s}}.jobs
-       SET state = %(state)s, run_at = COALESCE(%(retry_at)s::bigint, run_at),
+       SET state = CASE WHEN {_CANCELS} THEN 'cancelled' ELSE %(state)s END,
+           run_at = CASE WHEN {_CANCELS} THEN run_at
+                         ELSE COALESCE(%(retry_at)s::bigint, run_at) END,
            last_error = %(last_error)s, exit_code = %(exit_code)s, finished_at = %(now)s,
            updated_at = %(now)s, claim_token = NULL, lease_expires_at = NULL
      WHERE id = %(id)s AND state = 'processing' AND claim_token = %(token)s
@@ -180,8 +286,10 @@ WITH done AS (
 ),
 closed AS (
     UPDATE {{s}}.attempts AS a
-       SET finished_at = %(now)s, outcome = %(outcome)s, exit_code = %(exit_code)s,
-           signal = %(signal)s, error = %(error)s
+       SET finished_at = %(now)s,
+           outcome = CASE WHEN done.state = 'cancelled' THEN 'cancelled' ELSE %(outcome)s END,
+           exit_code = %(exit_code)s, signal = %(signal)s, error = %(error)s,
+           stdout_tail = %(stdout_tail)s, stderr_tail = %(stderr_tail)s
       FROM done
      WHERE a.claim_token = %(token)s
 )
@@ -211,16 +319,53 @@ released AS (
 ),
 closed AS (
     UPDATE {{s}}.attempts AS a
-       SET finished_at = %(now)s, outcome = %(outcome)s, error = released.last_error
+       SET finished_at = %(now)s, error = released.last_error,
+           outcome = CASE WHEN released.state = 'cancelled' THEN 'cancelled'
+                          ELSE %(outcome)s END
       FROM released
      WHERE a.claim_token = released.old_token
 )
 SELECT * FROM released ORDER BY seq
 """
 
-_CHARGED = "state = CASE WHEN j.attempts > j.max_retries THEN 'dead' ELSE 'failed' END"
+_CHARGED = ("state = CASE WHEN j.cancel_requested_at IS NOT NULL THEN 'cancelled'"
+            " WHEN j.attempts > j.max_retries THEN 'dead' ELSE 'failed' END")
 _UNCHARGED = ("attempts = j.attempts - 1,"
-              " state = CASE WHEN j.attempts <= 1 THEN 'pending' ELSE 'failed' END")
+              " state = CASE WHEN j.cancel_requested_at IS NOT NULL THEN 'cancelled'"
+              " WHEN j.attempts <= 1 THEN 'pending' ELSE 'failed' END")
+
+#: A waiting job is cancelled at once; a running one is asked to stop (once).
+_CANCEL_SQL = f"""
+UPDATE {{s}}.jobs
+   SET state = CASE WHEN state = 'processing' THEN state ELSE 'cancelled' END,
+       finished_at = CASE WHEN state = 'processing' THEN finished_at ELSE %(now)s END,
+       last_error = CASE WHEN state = 'processing' THEN last_error ELSE %(error)s END,
+       cancel_requested_at = %(now)s, updated_at = %(now)s
+ WHERE id = %(id)s
+   AND ({_CLAIMABLE} OR (state = 'processing' AND cancel_requested_at IS NULL))
+RETURNING {_JOB_COLUMNS}
+"""
+
+#: Oldest finished first (``jobs_finished``), with their attempts, in one
+#: statement. ``{where}``: the optional conditions. Rows another purge (or a
+#: DLQ retry) holds are skipped, so that concurrent sweeps never wait.
+_PURGE_SQL = f"""
+WITH doomed AS (
+    SELECT seq, id, COALESCE(finished_at, updated_at) AS t FROM {{s}}.jobs
+     WHERE {_FINISHED} AND state = ANY(%(states)s::text[]){{where}}
+     ORDER BY COALESCE(finished_at, updated_at), seq
+     LIMIT %(limit)s
+       FOR UPDATE SKIP LOCKED
+),
+history AS (
+    DELETE FROM {{s}}.attempts AS a USING doomed WHERE a.job_id = doomed.id
+),
+gone AS (
+    DELETE FROM {{s}}.jobs AS j USING doomed WHERE j.seq = doomed.seq
+ RETURNING j.id, doomed.t, j.seq
+)
+SELECT id FROM gone ORDER BY t, seq
+"""
 
 #: Messages of connection failures that retrying will not fix.
 _PERMANENT_CONNECT = re.compile(
@@ -241,7 +386,35 @@ def _job(row: DictRow) -> Job:
 
 
 def _attempt(row: DictRow) -> Attempt:
-    return Attempt(**{k: row[k] for k in _ATTEMPT_FIELDS})
+    data = {k: row[k] for k in _ATTEMPT_FIELDS}
+    for key in _TAIL_FIELDS:
+        data[key] = _from_tail(data[key])
+    return Attempt(**data)
+
+
+def _json(value: dict[str, Any] | None) -> Json | None:
+    """A dict for a ``json`` column (kept as written: key order and all)."""
+    return None if value is None else Json(value)
+
+
+def _job_row(job: Job) -> list[Any]:
+    """The values of ``_JOB_COLUMNS`` for an imported job."""
+    data = job.as_dict()
+    data["state"] = job.state.value
+    data["last_error"] = _text(job.last_error)
+    for key in _JSON_FIELDS:
+        data[key] = _json(data[key])
+    return [data[k] for k in _JOB_FIELDS]
+
+
+def _to_tail(value: str | None) -> bytes | None:
+    """Command output for a ``bytea`` column, exactly (NUL and lone
+    surrogates included, which PostgreSQL text cannot hold)."""
+    return None if value is None else value.encode("utf-8", "surrogatepass")
+
+
+def _from_tail(value: bytes | memoryview | None) -> str | None:
+    return None if value is None else bytes(value).decode("utf-8", "surrogatepass")
 
 
 def _text(value: str | None) -> str | None:
@@ -556,13 +729,15 @@ class PostgresStorage(Storage):
         if not jobs:
             return
         rows = [(j.id, j.command, j.max_retries, j.priority, j.run_at, j.created_at,
-                 j.created_at) for j in jobs]
+                 j.created_at, j.queue, j.timeout, j.cwd, _json(j.env), _json(j.retry))
+                for j in jobs]
         try:
             with self._tx() as cur:
                 cur.executemany(self._q(
                     "INSERT INTO {s}.jobs (id, command, state, attempts, max_retries, priority,"
-                    " run_at, created_at, updated_at) VALUES (%s, %s, 'pending', 0, %s, %s, %s,"
-                    " %s, %s)"), rows)
+                    " run_at, created_at, updated_at, queue, timeout, cwd, env, retry)"
+                    " VALUES (%s, %s, 'pending', 0, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"),
+                    rows)
                 self._notify(cur)
         except pg_errors.UniqueViolation:
             raise DuplicateJobError(self._first_existing(ids)) from None
@@ -577,27 +752,28 @@ class PostgresStorage(Storage):
             seen.add(job_id)
         if not records:
             return
-        marks = ", ".join(["%s"] * len(_JOB_FIELDS))
+        marks = ", ".join(["%s"] * (len(_JOB_FIELDS) + 1))
         job_rows: list[list[Any]] = []
         attempt_rows: list[tuple[Any, ...]] = []
         for job, history in records:
-            data = job.as_dict()
-            data["state"] = job.state.value
-            data["last_error"] = _text(job.last_error)
-            job_rows.append([data[k] for k in _JOB_FIELDS])
+            job_rows.append([*_job_row(job), len(history)])
             attempt_rows.extend(
                 (a.job_id, a.number, uuid.uuid4().hex, a.worker_id, a.started_at,
-                 a.finished_at, a.outcome, a.exit_code, a.signal, _text(a.error))
+                 a.finished_at, a.outcome, a.exit_code, a.signal, _text(a.error),
+                 _to_tail(a.stdout_tail), _to_tail(a.stderr_tail))
                 for a in history)
         try:
             with self._tx() as cur:
-                cur.executemany(
-                    self._q(f"INSERT INTO {{s}}.jobs ({_JOB_COLUMNS}) VALUES ({marks})"), job_rows)
+                cur.executemany(self._q(
+                    f"INSERT INTO {{s}}.jobs ({_JOB_COLUMNS}, attempt_records) VALUES ({marks})"),
+                    job_rows)
                 if attempt_rows:
                     cur.executemany(self._q(
                         "INSERT INTO {s}.attempts (job_id, number, claim_token, worker_id,"
-                        " started_at, finished_at, outcome, exit_code, signal, error)"
-                        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"), attempt_rows)
+                        " started_at, finished_at, outcome, exit_code, signal, error,"
+                        " stdout_tail, stderr_tail)"
+                        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"),
+                        attempt_rows)
                 self._notify(cur)
         except pg_errors.UniqueViolation:
             raise DuplicateJobError(self._first_existing(ids)) from None
@@ -626,12 +802,16 @@ class PostgresStorage(Storage):
         return [_attempt(r) for r in rows]
 
     @_guarded
-    def list_jobs(self, state: JobState | None = None, limit: int | None = None) -> list[Job]:
-        sql = f"SELECT {_JOB_COLUMNS} FROM {{s}}.jobs"
+    def list_jobs(self, state: JobState | None = None, limit: int | None = None, *,
+                  queue: str | None = None) -> list[Job]:
+        sql = f"SELECT {_JOB_COLUMNS} FROM {{s}}.jobs WHERE true"
         params: list[Any] = []
         if state is not None:
-            sql += " WHERE state = %s"
+            sql += " AND state = %s"
             params.append(state.value)
+        if queue is not None:
+            sql += " AND queue = %s"
+            params.append(queue)
         sql += " ORDER BY seq"
         if limit is not None:
             sql += " LIMIT %s"
@@ -641,24 +821,28 @@ class PostgresStorage(Storage):
         return [_job(r) for r in rows]
 
     @_guarded
-    def counts(self) -> dict[JobState, int]:
+    def counts(self, queue: str | None = None) -> dict[JobState, int]:
         counts = dict.fromkeys(JobState, 0)
+        sql = "SELECT state, count(*) AS n FROM {s}.jobs"
+        if queue is not None:
+            sql += " WHERE queue = %(queue)s"
         with self._cursor() as cur:
-            for row in cur.execute(self._q(
-                    "SELECT state, count(*) AS n FROM {s}.jobs GROUP BY state")):
+            for row in cur.execute(self._q(sql + " GROUP BY state"), {"queue": queue}):
                 counts[JobState(row["state"])] = int(row["n"])
         return counts
 
     @_guarded
-    def next_run_at(self) -> int | None:
+    def next_run_at(self, queues: Sequence[str] | None = None) -> int | None:
+        sql = NEXT_RUN_SQL if queues is None else NEXT_RUN_IN_QUEUES_SQL
         with self._cursor() as cur:
-            row = cur.execute(self._q(
-                f"SELECT min(run_at) AS t FROM {{s}}.jobs WHERE {_CLAIMABLE}")).fetchone()
+            row = cur.execute(self._q(sql), {"queues": None if queues is None else list(queues)}
+                              ).fetchone()
         return None if row is None or row["t"] is None else int(row["t"])
 
     # ---------------------------------------------------------- claims
     @_guarded
-    def claim(self, worker_id: str, now: int, lease_ms: int) -> Claim | None:
+    def claim(self, worker_id: str, now: int, lease_ms: int,
+              queues: Sequence[str] | None = None) -> Claim | None:
         # A busy worker claims without ever sleeping on the wake-up socket:
         # read it here (and in renew) so that it never fills up, which would
         # stall the server's notification queue. Nothing is lost: the claim
@@ -666,15 +850,20 @@ class PostgresStorage(Storage):
         self.drain_wakeups()
         token = uuid.uuid4().hex
         lease = now + lease_ms
+        params: dict[str, Any] = {"now": now, "worker": worker_id, "token": token,
+                                  "lease": lease}
+        if queues is None:
+            sql = _CLAIM_SQL
+        elif len(queues) == 1:
+            sql, params["queue"] = _CLAIM_IN_QUEUE_SQL, queues[0]
+        else:
+            sql, params["queues"] = _CLAIM_IN_QUEUES_SQL, list(queues)
         with self._cursor() as cur:  # one statement: the claim and its attempt, atomically
-            row = cur.execute(self._q(_CLAIM_SQL), {
-                "now": now, "worker": worker_id, "token": token, "lease": lease,
-            }).fetchone()
+            row = cur.execute(self._q(sql), params).fetchone()
         if row is None:
             return None
-        job = _job(row)
-        return Claim(job=job, token=token, worker_id=worker_id, attempt=job.attempts,
-                     lease_expires_at=lease)
+        return Claim(job=_job(row), token=token, worker_id=worker_id,
+                     attempt=int(row["attempt_number"]), lease_expires_at=lease)
 
     @_guarded
     def renew(self, claim: Claim, now: int, lease_ms: int) -> bool:
@@ -693,7 +882,9 @@ class PostgresStorage(Storage):
             "last_error": None if state is JobState.COMPLETED else _text(result.error),
             "exit_code": result.exit_code, "now": now, "id": claim.job.id,
             "token": claim.token, "outcome": outcome, "signal": result.signal,
-            "error": _text(result.error),
+            "error": _text(result.error), "cancellable": state is not JobState.COMPLETED,
+            "stdout_tail": _to_tail(result.stdout_tail),
+            "stderr_tail": _to_tail(result.stderr_tail),
         }
         if retry_at is None:
             with self._cursor() as cur:  # one statement: job and attempt together
@@ -701,8 +892,8 @@ class PostgresStorage(Storage):
         else:
             with self._tx() as cur:
                 row = cur.execute(self._q(_FINISH_SQL), params).fetchone()
-                if row is not None:
-                    self._notify(cur)
+                if row is not None and row["state"] == JobState.FAILED.value:
+                    self._notify(cur)  # (not when a cancel turned the retry down)
         return None if row is None else _job(row)
 
     @_guarded
@@ -736,9 +927,65 @@ class PostgresStorage(Storage):
         sql = self._q(_RECOVER_SQL).replace("{where}", where).replace("{change}", change)
         with self._tx() as cur:
             rows = cur.execute(sql, params).fetchall()
-            if rows:
+            if any(r["state"] in (JobState.PENDING.value, JobState.FAILED.value) for r in rows):
                 self._notify(cur)
         return [_job(r) for r in rows]
+
+    @_guarded
+    def cancel(self, job_id: str, now: int) -> Job:
+        with self._cursor() as cur:  # one statement, whatever the job's state
+            row = cur.execute(self._q(_CANCEL_SQL),
+                              {"id": job_id, "now": now, "error": CANCELLED_ERROR}).fetchone()
+            if row is not None:
+                return _job(row)
+            row = cur.execute(self._q(f"SELECT {_JOB_COLUMNS} FROM {{s}}.jobs WHERE id = %s"),
+                              (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFoundError(job_id)
+        job = _job(row)
+        if job.state is JobState.PROCESSING:  # asked already: nothing changes
+            return job
+        raise InvalidStateError(f"job {job_id!r} is {job.state.value} already; only pending, "
+                                "failed and processing jobs can be cancelled")
+
+    @_guarded
+    def purge(self, *, states: Sequence[JobState], finished_before: int | None = None,
+              ids: Sequence[str] | None = None, limit: int | None = None) -> list[str]:
+        if any(s not in FINISHED_STATES for s in states):
+            raise ValueError("only completed, dead and cancelled jobs can be purged")
+        if not states or (ids is not None and not ids) or limit == 0:
+            return []
+        where = ""
+        if finished_before is not None:
+            where += " AND COALESCE(finished_at, updated_at) < %(before)s"
+        if ids is not None:
+            where += " AND id = ANY(%(ids)s::text[])"
+        params = {"states": [JobState(s).value for s in states], "before": finished_before,
+                  "ids": None if ids is None else list(ids), "limit": limit}
+        with self._cursor() as cur:  # one statement: jobs and attempts together
+            rows = cur.execute(self._q(_PURGE_SQL.replace("{where}", where)), params
+                               ).fetchall()
+        return [str(r["id"]) for r in rows]
+
+    @_guarded
+    def set_queue_paused(self, queue: str, paused: bool) -> bool:
+        if paused:
+            with self._cursor() as cur:
+                cur.execute(self._q("INSERT INTO {s}.paused_queues (queue) VALUES (%s)"
+                                    " ON CONFLICT DO NOTHING"), (queue,))
+                return cur.rowcount == 1
+        with self._tx() as cur:
+            cur.execute(self._q("DELETE FROM {s}.paused_queues WHERE queue = %s"), (queue,))
+            if cur.rowcount != 1:
+                return False
+            self._notify(cur)  # its jobs may be due: wake idle workers
+            return True
+
+    @_guarded
+    def paused_queues(self) -> list[str]:
+        with self._cursor() as cur:
+            rows = cur.execute(self._q("SELECT queue FROM {s}.paused_queues")).fetchall()
+        return sorted(str(r["queue"]) for r in rows)
 
     @_guarded
     def dlq_retry(self, job_id: str, now: int) -> Job:

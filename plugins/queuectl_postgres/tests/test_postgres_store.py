@@ -20,7 +20,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import queuectl_postgres.store as store_module
 from queuectl_core.errors import ConfigError, StorageError, TransientStorageError
-from queuectl_core.models import ExecResult, JobState, NewJob
+from queuectl_core.models import Attempt, ExecResult, Job, JobState, NewJob
 from queuectl_core.plugins import build_plugins
 from queuectl_core.registry import PluginContext
 from queuectl_core.testing import MemoryStorage
@@ -28,6 +28,7 @@ from queuectl_postgres import DSN_ENV, queuectl_storage_backends
 from queuectl_postgres.dsn import mask_secrets, resolve_dsn
 from queuectl_postgres.options import PostgresOptions
 from queuectl_postgres.store import (
+    NEXT_DUE_IN_QUEUE_SQL,
     NEXT_DUE_SQL,
     PostgresStorage,
     channel_for,
@@ -270,6 +271,69 @@ def test_older_schema_is_upgraded_step_by_step(open_store: Callable[..., Postgre
         open_store()
 
 
+def test_version_1_schema_is_upgraded_in_place(open_store: Callable[..., PostgresStorage],
+                                               pg_admin: Admin, schema: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A queue written by the previous release keeps its jobs and attempt
+    history, and everything new works on it."""
+    monkeypatch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:1])
+    open_store().close()
+    monkeypatch.undo()
+    assert _stored_version(pg_admin, schema) == 1
+    s = f'"{schema}"'
+    # Rows as version 1 wrote them: a dead job whose attempt numbers restarted
+    # after a DLQ retry (the old numbering), a completed one, a waiting one and
+    # one running on a worker that is about to be declared lost.
+    pg_admin.execute(
+        f"INSERT INTO {s}.jobs (id, command, state, attempts, max_retries, priority, run_at,"
+        " created_at, updated_at, finished_at, worker_id, claim_token, lease_expires_at,"
+        " last_error, exit_code) VALUES"
+        " ('old-dead', 'false', 'dead', 1, 0, 0, %(t)s, %(t)s, %(t)s, %(t)s, 'w', NULL, NULL,"
+        "  'boom', 1),"
+        " ('old-done', 'true', 'completed', 1, 3, 0, %(t)s, %(t)s, %(t)s, %(t)s, 'w', NULL,"
+        "  NULL, NULL, 0),"
+        " ('old-wait', 'echo hi', 'pending', 0, 3, 7, %(t)s, %(t)s, %(t)s, NULL, NULL, NULL,"
+        "  NULL, NULL, NULL),"
+        " ('old-run', 'sleep 9', 'processing', 1, 3, 0, %(t)s, %(t)s, %(t)s, NULL, 'w', 'tok',"
+        "  %(lease)s, NULL, NULL)", {"t": T0, "lease": T0 + 10})
+    pg_admin.execute(
+        f"INSERT INTO {s}.attempts (job_id, number, claim_token, worker_id, started_at,"
+        " finished_at, outcome, exit_code, error) VALUES"
+        " ('old-dead', 1, 'a1', 'w', %(t)s, %(t)s, 'failed', 1, 'boom'),"
+        " ('old-dead', 1, 'a2', 'w', %(t)s, %(t)s, 'failed', 1, 'boom'),"
+        " ('old-done', 1, 'a3', 'w', %(t)s, %(t)s, 'completed', 0, NULL),"
+        " ('old-run', 1, 'tok', 'w', %(t)s, NULL, 'running', NULL, NULL)", {"t": T0})
+
+    store = open_store()
+    assert _stored_version(pg_admin, schema) == schema_version() == 2
+    wait = store.get("old-wait")
+    assert wait is not None and (wait.command, wait.priority, wait.state) == (
+        "echo hi", 7, JobState.PENDING)
+    assert (wait.queue, wait.timeout, wait.cwd, wait.env, wait.retry,
+            wait.cancel_requested_at) == ("default", None, None, None, None, None)
+    assert [(a.number, a.outcome, a.stdout_tail) for a in store.attempts("old-dead")] == [
+        (1, "failed", None), (1, "failed", None)]
+    assert store.cancel("old-wait", T0 + 1).state is JobState.CANCELLED
+    [lost] = store.recover_expired(T0 + 11)
+    assert lost.id == "old-run" and lost.state is JobState.FAILED
+    store.dlq_retry("old-dead", T0 + 20)
+    # New attempts are numbered after the whole history, old rows included.
+    first = store.claim("w2", T0 + 20, LEASE, queues=["default"])
+    assert first is not None and (first.job.id, first.attempt) == ("old-run", 2)
+    second = store.claim("w2", T0 + 20, LEASE)
+    assert second is not None and (second.job.id, second.attempt) == ("old-dead", 3)
+    assert second.job.attempts == 1
+    assert [a.number for a in store.attempts("old-dead")] == [1, 1, 3]
+    store.complete(second, ExecResult(exit_code=0, stdout_tail="ok\n"), T0 + 21)
+    assert store.attempts("old-dead")[-1].stdout_tail == "ok\n"
+    assert store.purge(states=[JobState.COMPLETED, JobState.CANCELLED]) == [
+        "old-done", "old-wait", "old-dead"]
+    assert store.attempts("old-done") == []
+    assert store.counts() == {**dict.fromkeys(JobState, 0), JobState.PROCESSING: 1}
+    with pytest.raises(psycopg.errors.CheckViolation):
+        pg_admin.execute(f"UPDATE {s}.jobs SET state = 'bogus'")
+
+
 def test_concurrent_starters_create_the_schema_once(pg_dsn: str, schema: str,
                                                     pg_admin: Admin) -> None:
     errors: list[BaseException] = []
@@ -307,11 +371,53 @@ def test_claim_walks_the_ready_index_without_sorting(open_store: Callable[..., P
         " %s, %s, %s, %s FROM generate_series(1, 20000) AS g", (T0, T0, T0, T0))
     store.enqueue([new_job(f"p{i}", priority=i % 3) for i in range(50)])
     pg_admin.execute(f'ANALYZE "{schema}".jobs')
-    sql = NEXT_DUE_SQL.replace("{s}", f'"{schema}"')
-    plan = "\n".join(str(r[0]) for r in pg_admin.execute(f"EXPLAIN {sql}", {"now": T0}))
-    assert "jobs_ready" in plan and "Sort" not in plan and "Seq Scan" not in plan, plan
+    # (All in one queue: the paused-queue filter must not make the planner
+    # expect no row to pass and sort instead.)
+    plan = _plan(pg_admin, NEXT_DUE_SQL, schema, {"now": T0})
+    assert "Index Scan using jobs_ready on jobs" in plan, plan
+    assert "Sort" not in plan and "Seq Scan on jobs" not in plan, plan
     claim = store.claim("w", T0, LEASE)
     assert claim is not None and claim.job.id == "p2"
+
+
+def _plan(admin: Admin, template: str, schema: str, params: dict[str, Any]) -> str:
+    sql = template.replace("{s}", f'"{schema}"')
+    return "\n".join(str(r[0]) for r in admin.execute(f"EXPLAIN {sql}", params))
+
+
+def test_queue_claims_and_sweeps_walk_their_indexes(
+        open_store: Callable[..., PostgresStorage], pg_admin: Admin, schema: str) -> None:
+    store = open_store()
+    pg_admin.execute(
+        f'INSERT INTO "{schema}".jobs (id, command, state, attempts, max_retries, run_at,'
+        " created_at, updated_at, finished_at) SELECT 'done-' || g, 'true', 'completed', 1, 3,"
+        " %s, %s, %s, %s + g FROM generate_series(1, 20000) AS g", (T0, T0, T0, T0))
+    store.enqueue([new_job(f"d{i}", priority=i % 3) for i in range(2000)])
+    store.enqueue([new_job(f"m{i}", queue="mail", priority=i % 3) for i in range(20)])
+    store.set_queue_paused("other", True)
+    pg_admin.execute(f'ANALYZE "{schema}".jobs')
+    plan = _plan(pg_admin, NEXT_DUE_IN_QUEUE_SQL, schema, {"now": T0, "queue": "mail"})
+    assert "Index Scan using jobs_ready_queue on jobs" in plan, plan
+    assert "Sort" not in plan and "Seq Scan on jobs" not in plan, plan
+    plan = _plan(pg_admin, NEXT_DUE_SQL, schema, {"now": T0})
+    assert "Index Scan using jobs_ready on jobs" in plan and "Sort" not in plan, plan
+    claim = store.claim("w", T0, LEASE, queues=["mail"])
+    assert claim is not None and claim.job.id == "m2"
+    for sql in (store_module.NEXT_RUN_IN_QUEUES_SQL, store_module.NEXT_RUN_SQL):
+        plan = _plan(pg_admin, sql, schema, {"queues": ["mail"]})
+        assert "using jobs_due_queue on jobs" in plan, plan
+        assert "Sort" not in plan and "Seq Scan on jobs" not in plan, plan
+    assert store.next_run_at() == T0
+    assert store.next_run_at(["mail", "other"]) == T0 and store.next_run_at(["other"]) is None
+    purge = store_module._PURGE_SQL.replace(
+        "{where}", " AND COALESCE(finished_at, updated_at) < %(before)s")
+    plan = _plan(pg_admin, purge, schema, {"states": ["completed"], "before": T0 + 500,
+                                           "limit": 1000})
+    # The oldest finished jobs come from the index, in order (how the rows
+    # found are then deleted depends on the table's size).
+    assert "Index Scan using jobs_finished on jobs" in plan, plan
+    gone = store.purge(states=[JobState.COMPLETED], finished_before=T0 + 500, limit=100)
+    assert gone == [f"done-{g}" for g in range(1, 101)]
 
 
 def test_fencing_uses_the_claim_token(open_store: Callable[..., PostgresStorage]) -> None:
@@ -334,6 +440,57 @@ def test_nul_in_error_text_is_stored(open_store: Callable[..., PostgresStorage])
                         None)
     assert failed is not None and failed.last_error is not None
     assert failed.last_error.startswith("bad\\0byte")
+
+
+def test_output_tails_keep_any_text_exactly(open_store: Callable[..., PostgresStorage]
+                                           ) -> None:
+    """Command output may hold NUL and undecodable bytes, which PostgreSQL
+    text cannot: the tails are kept as bytes, exactly."""
+    store = open_store()
+    store.enqueue([new_job("a"), new_job("b")])
+    odd = "bin\x00ary \udce9 ✓\n"
+    claim = store.claim("w", T0, LEASE)
+    assert claim is not None
+    store.complete(claim, ExecResult(exit_code=0, stdout_tail=odd, stderr_tail="\x00"), T0 + 1)
+    claim = store.claim("w", T0, LEASE)
+    assert claim is not None
+    store.fail(claim, ExecResult(exit_code=1, error="e", stdout_tail="", stderr_tail=odd),
+               T0 + 1, T0 + 5)
+    [a] = store.attempts("a")
+    [b] = store.attempts("b")
+    assert (a.stdout_tail, a.stderr_tail) == (odd, "\x00")
+    assert (b.stdout_tail, b.stderr_tail) == ("", odd)
+
+
+def test_import_round_trips_every_field(open_store: Callable[..., PostgresStorage]) -> None:
+    store = open_store()
+    env = {"Z": "1", "A": "två", "EMPTY": ""}  # key order is kept too
+    retry = {"policy": "linear", "max_delay": 60.0, "backoff_base": 3, "jitter": 0.1}
+    job = Job(id="imp", command="echo x", state=JobState.FAILED, max_retries=5, run_at=T0,
+              created_at=T0 - 9, updated_at=T0 - 1, attempts=2, priority=-3,
+              started_at=T0 - 5, finished_at=T0 - 1, worker_id="w0", last_error="bad",
+              exit_code=4, queue="mail.out", timeout=0.25, cwd="/srv/jobs dir", env=env,
+              retry=retry, cancel_requested_at=None)
+    history = [
+        Attempt(job_id="imp", number=1, worker_id="w0", started_at=T0 - 9,
+                finished_at=T0 - 8, outcome="failed", exit_code=4, error="bad",
+                stdout_tail="out\x00", stderr_tail=None),
+        Attempt(job_id="imp", number=2, worker_id="w0", started_at=T0 - 5,
+                finished_at=T0 - 1, outcome="interrupted", error="stopped", stdout_tail=None,
+                stderr_tail="err"),
+    ]
+    cancelled = job.replace(id="gone", state=JobState.CANCELLED, cancel_requested_at=T0 - 2,
+                            env=None, retry={}, timeout=None)
+    store.import_jobs([(job, history), (cancelled, [])])
+    got = store.get("imp")
+    assert got == job and got is not None and list(got.env or {}) == ["Z", "A", "EMPTY"]
+    assert store.get("gone") == cancelled
+    assert store.attempts("imp") == history
+    claim = store.claim("w", T0, LEASE, queues=["mail.out"])
+    assert claim is not None and claim.attempt == 3 and claim.job.attempts == 3
+    assert claim.job == job.replace(state=JobState.PROCESSING, attempts=3, worker_id="w",
+                                    started_at=T0, finished_at=None, updated_at=T0,
+                                    lease_expires_at=T0 + LEASE)
 
 
 # ---------------------------------------------------------------- LISTEN/NOTIFY
@@ -383,6 +540,15 @@ def test_every_change_that_makes_work_due_notifies(
     again = store.claim("w", T0 + 200, LEASE)
     assert again is not None
     assert not wakes(lambda: store.complete(again, OK, T0 + 201)), "completion: nothing due"
+    assert not wakes(lambda: store.set_queue_paused("q", True)), "a pause"
+    assert wakes(lambda: store.set_queue_paused("q", False)), "resuming a queue"
+    assert not wakes(lambda: store.set_queue_paused("q", False)), "not paused: no change"
+    store.enqueue([new_job("c1"), new_job("c2")])
+    assert not wakes(lambda: store.cancel("c1", T0 + 300)), "a cancel: nothing due"
+    c2 = store.claim("w", T0 + 300, LEASE)
+    assert c2 is not None and c2.job.id == "c2"
+    store.cancel("c2", T0 + 301)
+    assert not wakes(lambda: store.fail(c2, BOOM, T0 + 302, T0 + 400)), "cancelled, no retry"
 
 
 def test_claims_keep_the_wakeup_socket_drained(

@@ -36,6 +36,7 @@ from queuectl_json.store import FORMAT_VERSION, JsonStorage, job_file_name
 
 T0 = 1_800_000_000_000
 LEASE = 10_000
+FINISHED = (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED)
 OK = ExecResult(exit_code=0)
 BOOM = ExecResult(exit_code=3, error="boom")
 
@@ -55,6 +56,14 @@ def root(tmp_path: Path) -> Path:
 @pytest.fixture
 def store(root: Path) -> Iterator[JsonStorage]:
     s = JsonStorage(root, compact_bytes=4096)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def roomy(root: Path) -> Iterator[JsonStorage]:
+    """A store that compacts only when told (its journal can be inspected)."""
+    s = JsonStorage(root, compact_bytes=1 << 30)
     yield s
     s.close()
 
@@ -97,7 +106,8 @@ def test_layout_and_human_readable_files(store: JsonStorage, root: Path) -> None
     store.compact()
     snap = json.loads((root / "snapshot.json").read_text())
     assert snap["format"] == "queuectl-json" and snap["version"] == FORMAT_VERSION
-    assert snap["finished"] == {"completed": 2, "dead": 1}
+    assert snap["finished"] == {"default": {"completed": 2, "dead": 1, "cancelled": 0}}
+    assert snap["paused"] == []
     assert sorted(j["id"] for j in snap["jobs"]) == ["c", "d", "e"], "only active jobs"
     name = job_file_name(odd)
     assert len(name) == 64 + 5 and "/" not in name
@@ -172,7 +182,8 @@ def test_corrupt_snapshot_is_an_error_and_left_alone(store: JsonStorage, root: P
 def test_newer_format_is_refused(store: JsonStorage, root: Path) -> None:
     store.compact()
     path = root / "snapshot.json"
-    doc = path.read_bytes().replace(b'"version":1', b'"version":99')
+    doc = path.read_bytes().replace(f'"version":{FORMAT_VERSION}'.encode(), b'"version":99')
+    assert b'"version":99' in doc
     path.write_bytes(doc)
     with pytest.raises(StorageError, match="newer"):
         JsonStorage(root)
@@ -349,8 +360,8 @@ def test_automatic_compaction_keeps_the_journal_bounded(root: Path) -> None:
     assert store._generation > 2
     assert journal_size(root) <= 4096 + 2048
     snap = json.loads((root / "snapshot.json").read_text())
-    assert len(snap["jobs"]) <= 1, "finished jobs never go into the snapshot"
-    assert snap["finished"]["completed"] >= 29
+    assert all(j["state"] != "completed" for j in snap["jobs"]), "finished jobs never go there"
+    assert snap["finished"]["default"]["completed"] + len(snap["jobs"]) == 30
     fresh = JsonStorage(root)
     assert [j.id for j in fresh.list_jobs(JobState.COMPLETED)] == [f"j{i}" for i in range(30)]
     for s in (store, fresh):
@@ -433,11 +444,24 @@ def _crash_child(root: Path, prefix: str, ack_fd: int, seed: int) -> None:
             os.write(ack_fd, f"B {','.join(j.id for j in batch)}\n".encode())
             store.import_jobs([(j, []) for j in batch])
             os.write(ack_fd, f"I {','.join(j.id for j in batch)}\n".encode())
+        if rng.random() < 0.1:
+            os.write(ack_fd, f"X {job_id}\n".encode())  # about to cancel it
+            store.cancel(job_id, T0 + 1)
+            os.write(ack_fd, f"K {job_id}\n".encode())
         claim = store.claim(prefix, T0, LEASE)
         if claim is not None and rng.random() < 0.8:
-            if rng.random() < 0.7:
+            if rng.random() < 0.15:
+                # Finished long ago: what the sweeps below may purge.
+                os.write(ack_fd, f"A {claim.job.id}\n".encode())
+                store.complete(claim, OK, T0 - 1000)
+                os.write(ack_fd, f"O {claim.job.id}\n".encode())
+            elif rng.random() < 0.7:
                 store.complete(claim, OK, T0 + 1)
                 os.write(ack_fd, f"C {claim.job.id}\n".encode())
+                if rng.random() < 0.2:
+                    os.write(ack_fd, f"P {claim.job.id}\n".encode())  # about to purge it
+                    store.purge(states=[JobState.COMPLETED], ids=[claim.job.id])
+                    os.write(ack_fd, f"Q {claim.job.id}\n".encode())
             else:
                 store.fail(claim, BOOM, T0 + 1, None)
                 os.write(ack_fd, f"D {claim.job.id}\n".encode())
@@ -445,13 +469,18 @@ def _crash_child(root: Path, prefix: str, ack_fd: int, seed: int) -> None:
                     os.write(ack_fd, f"T {claim.job.id}\n".encode())  # about to retry it
                     store.dlq_retry(claim.job.id, T0 + 2)
                     os.write(ack_fd, f"R {claim.job.id}\n".encode())
+        if rng.random() < 0.1:
+            gone = store.purge(states=[JobState.COMPLETED, JobState.CANCELLED],
+                               finished_before=T0 - 500, limit=rng.choice([1, 3, 100]))
+            if gone:
+                os.write(ack_fd, f"G {','.join(gone)}\n".encode())
 
 
 def test_sigkill_at_random_moments_loses_no_acknowledged_change(tmp_path: Path) -> None:
     root = tmp_path / "store"
     JsonStorage(root).close()
     rng = random.Random(1234)
-    expected: dict[str, str] = {}  # job id -> what must be true of it
+    expected: dict[str, set[str]] = {}  # job id -> the states it may be in ("gone": purged)
     batches: dict[str, bool] = {}  # imports begun -> acknowledged
     rounds = 30
     for i in range(rounds):
@@ -476,19 +505,31 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_change(tmp_path: Path) 
                 if kind in "BI":
                     batches[job_id] = batches.get(job_id, False) or kind == "I"
                     continue
-                # Completed and dead are final unless a retry was started
-                # ("T": it may have been committed even if not acknowledged);
-                # anything else may since have been run by a later child.
-                expected[job_id] = {"E": "any", "C": "completed", "D": "dead", "T": "any",
-                                    "R": "any"}[kind]
+                if kind == "G":  # purged by a sweep
+                    for gone in job_id.split(","):
+                        assert expected.get(gone, {"gone"}) >= {"gone"}, gone
+                        expected[gone] = {"gone"}
+                    continue
+                # Completed, dead and cancelled are final unless a retry or
+                # a purge was started ("T", "P": it may have been committed
+                # even if not acknowledged). Only jobs that finished long
+                # ago ("A") may be purged by a sweep. Anything else may
+                # since have been run by a later child.
+                every = {s.value for s in JobState}
+                anything = every - {"cancelled"}
+                expected[job_id] = {
+                    "E": anything, "X": every, "K": {"cancelled"}, "A": anything | {"gone"},
+                    "O": {"completed", "gone"}, "C": {"completed"}, "P": {"completed", "gone"},
+                    "Q": {"gone"}, "D": {"dead"}, "T": anything, "R": anything}[kind]
         store = JsonStorage(root)  # opens after every crash, whatever it hit
-        for job_id, state in expected.items():
+        for job_id, allowed in expected.items():
             job = store.get(job_id)
-            assert job is not None, f"acknowledged job {job_id} lost after round {i}"
-            if state != "any":
-                assert job.state.value == state, (job_id, job.state)
+            state = "gone" if job is None else job.state.value
+            assert state in allowed, f"job {job_id} is {state} after round {i}, not {allowed}"
         for batch, acknowledged in batches.items():
-            seen = [store.get(i) is not None for i in batch.split(",")]
+            # (A job of the batch may since have been run, and purged.)
+            seen = [store.get(i) is not None or "gone" in expected.get(i, ())
+                    for i in batch.split(",")]
             assert all(seen) or (not any(seen) and not acknowledged), (batch, seen)
         jobs = store.list_jobs()
         assert len({j.id for j in jobs}) == len(jobs), "no job listed twice"
@@ -498,6 +539,8 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_change(tmp_path: Path) 
         store.close()
     assert len(expected) > rounds, "the children got work done between kills"
     assert any(batches.values()), "some imports were acknowledged"
+    assert any(v == {"gone"} for v in expected.values()), "some purges were acknowledged"
+    assert any(v == {"cancelled"} for v in expected.values()), "some cancels were acknowledged"
 
 
 # ------------------------------------------------------------------ import
@@ -508,7 +551,8 @@ Exported = list[tuple[Job, list[Attempt]]]
 def exported() -> Exported:
     """Jobs in every importable state, with histories, as another store
     exports them: a completed, b dead, c failed, d failed (lost attempt),
-    e pending, then f dead and g completed with odd ids."""
+    e pending, then f dead and g completed with odd ids (g with output
+    tails), and h cancelled, in its own queue with every optional field."""
     mem = MemoryStorage()
     mem.enqueue([new_job(n, max_retries=0 if n in "bf" else 3) for n in "abcde"])
     mem.complete(mem.claim("w1", T0, LEASE), OK, T0 + 1)  # type: ignore[arg-type]
@@ -519,7 +563,11 @@ def exported() -> Exported:
     mem.enqueue([new_job("f/ dead ü", max_retries=0, priority=5),
                  new_job("g/ done", priority=4)])
     mem.fail(mem.claim("w3", T0, LEASE), BOOM, T0 + 3, None)  # type: ignore[arg-type]
-    mem.complete(mem.claim("w3", T0, LEASE), OK, T0 + 3)  # type: ignore[arg-type]
+    mem.complete(mem.claim("w3", T0, LEASE),  # type: ignore[arg-type]
+                 ExecResult(exit_code=0, stdout_tail="dön€\n", stderr_tail=""), T0 + 3)
+    mem.enqueue([new_job("h", queue="mail.out", timeout=2.5, cwd="/srv/ü",
+                         env={"A": "1", "Ü": ""}, retry={"policy": "linear", "max_delay": 9.0})])
+    mem.cancel("h", T0 + 4)
     records = [(j, mem.attempts(j.id)) for j in mem.list_jobs()]
     assert {j.state for j, _ in records} == set(JobState) - {JobState.PROCESSING}
     return records
@@ -550,6 +598,7 @@ def assert_imported(store: JsonStorage, records: Exported, before: list[str]) ->
         assert got == want, state
     counts = store.counts()
     assert counts[JobState.COMPLETED] == 2 and counts[JobState.DEAD] == 2
+    assert counts[JobState.CANCELLED] == 1 and store.counts("mail.out")[JobState.CANCELLED] == 1
     for job, _ in records:
         with pytest.raises(DuplicateJobError):
             store.enqueue([new_job(job.id)])
@@ -557,7 +606,8 @@ def assert_imported(store: JsonStorage, records: Exported, before: list[str]) ->
             store.import_jobs([(job, [])])
 
 
-def test_import_writes_files_and_two_journal_lines(store: JsonStorage, root: Path) -> None:
+def test_import_writes_files_and_two_journal_lines(roomy: JsonStorage, root: Path) -> None:
+    store = roomy
     records = exported()
     store.enqueue([new_job("old")])
     store.import_jobs(records)
@@ -566,7 +616,7 @@ def test_import_writes_files_and_two_journal_lines(store: JsonStorage, root: Pat
     imp, done = lines[-2]["ops"], lines[-1]["ops"]
     assert [op["op"] for op in imp + done] == ["import", "imported"]
     assert [r["seq"] for r in imp[0]["jobs"]] == list(range(2, 2 + len(records)))
-    finished = [j.id for j, _ in records if j.state in (JobState.COMPLETED, JobState.DEAD)]
+    finished = [j.id for j, _ in records if j.state in FINISHED]
     assert done[0]["ids"] == finished
     for job_id in finished:
         assert json.loads(job_path(root, job_id).read_text())["id"] == job_id
@@ -645,7 +695,7 @@ def test_crash_between_import_and_imported(root: Path, files_before_death: int) 
     assert os.WEXITSTATUS(status) == 9, "the child died between the two steps"
     lines = journal(root).read_text().splitlines()
     assert [op["op"] for op in json.loads(lines[-1])["ops"]] == ["import"]
-    finished = [j.id for j, _ in records if j.state in (JobState.COMPLETED, JobState.DEAD)]
+    finished = [j.id for j, _ in records if j.state in FINISHED]
     assert sum(job_path(root, i).exists() for i in finished) == files_before_death
     # Every imported job is visible: to an instance that was open, to a new
     # one, and after compaction (which writes the missing files first).
@@ -660,7 +710,8 @@ def test_crash_between_import_and_imported(root: Path, files_before_death: int) 
     assert all(job_path(root, i).exists() for i in finished)
     assert not (root / "journal-1.jsonl").exists()
     snap = json.loads((root / "snapshot.json").read_text())
-    assert snap["finished"] == {"completed": 2, "dead": 2}
+    assert snap["finished"] == {"default": {"completed": 2, "dead": 2, "cancelled": 0},
+                                "mail.out": {"completed": 0, "dead": 0, "cancelled": 1}}
     assert sorted(j["id"] for j in snap["jobs"]) == ["c", "d", "e", "old"]
     for s in (viewer, fresh, store):
         assert everything(s) == before
@@ -700,7 +751,7 @@ def test_leftover_import_is_settled_by_the_next_import_and_survives_dlq_retry(
     assert store._unwritten == {} and other.get("g/ done") is not None
     assert other._unwritten == {}, "the 'imported' line reached the other instance"
     files = sorted(json.loads(p.read_text())["id"] for p in (root / "jobs").rglob("*.json"))
-    assert files == ["a", "f/ dead ü", "g/ done"], "no file for the revived job"
+    assert files == ["a", "f/ dead ü", "g/ done", "h"], "no file for the revived job"
     fresh = JsonStorage(root)
     assert [(j.id, j.state) for j in fresh.list_jobs(JobState.DEAD)] == [
         ("f/ dead ü", JobState.DEAD)]
@@ -710,14 +761,15 @@ def test_leftover_import_is_settled_by_the_next_import_and_survives_dlq_retry(
         s.close()
 
 
-def test_torn_import_line_imports_nothing(store: JsonStorage, root: Path) -> None:
+def test_torn_import_line_imports_nothing(roomy: JsonStorage, root: Path) -> None:
     """The ``import`` line is the commit point: cut short, none of it counts."""
+    store = roomy
     store.enqueue([new_job("old")])
     store.import_jobs(exported())
     lines = journal(root).read_bytes().splitlines(keepends=True)
     journal(root).write_bytes(b"".join(lines[:-2]) + lines[-2][:-1])  # no newline
     for job, _ in exported():
-        if job.state in (JobState.COMPLETED, JobState.DEAD):
+        if job.state in FINISHED:
             job_path(root, job.id).unlink()  # files come only after the line
     fresh = JsonStorage(root)
     assert [j.id for j in fresh.list_jobs()] == ["old"]

@@ -61,7 +61,9 @@ class Storage(ABC):
     # ------------------------------------------------------------ jobs
     @abstractmethod
     def enqueue(self, jobs: Sequence[NewJob]) -> None:
-        """Store new jobs in state ``pending``, all or nothing."""
+        """Store new jobs in state ``pending``, all or nothing. The core
+        validates every field first (``models.parse_job_spec``), so a backend
+        may rely on the limits in ``models`` (no NUL in text, sizes)."""
 
     @abstractmethod
     def get(self, job_id: str) -> Job | None:
@@ -136,13 +138,14 @@ class Storage(ABC):
         down by one and the job is ``pending`` (if that leaves no counted
         attempt) or ``failed``, with ``run_at = now``; never ``dead``. Either
         way, a job whose cancel was requested becomes ``cancelled`` (its
-        attempt ``cancelled``)."""
+        attempt ``cancelled``; ``last_error`` is the release's text as
+        above)."""
 
     @abstractmethod
     def cancel(self, job_id: str, now: int) -> Job:
         """Cancel a job, in one step. ``pending`` or ``failed``: it becomes
-        ``cancelled`` (``finished_at = now``, ``last_error`` =
-        CANCELLED_ERROR). ``processing``: ``cancel_requested_at = now`` is
+        ``cancelled`` (``finished_at = cancel_requested_at = now``,
+        ``last_error`` = CANCELLED_ERROR). ``processing``: ``cancel_requested_at = now`` is
         set and the job stays ``processing`` until its worker stops it (see
         :meth:`fail`); asking again changes nothing. Returns the job as
         stored. Raises JobNotFoundError, or InvalidStateError for a job that
@@ -155,7 +158,8 @@ class Storage(ABC):
         of ``states`` (only ``completed``, ``dead`` and ``cancelled`` are
         allowed; ValueError otherwise), and, when given, with ``finished_at``
         (or ``updated_at`` if that is null) earlier than ``finished_before``,
-        with an id in ``ids``, at most ``limit`` of them (oldest first).
+        with an id in ``ids``, at most ``limit`` of them (oldest first; ties
+        in enqueue order).
         Returns the ids deleted; a purged id may be enqueued again."""
 
     @abstractmethod

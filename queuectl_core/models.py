@@ -428,7 +428,7 @@ def _spec_problem(data: dict[str, Any]) -> str | None:
         if not _is_number(timeout):
             return "timeout: must be a number of seconds"
         if not 0 < timeout <= MAX_TIMEOUT_SECONDS:
-            return f"timeout: must be more than 0 and at most {MAX_TIMEOUT_SECONDS:g} seconds"
+            return "timeout: must be more than 0 seconds and at most 30 days (2592000)"
     cwd = data.get("cwd")
     if cwd is not None:
         if type(cwd) is not str or not cwd:

@@ -43,3 +43,31 @@ def number(value: float | int) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+def seconds_text(ms: int | None) -> str:
+    """A duration in milliseconds as ``1.234s``; ``-`` for None."""
+    return "-" if ms is None else f"{ms / 1000:.3f}s"
+
+
+def signal_text(num: int) -> str:
+    """``15 (SIGTERM)``; an unknown number as is."""
+    import signal
+
+    try:
+        return f"{num} ({signal.Signals(num).name})"
+    except ValueError:
+        return str(num)
+
+
+def note(message: str) -> None:
+    """One line for the user on stderr, apart from the command's output."""
+    sys.stderr.write(f"Note: {message}\n")
+    sys.stderr.flush()
+
+
+def error_line(message: str) -> None:
+    """One ``Error:`` line on stderr, for a command that goes on after it
+    (several ids, some of them bad) and exits non-zero at the end."""
+    sys.stderr.write(f"Error: {message}\n")
+    sys.stderr.flush()

@@ -19,6 +19,12 @@ def config() -> None:
       backoff_base       retry delay is backoff_base ** attempts seconds (default 2)
       worker_idle_delay  ms an idle worker waits between polls (default 2000)
       lease_seconds      a claimed job's lease; heartbeats renew it (default 15)
+      max_delay          longest retry delay in seconds; 0: no cap (default 0)
+      jitter             cut each retry delay by a random fraction up to this (0..1)
+      job_timeout        seconds a job without its own timeout may run; 0: no limit
+      output_max_bytes   cap on each attempt's stdout and stderr on disk (10 MiB)
+      output_tail_bytes  end of each stream kept in the store, for logs (4096)
+      retention_days     purge completed/cancelled jobs this long after; 0: keep
     Running workers pick up changes without a restart: an idle worker at its
     next poll (worker_idle_delay), a busy one at its next heartbeat (every
     lease_seconds / 3).

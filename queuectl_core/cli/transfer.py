@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ..models import Attempt, Job
 
 _TIME_FIELDS = ("run_at", "created_at", "updated_at", "started_at", "finished_at",
-                "lease_expires_at")
+                "lease_expires_at", "cancel_requested_at")
 
 
 @click.command("export")
@@ -91,13 +91,19 @@ def _parse(record: Any, where: str, now: int) -> tuple[Job, list[Attempt]]:
     if problem is not None:
         raise UsageError(f"{where}: {problem}")
     # A job that was running when exported has no worker here: its attempt
-    # is lost and it runs again at once, as after a crash.
+    # is lost and it runs again at once, as after a crash; or, if it was
+    # being cancelled, it ends cancelled (cancellation wins, as in
+    # Storage.recover_expired).
     lost = "exported while running; the attempt was lost in the move"
+    cancelling = job.state is JobState.PROCESSING and job.cancel_requested_at is not None
     attempts = [a if a.outcome != "running" else a.replace(**{
-        "outcome": "lost", "finished_at": now, "error": lost}) for a in attempts]
+        "outcome": "cancelled" if cancelling else "lost", "finished_at": now, "error": lost})
+        for a in attempts]
     if job.state is JobState.PROCESSING:
         job = job.replace(**{
-            "state": JobState.DEAD if job.attempts > job.max_retries else JobState.FAILED,
+            "state": (JobState.CANCELLED if cancelling
+                      else JobState.DEAD if job.attempts > job.max_retries
+                      else JobState.FAILED),
             "run_at": now, "lease_expires_at": None, "finished_at": now, "updated_at": now,
             "last_error": lost,
         })
@@ -112,9 +118,10 @@ def import_cmd(state: State, file: str, as_json: bool) -> None:
     """Load jobs written by 'queuectl export' (FILE, or - for stdin).
 
     All or nothing: one invalid line or one id that already exists, and
-    nothing is imported. Jobs keep their state, attempts, max_retries and
-    history; jobs that were running when exported come back as failed and
-    run again.
+    nothing is imported. Jobs keep their state, attempts, max_retries,
+    queue, timeout, cwd, env, retry and history; jobs that were running
+    when exported come back as failed and run again (or as cancelled, if a
+    cancel had been requested).
     """
     from ..timeutil import now_ms
     from ..wakeup import notify

@@ -20,7 +20,7 @@ def test_example1_simple_job_processing(queue: Queue) -> None:
 
     status = queue.wait_counts(completed=3)
     assert status == {"pending": 0, "processing": 0, "completed": 3, "failed": 0, "dead": 0,
-                      "active_workers": 1}
+                      "cancelled": 0, "active_workers": 1, "paused_queues": [], "queue": None}
     human = queue.run("status").stdout
     assert "completed" in human and "Active workers: 1" in human
     for i in (1, 2, 3):
@@ -94,8 +94,9 @@ def test_example3_delayed_job(queue: Queue) -> None:
     assert done["attempts"] == 1
     started = iso_ms(done["attempts_history"][0]["started_at"])
     assert started >= run_at, f"started {run_at - started} ms before run_at"
-    assert queue.status() == {"pending": 0, "processing": 0, "completed": 1, "failed": 0,
-                              "dead": 0, "active_workers": 1}
+    assert queue.json("status") == {"pending": 0, "processing": 0, "completed": 1, "failed": 0,
+                                    "dead": 0, "cancelled": 0, "active_workers": 1,
+                                    "paused_queues": [], "queue": None}
     queue.stop_workers(alias=True)
 
 
@@ -119,7 +120,9 @@ def test_example4_multiple_workers(queue: Queue) -> None:
 def test_example5_configuration(queue: Queue) -> None:
     defaults = queue.run("config-get").stdout
     assert defaults == ("max_retries: 3\nbackoff_base: 2\nworker_idle_delay: 2000\n"
-                        "lease_seconds: 15\n")
+                        "lease_seconds: 15\nmax_delay: 0\njitter: 0\njob_timeout: 0\n"
+                        "output_max_bytes: 10485760\noutput_tail_bytes: 4096\n"
+                        "retention_days: 0\n")
     assert queue.run("config-set", "max_retries", "5").stdout == (
         "Config updated: max_retries = 5\n")
     assert queue.run("config-set", "backoff_base", "3").stdout == (
@@ -129,7 +132,10 @@ def test_example5_configuration(queue: Queue) -> None:
     assert queue.run("config-get", "max_retries").stdout == "max_retries: 5\n"
     assert queue.run("config", "get", "backoff_base").stdout == "backoff_base: 3\n"
     assert queue.json("config", "get") == {"max_retries": 5, "backoff_base": 3.0,
-                                           "worker_idle_delay": 2000, "lease_seconds": 15}
+                                           "worker_idle_delay": 2000, "lease_seconds": 15,
+                                           "max_delay": 0.0, "jitter": 0.0,
+                                           "job_timeout": 0.0, "output_max_bytes": 10485760,
+                                           "output_tail_bytes": 4096, "retention_days": 0.0}
     assert queue.json("config-get", "max-retries") == {"max_retries": 5}
 
     # "Now failing jobs will retry with delays: 3, 9, 27, 81 seconds": the

@@ -33,10 +33,12 @@ def test_basic_completion_and_json_shapes(queue: Queue) -> None:
     queue.start_workers(1)
     queue.wait_counts(completed=2)
 
-    status = queue.status()
-    assert set(status) == {"pending", "processing", "completed", "failed", "dead",
-                           "active_workers"}
-    assert all(type(v) is int for v in status.values()), status
+    status = queue.json("status")
+    assert set(status) == {"pending", "processing", "completed", "failed", "dead", "cancelled",
+                           "active_workers", "paused_queues", "queue"}
+    assert status["paused_queues"] == [] and status["queue"] is None
+    counts = {k: v for k, v in status.items() if k not in ("paused_queues", "queue")}
+    assert all(type(v) is int for v in counts.values()), status
     assert status["completed"] == 2
 
     jobs = queue.jobs()

@@ -1,0 +1,363 @@
+"""Controlling jobs and queues: cancel, wait, pause, resume, purge."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import TYPE_CHECKING
+
+import click
+
+from ..errors import InvalidStateError, JobNotFoundError, TransientStorageError, UsageError
+from .jobs import STATE_NAMES, _check_queue_name, _stored_id, json_option
+from .main import State, pass_state
+from .output import clip, emit_json, error_line
+
+if TYPE_CHECKING:
+    from ..app import App
+    from ..models import Job, WorkerInfo
+    from ..storage import Storage
+
+#: Jobs deleted per storage call by ``purge``, so that each transaction
+#: stays short on a big queue.
+PURGE_BATCH = 1000
+#: ``wait`` polls the store this often: starting fast, slowing down.
+WAIT_FIRST_POLL_S = 0.05
+WAIT_MAX_POLL_S = 0.5
+#: How long ``cancel`` waits for a just-claimed job's worker to report the
+#: command's process group.
+CANCEL_FIND_GROUP_S = 1.0
+#: Exit status of ``wait`` when its --timeout passes first (as timeout(1)).
+EXIT_TIMEOUT = 124
+
+
+def remove_job_logs(app: App, job_ids: list[str]) -> None:
+    """Delete the output directories of purged jobs on this machine."""
+    from .. import joblogs
+
+    joblogs.remove_job_logs(app.config.home / "logs" / "jobs", job_ids)
+
+
+# ------------------------------------------------------------------ cancel
+
+def _proc_stat(pid: int) -> tuple[int, int] | None:
+    """(ppid, pgrp) of a live process from /proc, or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[1]), int(fields[2])
+
+
+def _group_is_the_jobs(pgid: int, job_id: str, worker_pid: int) -> bool:
+    """Is process group ``pgid`` on this machine still the job's command?
+    Its leader must lead that group and be the worker's child or carry
+    QUEUECTL_JOB_ID=<job id>, so a reused pid is never signalled."""
+    if pgid <= 1:
+        return False
+    if not os.path.isdir("/proc/self"):
+        return True  # no /proc to check with: trust the worker's record
+    stat = _proc_stat(pgid)
+    if stat is None or stat[1] != pgid:
+        return False
+    if stat[0] == worker_pid:
+        return True
+    try:
+        with open(f"/proc/{pgid}/environ", "rb") as fh:
+            environ = fh.read().split(b"\0")
+    except OSError:
+        return False
+    return b"QUEUECTL_JOB_ID=" + job_id.encode() in environ
+
+
+def _local_group(storage: Storage, job: Job) -> tuple[WorkerInfo | None, int | None]:
+    """The worker holding a processing job, and the process group of its
+    command if that runs on this machine. A worker that has just claimed
+    the job reports the group a moment later, so wait for it briefly."""
+    host = socket.gethostname()
+    deadline = time.monotonic() + CANCEL_FIND_GROUP_S
+    while True:
+        holder = next((w for w in storage.list_workers() if w.id == job.worker_id), None)
+        if holder is None or holder.hostname != host:
+            return holder, None
+        if holder.current_job == job.id and holder.job_pgid:
+            pgid = holder.job_pgid
+            return holder, pgid if _group_is_the_jobs(pgid, job.id, holder.pid) else None
+        if time.monotonic() >= deadline:
+            return holder, None
+        time.sleep(0.05)
+        current = storage.get(job.id)
+        if current is None or current.state.value != "processing" \
+                or current.worker_id != job.worker_id:
+            return holder, None
+
+
+@click.command()
+@click.argument("job_ids", metavar="ID...", nargs=-1, required=True)
+@json_option
+@pass_state
+def cancel(state: State, job_ids: tuple[str, ...], as_json: bool) -> None:
+    """Cancel jobs: a pending or failed job becomes cancelled at once; a
+    running one is stopped.
+
+    A running job's command gets SIGTERM at once when its worker runs on
+    this machine; a worker elsewhere (a shared PostgreSQL store) stops it at
+    its next lease renewal. Either way the worker records the job as
+    cancelled, unless the command had already succeeded. Finished jobs
+    (completed, dead, cancelled) cannot be cancelled: each such id, or an
+    unknown one, is reported and the others are still cancelled (exit 1 at
+    the end). With --json: an array of the jobs as stored.
+    """
+    import signal
+
+    from ..timeutil import now_ms
+
+    app = state.app()
+    storage = app.storage
+    failed = False
+    done: list[Job] = []
+    for job_id in dict.fromkeys(job_ids):
+        try:
+            job = storage.cancel(_stored_id(job_id), now_ms())
+        except (JobNotFoundError, InvalidStateError) as exc:
+            error_line(str(exc))
+            failed = True
+            continue
+        done.append(job)
+        if job.state.value != "processing":
+            if not as_json:
+                click.echo(f"Cancelled job {job.id}.")
+            continue
+        holder, pgid = _local_group(storage, job)
+        signalled = False
+        if pgid is not None:
+            try:
+                os.killpg(pgid, signal.SIGTERM)
+                signalled = True
+            except (ProcessLookupError, PermissionError):
+                pass
+        if as_json:
+            continue
+        if signalled:
+            click.echo(f"Cancelling job {job.id}: sent SIGTERM to its command (process group "
+                       f"{pgid}) on this machine; its worker records it as cancelled.")
+        else:
+            lease = app.settings().lease_seconds
+            where = (f" on {holder.hostname}" if holder is not None
+                     and holder.hostname != socket.gethostname() else "")
+            click.echo(f"Cancel requested for job {job.id}: its worker{where} stops it at its "
+                       f"next lease renewal (within about {max(1, lease // 3)} s) and records "
+                       "it as cancelled.")
+    if as_json:
+        emit_json([j.to_json() for j in done])
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+# ------------------------------------------------------------------ wait
+
+def _timeout_seconds(timeout: str | None) -> float | None:
+    if timeout is None:
+        return None
+    from ..timeutil import parse_duration_ms
+
+    try:
+        return parse_duration_ms(timeout) / 1000
+    except UsageError as exc:
+        raise UsageError(f"--timeout: {exc}") from None
+
+
+def _ended(job: Job) -> str:
+    if job.state.value == "completed":
+        return f"Job {job.id} completed."
+    if job.state.value == "cancelled":
+        return f"Job {job.id} was cancelled."
+    return f"Job {job.id} is dead (in the DLQ): {clip(job.last_error, 100)}"
+
+
+@click.command()
+@click.argument("job_ids", metavar="ID...", nargs=-1, required=True)
+@click.option("--timeout", metavar="DURATION",
+              help="Give up after this long (seconds, or e.g. 30s, 5m, 2h): exit 124.")
+@json_option
+@pass_state
+def wait(state: State, job_ids: tuple[str, ...], timeout: str | None, as_json: bool) -> None:
+    """Block until every job has finished: completed, dead or cancelled.
+
+    \b
+    Exit status:
+      0    every job completed
+      1    some job ended dead or cancelled (they are named), or an id is unknown
+      124  --timeout passed first (the unfinished jobs are named)
+      130  interrupted (Ctrl-C)
+
+    Prints each job as it finishes. With --json, prints only an object:
+    {"outcome": "completed" | "failed" | "timeout", "jobs": [...]} (the jobs
+    as they are at the end, in the order given).
+    """
+    limit = _timeout_seconds(timeout)
+    try:
+        _wait(state, job_ids, limit, as_json)
+    except KeyboardInterrupt:
+        raise click.exceptions.Exit(130) from None  # Ctrl-C: quietly (click would say Aborted)
+
+
+def _wait(state: State, job_ids: tuple[str, ...], limit: float | None, as_json: bool) -> None:
+    deadline = None if limit is None else time.monotonic() + limit
+    app = state.app()
+    storage = app.storage
+    ids = list(dict.fromkeys(job_ids))
+    jobs: dict[str, Job] = {}
+    for job_id in ids:
+        job = storage.get(_stored_id(job_id))
+        if job is None:
+            raise JobNotFoundError(job_id)
+        jobs[job_id] = job
+    finished = ("completed", "dead", "cancelled")
+    unfinished = list(ids)
+    interval = WAIT_FIRST_POLL_S
+    while True:
+        still: list[str] = []
+        for job_id in unfinished:
+            job = jobs[job_id]
+            if job.state.value not in finished:
+                still.append(job_id)
+            elif not as_json:
+                click.echo(_ended(job))
+        unfinished = still
+        if not unfinished:
+            break
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        pause = interval if deadline is None else max(0.0, min(interval,
+                                                               deadline - time.monotonic()))
+        time.sleep(pause)
+        interval = min(WAIT_MAX_POLL_S, interval * 1.5)
+        for job_id in unfinished:
+            try:
+                current = storage.get(job_id)
+            except TransientStorageError:
+                continue  # the store is briefly unreachable: ask again next round
+            if current is None:
+                raise JobNotFoundError(job_id)  # purged while we waited
+            jobs[job_id] = current
+    bad = [jobs[i] for i in ids if jobs[i].state.value in ("dead", "cancelled")]
+    outcome = "timeout" if unfinished else "failed" if bad else "completed"
+    if as_json:
+        emit_json({"outcome": outcome, "jobs": [jobs[i].to_json() for i in ids]})
+    if unfinished:
+        if not as_json:
+            listed = ", ".join(f"{i} ({jobs[i].state.value})" for i in unfinished)
+            error_line(f"timed out after {limit:g}s; still unfinished: {listed}")
+        raise click.exceptions.Exit(EXIT_TIMEOUT)
+    if bad:
+        if not as_json:
+            listed = ", ".join(f"{j.id} ({j.state.value})" for j in bad)
+            error_line(f"{len(bad)} of {len(ids)} job(s) did not complete: {listed}")
+        raise click.exceptions.Exit(1)
+
+
+# ------------------------------------------------------------------ pause / resume
+
+def _set_paused(state: State, queue_name: str, paused: bool, as_json: bool) -> None:
+    app = state.app()
+    changed = app.storage.set_queue_paused(queue_name, paused)
+    if paused is False and changed:
+        from ..wakeup import notify
+
+        notify(app.config.home)
+    if as_json:
+        emit_json({"queue": queue_name, "paused": paused, "changed": changed})
+    elif paused:
+        click.echo(f"Queue '{queue_name}' paused: workers claim nothing more from it; running "
+                   "jobs finish." if changed else f"Queue '{queue_name}' is already paused.")
+    else:
+        click.echo(f"Queue '{queue_name}' resumed: workers claim its jobs again."
+                   if changed else f"Queue '{queue_name}' was not paused.")
+
+
+queue_argument = click.argument("queue_name", metavar="QUEUE", callback=_check_queue_name)
+
+
+@click.command()
+@queue_argument
+@json_option
+@pass_state
+def pause(state: State, queue_name: str, as_json: bool) -> None:
+    """Stop workers from claiming jobs of QUEUE (running jobs finish).
+
+    Jobs can still be enqueued to it; workers keep serving other queues.
+    The queue need not exist yet. 'queuectl resume QUEUE' undoes it.
+    """
+    _set_paused(state, queue_name, True, as_json)
+
+
+@click.command()
+@queue_argument
+@json_option
+@pass_state
+def resume(state: State, queue_name: str, as_json: bool) -> None:
+    """Let workers claim jobs of a paused QUEUE again."""
+    _set_paused(state, queue_name, False, as_json)
+
+
+# ------------------------------------------------------------------ purge
+
+PURGEABLE = ("completed", "dead", "cancelled")
+
+
+@click.command()
+@click.option("--state", "state_names", type=click.Choice(STATE_NAMES), multiple=True,
+              metavar="STATE", help="completed, dead or cancelled: purge jobs in this "
+              "state (repeatable; default: completed and cancelled).")
+@click.option("--older-than", metavar="DURATION",
+              help="Only jobs that finished longer ago than this, e.g. 7d, 12h, 30m.")
+@json_option
+@pass_state
+def purge(state: State, state_names: tuple[str, ...], older_than: str | None,
+          as_json: bool) -> None:
+    """Delete finished jobs, with their attempt history and their output on
+    this machine. Irreversible.
+
+    \b
+      queuectl purge                                 # completed and cancelled
+      queuectl purge --state completed --older-than 7d
+      queuectl purge --state dead --older-than 30d   # dead only when asked
+
+    Only completed, dead and cancelled jobs can be purged. Jobs are deleted
+    in batches of 1000, each in its own short transaction.
+    """
+    from ..models import JobState
+    from ..timeutil import iso, now_ms, parse_duration_ms
+
+    refused = [s for s in state_names if s not in PURGEABLE]
+    if refused:
+        raise UsageError(f"cannot purge {refused[0]} jobs: only {', '.join(PURGEABLE)} "
+                         "jobs can be purged")
+    names = list(dict.fromkeys(state_names)) or ["completed", "cancelled"]
+    now = now_ms()
+    if older_than is not None:
+        try:
+            cutoff = now - parse_duration_ms(older_than)
+        except UsageError as exc:
+            raise UsageError(f"--older-than: {exc}") from None
+    else:
+        cutoff = now + 1  # everything that finished before this command started
+    app = state.app()
+    states = [JobState(n) for n in names]
+    total = 0
+    while batch := app.storage.purge(states=states, finished_before=cutoff, limit=PURGE_BATCH):
+        total += len(batch)
+        remove_job_logs(app, batch)
+    if as_json:
+        emit_json({"purged": total, "states": names,
+                   "finished_before": iso(cutoff) if older_than is not None else None})
+        return
+    click.echo(f"Purged {total} job(s).")
+
+
+__all__ = ["cancel", "pause", "purge", "resume", "wait"]

@@ -6,6 +6,7 @@ processes, on each backend."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -390,3 +391,53 @@ def test_export_import_keeps_the_new_fields(queue: Queue, tmp_path: Path) -> Non
         assert (status["pending"], status["cancelled"]) == (1, 1)
     finally:
         other.cleanup()
+
+
+# ------------------------------------------------------------------ YAML: retry policy, DLQ command
+
+def test_yaml_retry_policy_and_dlq_command(queue: Queue) -> None:
+    """`retry: {policy: constant}` spaces every retry by backoff_base, and
+    `dlq.command` gets each dead job as JSON on stdin, from a real worker."""
+    queue.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    config = queue.home / "queuectl.yaml"
+    before = config.read_text() if config.exists() else ""
+    alerts = queue.workdir / "alerts.jsonl"
+    config.write_text(before + "retry:\n  policy: constant\n"
+                      f"dlq:\n  command: cat >> {alerts}; echo >> {alerts}\n  timeout: 10\n")
+    config.chmod(0o600)
+    queue.fast(backoff_base=1.5)
+    queue.enqueue({"id": "doomed", "command": "echo no disk >&2; exit 3", "max_retries": 2})
+    queue.enqueue({"id": "own", "command": "exit 1", "max_retries": 1,
+                   "retry": {"policy": "linear", "backoff_base": 1.25}})
+    queue.start_workers(1)
+    queue.wait_state("doomed", "dead", timeout=30)
+    queue.wait_state("own", "dead", timeout=30)
+
+    def gaps(job_id: str) -> list[int]:
+        attempts = queue.show(job_id)["attempts_history"]
+        return [iso_ms(b["started_at"]) - iso_ms(a["finished_at"])
+                for a, b in itertools.pairwise(attempts)]
+
+    # Constant: 1.5 s each time (exponential would wait 1.5 then 2.25 s).
+    assert all(1500 <= gap < 2200 for gap in gaps("doomed")), gaps("doomed")
+    assert len(gaps("doomed")) == 2
+    # A job's own retry object wins: linear, 1.25 * 1 s.
+    [gap] = gaps("own")
+    assert 1250 <= gap < 1950, gap
+
+    def alerted() -> list[dict[str, object]] | None:
+        if not alerts.exists():
+            return None
+        lines = [json.loads(x) for x in alerts.read_text().splitlines() if x.strip()]
+        return lines if len(lines) == 2 else None
+
+    got = queue.wait_until(alerted, 15, "two DLQ handler runs")
+    by_id = {entry["job"]["id"]: entry for entry in got}  # type: ignore[index]
+    assert set(by_id) == {"doomed", "own"}
+    doomed = by_id["doomed"]
+    assert doomed["event"] == "dead"
+    assert doomed["job"]["last_error"] == "no disk"  # type: ignore[index]
+    assert doomed["attempt"]["exit_code"] == 3  # type: ignore[index]
+    handler_log = (queue.home / "logs" / "dlq-handler.log").read_text()
+    assert handler_log.count("the DLQ handler finished") == 2
+    queue.stop_workers()

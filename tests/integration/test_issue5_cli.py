@@ -441,3 +441,46 @@ def test_yaml_retry_policy_and_dlq_command(queue: Queue) -> None:
     handler_log = (queue.home / "logs" / "dlq-handler.log").read_text()
     assert handler_log.count("the DLQ handler finished") == 2
     queue.stop_workers()
+
+
+@pytest.mark.slow
+def test_cancel_reaches_a_job_that_ignores_the_local_signal(queue: Queue, tmp_path: Path
+                                                             ) -> None:
+    """The path a cancel takes to a worker on another machine: the request is
+    stored, and the worker sees it at its next lease renewal and stops the
+    command itself (SIGTERM, then SIGKILL after the grace). Here the command
+    ignores the SIGTERM that `cancel` sends locally, so only that path can
+    stop it."""
+    queue.fast(lease_seconds=3)  # a renewal (and cancel check) every second
+    pidfile = tmp_path / "pid"
+    queue.enqueue({"id": "stubborn",
+                   "command": f"trap '' TERM; echo $$ > {pidfile}; sleep 60; sleep 60"})
+    queue.start_workers(1)
+    queue.wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 15,
+                     "the command to start")
+    shell_pid = int(pidfile.read_text())
+    started = time.monotonic()
+    queue.run("cancel", "stubborn")
+    queue.wait_state("stubborn", "cancelled", timeout=20)
+    assert time.monotonic() - started < 15
+    wait_until(lambda: not pid_running(shell_pid), 5, message="the command to be gone")
+    [attempt] = queue.show("stubborn")["attempts_history"]
+    assert attempt["outcome"] == "cancelled"
+    assert "cancelled while running" in attempt["error"]
+    queue.stop_workers()
+
+
+@pytest.mark.slow
+def test_workers_serve_only_their_queues(queue: Queue) -> None:
+    queue.fast()
+    queue.enqueue({"id": "m1", "command": "true", "queue": "mail"})
+    queue.enqueue({"id": "r1", "command": "true", "queue": "render"})
+    queue.enqueue({"id": "d1", "command": "true"})
+    out = queue.run("worker", "start", "--queue", "mail,render", timeout=30).stdout
+    assert out.startswith("Starting 1 worker process for queues mail, render...\n"), out
+    queue.wait_state("m1", "completed")
+    queue.wait_state("r1", "completed")
+    queue.stop_workers()
+    assert queue.show("d1")["state"] == "pending", "the default queue is not served"
+    bad = queue.run("worker", "start", "--queue", "ok,-bad", check=False)
+    assert bad.returncode == 2 and "queue name '-bad'" in bad.stderr, bad

@@ -5,7 +5,7 @@ command pays only for what it uses."""
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import AppConfig
 from .errors import ConfigError, PluginError, QueuectlError
@@ -20,6 +20,9 @@ from .registry import (
     PluginContext,
 )
 from .storage import Storage
+
+if TYPE_CHECKING:
+    from .dlq_handler import DlqCommandHandler
 
 
 def _options(spec: BackendSpec | ExecutorSpec | BackoffPolicySpec, raw: dict[str, Any],
@@ -43,6 +46,7 @@ def _options(spec: BackendSpec | ExecutorSpec | BackoffPolicySpec, raw: dict[str
 class App:
     def __init__(self, config: AppConfig, plugins: Plugins | None = None) -> None:
         self.config = config
+        self._dlq_handler: DlqCommandHandler | None = None
         if plugins is not None:
             self.__dict__["plugins"] = plugins
 
@@ -57,10 +61,11 @@ class App:
         if dlq.command:
             from .dlq_handler import DlqCommandHandler
 
-            plugins.register(DlqCommandHandler(
+            self._dlq_handler = DlqCommandHandler(
                 dlq.command, timeout=dlq.timeout,
-                log_path=self.config.home / "logs" / "dlq-handler.log"),
-                name="dlq-command", distribution="queuectl (dlq.command in the config file)")
+                log_path=self.config.home / "logs" / "dlq-handler.log")
+            plugins.register(self._dlq_handler, name="dlq-command",
+                             distribution="queuectl (dlq.command in the config file)")
         return plugins
 
     def open_storage(self) -> Storage:
@@ -109,3 +114,8 @@ class App:
     def close(self) -> None:
         if "storage" in self.__dict__:
             self.__dict__.pop("storage").close()
+        handler = self._dlq_handler
+        if handler is not None:
+            # A DLQ handler still running gets its timeout enforced (and its
+            # end logged) before this process exits.
+            handler.join(handler.timeout + 1)

@@ -514,7 +514,9 @@ SETTING_SPECS: dict[str, SettingSpec] = {
     "max_retries": SettingSpec(int, 3, 0, MAX_RETRIES_LIMIT,
                                "retries after the first attempt before a job is dead"),
     "backoff_base": SettingSpec(float, 2.0, 1.0, 1000.0,
-                                "retry delay is backoff_base ** attempts seconds"),
+                                "retry delay in seconds: backoff_base ** attempts "
+                                "(exponential), backoff_base * attempts (linear), or "
+                                "backoff_base (constant)"),
     "worker_idle_delay": SettingSpec(int, 2000, 1, 3_600_000,
                                      "ms an idle worker waits between polls (at most)"),
     "lease_seconds": SettingSpec(int, 15, 3, 86_400,

@@ -129,6 +129,7 @@ def cancel(state: State, job_ids: tuple[str, ...], as_json: bool) -> None:
             continue
         done.append(job)
         if job.state.value != "processing":
+            app.plugins.job_event("cancelled", job, None)
             if not as_json:
                 click.echo(f"Cancelled job {job.id}.")
             continue

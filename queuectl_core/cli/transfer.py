@@ -120,8 +120,8 @@ def import_cmd(state: State, file: str, as_json: bool) -> None:
     All or nothing: one invalid line or one id that already exists, and
     nothing is imported. Jobs keep their state, attempts, max_retries,
     queue, timeout, cwd, env, retry and history; jobs that were running
-    when exported come back as failed and run again (or as cancelled, if a
-    cancel had been requested).
+    when exported come back as failed and run again (dead if they had no
+    attempts left, cancelled if a cancel had been requested).
     """
     from ..timeutil import now_ms
     from ..wakeup import notify

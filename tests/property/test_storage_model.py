@@ -1,14 +1,22 @@
 """Model-based test of the storage seam (queuectl_core/storage.py).
 
 A hypothesis state machine drives one store through random sequences of
-enqueue (batches, duplicates included), claim, renew, complete, fail (with
-and without a retry time, following the retry rule or not), recover_expired
-(charged or not, with or without a worker), dlq_retry, import_jobs,
-set_setting, advancing the clock, reopening the store and switching between
-two open instances of it. After every step the store must agree with a small
-pure-Python model of the contract, field by field, and keep the invariants
-below. Time is passed explicitly (stores never read the clock), so the model
-owns the clock.
+enqueue (batches, duplicates included; named queues, timeouts, working
+directories, Unicode environments and retry overrides), claim (from every
+queue or from a list of queues), renew, complete, fail (with and without a
+retry time, following the retry rule or not; with output tails), recover_expired
+(charged or not, with or without a worker), cancel (of waiting, running,
+finished and missing jobs; a running job may be cancelled while a worker
+holds it), purge (by state, age, id and limit; forbidden states included),
+pausing and resuming queues, dlq_retry, import_jobs (cancelled jobs and
+attempts included), set_setting, advancing the clock, reopening the store
+and switching between two open instances of it. After every step the store
+must agree with a small pure-Python model of the contract, field by field,
+and keep the invariants below. Where the Storage docstrings are silent (what
+``last_error`` and ``exit_code`` become on each transition, whether cancelling
+a waiting job sets ``cancel_requested_at``, ...) the model follows the
+reference store, queuectl_core/testing/memory.py, exactly. Time is passed
+explicitly (stores never read the clock), so the model owns the clock.
 
 Every example gets a fresh store: a temporary directory (SQLite, JSON) or a
 fresh PostgreSQL schema, removed afterwards.
@@ -16,24 +24,39 @@ fresh PostgreSQL schema, removed afterwards.
 Invariants checked on what the store returns (not on the model):
 
 * a job is ``processing`` iff it has exactly one ``running`` attempt, its
-  last one, numbered ``attempts``, held by the job's ``worker_id``, and then
-  it has a lease; jobs in any other state have no lease and no running
-  attempt;
+  last one, held by the job's ``worker_id``, and then it has a lease; jobs in
+  any other state have no lease and no running attempt;
+* attempt numbers name a run in the job's whole history: the attempt a claim
+  opens is numbered one more than the job's attempt records before it
+  (``Claim.attempt`` is that number), so for a job never imported the numbers
+  are 1..n in order, across ``dlq retry`` and forced stops;
 * for a job whose history follows the contract (not imported, and every
   ``fail`` followed the retry rule ``retry iff attempts <= max_retries``),
-  counted since its last ``dlq retry``: the attempts that are not
-  ``interrupted`` are numbered 1..``attempts``; ``attempts <= max_retries + 1``;
-  ``pending`` means ``attempts == 0``; ``failed`` means
-  ``1 <= attempts <= max_retries``; ``dead`` means ``attempts > max_retries``;
-* ``counts()`` agrees with ``list_jobs()`` and ``list_jobs(state)``,
-  ``list_jobs(limit=n)`` is a prefix of ``list_jobs()``, and ``next_run_at()``
-  is the earliest ``run_at`` among ``pending`` and ``failed`` jobs;
+  counted since its last ``dlq retry``: the attempts that count (all but those
+  given back by an uncharged recovery: ``interrupted``, or ``cancelled`` by
+  one) number ``attempts``; ``attempts <= max_retries + 1``; ``pending``
+  means ``attempts == 0``; ``failed`` means ``1 <= attempts <= max_retries``;
+  ``dead`` means ``attempts > max_retries``;
+* for a job never imported: only a ``processing``, ``completed`` or
+  ``cancelled`` job has ``cancel_requested_at``; a ``cancelled`` job has it
+  and ``finished_at``; only the last attempt of a ``cancelled`` job can be
+  ``cancelled``;
+* ``counts()`` and ``counts(queue)`` agree with ``list_jobs()``,
+  ``list_jobs(state)`` and ``list_jobs(queue=...)``; ``list_jobs(state, limit,
+  queue=...)`` is the filtered prefix; ``next_run_at(queues)`` is the earliest
+  ``run_at`` among ``pending`` and ``failed`` jobs in those queues that are
+  not paused; ``paused_queues()`` is sorted;
 * every claim token is new.
+
+``test_model_catches_broken_stores`` runs the machine (briefly, derandomized)
+against deliberately broken memory stores, to show that it notices.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -42,7 +65,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, event, settings
+from hypothesis import HealthCheck, Phase, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -56,8 +79,25 @@ from hypothesis.stateful import (
 )
 
 from queuectl_core.errors import DuplicateJobError, InvalidStateError, JobNotFoundError
-from queuectl_core.models import Attempt, Claim, ExecResult, Job, JobState, NewJob
-from queuectl_core.storage import Storage
+from queuectl_core.models import (
+    DEFAULT_QUEUE,
+    FINISHED_STATES,
+    MAX_TIMEOUT_SECONDS,
+    SETTING_SPECS,
+    Attempt,
+    Claim,
+    ExecResult,
+    Job,
+    JobState,
+    NewJob,
+    job_problem,
+)
+from queuectl_core.storage import (
+    CANCELLED_ERROR,
+    INTERRUPTED_ATTEMPT_ERROR,
+    LOST_ATTEMPT_ERROR,
+    Storage,
+)
 from queuectl_core.testing.memory import MemoryStorage
 
 T0 = 1_800_000_000_000
@@ -67,9 +107,16 @@ IDS = ("a", "b", "c", "d", "e", "f", "g", "h", "naïve/ id ✓", "q'uo\"te")
 MISSING = "never-stored"
 WORKERS = ("w1", "w2", "w3")
 LEASES = (0, 1, 5_000, 15_000)
+#: Queues jobs go to (``default`` first: the default), and one that never has
+#: jobs but may be paused, named in a claim's queues, or counted.
+QUEUES = (DEFAULT_QUEUE, "a", "Z.9-x")
+EMPTY_QUEUE = "nobody"
+ALL_QUEUES = (*QUEUES, EMPTY_QUEUE)
 CLAIMABLE = (JobState.PENDING, JobState.FAILED)
 JOB_FIELDS = Job.field_names()
 ATTEMPT_FIELDS = Attempt.field_names()
+#: Job fields whose types are compared too (see ``shape``).
+TYPED_FIELDS = ("timeout", "env", "retry")
 
 # ------------------------------------------------------------------ backends
 
@@ -87,8 +134,8 @@ class Backend:
 BackendFactory = Callable[[], Backend]
 
 
-def memory_backend() -> Backend:
-    store = MemoryStorage()
+def memory_backend(cls: type[MemoryStorage] = MemoryStorage) -> Backend:
+    store = cls()
     return Backend("memory", False, lambda: store, lambda: None)
 
 
@@ -138,9 +185,10 @@ class MAttempt:
     exit_code: int | None = None
     signal: int | None = None
     error: str | None = None
-    #: Closed by recovery: ``error`` is the store's own text, which must
-    #: name this worker (its wording is not part of the contract).
-    released_from: str | None = None
+    stdout_tail: str | None = None
+    stderr_tail: str | None = None
+    #: Model only: an uncharged recovery gave it back (it does not count).
+    given_back: bool = False
 
     def expected(self, job_id: str) -> dict[str, Any]:
         data = {k: getattr(self, k) for k in ATTEMPT_FIELDS if k != "job_id"}
@@ -165,66 +213,89 @@ class MJob:
     lease_expires_at: int | None = None
     last_error: str | None = None
     exit_code: int | None = None
+    queue: str = DEFAULT_QUEUE
+    timeout: float | None = None
+    cwd: str | None = None
+    env: dict[str, str] | None = None
+    retry: dict[str, Any] | None = None
+    cancel_requested_at: int | None = None
+    # ---- model only
     #: Enqueue order (claims break ties on it; lists follow it).
     seq: int = 0
     #: The current claim's token (only while processing).
     token: str | None = None
     history: list[MAttempt] = field(default_factory=list)
-    #: last_error is a recovery text that must name this worker.
-    error_names: str | None = None
     #: Follows the contract's counting rules (see the module docstring).
     consistent: bool = True
     #: Index in ``history`` where the current count of attempts started.
     counted_from: int = 0
+    #: Came from import_jobs (its fields and history are arbitrary).
+    imported: bool = False
 
     def expected(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in JOB_FIELDS}
+
+    @property
+    def finished_or_updated(self) -> int:
+        """What purge's ``finished_before`` and its order look at."""
+        return self.finished_at if self.finished_at is not None else self.updated_at
 
 
 def assert_job(got: Job, want: MJob) -> None:
     data = got.as_dict()
     expected = want.expected()
-    if want.error_names is not None:
-        text = data.pop("last_error")
-        expected.pop("last_error")
-        assert isinstance(text, str) and want.error_names in text, (
-            f"job {want.id!r}: last_error {text!r} should name worker {want.error_names!r}")
     assert data == expected, f"job {want.id!r} differs from the model"
+    for key in TYPED_FIELDS:
+        assert shape(data[key]) == shape(expected[key]), (
+            f"job {want.id!r}: {key} {data[key]!r} should be {expected[key]!r} (types differ)")
 
 
 def assert_attempts(got: Sequence[Attempt], want: MJob) -> None:
     assert len(got) == len(want.history), (
         f"job {want.id!r}: {len(got)} attempts stored, model has {len(want.history)}")
     for i, (attempt, model) in enumerate(zip(got, want.history, strict=True)):
-        data = attempt.as_dict()
-        expected = model.expected(want.id)
-        if model.released_from is not None:
-            text = data.pop("error")
-            expected.pop("error")
-            assert isinstance(text, str) and model.released_from in text, (
-                f"job {want.id!r} attempt {i}: error {text!r} should name worker "
-                f"{model.released_from!r}")
-        assert data == expected, f"job {want.id!r}: attempt {i} differs from the model"
+        assert attempt.as_dict() == model.expected(want.id), (
+            f"job {want.id!r}: attempt {i} differs from the model")
 
 
 def assert_invariants(job: Job, history: Sequence[Attempt], model: MJob) -> None:
-    """The contract's invariants, checked on the store's own data."""
+    """The contract's invariants, checked on the store's own data (``model``
+    only says which rules apply, and which attempts were given back)."""
     running = [a for a in history if a.outcome == "running"]
     if job.state is JobState.PROCESSING:
         assert len(running) == 1 and history[-1].outcome == "running", (
             f"processing job {job.id!r} needs exactly one running attempt, its last")
-        current = running[0]
-        assert current.number == job.attempts and current.worker_id == job.worker_id
-        assert current.started_at == job.started_at
+        current = history[-1]
+        assert current.number == len(history), (
+            f"job {job.id!r}: the running attempt is number {current.number}, but it is "
+            f"attempt {len(history)} of the job's history")
+        assert current.worker_id == job.worker_id and current.started_at == job.started_at
         assert job.lease_expires_at is not None and job.worker_id is not None
+        assert job.attempts >= 1
     else:
         assert running == [], f"{job.state.value} job {job.id!r} has a running attempt"
         assert job.lease_expires_at is None, f"{job.state.value} job {job.id!r} has a lease"
+    if not model.imported:
+        numbers = [a.number for a in history]
+        assert numbers == list(range(1, len(history) + 1)), (
+            f"job {job.id!r}: attempt numbers {numbers}")
+        if job.cancel_requested_at is not None:
+            assert job.state in (JobState.PROCESSING, JobState.COMPLETED, JobState.CANCELLED), (
+                f"{job.state.value} job {job.id!r} has cancel_requested_at")
+        if job.state is JobState.CANCELLED:
+            assert job.cancel_requested_at is not None and job.finished_at is not None
+        cancelled = [i for i, a in enumerate(history) if a.outcome == "cancelled"]
+        assert cancelled in ([], [len(history) - 1]), (
+            f"job {job.id!r}: cancelled attempts at {cancelled}")
+        assert not cancelled or job.state is JobState.CANCELLED, (
+            f"{job.state.value} job {job.id!r} ends with a cancelled attempt")
     if not model.consistent:
         return
-    counted = [a.number for a in history[model.counted_from:] if a.outcome != "interrupted"]
-    assert counted == list(range(1, job.attempts + 1)), (
-        f"job {job.id!r}: counted attempt numbers {counted} for attempts={job.attempts}")
+    since = zip(history[model.counted_from:], model.history[model.counted_from:], strict=True)
+    counted = [a for a, m in since if not (
+        a.outcome == "interrupted" or (a.outcome == "cancelled" and m.given_back))]
+    assert len(counted) == job.attempts, (
+        f"job {job.id!r}: {len(counted)} counted attempts, attempts={job.attempts}")
     assert 0 <= job.attempts <= job.max_retries + 1
     if job.state is JobState.PENDING:
         assert job.attempts == 0
@@ -232,8 +303,16 @@ def assert_invariants(job: Job, history: Sequence[Attempt], model: MJob) -> None
         assert 1 <= job.attempts <= job.max_retries
     elif job.state is JobState.DEAD:
         assert job.attempts > job.max_retries
-    else:
+    elif job.state in (JobState.PROCESSING, JobState.COMPLETED):
         assert job.attempts >= 1
+
+
+def shape(value: Any) -> Any:
+    """The types in a field value (None, a float, or a dict's values), so
+    that 1 and 1.0, or {} and None, differ."""
+    if isinstance(value, dict):
+        return sorted((k, type(v)) for k, v in value.items())
+    return type(value)
 
 
 def same_json(a: Any, b: Any) -> bool:
@@ -243,20 +322,50 @@ def same_json(a: Any, b: Any) -> bool:
 
 # ------------------------------------------------------------------ strategies
 
-texts = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"),
-                max_size=12)
+_chars = st.characters(exclude_categories=["Cs"], exclude_characters="\x00")
+texts = st.text(_chars, max_size=12)
 commands = texts.filter(lambda s: s.strip() != "")
 maybe_text = st.none() | texts
 exit_codes = st.none() | st.integers(-1, 255)
+#: Output tails: absent, empty (they differ) or any text.
+tails = st.none() | st.just("") | texts
 results = st.builds(ExecResult, exit_code=exit_codes,
-                    signal=st.none() | st.sampled_from([9, 15]), error=maybe_text)
-ok_results = st.just(ExecResult(exit_code=0)) | results
+                    signal=st.none() | st.sampled_from([9, 15]), error=maybe_text,
+                    stdout_tail=tails, stderr_tail=tails)
+ok_results = st.builds(ExecResult, exit_code=st.just(0), stdout_tail=tails,
+                       stderr_tail=tails) | results
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70)
     | st.floats(allow_nan=False, allow_infinity=False) | texts,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
     max_leaves=6,
 )
+queue_names = st.sampled_from(QUEUES)
+#: A claim's queues: None (any queue), or a list (maybe empty, with repeats,
+#: naming a queue without jobs).
+queue_filters = st.none() | st.lists(st.sampled_from(ALL_QUEUES), max_size=3)
+#: Timeouts: whole seconds are the common case (``"timeout": 30`` is stored as 30.0).
+timeouts = (st.none() | st.sampled_from([1.0, 30.0, 0.25, MAX_TIMEOUT_SECONDS])
+            | st.floats(0, MAX_TIMEOUT_SECONDS, exclude_min=True))
+cwds = st.none() | st.text(_chars, min_size=1, max_size=12)
+envs = st.none() | st.dictionaries(
+    st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00="),
+            min_size=1, max_size=6),
+    texts, max_size=3)
+
+
+def _number(key: str) -> st.SearchStrategy[int | float]:
+    """Any value the retry setting ``key`` accepts, as an int or a float."""
+    spec = SETTING_SPECS[key]
+    ints: st.SearchStrategy[int | float] = st.integers(math.ceil(spec.low),
+                                                       math.floor(spec.high))
+    return ints | st.floats(spec.low, spec.high)
+
+
+retries = st.none() | st.fixed_dictionaries({}, optional={
+    "policy": st.sampled_from(["exponential", "linear", "fixed", "my.policy-2"]),
+    "backoff_base": _number("backoff_base"), "max_delay": _number("max_delay"),
+    "jitter": _number("jitter")})
 
 
 @dataclass(frozen=True)
@@ -266,11 +375,17 @@ class NewJobArgs:
     max_retries: int
     priority: int
     run_offset: int
+    queue: str
+    timeout: float | None
+    cwd: str | None
+    env: dict[str, str] | None
+    retry: dict[str, Any] | None
 
 
 new_jobs = st.builds(NewJobArgs, id=st.sampled_from(IDS), command=commands,
                      max_retries=st.integers(0, 3), priority=st.integers(-2, 2),
-                     run_offset=st.just(0) | st.integers(-5_000, 0) | st.integers(1, 20_000))
+                     run_offset=st.just(0) | st.integers(-5_000, 0) | st.integers(1, 20_000),
+                     queue=queue_names, timeout=timeouts, cwd=cwds, env=envs, retry=retries)
 
 
 @dataclass(frozen=True)
@@ -283,6 +398,8 @@ class AttemptArgs:
     exit_code: int | None
     signal: int | None
     error: str | None
+    stdout_tail: str | None
+    stderr_tail: str | None
 
 
 @dataclass(frozen=True)
@@ -300,25 +417,41 @@ class ImportArgs:
     worker_id: str | None
     last_error: str | None
     exit_code: int | None
+    queue: str
+    timeout: float | None
+    cwd: str | None
+    env: dict[str, str] | None
+    retry: dict[str, Any] | None
+    cancel_offset: int | None
     history: tuple[AttemptArgs, ...]
 
 
 attempt_args = st.builds(
     AttemptArgs, number=st.integers(1, 5), worker_id=st.sampled_from(WORKERS),
     started_offset=st.integers(-100_000, 0), duration=st.integers(0, 5_000),
-    outcome=st.sampled_from(["completed", "failed", "lost", "interrupted"]),
-    exit_code=exit_codes, signal=st.none() | st.just(9), error=maybe_text)
+    outcome=st.sampled_from(["completed", "failed", "lost", "interrupted", "cancelled"]),
+    exit_code=exit_codes, signal=st.none() | st.just(9), error=maybe_text,
+    stdout_tail=tails, stderr_tail=tails)
 
 import_args = st.builds(
     ImportArgs, id=st.sampled_from(IDS), command=commands,
     state=st.sampled_from([JobState.PENDING, JobState.FAILED, JobState.COMPLETED,
-                           JobState.DEAD]),
+                           JobState.DEAD, JobState.CANCELLED]),
     attempts=st.integers(0, 4), max_retries=st.integers(0, 3), priority=st.integers(-2, 2),
     run_offset=st.integers(-5_000, 20_000), created_offset=st.integers(-200_000, 0),
     started_offset=st.none() | st.integers(-100_000, 0),
     finished_offset=st.none() | st.integers(-100_000, 0),
     worker_id=st.none() | st.sampled_from(WORKERS), last_error=maybe_text,
-    exit_code=exit_codes, history=st.lists(attempt_args, max_size=3).map(tuple))
+    exit_code=exit_codes, queue=queue_names, timeout=timeouts, cwd=cwds, env=envs,
+    retry=retries, cancel_offset=st.none() | st.integers(-100_000, 0),
+    history=st.lists(attempt_args, max_size=3).map(tuple))
+
+#: list_jobs filters checked in turn, one per step: (state, queue, limit).
+#: Each example starts at a place it draws.
+LIST_FILTERS = list(itertools.product((None, *JobState), (None, *ALL_QUEUES), (None, 0, 1, 2)))
+#: next_run_at filters checked in turn, one per step (besides None).
+NEXT_RUN_FILTERS: list[list[str]] = [
+    [], *([q] for q in ALL_QUEUES), list(QUEUES[1:]), [QUEUES[0], EMPTY_QUEUE, QUEUES[0]]]
 
 
 # ------------------------------------------------------------------ the machine
@@ -339,7 +472,11 @@ class StoreMachine(RuleBasedStateMachine):
         self.jobs: dict[str, MJob] = {}  # insertion order is enqueue order
         self.next_seq = 1
         self.settings: dict[str, Any] = {}
+        self.paused: set[str] = set()
         self.tokens: set[str] = set()
+        #: Ids purge deleted (they may come back).
+        self.purged: set[str] = set()
+        self.checks = 0
 
     def teardown(self) -> None:
         try:
@@ -351,9 +488,13 @@ class StoreMachine(RuleBasedStateMachine):
 
     # ---------------------------------------------------------- helpers
     def _add(self, job: MJob) -> None:
+        problem = job_problem(Job(**job.expected()))
+        assert problem is None, f"the test generated an invalid job: {problem}"
         job.seq = self.next_seq
         self.next_seq += 1
         self.jobs[job.id] = job
+        if job.id in self.purged:
+            event("enqueue/import: a purged id again")
 
     def _holder(self, claim: Claim) -> MJob | None:
         job = self.jobs.get(claim.job.id)
@@ -364,15 +505,25 @@ class StoreMachine(RuleBasedStateMachine):
     def _duplicates(self, ids: Sequence[str]) -> set[str]:
         return {i for n, i in enumerate(ids) if i in self.jobs or i in ids[:n]}
 
+    def _claimable(self, queues: Sequence[str] | None) -> list[MJob]:
+        return [j for j in self.jobs.values()
+                if j.state in CLAIMABLE and j.queue not in self.paused
+                and (queues is None or j.queue in queues)]
+
     def _close_attempt(self, job: MJob, **changes: Any) -> None:
         attempt = job.history[-1]
         assert attempt.outcome == "running"
         for key, value in changes.items():
             setattr(attempt, key, value)
 
+    def _in_state(self, *states: JobState) -> list[str]:
+        return sorted(i for i, j in self.jobs.items() if j.state in states)
+
     # ---------------------------------------------------------- rules
-    @initialize(batch=st.lists(new_jobs, min_size=1, max_size=5, unique_by=lambda a: a.id))
-    def some_jobs(self, batch: list[NewJobArgs]) -> None:
+    @initialize(batch=st.lists(new_jobs, min_size=1, max_size=5, unique_by=lambda a: a.id),
+                rotation=st.integers(0, len(LIST_FILTERS) * len(NEXT_RUN_FILTERS)))
+    def some_jobs(self, batch: list[NewJobArgs], rotation: int) -> None:
+        self.checks = rotation  # where this example starts in the filters checked in turn
         self.enqueue(batch)
 
     @rule(delta=st.integers(0, 30_000))
@@ -380,7 +531,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.now += delta
 
     def _nothing_due_but_later(self) -> bool:
-        waiting = [j.run_at for j in self.jobs.values() if j.state in CLAIMABLE]
+        waiting = [j.run_at for j in self._claimable(None)]
         return bool(waiting) and min(waiting) > self.now
 
     @precondition(_nothing_due_but_later)
@@ -405,7 +556,8 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(batch=st.lists(new_jobs, max_size=3))
     def enqueue(self, batch: list[NewJobArgs]) -> None:
         jobs = [NewJob(id=a.id, command=a.command, max_retries=a.max_retries,
-                       priority=a.priority, run_at=self.now + a.run_offset, created_at=self.now)
+                       priority=a.priority, run_at=self.now + a.run_offset, created_at=self.now,
+                       queue=a.queue, timeout=a.timeout, cwd=a.cwd, env=a.env, retry=a.retry)
                 for a in batch]
         dups = self._duplicates([j.id for j in jobs])
         if dups:
@@ -418,23 +570,29 @@ class StoreMachine(RuleBasedStateMachine):
         for j in jobs:
             self._add(MJob(id=j.id, command=j.command, state=JobState.PENDING, attempts=0,
                            max_retries=j.max_retries, priority=j.priority, run_at=j.run_at,
-                           created_at=j.created_at, updated_at=j.created_at))
+                           created_at=j.created_at, updated_at=j.created_at, queue=j.queue,
+                           timeout=j.timeout, cwd=j.cwd, env=j.env, retry=j.retry))
 
-    @rule(target=claims, worker=st.sampled_from(WORKERS), lease=st.sampled_from(LEASES))
-    def claim(self, worker: str, lease: int) -> Any:
-        claim = self._claim(worker, lease)
+    @rule(target=claims, worker=st.sampled_from(WORKERS), lease=st.sampled_from(LEASES),
+          queues=queue_filters)
+    def claim(self, worker: str, lease: int, queues: list[str] | None) -> Any:
+        claim = self._claim(worker, lease, queues)
         return multiple() if claim is None else claim
 
     @rule(worker=st.sampled_from(WORKERS), lease=st.sampled_from(LEASES),
+          queues=queue_filters, cancel=st.sampled_from([False, False, False, True]),
           succeed=st.booleans(), result=results, delay=st.integers(0, 20_000))
-    def run_one_job(self, worker: str, lease: int, succeed: bool, result: ExecResult,
-                    delay: int) -> None:
-        """What a worker does: claim, then complete or fail by the retry rule."""
-        claim = self._claim(worker, lease)
+    def run_one_job(self, worker: str, lease: int, queues: list[str] | None, cancel: bool,
+                    succeed: bool, result: ExecResult, delay: int) -> None:
+        """What a worker does: claim, then complete or fail by the retry rule;
+        sometimes someone cancels the job while it runs."""
+        claim = self._claim(worker, lease, queues)
         if claim is None:
             return
+        if cancel:
+            self._cancel(claim.job.id)
         if succeed:
-            self._complete(claim, ExecResult(exit_code=0))
+            self._complete(claim, result.replace(exit_code=0, signal=None, error=None))
         else:
             self._fail(claim, result, follow_policy=True, delay=delay, give_retry=True)
 
@@ -457,14 +615,16 @@ class StoreMachine(RuleBasedStateMachine):
                    give_retry=give_retry)
 
     # ---------------------------------------------------------- steps shared by rules
-    def _claim(self, worker: str, lease: int) -> Claim | None:
-        due = [j for j in self.jobs.values() if j.state in CLAIMABLE and j.run_at <= self.now]
-        claim = self.store.claim(worker, self.now, lease)
+    def _claim(self, worker: str, lease: int, queues: list[str] | None) -> Claim | None:
+        due = [j for j in self._claimable(queues) if j.run_at <= self.now]
+        claim = self.store.claim(worker, self.now, lease, queues)
         if not due:
             assert claim is None, f"claimed {claim and claim.job.id!r}, but nothing is due"
             return None
         best = min(due, key=lambda j: (-j.priority, j.run_at, j.seq))
         event(f"claim: {len(due)} due" if len(due) < 3 else "claim: 3+ due")
+        if queues is not None:
+            event("claim: from listed queues")
         assert claim is not None, f"nothing claimed, but {best.id!r} is due"
         assert claim.job.id == best.id, f"claimed {claim.job.id!r}, expected {best.id!r}"
         assert claim.token not in self.tokens, "a claim token was handed out twice"
@@ -477,12 +637,30 @@ class StoreMachine(RuleBasedStateMachine):
         best.finished_at = None
         best.updated_at = self.now
         best.token = claim.token
-        best.history.append(MAttempt(number=best.attempts, worker_id=worker,
+        best.history.append(MAttempt(number=len(best.history) + 1, worker_id=worker,
                                      started_at=self.now))
+        if len(best.history) > best.attempts:
+            event("claim: attempt number above the retry count")
         assert_job(claim.job, best)
         assert (claim.attempt, claim.worker_id, claim.lease_expires_at) == (
-            best.attempts, worker, self.now + lease)
+            len(best.history), worker, self.now + lease), "Claim fields"
         return claim
+
+    def _finish(self, job: MJob, result: ExecResult, state: JobState, outcome: str,
+                retry_at: int | None = None) -> None:
+        """complete() and fail() of a job held by the claim."""
+        job.state = state
+        if retry_at is not None:
+            job.run_at = retry_at
+        job.last_error = None if state is JobState.COMPLETED else result.error
+        job.exit_code = result.exit_code
+        job.finished_at = job.updated_at = self.now
+        job.lease_expires_at = None
+        job.token = None
+        self._close_attempt(job, finished_at=self.now, outcome=outcome,
+                            exit_code=result.exit_code, signal=result.signal,
+                            error=result.error, stdout_tail=result.stdout_tail,
+                            stderr_tail=result.stderr_tail)
 
     def _complete(self, claim: Claim, result: ExecResult) -> None:
         job = self._holder(claim)
@@ -491,17 +669,9 @@ class StoreMachine(RuleBasedStateMachine):
             assert got is None, "a stale claim completed a job (fencing)"
             event("complete: fenced out")
             return
-        event("complete")
-        job.state = JobState.COMPLETED
-        job.last_error = None
-        job.error_names = None
-        job.exit_code = result.exit_code
-        job.finished_at = job.updated_at = self.now
-        job.lease_expires_at = None
-        job.token = None
-        self._close_attempt(job, finished_at=self.now, outcome="completed",
-                            exit_code=result.exit_code, signal=result.signal,
-                            error=result.error)
+        event("complete" if job.cancel_requested_at is None
+              else "complete: although cancel requested")
+        self._finish(job, result, JobState.COMPLETED, "completed")
         assert got is not None
         assert_job(got, job)
 
@@ -518,21 +688,15 @@ class StoreMachine(RuleBasedStateMachine):
             assert got is None, "a stale claim failed a job (fencing)"
             event("fail: fenced out")
             return
-        event("fail: retry" if retry_at is not None else "fail: dead")
-        if (retry_at is None) != (job.attempts > job.max_retries):
-            job.consistent = False  # a retry (or a death) the retry rule would not give
-        job.state = JobState.FAILED if retry_at is not None else JobState.DEAD
-        if retry_at is not None:
-            job.run_at = retry_at
-        job.last_error = result.error
-        job.error_names = None
-        job.exit_code = result.exit_code
-        job.finished_at = job.updated_at = self.now
-        job.lease_expires_at = None
-        job.token = None
-        self._close_attempt(job, finished_at=self.now, outcome="failed",
-                            exit_code=result.exit_code, signal=result.signal,
-                            error=result.error)
+        if job.cancel_requested_at is not None:
+            event("fail: cancelled" + (" (instead of a retry)" if retry_at is not None else ""))
+            self._finish(job, result, JobState.CANCELLED, "cancelled")
+        else:
+            event("fail: retry" if retry_at is not None else "fail: dead")
+            if (retry_at is None) != (job.attempts > job.max_retries):
+                job.consistent = False  # a retry (or a death) the retry rule would not give
+            self._finish(job, result, JobState.FAILED if retry_at is not None else JobState.DEAD,
+                         "failed", retry_at)
         assert got is not None
         assert_job(got, job)
 
@@ -541,16 +705,12 @@ class StoreMachine(RuleBasedStateMachine):
     def recover_expired(self, worker: str | None, charge: bool) -> None:
         self._recover(worker, charge)
 
-    def _processing(self) -> list[MJob]:
-        return [j for j in self.jobs.values() if j.state is JobState.PROCESSING]
-
-    @precondition(lambda self: bool(self._processing()))
+    @precondition(lambda self: bool(self._in_state(JobState.PROCESSING)))
     @rule(data=st.data(), charge=st.booleans(), by_worker=st.booleans())
     def recover_a_held_job(self, data: st.DataObject, charge: bool, by_worker: bool) -> None:
         """Release a job that is held now: by its worker's id (expired or
         not), or by moving the clock just past its lease."""
-        held = data.draw(st.sampled_from(sorted(j.id for j in self._processing())),
-                         label="job_id")
+        held = data.draw(st.sampled_from(self._in_state(JobState.PROCESSING)), label="job_id")
         job = self.jobs[held]
         if by_worker:
             self._recover(job.worker_id, charge)
@@ -565,37 +725,36 @@ class StoreMachine(RuleBasedStateMachine):
             j.worker_id == worker if worker is not None
             else j.lease_expires_at is not None and j.lease_expires_at < self.now)]
         for job in stale:
-            owner = job.worker_id
-            assert owner is not None
             if charge:
-                outcome = "lost"
+                outcome, error = "lost", LOST_ATTEMPT_ERROR.format(worker=job.worker_id)
                 job.state = JobState.DEAD if job.attempts > job.max_retries else JobState.FAILED
             else:
                 outcome = "interrupted"
+                error = INTERRUPTED_ATTEMPT_ERROR.format(worker=job.worker_id)
                 job.attempts -= 1
                 job.state = JobState.PENDING if job.attempts == 0 else JobState.FAILED
+            if job.cancel_requested_at is not None:
+                job.state, outcome = JobState.CANCELLED, "cancelled"
+            event(f"recover: {outcome} ({'charged' if charge else 'not charged'})")
             job.run_at = self.now
-            job.last_error = None
-            job.error_names = owner
+            job.last_error = error
             job.exit_code = None
             job.finished_at = job.updated_at = self.now
             job.lease_expires_at = None
             job.token = None
-            self._close_attempt(job, finished_at=self.now, outcome=outcome,
-                                released_from=owner)
-        if stale:
-            event(f"recover: released ({'charged' if charge else 'not charged'})")
+            self._close_attempt(job, finished_at=self.now, outcome=outcome, error=error,
+                                given_back=not charge)
         assert sorted(j.id for j in got) == sorted(j.id for j in stale), (
             "recover_expired released other jobs than the model")
         by_id = {j.id: j for j in stale}
         for returned in got:
             assert_job(returned, by_id[returned.id])
 
-    @precondition(lambda self: any(j.state is JobState.DEAD for j in self.jobs.values()))
+    @precondition(lambda self: bool(self._in_state(JobState.DEAD)))
     @rule(data=st.data())
     def dlq_retry_dead_job(self, data: st.DataObject) -> None:
-        dead = sorted(i for i, j in self.jobs.items() if j.state is JobState.DEAD)
-        self.dlq_retry(data.draw(st.sampled_from(dead), label="job_id"))
+        self.dlq_retry(data.draw(st.sampled_from(self._in_state(JobState.DEAD)),
+                                 label="job_id"))
 
     @rule(job_id=st.sampled_from((*IDS, MISSING)))
     def dlq_retry(self, job_id: str) -> None:
@@ -618,6 +777,88 @@ class StoreMachine(RuleBasedStateMachine):
         job.counted_from = len(job.history)
         assert_job(got, job)
 
+    @rule(job_id=st.sampled_from((*IDS, MISSING)))
+    def cancel(self, job_id: str) -> None:
+        self._cancel(job_id)
+
+    @precondition(lambda self: bool(self._in_state(JobState.PROCESSING)))
+    @rule(data=st.data(), later=st.integers(0, 1_000))
+    def cancel_running_job(self, data: st.DataObject, later: int) -> None:
+        """Ask a running job to stop (its worker notices it later), a little
+        later than the last step (so that asking twice is told apart)."""
+        self.now += later
+        self._cancel(data.draw(st.sampled_from(self._in_state(JobState.PROCESSING)),
+                               label="job_id"))
+
+    def _cancel(self, job_id: str) -> None:
+        job = self.jobs.get(job_id)
+        if job is None:
+            with pytest.raises(JobNotFoundError):
+                self.store.cancel(job_id, self.now)
+            return
+        if job.state in FINISHED_STATES:
+            with pytest.raises(InvalidStateError):
+                self.store.cancel(job_id, self.now)
+            event(f"cancel: {job.state.value} refused")
+            return
+        got = self.store.cancel(job_id, self.now)
+        if job.state is JobState.PROCESSING:
+            if job.cancel_requested_at is None:
+                event("cancel: requested")
+                job.cancel_requested_at = job.updated_at = self.now
+            else:
+                event("cancel: requested again")
+        else:
+            event(f"cancel: {job.state.value} cancelled")
+            job.state = JobState.CANCELLED
+            job.finished_at = job.updated_at = job.cancel_requested_at = self.now
+            job.last_error = CANCELLED_ERROR
+        assert_job(got, job)
+
+    @rule(queue=st.sampled_from(ALL_QUEUES), paused=st.booleans())
+    def pause_queue(self, queue: str, paused: bool) -> None:
+        changed = (queue in self.paused) != paused
+        assert self.store.set_queue_paused(queue, paused) is changed, (
+            f"set_queue_paused({queue!r}, {paused}) should return {changed}")
+        if paused:
+            self.paused.add(queue)
+        else:
+            self.paused.discard(queue)
+
+    @precondition(lambda self: bool(self._in_state(*FINISHED_STATES)))
+    @rule(data=st.data())
+    def purge(self, data: st.DataObject) -> None:
+        states = data.draw(st.lists(st.sampled_from(FINISHED_STATES), min_size=1, max_size=3)
+                           | st.lists(st.sampled_from(list(JobState)), max_size=3),
+                           label="states")
+        # The times purge looks at, and just after them, so that "earlier
+        # than" is tested at its edge.
+        times = sorted({self.jobs[i].finished_or_updated + d
+                        for i in self._in_state(*FINISHED_STATES) for d in (0, 1)})
+        finished_before = data.draw(st.none() | st.sampled_from(times), label="finished_before")
+        ids = data.draw(st.none() | st.lists(st.sampled_from(
+            (*self._in_state(*FINISHED_STATES), *IDS, MISSING)), max_size=4), label="ids")
+        limit = data.draw(st.none() | st.integers(0, 3), label="limit")
+        if any(s not in FINISHED_STATES for s in states):
+            with pytest.raises(ValueError):
+                self.store.purge(states=states, finished_before=finished_before, ids=ids,
+                                 limit=limit)
+            event("purge: refused")
+            return
+        found = sorted((j for j in self.jobs.values()
+                        if j.state in states and (ids is None or j.id in ids)
+                        and (finished_before is None
+                             or j.finished_or_updated < finished_before)),
+                       key=lambda j: (j.finished_or_updated, j.seq))
+        gone = [j.id for j in (found if limit is None else found[:limit])]
+        got = self.store.purge(states=states, finished_before=finished_before, ids=ids,
+                               limit=limit)
+        event("purge: some" if gone else "purge: none")
+        assert got == gone, f"purge deleted {got}, expected {gone} (in this order)"
+        for job_id in gone:
+            del self.jobs[job_id]
+        self.purged.update(gone)
+
     @rule(records=st.lists(import_args, max_size=3))
     def import_jobs(self, records: list[ImportArgs]) -> None:
         def at(offset: int | None) -> int | None:
@@ -630,12 +871,15 @@ class StoreMachine(RuleBasedStateMachine):
                       run_at=self.now + r.run_offset, created_at=self.now + r.created_offset,
                       updated_at=self.now, started_at=at(r.started_offset),
                       finished_at=at(r.finished_offset), worker_id=r.worker_id,
-                      last_error=r.last_error, exit_code=r.exit_code)
+                      last_error=r.last_error, exit_code=r.exit_code, queue=r.queue,
+                      timeout=r.timeout, cwd=r.cwd, env=r.env, retry=r.retry,
+                      cancel_requested_at=at(r.cancel_offset))
             history = [Attempt(job_id=r.id, number=a.number, worker_id=a.worker_id,
                                started_at=self.now + a.started_offset,
                                finished_at=self.now + a.started_offset + a.duration,
                                outcome=a.outcome,  # type: ignore[arg-type]
-                               exit_code=a.exit_code, signal=a.signal, error=a.error)
+                               exit_code=a.exit_code, signal=a.signal, error=a.error,
+                               stdout_tail=a.stdout_tail, stderr_tail=a.stderr_tail)
                        for a in r.history]
             built.append((job, history))
         dups = self._duplicates([job.id for job, _ in built])
@@ -649,7 +893,7 @@ class StoreMachine(RuleBasedStateMachine):
         if built:
             event("import: stored")
         for job, history in built:
-            self._add(MJob(**job.as_dict(), consistent=False, history=[
+            self._add(MJob(**job.as_dict(), consistent=False, imported=True, history=[
                 MAttempt(**{k: v for k, v in a.as_dict().items() if k != "job_id"})
                 for a in history]))
 
@@ -663,6 +907,7 @@ class StoreMachine(RuleBasedStateMachine):
     @invariant()
     def agrees_with_model(self) -> None:
         store = self.store
+        self.checks += 1
         listed = store.list_jobs()
         assert [j.id for j in listed] == list(self.jobs), "list_jobs order or content"
         for job in listed:
@@ -679,15 +924,28 @@ class StoreMachine(RuleBasedStateMachine):
             else:
                 assert got is None
         assert store.attempts(MISSING) == []
-        counts = store.counts()
-        assert set(counts) == set(JobState), "counts() must name every state"
+
+        def ids(state: JobState | None = None, queue: str | None = None) -> list[str]:
+            return [j.id for j in self.jobs.values()
+                    if (state is None or j.state is state) and (queue is None or j.queue == queue)]
+
+        for queue in (None, *ALL_QUEUES):
+            counts = store.counts(queue)
+            assert counts == {s: len(ids(s, queue)) for s in JobState}, f"counts({queue!r})"
         for state in JobState:
-            ids = [j.id for j in self.jobs.values() if j.state is state]
-            assert counts[state] == len(ids), f"counts()[{state.value}]"
-            assert [j.id for j in store.list_jobs(state)] == ids, f"list_jobs({state.value})"
-        assert [j.id for j in store.list_jobs(limit=2)] == list(self.jobs)[:2]
-        due = [j.run_at for j in self.jobs.values() if j.state in CLAIMABLE]
-        assert store.next_run_at() == (min(due) if due else None), "next_run_at()"
+            assert [j.id for j in store.list_jobs(state)] == ids(state), (
+                f"list_jobs({state.value})")
+        for queue in ALL_QUEUES:
+            assert [j.id for j in store.list_jobs(queue=queue)] == ids(queue=queue), (
+                f"list_jobs(queue={queue!r})")
+        state, queue, limit = LIST_FILTERS[self.checks % len(LIST_FILTERS)]
+        assert [j.id for j in store.list_jobs(state, limit, queue=queue)] == (
+            ids(state, queue)[:limit]), f"list_jobs({state}, {limit}, queue={queue!r})"
+        for queues in (None, NEXT_RUN_FILTERS[self.checks % len(NEXT_RUN_FILTERS)]):
+            due = [j.run_at for j in self._claimable(queues)]
+            assert store.next_run_at(queues) == (min(due) if due else None), (
+                f"next_run_at({queues})")
+        assert store.paused_queues() == sorted(self.paused), "paused_queues()"
         assert same_json(store.get_settings(), self.settings), "get_settings()"
 
 
@@ -698,7 +956,7 @@ class StoreMachine(RuleBasedStateMachine):
 BUDGET = {"memory": (150, 50), "sqlite": (80, 50), "json": (70, 50), "postgres": (50, 40)}
 
 
-def run_machine(factory: BackendFactory, budget: tuple[int, int]) -> None:
+def run_machine(factory: BackendFactory, budget: tuple[int, int], **options: Any) -> None:
     max_examples, steps = budget
 
     class Machine(StoreMachine):
@@ -710,7 +968,8 @@ def run_machine(factory: BackendFactory, budget: tuple[int, int]) -> None:
         settings=settings(max_examples=max_examples, stateful_step_count=steps,
                           deadline=None,
                           suppress_health_check=[HealthCheck.too_slow,
-                                                 HealthCheck.filter_too_much]),
+                                                 HealthCheck.filter_too_much],
+                          **options),
     )
 
 
@@ -735,3 +994,88 @@ def test_store_agrees_with_model(backend_factory: BackendFactory,
                                  request: pytest.FixtureRequest) -> None:
     name = request.node.callspec.params["backend_factory"]
     run_machine(backend_factory, BUDGET[name])
+
+
+# ------------------------------------------------------------------ broken stores
+#
+# Each breaks one promise of the new seam; the machine must notice (briefly:
+# derandomized, no shrinking, so that this costs a few seconds).
+
+
+class ClaimsPausedQueues(MemoryStorage):
+    def claim(self, worker_id: str, now: int, lease_ms: int,
+              queues: Sequence[str] | None = None) -> Claim | None:
+        paused, self._paused = self._paused, set()
+        try:
+            return super().claim(worker_id, now, lease_ms, queues)
+        finally:
+            self._paused = paused
+
+
+class WakesForPausedQueues(MemoryStorage):
+    def next_run_at(self, queues: Sequence[str] | None = None) -> int | None:
+        due = [j.run_at for j in self._jobs.values() if j.state in CLAIMABLE
+               and (queues is None or j.queue in queues)]
+        return min(due) if due else None
+
+
+class RetriesCancelledFailures(MemoryStorage):
+    def fail(self, claim: Claim, result: ExecResult, now: int, retry_at: int | None
+             ) -> Job | None:
+        job = super().fail(claim, result, now, retry_at)
+        if job is not None and job.state is JobState.CANCELLED and retry_at is not None:
+            job = self._jobs[job.id] = job.replace(state=JobState.FAILED, run_at=retry_at)
+        return job
+
+
+class RecoveryIgnoresCancel(MemoryStorage):
+    def recover_expired(self, now: int, worker_id: str | None = None, *,
+                        charge_attempt: bool = True) -> list[Job]:
+        for job in self._jobs.values():
+            if job.state is JobState.PROCESSING and job.cancel_requested_at is not None:
+                self._jobs[job.id] = job.replace(cancel_requested_at=None)
+        return super().recover_expired(now, worker_id, charge_attempt=charge_attempt)
+
+
+class NumbersAttemptsByRetryCount(MemoryStorage):
+    """Numbers attempts as before the seam changed: ``job.attempts``."""
+
+    def claim(self, worker_id: str, now: int, lease_ms: int,
+              queues: Sequence[str] | None = None) -> Claim | None:
+        claim = super().claim(worker_id, now, lease_ms, queues)
+        if claim is None or claim.attempt == claim.job.attempts:
+            return claim
+        token, attempt = self._attempts[-1]
+        self._attempts[-1] = (token, attempt.replace(number=claim.job.attempts))
+        return claim.replace(attempt=claim.job.attempts)
+
+
+class PurgesTheEdge(MemoryStorage):
+    """Takes ``finished_before`` as "at or before"."""
+
+    def purge(self, *, states: Sequence[JobState], finished_before: int | None = None,
+              ids: Sequence[str] | None = None, limit: int | None = None) -> list[str]:
+        return super().purge(states=states, ids=ids, limit=limit,
+                             finished_before=None if finished_before is None
+                             else finished_before + 1)
+
+
+class MovesCancelRequest(MemoryStorage):
+    """Asking again moves ``cancel_requested_at``."""
+
+    def cancel(self, job_id: str, now: int) -> Job:
+        job = self._jobs.get(job_id)
+        if job is not None and job.state is JobState.PROCESSING:
+            self._jobs[job_id] = job.replace(cancel_requested_at=None)
+        return super().cancel(job_id, now)
+
+
+@pytest.mark.parametrize("broken", [
+    ClaimsPausedQueues, WakesForPausedQueues, RetriesCancelledFailures, RecoveryIgnoresCancel,
+    NumbersAttemptsByRetryCount, PurgesTheEdge, MovesCancelRequest,
+], ids=lambda cls: cls.__name__)
+def test_model_catches_broken_stores(broken: type[MemoryStorage]) -> None:
+    with pytest.raises(AssertionError):
+        run_machine(lambda: memory_backend(broken), (1000, 50), derandomize=True,
+                    database=None, phases=[Phase.generate], report_multiple_bugs=False,
+                    print_blob=False)

@@ -249,6 +249,9 @@ def _job(row: sqlite3.Row) -> Job:
     for key in _JSON_FIELDS:
         if data[key] is not None:
             data[key] = json.loads(data[key])
+    if data["timeout"] is not None:
+        # UPDATE ... RETURNING gives a whole REAL back as an integer.
+        data["timeout"] = float(data["timeout"])
     return Job(**data)
 
 

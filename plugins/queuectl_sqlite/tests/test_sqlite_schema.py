@@ -202,3 +202,21 @@ def test_failed_upgrade_leaves_the_old_store_whole(tmp_path: Path,
 
 def test_every_older_version_has_an_upgrade() -> None:
     assert set(store_module._UPGRADES) == set(range(1, SCHEMA_VERSION))
+
+
+def test_whole_second_timeouts_stay_floats_through_returning(tmp_path: Path) -> None:
+    """SQLite hands a whole REAL back as an integer from UPDATE ... RETURNING;
+    every path must still give the float the model promises."""
+    from queuectl_core.models import NewJob
+    from queuectl_sqlite.store import SqliteStorage
+
+    store = SqliteStorage(tmp_path / "q.db")
+    try:
+        store.enqueue([NewJob(id="a", command="true", max_retries=0, run_at=0, created_at=0,
+                              timeout=30.0)])
+        claim = store.claim("w", 1, 10_000)
+        assert claim is not None and type(claim.job.timeout) is float
+        job = store.cancel("a", 2)
+        assert type(job.timeout) is float and job.timeout == 30.0
+    finally:
+        store.close()

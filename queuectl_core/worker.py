@@ -27,6 +27,7 @@ from .executor import Execution, Executor
 from .joblogs import job_log_dir, remove_job_logs
 from .models import Claim, ExecResult, Job, JobState, Settings, WorkerInfo
 from .plugins import Plugins
+from .procs import job_process_groups
 from .registry import BackoffPolicy
 from .retry import job_settings, next_run_at
 from .storage import Storage
@@ -83,10 +84,25 @@ def release_dead_worker(storage: Storage, plugins: Plugins, record: WorkerInfo, 
         if (job is not None and job.state is JobState.PROCESSING
                 and job.worker_id == record.id):
             kill_group(record.job_pgid)
+    kill_orphaned_commands(storage, record.id)
     jobs = storage.recover_expired(now, worker_id=record.id, charge_attempt=charge_attempt)
     storage.unregister_worker(record.id)
     announce_recovered(plugins, jobs)
     return jobs
+
+
+def kill_orphaned_commands(storage: Storage, worker_id: str) -> None:
+    """Kill, on this machine, the commands of the attempts a dead worker
+    still holds, found by their environment: the worker may have died before
+    it recorded its command's process group."""
+    for job in storage.list_jobs(JobState.PROCESSING):
+        if job.worker_id != worker_id:
+            continue
+        running = [a for a in storage.attempts(job.id)
+                   if a.outcome == "running" and a.worker_id == worker_id]
+        for attempt in running:
+            for pgid in job_process_groups(job.id, attempt.number):
+                kill_group(pgid)
 
 
 def announce_recovered(plugins: Plugins, jobs: list[Job]) -> None:
@@ -267,8 +283,10 @@ class Worker:
         for job in expired:
             owner = workers.get(job.worker_id or "")
             if (owner is not None and owner.hostname == self.hostname
-                    and owner.current_job == job.id and not pid_alive(owner.pid)):
-                kill_group(owner.job_pgid)
+                    and not pid_alive(owner.pid)):
+                if owner.current_job == job.id:
+                    kill_group(owner.job_pgid)
+                kill_orphaned_commands(self.storage, owner.id)
         recovered = self.storage.recover_expired(now)
         announce_recovered(self.plugins, recovered)
         self.storage.prune_workers(now - WORKER_RECORD_TTL_MS)

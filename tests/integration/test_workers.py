@@ -87,7 +87,8 @@ def test_state_and_config_survive_restart(queue: Queue) -> None:
     assert queue.show("later")["max_retries"] == 5
     queue.enqueue({"id": "second", "command": "echo second"})
     assert queue.status() == {"pending": 2, "processing": 0, "completed": 1, "failed": 0,
-                              "dead": 0, "active_workers": 0}
+                              "dead": 0, "active_workers": 0, "cancelled": 0,
+                              "paused_queues": [], "queue": None}
 
     queue.start_workers(1)
     queue.wait_state("second", "completed")
@@ -96,7 +97,8 @@ def test_state_and_config_survive_restart(queue: Queue) -> None:
     assert queue.show("later")["state"] == "pending"
     queue.stop_workers()
     assert queue.status() == {"pending": 1, "processing": 0, "completed": 2, "failed": 0,
-                              "dead": 0, "active_workers": 0}
+                              "dead": 0, "active_workers": 0, "cancelled": 0,
+                              "paused_queues": [], "queue": None}
 
 
 # ------------------------------------------------------------------ crashes
@@ -294,13 +296,15 @@ def test_forced_stop_releases_jobs_to_run_again(queue: Queue, tmp_path: Path) ->
         assert job["attempts"] == 1
         assert [a["outcome"] for a in job["attempts_history"]] == ["interrupted", "completed"]
 
-    # The interrupted attempt was given back, so the rerun has the same
-    # attempt number (QUEUECTL_ATTEMPT=1 again); its output is appended to
-    # the same file, never overwriting the interrupted run's.
+    # The interrupted attempt was given back (the retry count is 1 again),
+    # but the rerun is a new attempt record with its own number and its own
+    # output file, next to the interrupted run's.
     job = queue.show("last-try")
-    assert [a["number"] for a in job["attempts_history"]] == [1, 1]
-    out_file = queue.home / "logs" / "jobs" / "last-try" / "attempt-1.out"
-    assert out_file.read_text() == "run of last-try\nrun of last-try\n"
+    assert job["attempts"] == 1
+    assert [a["number"] for a in job["attempts_history"]] == [1, 2]
+    logs = queue.home / "logs" / "jobs" / "last-try"
+    assert (logs / "attempt-1.out").read_text() == "run of last-try\n"
+    assert (logs / "attempt-2.out").read_text() == "run of last-try\n"
 
 
 def test_worker_stop_with_nothing_running(queue: Queue) -> None:

@@ -205,3 +205,31 @@ def test_job_cwd_env_and_identity_variables(tmp_path: Path) -> None:
     make_worker(store, tmp_path).run_once()
     out = attempt_path(job_log_dir(tmp_path / "logs", "e"), 1, "out").read_text()
     assert out == f"{work}|hej|e|1|q1\n"
+
+
+def test_orphaned_command_of_a_dead_worker_is_found_by_its_environment(tmp_path: Path
+                                                                         ) -> None:
+    """A worker SIGKILLed right after starting a command never recorded its
+    process group; releasing its job must still kill the command."""
+    import subprocess
+
+    from queuectl_core.worker import kill_orphaned_commands
+
+    store = MemoryStorage()
+    add(store, "orphan", "sleep 60")
+    claim = store.claim("dead-worker", now_ms(), 60_000)
+    assert claim is not None
+    env = {**os.environ, "QUEUECTL_JOB_ID": "orphan", "QUEUECTL_ATTEMPT": str(claim.attempt)}
+    other = {**os.environ, "QUEUECTL_JOB_ID": "orphan", "QUEUECTL_ATTEMPT": "99"}
+    victim = subprocess.Popen(["/bin/sh", "-c", "sleep 60 & wait"], env=env,
+                              start_new_session=True)
+    bystander = subprocess.Popen(["sleep", "60"], env=other, start_new_session=True)
+    try:
+        kill_orphaned_commands(store, "dead-worker")
+        assert victim.wait(timeout=10) == -signal.SIGKILL
+        assert bystander.poll() is None, "another attempt's process is left alone"
+    finally:
+        for proc in (victim, bystander):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()

@@ -71,6 +71,30 @@ def _signal_group(pgid: int, sig: int) -> bool:
     return True
 
 
+def _group_running(pgid: int) -> bool:
+    """Is a process of the group still running? Zombies count as gone: they
+    wait for their new parent (init, which in some containers and VMs reaps
+    late or never) and hold nothing. Without /proc, any member counts."""
+    if not _signal_group(pgid, 0):
+        return False
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return True
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                fields = fh.read().rpartition(b")")[2].split()
+        except OSError:
+            continue
+        # After the command name: state, ppid, pgrp, ...
+        if len(fields) >= 3 and fields[2] == str(pgid).encode() and fields[0] != b"Z":
+            return True
+    return False
+
+
 def exit_error(code: int, stderr_tail: str) -> str | None:
     """The error message for a command that exited with ``code``."""
     if code == 0:
@@ -398,7 +422,7 @@ class ShellExecution(Execution):
         if self._pump(deadline):
             self._stop_watching_exit()
             self._proc.wait()  # reap, so that the group can empty
-            while _signal_group(pgid, 0) and time.monotonic() < deadline:
+            while _group_running(pgid) and time.monotonic() < deadline:
                 self._poll(min(_POLL_SLICE_SECONDS, deadline - time.monotonic()))
         else:
             sent = signal.SIGKILL

@@ -223,6 +223,34 @@ def test_kill_terminates_command(executor: ShellExecutor, logs: Path,
     assert execution.kill() == result
 
 
+def test_zombies_do_not_keep_a_group_running() -> None:
+    """`sh -c 'sleep 60'` forks sleep; once the shell is reaped, the dead
+    sleep is a zombie whose new parent (init) may reap it late (seen: about
+    2 s on a firecracker VM) or never (some containers). kill() must not
+    wait out its grace for it, or timeouts, cancels and forced stops would
+    all take the full grace. Here the zombie is our own unreaped child."""
+    from queuectl_shell.executor import _group_running
+
+    proc = subprocess.Popen(["true"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + DEADLINE
+        while Path(f"/proc/{proc.pid}/stat").read_bytes().rpartition(b")")[2].split()[0] \
+                != b"Z":
+            assert time.monotonic() < deadline, "the child did not exit"
+            time.sleep(0.01)
+        os.killpg(proc.pid, 0)  # the group still "exists" for kill()
+        assert not _group_running(proc.pid)
+    finally:
+        proc.wait()
+    sleeper = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        assert _group_running(sleeper.pid)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert not _group_running(sleeper.pid)
+
+
 def test_kill_terminates_background_grandchild(executor: ShellExecutor, logs: Path,
                                                started: list[Execution]) -> None:
     execution = executor.start(make_job("sleep 60 & sleep 60; wait"), attempt=1, log_dir=logs)

@@ -383,9 +383,11 @@ class Worker:
         except Exception as exc:
             result = ExecResult(error=f"could not start the command: {exc}")
         if execution is not None:
+            # The command's process group reaches the store with the next
+            # heartbeat (every beat_ms). No write for it here: that would be
+            # a third fsynced commit per job. Until then a release or a
+            # cancel finds the command by QUEUECTL_JOB_ID/QUEUECTL_ATTEMPT.
             try:
-                with contextlib.suppress(TransientStorageError):
-                    self.storage.worker_heartbeat(self.id, now_ms(), job.id, execution.pgid)
                 result = self._wait(claim, execution)
             except BaseException:
                 # Never leave a command running behind a worker that is

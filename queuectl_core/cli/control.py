@@ -74,6 +74,14 @@ def _group_is_the_jobs(pgid: int, job_id: str, worker_pid: int) -> bool:
     return b"QUEUECTL_JOB_ID=" + job_id.encode() in environ
 
 
+def _groups_by_environment(storage: Storage, job: Job) -> set[int]:
+    from ..procs import job_process_groups
+
+    running = [a for a in storage.attempts(job.id)
+               if a.outcome == "running" and a.worker_id == job.worker_id]
+    return job_process_groups(job.id, running[-1].number) if running else set()
+
+
 def _local_group(storage: Storage, job: Job) -> tuple[WorkerInfo | None, int | None]:
     """The worker holding a processing job, and the process group of its
     command if that runs on this machine. A worker that has just claimed
@@ -87,6 +95,11 @@ def _local_group(storage: Storage, job: Job) -> tuple[WorkerInfo | None, int | N
         if holder.current_job == job.id and holder.job_pgid:
             pgid = holder.job_pgid
             return holder, pgid if _group_is_the_jobs(pgid, job.id, holder.pid) else None
+        # Workers record the group only at their next heartbeat; until then
+        # the command is found by the job id and attempt in its environment.
+        groups = _groups_by_environment(storage, job)
+        if groups:
+            return holder, min(groups)
         if time.monotonic() >= deadline:
             return holder, None
         time.sleep(0.05)

@@ -54,7 +54,7 @@ def worker() -> None:
 
 
 def _child_argv(state: State, queues: list[str] | None) -> list[str]:
-    argv = [sys.executable, "-m", "queuectl_core.cli.main", *state.child_global_args(),
+    argv = [sys.executable, "-P", "-m", "queuectl_core.cli.main", *state.child_global_args(),
             "worker", "_child"]
     if queues:
         argv += ["--queue", ",".join(queues)]
@@ -139,7 +139,7 @@ def start(state: State, count: int, queues: list[str] | None) -> None:
     app = state.app()
     _check_setup(state)
     log_path = app.config.home / "logs" / "workers.log"
-    argv = [sys.executable, "-m", "queuectl_core.cli.main", *state.child_global_args(),
+    argv = [sys.executable, "-P", "-m", "queuectl_core.cli.main", *state.child_global_args(),
             "worker", "run", "--count", str(count)]
     if queues:
         argv += ["--queue", ",".join(queues)]

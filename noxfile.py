@@ -40,9 +40,29 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy")
 
 
+#: `nox -s bench -- --quick`: small settings for the scripts that have no --quick.
+BENCH_QUICK_ARGS = {
+    "bench_cli_startup.py": ["--runs", "10"],
+    "bench_json_store.py": ["--finished", "10000", "--ops", "100"],
+    "bench_postgres_claim.py": ["--large", "100000", "--ops", "500"],
+}
+
+
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """Run every benchmark script in benchmarks/ (each prints its own table)."""
+    """Run every benchmark script in benchmarks/ (each prints its own table).
+
+    `nox -s bench -- --quick` runs each with small settings; other words pick
+    scripts by name (`nox -s bench -- drain pickup`). Results and how to read
+    them: docs/performance.md. bench_drain.py also runs task-spooler (`tsp`,
+    Debian package task-spooler, not installed here) when it is on PATH.
+    """
     _install(session, "test")
+    session.install("huey")  # bench_drain.py's comparison; imported only there
+    quick = "--quick" in session.posargs
+    words = [arg for arg in session.posargs if arg != "--quick"]
     for script in sorted(Path("benchmarks").glob("bench_*.py")):
-        session.run("python", str(script), *session.posargs)
+        if words and not any(word in script.name for word in words):
+            continue
+        args = BENCH_QUICK_ARGS.get(script.name, ["--quick"]) if quick else []
+        session.run("python", str(script), *args)

@@ -35,9 +35,10 @@ import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from _benchutil import header, private_dir
 
 QUEUECTL = Path(sys.executable).parent / "queuectl"
 TARGET_JOBS_PER_S = 50_000
@@ -55,18 +56,6 @@ CREATE INDEX jobs_ready ON jobs (priority DESC, run_at, seq)
 CREATE INDEX jobs_due ON jobs (run_at) WHERE state IN ('pending', 'failed');
 CREATE INDEX jobs_state ON jobs (state, seq);
 """
-
-
-def header(title: str) -> None:
-    print(f"{title}: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} "
-          f"(1 min) at start, Python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}",
-          flush=True)
-
-
-def private_dir(prefix: str) -> Path:
-    path = Path(tempfile.mkdtemp(prefix=prefix))
-    path.chmod(0o700)  # workers refuse group/other-writable homes
-    return path
 
 
 def queuectl_env(home: Path) -> dict[str, str]:
@@ -135,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: no queuectl next to {sys.executable}")
         return 0
 
-    header("bulk enqueue")
+    header("bulk enqueue", f", SQLite {sqlite3.sqlite_version}")
     scratch = private_dir("bench-enqueue-")
     try:
         jobs_file = scratch / "jobs.jsonl"

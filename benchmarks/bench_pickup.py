@@ -46,81 +46,19 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
 
-QUEUECTL = Path(sys.executable).parent / "queuectl"
+from _benchutil import QUEUECTL, Skip, header, kill_leftovers, private_dir, wait_until
+
 DEFAULT_DSN = "postgresql://127.0.0.1:5432/test"
 TARGET_MS = 20.0
 WARMUP = 3
-
-T = TypeVar("T")
-
-
-class Skip(Exception):
-    """A backend that cannot run here."""
-
-
-def header(title: str) -> None:
-    print(f"{title}: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} "
-          f"(1 min) at start, Python {sys.version.split()[0]}", flush=True)
-
-
-def private_dir(prefix: str) -> Path:
-    path = Path(tempfile.mkdtemp(prefix=prefix))
-    path.chmod(0o700)  # workers refuse group/other-writable homes
-    return path
-
-
-def wait_until(predicate: Callable[[], T | None], timeout: float, what: str,
-               interval: float) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what} "
-                               f"(last value {value!r})")
-        time.sleep(interval)
-
-
-def pids_with_env(marker: str) -> list[int]:
-    """Live processes (not this one) with ``marker`` in their environment."""
-    wanted = marker.encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if wanted not in (entry / "environ").read_bytes().split(b"\0"):
-                continue
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state not in ("Z", "X"):
-            found.append(int(entry.name))
-    return found
-
-
-def kill_leftovers(marker: str, grace: float = 10.0) -> None:
-    with contextlib.suppress(TimeoutError):
-        wait_until(lambda: not pids_with_env(marker), grace, "processes to exit", 0.1)
-    left = pids_with_env(marker)
-    for pid in left:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-    if left:
-        print(f"  warning: killed {len(left)} leftover process(es): {left}", flush=True)
-
 
 def iso_ms(text: str) -> float:
     """``2026-11-28T13:15:17.123Z`` as epoch milliseconds."""

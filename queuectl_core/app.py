@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from .dlq_handler import DlqCommandHandler
 
 
-def _options(spec: BackendSpec | ExecutorSpec | BackoffPolicySpec, raw: dict[str, Any],
-             what: str, config: AppConfig) -> Any:
+def validated_options(spec: BackendSpec | ExecutorSpec | BackoffPolicySpec,
+                      raw: dict[str, Any], what: str, config: AppConfig) -> Any:
     """Validated options for a plugin record, or None when the YAML gives
     none (the factory then uses its defaults)."""
     if not raw:
@@ -72,7 +72,7 @@ class App:
         """A new storage instance of the selected backend."""
         spec = self.plugins.backend(self.config.backend)
         what = f"backend {spec.name!r}"
-        options = _options(spec, self.config.backend_options(spec.name), what,
+        options = validated_options(spec, self.config.backend_options(spec.name), what,
                            self.config)
         assert spec.factory is not None, f"{what} has no factory"
         try:
@@ -95,7 +95,7 @@ class App:
         name = self.config.file.executor
         spec = self.plugins.executor(name)
         what = f"executor {spec.name!r}"
-        options = _options(spec, self.config.executor_options(spec.name), what,
+        options = validated_options(spec, self.config.executor_options(spec.name), what,
                            self.config)
         assert spec.factory is not None, f"{what} has no factory"
         return spec.factory(options, self.context)
@@ -107,7 +107,7 @@ class App:
         retry = self.config.file.retry
         spec = self.plugins.backoff_policy(name or retry.policy)
         raw = retry.options if spec.name == retry.policy else {}
-        options = _options(spec, raw, f"backoff policy {spec.name!r}", self.config)
+        options = validated_options(spec, raw, f"backoff policy {spec.name!r}", self.config)
         assert spec.factory is not None
         return spec.factory(options)
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from . import hookimpl
-from .models import MAX_DELAY_SECONDS, Settings
+from .jobspec import MAX_DELAY_SECONDS
+from .models import Settings
 from .registry import BackoffPolicySpec
 
 __all__ = ["MAX_DELAY_SECONDS", "ConstantBackoff", "ExponentialBackoff", "LinearBackoff"]

@@ -61,6 +61,8 @@ class FileConfig:
     retry: RetryConfig = field(default_factory=RetryConfig)
     defaults: dict[str, Any] = field(default_factory=dict)
     dlq: DlqConfig = field(default_factory=DlqConfig)
+    #: The file's text as read and validated (for the fast path's cache).
+    text: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,7 @@ def load_file_config(path: Path) -> FileConfig:
         retry=RetryConfig(policy=cfg.retry.policy, options=cfg.retry.options),
         defaults=defaults,
         dlq=DlqConfig(command=cfg.dlq.command, timeout=cfg.dlq.timeout),
+        text=text,
     )
 
 

@@ -56,3 +56,10 @@ class DuplicateJobError(QueuectlError):
 
 class InvalidStateError(QueuectlError):
     """The job exists but is not in a state that allows the operation."""
+
+
+def shown(text: str) -> str:
+    """User text for a one-line message: as is when printable, else its
+    escaped repr (a newline in a field name or path must not break the
+    line)."""
+    return text if text.isprintable() else repr(text)

@@ -21,21 +21,31 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
+from . import jobspec
 from .errors import ConfigError, UsageError
+from .jobspec import _env_problem, _is_int, _is_number, _spec_problem
 from .timeutil import MAX_EPOCH_MS, iso, now_ms, parse_timestamp_ms, shown
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
 
-MAX_ID_LENGTH = 255
-MAX_COMMAND_LENGTH = 1_000_000
-MAX_PRIORITY = 1_000_000_000
-MAX_RETRIES_LIMIT = 10_000
-MAX_TIMEOUT_SECONDS = 30 * 24 * 3600.0
-MAX_QUEUE_NAME_LENGTH = 64
-MAX_ENV_ENTRIES = 1000
-MAX_ENV_BYTES = 128 * 1024
-DEFAULT_QUEUE = "default"
+# Limits of a job spec, defined with its validation in ``jobspec`` (light, for
+# the CLI's fast path) and available here as before.
+DEFAULT_QUEUE = jobspec.DEFAULT_QUEUE
+MAX_COMMAND_LENGTH = jobspec.MAX_COMMAND_LENGTH
+MAX_DELAY_SECONDS = jobspec.MAX_DELAY_SECONDS
+MAX_ENV_BYTES = jobspec.MAX_ENV_BYTES
+MAX_ENV_ENTRIES = jobspec.MAX_ENV_ENTRIES
+MAX_ID_LENGTH = jobspec.MAX_ID_LENGTH
+MAX_PATH_LENGTH = jobspec.MAX_PATH_LENGTH
+MAX_PRIORITY = jobspec.MAX_PRIORITY
+MAX_QUEUE_NAME_LENGTH = jobspec.MAX_QUEUE_NAME_LENGTH
+MAX_RETRIES_LIMIT = jobspec.MAX_RETRIES_LIMIT
+MAX_TIMEOUT_SECONDS = jobspec.MAX_TIMEOUT_SECONDS
+RETRY_KEYS = jobspec.RETRY_KEYS
+new_job_id = jobspec.new_job_id
+queue_name_problem = jobspec.queue_name_problem
+retry_problem = jobspec.retry_problem
 #: Smallest non-zero ``output_max_bytes``: half of it is one rotation step.
 MIN_OUTPUT_CAP = 4096
 
@@ -243,21 +253,6 @@ class WorkerInfo(Record):
 
 # ------------------------------------------------------------------ job specs
 
-_SPEC_FIELDS = ("id", "command", "run_at", "max_retries", "priority", "queue", "timeout",
-                "cwd", "env", "retry")
-#: Keys of a job's ``retry`` object: per-job overrides of the retry settings.
-RETRY_KEYS = ("policy", "backoff_base", "max_delay", "jitter")
-_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-MAX_PATH_LENGTH = 4096
-#: Longest retry delay ever scheduled (about 10 years), so that huge
-#: exponents cannot overflow a timestamp.
-MAX_DELAY_SECONDS = 315_360_000.0
-
-
-def _is_int(value: object) -> bool:
-    return type(value) is int  # bool is not an int here, nor is 3.0
-
-
 @dataclass(frozen=True, slots=True)
 class JobSpec(Record):
     """What a user may enqueue. Types are strict: ``"max_retries": "3"`` is an
@@ -299,154 +294,6 @@ class JobSpec(Record):
             env=self.env,
             retry=self.retry,
         )
-
-
-def new_job_id() -> str:
-    import uuid
-
-    return uuid.uuid4().hex[:12]
-
-
-def _is_number(value: object) -> bool:
-    return (type(value) is int or type(value) is float) and math.isfinite(value)
-
-
-def _text_problem(value: str) -> str | None:
-    if "\x00" in value:
-        return "must not contain NUL characters"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return "must be valid Unicode text (no lone surrogates)"
-    return None
-
-
-def queue_name_problem(name: object) -> str | None:
-    """Why ``name`` is not a valid queue name, or None."""
-    if type(name) is not str:
-        return "must be a string"
-    if not 1 <= len(name) <= MAX_QUEUE_NAME_LENGTH or not set(name) <= _NAME_CHARS \
-            or name[0] in ".-":
-        return (f"must be 1 to {MAX_QUEUE_NAME_LENGTH} letters, digits, '.', '_' or '-', "
-                "not starting with '.' or '-'")
-    return None
-
-
-def _env_problem(env: object) -> str | None:
-    if not isinstance(env, dict):
-        return "env: must be an object of strings, e.g. {\"LANG\": \"C\"}"
-    if len(env) > MAX_ENV_ENTRIES:
-        return f"env: at most {MAX_ENV_ENTRIES} variables"
-    size = 0
-    for key, value in env.items():
-        if type(key) is not str or not key or "=" in key:
-            return f"env: {shown(str(key))}: a variable name must be non-empty, without '='"
-        if type(value) is not str:
-            return f"env.{shown(key)}: must be a string"
-        problem = _text_problem(key) or _text_problem(value)
-        if problem is not None:
-            return f"env.{shown(key)}: {problem}"
-        size += len(key.encode()) + len(value.encode()) + 2
-    if size > MAX_ENV_BYTES:
-        return f"env: at most {MAX_ENV_BYTES} bytes in all"
-    return None
-
-
-def retry_problem(retry: object) -> str | None:
-    """Why a job's ``retry`` object is invalid, or None (names of policies
-    are checked against the installed ones elsewhere)."""
-    if not isinstance(retry, dict):
-        return "retry: must be an object, e.g. {\"policy\": \"linear\", \"max_delay\": 60}"
-    for key, value in retry.items():
-        if key not in RETRY_KEYS:
-            return f"retry.{shown(str(key))}: unknown field; choose from {', '.join(RETRY_KEYS)}"
-        if key == "policy":
-            problem = queue_name_problem(value)
-            if problem is not None:
-                return f"retry.policy: {problem}"
-            continue
-        spec = SETTING_SPECS[key]
-        if not _is_number(value):
-            return f"retry.{key}: must be a finite number"
-        if not spec.low <= value <= spec.high:
-            return f"retry.{key}: must be from {spec.low:g} to {spec.high:g}"
-    return None
-
-
-def _spec_problem(data: dict[str, Any]) -> str | None:
-    """The first problem with a decoded job object, as ``field: message``."""
-    for key in data:
-        if key not in _SPEC_FIELDS:
-            return f"{shown(key)}: unknown field"
-    if "command" not in data:
-        return "command: is required"
-    command = data["command"]
-    if type(command) is not str:
-        return "command: must be a string"
-    if not command.strip():
-        return "command: must not be blank"
-    if len(command) > MAX_COMMAND_LENGTH:
-        return f"command: must be at most {MAX_COMMAND_LENGTH} characters"
-    if "\x00" in command:
-        return "command: must not contain NUL characters"
-    job_id = data.get("id")
-    if job_id is not None:
-        if type(job_id) is not str:
-            return "id: must be a string"
-        if not 1 <= len(job_id) <= MAX_ID_LENGTH:
-            return f"id: must be 1 to {MAX_ID_LENGTH} characters"
-        if job_id != job_id.strip() or not job_id.isprintable():
-            return ("id: must be printable text without leading/trailing spaces or control "
-                    "characters")
-    run_at = data.get("run_at")
-    if run_at is not None and not (_is_int(run_at) or type(run_at) is str):
-        return "run_at: must be epoch milliseconds (an integer) or an ISO-8601 string"
-    max_retries = data.get("max_retries")
-    if max_retries is not None:
-        if not _is_int(max_retries):
-            return "max_retries: must be a whole number (a JSON integer)"
-        if not 0 <= max_retries <= MAX_RETRIES_LIMIT:
-            return f"max_retries: must be from 0 to {MAX_RETRIES_LIMIT}"
-    priority = data.get("priority", 0)
-    if not _is_int(priority):
-        return "priority: must be a whole number (a JSON integer)"
-    if not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
-        return f"priority: must be from {-MAX_PRIORITY} to {MAX_PRIORITY}"
-    for key in ("id", "command"):
-        value = data.get(key)
-        if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                return f"{key}: must be valid Unicode text (no lone surrogates)"
-    if "queue" in data:
-        problem = queue_name_problem(data["queue"])
-        if problem is not None:
-            return f"queue: {problem}"
-    timeout = data.get("timeout")
-    if timeout is not None:
-        if not _is_number(timeout):
-            return "timeout: must be a number of seconds"
-        if not 0 < timeout <= MAX_TIMEOUT_SECONDS:
-            return "timeout: must be more than 0 seconds and at most 30 days (2592000)"
-    cwd = data.get("cwd")
-    if cwd is not None:
-        if type(cwd) is not str or not cwd:
-            return "cwd: must be a non-empty string (a directory)"
-        if len(cwd) > MAX_PATH_LENGTH:
-            return f"cwd: must be at most {MAX_PATH_LENGTH} characters"
-        problem = _text_problem(cwd)
-        if problem is not None:
-            return f"cwd: {problem}"
-    if data.get("env") is not None:
-        problem = _env_problem(data["env"])
-        if problem is not None:
-            return problem
-    if data.get("retry") is not None:
-        problem = retry_problem(data["retry"])
-        if problem is not None:
-            return problem
-    return None
 
 
 def job_problem(job: Job) -> str | None:

@@ -222,24 +222,13 @@ class EntryPoint:
 
 
 CACHE_FILE = "plugins.json"
-_CACHE_VERSION = 1
 
 
 def _cache_key() -> list[Any]:
-    """What the list of installed distributions depends on: every directory
-    on sys.path and its modification time. Installing, upgrading or removing
-    a distribution adds or removes its ``*.dist-info`` directory, which
-    changes the mtime of the directory that holds it. ``sys.path[0]`` (the
-    script's directory, or the working directory under ``python -m``) is
-    left out: it differs between the CLI and its workers, and the working
-    directory changes all the time; installed distributions are not there."""
-    key: list[Any] = [_CACHE_VERSION, sys.version]
-    for entry in sys.path if sys.flags.safe_path else sys.path[1:]:
-        try:
-            key.append([entry, os.stat(entry or ".").st_mtime_ns])
-        except OSError:
-            key.append([entry, None])
-    return key
+    """When to scan again: see :func:`queuectl_core.fastpath.environment_key`."""
+    from .fastpath import environment_key
+
+    return environment_key()
 
 
 def _scan() -> list[EntryPoint]:

@@ -78,6 +78,13 @@ class BackendSpec(_Record):
     ``options`` is an instance of ``options_model`` (or None)."""
 
     factory: Callable[[Any, PluginContext], Storage] | None = None
+    #: Optional: ``"package.module:function"`` of a light opener for the CLI's
+    #: fast path (``queuectl enqueue JSON`` and ``queuectl status`` without
+    #: click, pluggy or the models): ``function(options, home) -> FastStore |
+    #: None`` where ``options`` is the validated options model dumped as JSON
+    #: (or None) and ``home`` is QUEUECTL_HOME as a string. The module must
+    #: import nothing heavy. See :class:`FastStore` and docs/writing-plugins.md.
+    fast_path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,3 +99,34 @@ class BackoffPolicySpec(_Record):
     """A retry delay policy. ``factory(options)`` returns a BackoffPolicy."""
 
     factory: Callable[[Any], BackoffPolicy] | None = None
+
+
+class FastStore(Protocol):
+    """What a backend's ``fast_path`` opener returns: just enough of a store
+    for ``queuectl enqueue JSON`` and ``queuectl status`` (see
+    ``queuectl_core/fastpath.py``). Any exception, or ``enqueue`` returning
+    False, makes the CLI fall back to the full command, which then reports
+    errors its usual way; so the fast path may decline whatever it does not
+    handle exactly as the full store would."""
+
+    def describe(self) -> str:
+        """The same text as the store's ``describe()``."""
+
+    def stored_settings(self) -> dict[str, Any]:
+        """Runtime settings stored with ``config set`` (key -> JSON value)."""
+
+    def enqueue(self, job: dict[str, Any]) -> bool:
+        """Store one new pending job given by the fields of ``NewJob`` and
+        commit; False, with nothing stored, when the id is taken."""
+
+    def counts(self, queue: str | None = None) -> dict[str, int]:
+        """Jobs per state name (states without jobs may be left out)."""
+
+    def worker_heartbeats(self) -> list[int]:
+        """The last heartbeat (epoch ms) of every registered worker."""
+
+    def paused_queues(self) -> list[str]:
+        """Paused queue names, sorted."""
+
+    def close(self) -> None:
+        """Release the connection."""

@@ -6,7 +6,8 @@ import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .models import MAX_DELAY_SECONDS, Settings
+from .jobspec import MAX_DELAY_SECONDS
+from .models import Settings
 from .registry import BackoffPolicy
 
 

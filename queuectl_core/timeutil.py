@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from .errors import UsageError
+from .errors import shown as shown  # its old home
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -15,13 +16,6 @@ _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 # Epoch milliseconds accepted for run_at: 1970 .. year 9999.
 MAX_EPOCH_MS = 253_402_300_799_999
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def shown(text: str) -> str:
-    """User text for a one-line message: as is when printable, else its
-    escaped repr (a newline in a field name or path must not break the
-    line)."""
-    return text if text.isprintable() else repr(text)
 
 
 def now_ms() -> int:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-from .config import ensure_private_dir
-
+# Light on purpose: the CLI's fast path calls notify(), so neither pathlib nor
+# typing is imported at run time here.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
+    from pathlib import Path
 
 #: sun_path is 108 bytes on Linux, including the terminating NUL.
 _MAX_SOCKET_PATH = 107
@@ -28,13 +28,20 @@ def wake_dir(home: Path) -> Path:
     return home / "run" / "wake"
 
 
+def _wake_dir_path(home: str | os.PathLike[str]) -> str:
+    return os.path.join(home, "run", "wake")
+
+
 class WakeupListener:
     """A worker's wake-up socket; ``fileno()`` becomes readable on a poke."""
 
     def __init__(self, home: Path) -> None:
+        import socket
+
+        from .config import ensure_private_dir
+
         directory = wake_dir(home)
         ensure_private_dir(directory)
-        import socket
 
         self.path = directory / str(os.getpid())
         if len(os.fsencode(self.path)) > _MAX_SOCKET_PATH:
@@ -60,17 +67,18 @@ class WakeupListener:
             self.path.unlink()
 
 
-def notify(home: Path) -> None:
+def notify(home: str | os.PathLike[str]) -> None:
     """Poke every idle worker of ``home`` on this machine; never raises."""
     try:
-        entries = list(os.scandir(wake_dir(home)))
+        entries = list(os.scandir(_wake_dir_path(home)))
     except OSError:
         return
     if not entries:
         return
-    import socket
+    # The C module: ``socket`` itself costs several ms of enum set-up at import.
+    import _socket
 
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
     sock.setblocking(False)
     try:
         for entry in entries:

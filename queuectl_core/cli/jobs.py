@@ -34,7 +34,7 @@ def _check_queue_name(ctx: click.Context, param: click.Parameter, value: str | N
     """A ``--queue`` option: one valid queue name (one ``Error:`` line, exit 2)."""
     if value is None:
         return None
-    from ..models import queue_name_problem
+    from ..jobspec import queue_name_problem
 
     problem = queue_name_problem(value)
     if problem is not None:
@@ -281,6 +281,9 @@ def enqueue(state: State, job_json: str | None, file_: str | None, command: str 
             stored = storage.get(new.id)
             if stored is not None:
                 plugins.job_event("enqueued", stored, None)
+    from ..fastpath import remember
+
+    remember(app)
 
 
 def _active_workers(state: State) -> int:
@@ -311,6 +314,9 @@ def status(state: State, queue_name: str | None, as_json: bool) -> None:
     if as_json:
         emit_json({**{name: counts.get(name, 0) for name in STATE_NAMES},
                    "active_workers": active, "paused_queues": paused, "queue": queue_name})
+        from ..fastpath import remember
+
+        remember(app)
         return
     which = "" if queue_name is None else f" of queue '{queue_name}'"
     click.echo(f"Queue status{which} ({app.storage.describe()})")
@@ -322,6 +328,9 @@ def status(state: State, queue_name: str | None, as_json: bool) -> None:
         click.echo(f"Paused: {'yes' if queue_name in paused else 'no'}")
     else:
         click.echo(f"Paused queues: {', '.join(paused) if paused else 'none'}")
+    from ..fastpath import remember
+
+    remember(app)
 
 
 def _job_rows(jobs: list[Job]) -> list[list[str]]:

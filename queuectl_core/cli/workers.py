@@ -24,7 +24,7 @@ def _parse_queues(ctx: click.Context, param: click.Parameter, value: str | None
     """``--queue a,b`` (or repeated) -> ["a", "b"], each name checked."""
     if not value:
         return None
-    from ..models import queue_name_problem
+    from ..jobspec import queue_name_problem
 
     names: list[str] = []
     for part in value.split(","):

@@ -1,48 +1,12 @@
 """queuectl's SQLite storage backend (the default).
 
-Kept light: the implementation module is imported only when a store is
-opened, so listing plugins costs nothing.
+The package imports nothing: the hook implementation is in ``plugin`` (the
+entry point), the store in ``store``, and ``fast`` is the light module the
+CLI's fast path uses, which must stay importable without pluggy or the
+core's models.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
-
-from queuectl_core import hookimpl
-from queuectl_core.registry import BackendSpec, PluginContext
-
-if TYPE_CHECKING:
-    from queuectl_core.storage import Storage
-
-    from .options import SqliteOptions
-
-#: Database file, relative to QUEUECTL_HOME (the ``path`` option's default).
-DEFAULT_PATH = "queue.db"
-
-
-def _open(options: SqliteOptions | None, context: PluginContext) -> Storage:
-    from .store import SqliteStorage
-
-    if options is None:  # no options in the YAML: defaults, without pydantic
-        return SqliteStorage(context.home / DEFAULT_PATH)
-    return SqliteStorage(
-        context.home / options.path,
-        synchronous=options.synchronous,
-        busy_timeout_ms=options.busy_timeout_ms,
-    )
-
-
-@hookimpl
-def queuectl_storage_backends() -> Iterable[BackendSpec]:
-    return [
-        BackendSpec(
-            name="sqlite",
-            factory=_open,
-            options_model="queuectl_sqlite.options:SqliteOptions",
-            description="SQLite file under QUEUECTL_HOME (WAL, one machine, many workers)",
-        )
-    ]
 
 
 def __getattr__(name: str) -> object:
@@ -52,4 +16,8 @@ def __getattr__(name: str) -> object:
         from .options import SqliteOptions
 
         return SqliteOptions
+    if name == "DEFAULT_PATH":
+        from .fast import DEFAULT_PATH
+
+        return DEFAULT_PATH
     raise AttributeError(name)

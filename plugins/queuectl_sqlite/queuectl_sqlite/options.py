@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import DEFAULT_PATH
+from .fast import DEFAULT_PATH
 
 
 class SqliteOptions(BaseModel):

@@ -51,10 +51,8 @@ from queuectl_core.storage import (
     Storage,
 )
 
-#: Version 1: the first release. Version 2: named queues (and pausing them),
-#: cancellation, per-job timeout/cwd/env/retry, output tails on attempts,
-#: attempt numbers over a job's whole history, purge.
-SCHEMA_VERSION = 2
+from .fast import INSERT_JOB_SQL, SCHEMA_VERSION, connect, job_row
+from .fast import json_text as _to_json
 
 _CLAIMABLE = "state IN ('pending', 'failed')"
 _FINISHED = "state IN ('completed', 'dead', 'cancelled')"
@@ -238,12 +236,6 @@ _ATTEMPT_FIELDS = Attempt.field_names()
 _JSON_FIELDS = ("env", "retry")
 
 
-def _to_json(value: dict[str, Any] | None) -> str | None:
-    if value is None:
-        return None
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
 def _job(row: sqlite3.Row) -> Job:
     data = {k: row[k] for k in _JOB_FIELDS}
     for key in _JSON_FIELDS:
@@ -281,17 +273,12 @@ class SqliteStorage(Storage):
         except OSError as exc:
             raise StorageError(f"cannot open SQLite database {path}: {exc.strerror}") from None
         try:
-            self.conn = sqlite3.connect(
-                path, timeout=busy_timeout_ms / 1000, isolation_level=None,
-                check_same_thread=False,
-            )
+            try:
+                self.conn = connect(path, synchronous=synchronous,
+                                    busy_timeout_ms=busy_timeout_ms)
+            except RuntimeError as exc:
+                raise StorageError(f"SQLite database {path}: {exc}") from None
             self.conn.row_factory = sqlite3.Row
-            self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StorageError(f"SQLite database {path}: cannot switch to WAL mode ({mode})")
-            sync = "FULL" if synchronous == "full" else "NORMAL"
-            self.conn.execute(f"PRAGMA synchronous = {sync}")
             self._migrate()
         except sqlite3.DatabaseError as exc:
             raise StorageError(
@@ -355,20 +342,15 @@ class SqliteStorage(Storage):
             if job.id in seen:
                 raise DuplicateJobError(job.id)
             seen.add(job.id)
-        rows = [
-            (j.id, j.command, JobState.PENDING.value, j.max_retries, j.priority, j.run_at,
-             j.created_at, j.created_at, j.queue, j.timeout, j.cwd, _to_json(j.env),
-             _to_json(j.retry))
-            for j in jobs
-        ]
+        # The same row as the CLI's fast path writes (fast.job_row).
+        rows = [job_row({"id": j.id, "command": j.command, "max_retries": j.max_retries,
+                         "priority": j.priority, "run_at": j.run_at,
+                         "created_at": j.created_at, "queue": j.queue, "timeout": j.timeout,
+                         "cwd": j.cwd, "env": j.env, "retry": j.retry})
+                for j in jobs]
         try:
             with self._write() as conn:
-                conn.executemany(
-                    "INSERT INTO jobs (id, command, state, attempts, max_retries, priority,"
-                    " run_at, created_at, updated_at, queue, timeout, cwd, env, retry)"
-                    " VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
+                conn.executemany(INSERT_JOB_SQL, rows)
         except sqlite3.IntegrityError:
             raise DuplicateJobError(self._first_existing([j.id for j in jobs])) from None
 

@@ -13,7 +13,8 @@ import pytest
 from queuectl_core.errors import StorageError
 from queuectl_core.models import ExecResult, JobState, WorkerInfo
 from queuectl_sqlite import store as store_module
-from queuectl_sqlite.store import SCHEMA_VERSION, SqliteStorage
+from queuectl_sqlite.fast import SCHEMA_VERSION
+from queuectl_sqlite.store import SqliteStorage
 
 T0 = 1_800_000_000_000
 LEASE = 10_000

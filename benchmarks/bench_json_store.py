@@ -5,7 +5,8 @@ pile up?
 
 Two stores are seeded, one holding 1,000 finished (completed) jobs (the
 baseline issue 7 names) and one holding 100,000 (seeding uses ``fsync:
-false`` through the ordinary store API, in batches). Then, with the default ``fsync: true``, it measures:
+false`` through the ordinary store API, in batches). Then, with the default
+``fsync: true``, it measures:
 
 * enqueue: one job per call, each call a separate locked, durable write;
 * claim+complete: claim the next job and complete it (two durable writes,

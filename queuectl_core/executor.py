@@ -52,8 +52,13 @@ class Executor(ABC):
         ``cwd`` ends the attempt as failed, with an error naming it.
 
         Output is streamed to the files named by
-        :func:`queuectl_core.joblogs.attempt_path` under ``log_dir``
-        (created by the caller), never held in memory without bound. With
+        :func:`queuectl_core.joblogs.attempt_path` under ``log_dir``, never
+        held in memory without bound. ``log_dir`` may not exist yet: create
+        it (private, :func:`queuectl_core.joblogs.open_output_file`) and a
+        stream's file when that stream first produces output, so that an
+        attempt that writes nothing leaves no files (``queuectl logs`` then
+        prints nothing for it, knowing from the attempt's worker id that it
+        ran on this machine). With
         ``output_max_bytes`` > 0, each stream keeps at most that many bytes
         on disk, the newest (see :mod:`queuectl_core.joblogs` for how). The
         result's ``stdout_tail`` / ``stderr_tail`` hold the last

@@ -3,7 +3,12 @@
 Layout under ``$QUEUECTL_HOME/logs/jobs/<job dir>/`` (see
 :func:`job_log_dir`): ``attempt-<N>.out`` and
 ``attempt-<N>.err`` hold what attempt N wrote to stdout and stderr, written
-as the command runs.
+as the command runs. The directory and each file are created only when the
+stream first produces output (:func:`open_output_file`): an attempt that
+writes nothing leaves no files (and a job none of whose attempts wrote
+anything has no directory), which saves a worker three file-system
+metadata writes per job. Whether such an attempt ran on this machine is
+told by its worker id (:func:`worker_host`), not by its files.
 
 Size cap: when a stream's live file reaches half of ``output_max_bytes``,
 the executor renames it to ``attempt-<N>.out.1`` (replacing an older one)
@@ -90,6 +95,43 @@ def read_chunks(live: Path, chunk: int = 65536) -> Iterator[bytes]:
 def open_private_append(path: Path) -> int:
     """Open ``path`` for appending, created 0600; returns the descriptor."""
     return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+
+def make_private_dirs(directory: Path) -> None:
+    """Create ``directory`` and any missing parents, each private to the
+    user (0700, whatever the umask); existing ones keep their mode."""
+    missing = []
+    current = directory
+    while not current.is_dir():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        os.chmod(path, 0o700)
+
+
+def open_output_file(path: Path) -> int:
+    """Open a stream's live file for appending, created 0600, creating its
+    job directory (and missing parents, 0700) on first use; returns the
+    descriptor. The executor calls this when the stream first produces
+    output."""
+    try:
+        return open_private_append(path)
+    except FileNotFoundError:
+        make_private_dirs(path.parent)
+        return open_private_append(path)
+
+
+def worker_host(worker_id: str) -> str:
+    """The host part of a worker id (``host:pid:random``, see
+    :class:`queuectl_core.worker.Worker`)."""
+    parts = worker_id.rsplit(":", 2)
+    return parts[0] if len(parts) == 3 else worker_id
 
 
 def remove_job_logs(root: Path, job_ids: list[str]) -> None:

@@ -177,6 +177,10 @@ class Plugins:
         return bool(self.pm.hook.queuectl_job_event.get_hookimpls()
                     or self.pm.hook.queuectl_job_dead.get_hookimpls())
 
+    def has_event_listeners(self) -> bool:
+        """Does any plugin implement ``queuectl_job_event``?"""
+        return bool(self.pm.hook.queuectl_job_event.get_hookimpls())
+
     def job_event(self, event: str, job: Job, attempt: Attempt | None = None) -> None:
         """Tell every plugin about a state change; never raises."""
         self._broadcast("queuectl_job_event", event=event, job=job, attempt=attempt)

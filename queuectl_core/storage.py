@@ -19,9 +19,10 @@ Promises every backend keeps (the conformance kit checks them):
   (:meth:`fail`, :meth:`recover_expired`), except that a command that
   succeeded first stays ``completed``.
 * **Fencing.** Every change after a claim (:meth:`renew`, :meth:`complete`,
-  :meth:`fail`) applies only if the job is still ``processing`` under the
-  same claim token; otherwise it changes nothing and returns ``False`` /
-  ``None``. A recovered job therefore cannot be completed twice.
+  :meth:`fail`, the first step of :meth:`finish_and_claim`) applies only if
+  the job is still ``processing`` under the same claim token; otherwise it
+  changes nothing and returns ``False`` / ``None``. A recovered job
+  therefore cannot be completed twice.
 * **One step.** Each method is one transaction: a crash leaves the old or
   the new state, never a mix. Moving a job to the dead letter queue and back
   are single steps.
@@ -40,6 +41,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .errors import TransientStorageError
 from .models import Attempt, Claim, ExecResult, Job, JobState, NewJob, WorkerInfo
 
 #: The error recorded on a job cancelled before or while it ran.
@@ -122,6 +124,36 @@ class Storage(ABC):
         cancel was requested (``cancel_requested_at`` set) the job becomes
         ``cancelled`` and the attempt's outcome is ``cancelled`` instead.
         None if fenced out."""
+
+    def finish_and_claim(self, claim: Claim, result: ExecResult, now: int, *, completed: bool,
+                         retry_at: int | None, worker_id: str, lease_ms: int,
+                         queues: Sequence[str] | None = None
+                         ) -> tuple[Job | None, Claim | None]:
+        """Record a finished attempt and claim the next job, for a busy
+        worker: ``complete(claim, result, now)`` if ``completed``, else
+        ``fail(claim, result, now, retry_at)``; then
+        ``claim(worker_id, now, lease_ms, queues)``, also when the first step
+        was fenced out. Returns both results.
+
+        Optional. This default makes the two calls; a backend may override
+        it to do both in one transaction (the SQLite store does: one commit
+        and one write lock per job instead of two). Either way each step
+        keeps its own promises, and the claim may take the job just finished
+        if it is due again. If the claim fails with TransientStorageError
+        after the result was recorded, the result is returned with no claim
+        (the worker then claims as usual), so that a retry never records the
+        result twice. The worker calls this only when nothing has to happen
+        between the two steps (no plugin listens for job events, no stop
+        requested, no housekeeping due)."""
+        if completed:
+            done = self.complete(claim, result, now)
+        else:
+            done = self.fail(claim, result, now, retry_at)
+        try:
+            following = self.claim(worker_id, now, lease_ms, queues)
+        except TransientStorageError:
+            following = None
+        return done, following
 
     @abstractmethod
     def recover_expired(self, now: int, worker_id: str | None = None, *,

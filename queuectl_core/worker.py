@@ -21,7 +21,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from .config import ensure_private_dir
 from .errors import TransientStorageError
 from .executor import Execution, Executor
 from .joblogs import job_log_dir, remove_job_logs
@@ -215,6 +214,11 @@ class Worker:
         self._housekeeping_at = 0
         self._retention_at = 0
         self.jobs_run = 0
+        #: While :meth:`run` loops, a busy worker records a result and claims
+        #: its next job in one storage call (``finish_and_claim``); the job
+        #: so claimed waits here for the next :meth:`run_once`.
+        self.chain_claims = False
+        self._next: Claim | None = None
 
     # ---------------------------------------------------------- helpers
     @property
@@ -328,17 +332,25 @@ class Worker:
             return
         log.info("worker %s started (pid %d, %s)", self.id, self.pid, self.storage.describe())
         outage = 0.5
-        while not self.stop.graceful:
-            self._check_parent()
-            if self.stop.graceful:
-                break
-            try:
-                self.run_once()
-                outage = 0.5
-            except TransientStorageError as exc:
-                log.warning("storage unavailable (%s); retrying in %.1fs", exc, outage)
-                self.stop.sleep(outage)
-                outage = min(MAX_OUTAGE_WAIT_S, outage * 2)
+        self.chain_claims = True
+        try:
+            # A job claimed together with the last result was claimed before
+            # any stop request was seen (_chain_next checks): it runs, as a
+            # job claimed just before a stop always has.
+            while self._next is not None or not self.stop.graceful:
+                if self._next is None:
+                    self._check_parent()
+                    if self.stop.graceful:
+                        break
+                try:
+                    self.run_once()
+                    outage = 0.5
+                except TransientStorageError as exc:
+                    log.warning("storage unavailable (%s); retrying in %.1fs", exc, outage)
+                    self.stop.sleep(outage)
+                    outage = min(MAX_OUTAGE_WAIT_S, outage * 2)
+        finally:
+            self.chain_claims = False
         # Only a clean exit forgets the worker: after an error its record
         # stays, so that its supervisor can find and release what it held.
         with contextlib.suppress(Exception):
@@ -346,17 +358,39 @@ class Worker:
         log.info("worker %s stopped after %d job(s)", self.id, self.jobs_run)
 
     def run_once(self) -> bool:
-        """Claim and run one job, or sleep when none is due. True if a job ran."""
-        now = now_ms()
-        self._refresh_settings(now)
-        if now - self._housekeeping_at >= self.beat_ms:
-            self.housekeeping(now)
-        claim = self.storage.claim(self.id, now, self.lease_ms, self.queues)
+        """Claim and run one job, or sleep when none is due. True if a job ran.
+        (The job that the last result's ``finish_and_claim`` claimed, if any,
+        is the one run.)"""
+        claim, self._next = self._next, None
         if claim is None:
-            self._idle(now)
-            return False
+            now = now_ms()
+            self._refresh_settings(now)
+            if now - self._housekeeping_at >= self.beat_ms:
+                self.housekeeping(now)
+            claim = self.storage.claim(self.id, now, self.lease_ms, self.queues)
+            if claim is None:
+                self._idle(now)
+                return False
         self.execute(claim)
         self.jobs_run += 1
+        return True
+
+    def _chain_next(self, now: int) -> bool:
+        """May the result being recorded now claim the next job in the same
+        storage call? Only if nothing has to happen between the two steps:
+        no stop requested (also a lost supervisor), no housekeeping due
+        (heartbeat, recovery, retention), no plugin waiting for the job's
+        events (they run before the next claim, as without chaining). A DLQ
+        handler alone (``queuectl_job_dead``) does not prevent it: it is
+        called after the move to the DLQ is stored either way."""
+        if not self.chain_claims:
+            return False
+        self._check_parent()
+        if self.stop.graceful or now - self._housekeeping_at >= self.beat_ms:
+            return False
+        if self.plugins.has_event_listeners():
+            return False
+        self._refresh_settings(now)  # the next claim's lease length
         return True
 
     def _idle(self, now: int) -> None:
@@ -369,13 +403,17 @@ class Worker:
 
     def execute(self, claim: Claim) -> None:
         job = claim.job
-        log.info("running job %s (attempt %d): %s", job.id, claim.attempt, job.command)
+        # DEBUG: at INFO, two lines per job cost a busy worker more than its
+        # claim; the line that records the outcome stays at INFO.
+        log.debug("running job %s (attempt %d): %s", job.id, claim.attempt, job.command)
         self.plugins.job_event("claimed", job, None)
+        # The executor creates the directory when the command first writes
+        # something: most short jobs write nothing, and three metadata writes
+        # per job (mkdir, two files) cost more than the job's SQLite work.
         log_dir = job_log_dir(self.log_root, job.id)
         execution: Execution | None = None
         result: ExecResult | None = None
         try:
-            ensure_private_dir(log_dir)
             execution = self.executor.start(
                 job, attempt=claim.attempt, log_dir=log_dir,
                 output_max_bytes=self.settings.output_max_bytes,
@@ -491,15 +529,27 @@ class Worker:
     def _record(self, claim: Claim, result: ExecResult) -> None:
         now = now_ms()
         job = claim.job
+        retry_at: int | None = None
         if result.ok:
-            done = self._retry_transient(
-                f"record job {job.id} as completed",
-                lambda: self.storage.complete(claim, result, now))
+            what = "completed"
         else:
             retry_at = next_run_at(attempts=job.attempts, max_retries=job.max_retries, now=now,
                                    policy=self.policy_for(job),
                                    settings=job_settings(self.settings, job.retry))
             what = "failed" if retry_at is not None else "dead"
+        done: Job | None
+        if self._chain_next(now):
+            pair = self._retry_transient(
+                f"record job {job.id} as {what}",
+                lambda: self.storage.finish_and_claim(
+                    claim, result, now, completed=result.ok, retry_at=retry_at,
+                    worker_id=self.id, lease_ms=self.lease_ms, queues=self.queues))
+            done, self._next = pair if pair is not None else (None, None)
+        elif result.ok:
+            done = self._retry_transient(
+                f"record job {job.id} as completed",
+                lambda: self.storage.complete(claim, result, now))
+        else:
             done = self._retry_transient(
                 f"record job {job.id} as {what}",
                 lambda: self.storage.fail(claim, result, now, retry_at))

@@ -135,13 +135,21 @@ def _wait_for_first_attempt(storage: Storage, job: Job) -> Attempt:
             raise QueuectlError(f"job {job.id!r} ended {current.state.value} without running")
 
 
+def _ran_here(attempt: Attempt) -> bool:
+    """Did the attempt's worker run on this machine? Its id starts with the
+    host name the worker saw (``host:pid:random``)."""
+    from ..joblogs import worker_host
+
+    return worker_host(attempt.worker_id) == socket.gethostname()
+
+
 def _runs_here(storage: Storage, attempt: Attempt) -> bool:
     """Does the worker of a running attempt run on this machine?"""
     host = socket.gethostname()
     for w in storage.list_workers():
         if w.id == attempt.worker_id:
             return w.hostname == host
-    return attempt.worker_id.split(":", 1)[0] == host
+    return _ran_here(attempt)
 
 
 def _print_tails(attempt: Attempt, streams: list[Stream], why: str) -> None:
@@ -228,10 +236,11 @@ def logs(state: State, job_id: str, number: int | None, only_stdout: bool, only_
       queuectl logs job1 --attempt 2 --stderr
       queuectl logs job1 --follow        # stream it while it runs
 
-    Output is read from $QUEUECTL_HOME/logs/jobs on this machine. When the
-    attempt ran elsewhere (workers on other machines sharing a PostgreSQL
-    store) or its files were removed, the end of each stream kept in the
-    store is shown instead, with a note on stderr. --follow on a job that
+    Output is read from $QUEUECTL_HOME/logs/jobs on this machine; an
+    attempt that ran here and wrote nothing has no files and prints
+    nothing. When the attempt ran elsewhere (workers on other machines
+    sharing a PostgreSQL store) or its files were removed, the end of each
+    stream kept in the store is shown instead, with a note on stderr. --follow on a job that
     has not started yet waits for its first attempt.
     """
     from ..joblogs import STREAMS, attempt_path, job_log_dir, rotated_path
@@ -263,12 +272,20 @@ def logs(state: State, job_id: str, number: int | None, only_stdout: bool, only_
                                 "there is no output")
         log_dir = job_log_dir(app.config.home / "logs" / "jobs", job.id)
         paths = {s: attempt_path(log_dir, attempt.number, s) for s in STREAMS}
+        # Files exist only for streams that wrote something (the executor
+        # creates them on the first output).
         here = any(p.exists() or rotated_path(p).exists() for p in paths.values())
         if not here:
             if attempt.outcome != "running":
-                _print_tails(attempt, streams, f"the output files of attempt {attempt.number} "
-                             "are not on this machine (it ran on another one, or they were "
-                             "removed)")
+                if not _ran_here(attempt):
+                    why = (f"the output files of attempt {attempt.number} are not on this "
+                           "machine (it ran on another one, or they were removed)")
+                elif attempt.stdout_tail or attempt.stderr_tail:
+                    why = (f"the output files of attempt {attempt.number} were removed from "
+                           "this machine")
+                else:
+                    return  # it ran here and wrote nothing: there is nothing to print
+                _print_tails(attempt, streams, why)
                 return
             if not _runs_here(storage, attempt):
                 what = (f"attempt {attempt.number} runs on another machine (worker "
@@ -281,7 +298,8 @@ def logs(state: State, job_id: str, number: int | None, only_stdout: bool, only_
                 _print_tails(_await_end(storage, attempt), streams,
                              f"attempt {attempt.number} ran on another machine")
                 return
-            # Its worker is here and is about to create the files.
+            # Its worker is here: the files appear when the command first
+            # writes (--follow waits for them).
         _report_dropped(paths, streams)
         if follow:
             _follow(storage, attempt, paths, streams)

@@ -225,6 +225,82 @@ class StorageConformance:
             store.dlq_retry("a", T0)
         assert store.get("a") is not None and store.get("a").state is JobState.PENDING  # type: ignore[union-attr]
 
+    # ------------------------------------------------------------ finish_and_claim
+    # Optional for a backend (storage.Storage has a default); these hold for
+    # the default and for any override.
+    def test_finish_and_claim_completes_and_claims_the_next(self, store: Storage) -> None:
+        store.enqueue([new_job("a", priority=1), new_job("b"), new_job("c")])
+        first = self.claim(store, worker="w9")
+        done, following = store.finish_and_claim(
+            first, ExecResult(exit_code=0, stdout_tail="o", stderr_tail=""), T0 + 100,
+            completed=True, retry_at=None, worker_id="w9", lease_ms=LEASE)
+        assert done is not None and done.id == "a" and done.state is JobState.COMPLETED
+        assert done.finished_at == T0 + 100 and done.lease_expires_at is None
+        [attempt] = store.attempts("a")
+        assert (attempt.outcome, attempt.exit_code, attempt.stdout_tail) == ("completed", 0, "o")
+        assert following is not None and following.job.id == "b"
+        assert following.attempt == 1 and following.worker_id == "w9"
+        assert following.lease_expires_at == T0 + 100 + LEASE
+        job = store.get("b")
+        assert job is not None and job.state is JobState.PROCESSING and job.attempts == 1
+        assert job.worker_id == "w9" and job.started_at == T0 + 100
+        [opened] = store.attempts("b")
+        assert (opened.number, opened.outcome, opened.worker_id) == (1, "running", "w9")
+        # The claim it returns is a claim like any other: fenced, completable.
+        assert store.renew(following, T0 + 200, LEASE)
+        last, none = store.finish_and_claim(following, OK, T0 + 300, completed=True,
+                                            retry_at=None, worker_id="w9", lease_ms=LEASE)
+        assert last is not None and last.state is JobState.COMPLETED
+        assert none is not None and none.job.id == "c"
+        done, nothing = store.finish_and_claim(none, OK, T0 + 400, completed=True,
+                                               retry_at=None, worker_id="w9", lease_ms=LEASE)
+        assert done is not None and done.state is JobState.COMPLETED and nothing is None
+        assert store.counts()[JobState.COMPLETED] == 3
+
+    def test_finish_and_claim_failures_retry_dead_and_cancel(self, store: Storage) -> None:
+        store.enqueue([new_job("r", priority=1), new_job("d", max_retries=0), new_job("x"),
+                       new_job("next")])
+        r, d, x = (self.claim(store) for _ in range(3))
+        # A retry due at once may be claimed again by the same call.
+        failed, again = store.finish_and_claim(r, BOOM, T0 + 10, completed=False,
+                                               retry_at=T0 + 10, worker_id="w1",
+                                               lease_ms=LEASE)
+        assert failed is not None and failed.state is JobState.FAILED
+        assert failed.last_error == "boom" and failed.exit_code == 3
+        assert again is not None and again.job.id == "r" and again.attempt == 2
+        assert [a.outcome for a in store.attempts("r")] == ["failed", "running"]
+        dead, following = store.finish_and_claim(d, BOOM, T0 + 20, completed=False,
+                                                 retry_at=None, worker_id="w1", lease_ms=LEASE)
+        assert dead is not None and dead.state is JobState.DEAD
+        assert following is not None and following.job.id == "next"
+        # A cancel requested while it ran wins over the retry.
+        store.cancel("x", T0 + 25)
+        cancelled, nothing = store.finish_and_claim(x, BOOM, T0 + 30, completed=False,
+                                                    retry_at=T0 + 30, worker_id="w1",
+                                                    lease_ms=LEASE)
+        assert cancelled is not None and cancelled.state is JobState.CANCELLED
+        assert [a.outcome for a in store.attempts("x")] == ["cancelled"]
+        assert nothing is None
+
+    def test_finish_and_claim_is_fenced_and_still_claims(self, store: Storage) -> None:
+        store.enqueue([new_job("a", priority=1), new_job("b", queue="other"),
+                       new_job("c", queue="mine")])
+        stale = self.claim(store, worker="slow")
+        store.recover_expired(T0 + LEASE + 1)
+        fresh = self.claim(store, T0 + LEASE + 2, worker="fast")
+        assert fresh.job.id == "a"
+        done, following = store.finish_and_claim(
+            stale, OK, T0 + LEASE + 3, completed=True, retry_at=None, worker_id="slow",
+            lease_ms=LEASE, queues=["mine"])
+        assert done is None, "fenced out: the stale result changes nothing"
+        job = store.get("a")
+        assert job is not None and job.state is JobState.PROCESSING and job.worker_id == "fast"
+        assert following is not None and following.job.id == "c", "only the queues asked for"
+        assert store.finish_and_claim(fresh, OK, T0 + LEASE + 4, completed=True, retry_at=None,
+                                      worker_id="fast", lease_ms=LEASE, queues=["none"]
+                                      )[1] is None
+        assert [a.outcome for a in store.attempts("a")] == ["lost", "completed"]
+
     # ------------------------------------------------------------ leases
     def test_renew_extends_lease(self, store: Storage) -> None:
         store.enqueue([new_job("a")])

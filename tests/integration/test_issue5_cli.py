@@ -140,13 +140,20 @@ def test_jobs_run_in_their_cwd_with_their_env_and_logs_show_it(queue: Queue) -> 
     queue.enqueue({"id": "later", "command": "true", "run_at": "2999-01-01T00:00:00Z"})
     one_error(queue.run("logs", "later", check=False), 1, "has not run yet")
 
-    # Without the files (another machine, or removed): the tails in the store.
+    # A silent job leaves no files; logs prints nothing for it.
+    queue.run("enqueue", "-c", "true", "--id", "quiet")
+    queue.run("wait", "quiet", "--timeout", "30")
+    assert not log_dir(queue, "quiet").exists()
+    silent = queue.run("logs", "quiet")
+    assert (silent.stdout, silent.stderr) == ("", "")
+
+    # Without the files (removed; or run on another machine): the tails in the store.
     for path in log_dir(queue, "env1").iterdir():
         path.unlink()
     fallback = queue.run("logs", "env1")
     assert fallback.stdout == f"{queue.workdir}\nA=fromflag\njob=env1\n"
-    assert fallback.stderr.startswith("Note: the output files of attempt 1 are not on this "
-                                      "machine"), fallback.stderr
+    assert fallback.stderr.startswith("Note: the output files of attempt 1 were removed from "
+                                      "this machine"), fallback.stderr
     assert fallback.stderr.endswith("\noops\n")
 
     shown = queue.show("env1")
@@ -162,12 +169,17 @@ def test_jobs_run_in_their_cwd_with_their_env_and_logs_show_it(queue: Queue) -> 
 def test_logs_follow_streams_a_running_job_to_its_end(queue: Queue) -> None:
     queue.fast()
     queue.start_workers(1)
-    queue.run("enqueue", "-c", "for i in 1 2 3 4 5; do echo tick $i; sleep 0.3; done; "
-              "echo finished >&2", "--id", "ticker")
+    # The job goes on only once the test has seen its first line and its
+    # state: no race with a slow `show` on a loaded machine.
+    go = queue.home / "go"
+    queue.run("enqueue", "-c", f"echo tick 1; while [ ! -e '{go}' ]; do sleep 0.05; done; "
+              "for i in 2 3 4 5; do echo tick $i; sleep 0.1; done; echo finished >&2",
+              "--id", "ticker")
     follower = spawn(queue, "logs", "ticker", "--follow")
     first = read_line(follower.stdout, 15)
     assert first == "tick 1\n", "output arrives while the job runs"
     assert queue.show("ticker")["state"] == "processing"
+    go.touch()
     out, err = finish(follower, 30)
     assert follower.returncode == 0, err
     assert first + out == "".join(f"tick {i}\n" for i in range(1, 6))

@@ -523,6 +523,61 @@ def test_logs_fall_back_to_the_tails_in_the_store(cli: Cli) -> None:
     assert "its output is shown when it finishes" in res.err
 
 
+def test_logs_of_a_silent_attempt_here_print_nothing(cli: Cli) -> None:
+    """The executor creates output files only when a stream writes: an
+    attempt that ran on this machine (its worker id names this host) and has
+    no files wrote nothing, which is not the same as having run elsewhere."""
+    here = f"{socket.gethostname()}:{os.getpid()}:w"
+    cli.add("quiet")
+    claim = cli.claim(here)
+    cli.store.complete(claim, ExecResult(exit_code=0, stdout_tail="", stderr_tail=""), now_ms())
+    assert not job_log_dir(cli.home / "logs" / "jobs", "quiet").exists()
+    for args in ((), ("--stdout",), ("--stderr",), ("--follow",)):
+        res = cli.ok("logs", "quiet", *args)
+        assert (res.out, res.err) == ("", ""), args
+    # No tails kept (output_tail_bytes 0) and no files: nothing either.
+    cli.add("untailed")
+    cli.store.complete(cli.claim(here), ExecResult(exit_code=0), now_ms())
+    assert cli.ok("logs", "untailed") == Result(0, "", "")
+
+    # Ran here and wrote, but the files are gone: the tails, with the reason.
+    cli.add("removed")
+    cli.store.complete(cli.claim(here), ExecResult(exit_code=0, stdout_tail="kept\n",
+                                                   stderr_tail=""), now_ms())
+    res = cli.ok("logs", "removed")
+    assert res.out == "kept\n"
+    assert res.err.startswith("Note: the output files of attempt 1 were removed from this "
+                              "machine; showing the end of its output kept in the store")
+
+    # Only one stream wrote: only its file exists, the other prints nothing.
+    cli.add("half")
+    claim = cli.claim(here)
+    attempt_path(cli.log_dir("half"), 1, "err").write_bytes(b"only err\n")
+    cli.store.complete(claim, ExecResult(exit_code=0), now_ms())
+    res = cli.ok("logs", "half")
+    assert (res.out, res.err) == ("", "only err\n")
+    assert cli.ok("logs", "half", "--stdout") == Result(0, "", "")
+
+
+def test_logs_follow_waits_for_files_that_appear_later(cli: Cli) -> None:
+    cli.add("late")
+    claim = cli.claim(f"{socket.gethostname()}:{os.getpid()}:w")
+
+    def run() -> None:
+        time.sleep(0.4)  # the command is silent at first: no files yet
+        d = job_log_dir(cli.home / "logs" / "jobs", "late")
+        d.mkdir(parents=True)
+        attempt_path(d, 1, "out").write_bytes(b"at last\n")
+        time.sleep(0.3)
+        cli.store.complete(claim, ExecResult(exit_code=0), now_ms())
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    res = cli.ok("logs", "late", "--follow")
+    thread.join()
+    assert (res.out, res.err) == ("at last\n", "")
+
+
 def test_logs_follow_across_rotations_until_the_attempt_ends(cli: Cli) -> None:
     cli.add("f")
     claim = cli.claim(f"{socket.gethostname()}:{os.getpid()}:w")

@@ -11,6 +11,7 @@ import pytest
 from queuectl_core import hookimpl
 from queuectl_core.builtin import ExponentialBackoff
 from queuectl_core.errors import TransientStorageError
+from queuectl_core.executor import Execution
 from queuectl_core.joblogs import job_log_dir
 from queuectl_core.models import Attempt, Claim, ExecResult, Job, JobState, NewJob, Settings
 from queuectl_core.plugins import Plugins, build_plugins
@@ -216,3 +217,113 @@ def test_worker_loop_rides_out_an_outage(tmp_path: Path, plugins: Plugins) -> No
     worker.run()
     job = store.get("a")
     assert job is not None and job.state is JobState.COMPLETED
+
+
+# ------------------------------------------------------------------ finish_and_claim
+
+class CountingStorage(FlakyStorage):
+    """Counts the calls the worker makes to record results and claim."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+        self.inside = False
+
+    def claim(self, worker_id: str, now: int, lease_ms: int,
+              queues: Sequence[str] | None = None) -> Claim | None:
+        if not self.inside:  # not the default finish_and_claim's own call
+            self.calls.append("claim")
+        return super().claim(worker_id, now, lease_ms, queues)
+
+    def finish_and_claim(self, claim: Claim, result: ExecResult, now: int, *, completed: bool,
+                         retry_at: int | None, worker_id: str, lease_ms: int,
+                         queues: Sequence[str] | None = None
+                         ) -> tuple[Job | None, Claim | None]:
+        self.calls.append(f"finish_and_claim {claim.job.id}")
+        self.inside = True
+        try:
+            return super().finish_and_claim(claim, result, now, completed=completed,
+                                            retry_at=retry_at, worker_id=worker_id,
+                                            lease_ms=lease_ms, queues=queues)
+        finally:
+            self.inside = False
+
+
+class StopOnStart(ShellExecutor):
+    """Asks its worker to stop (gracefully) when a chosen job starts."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.worker: Worker | None = None
+
+    def start(self, job: Job, **kwargs: object) -> Execution:
+        if job.id == self.job_id and self.worker is not None:
+            self.worker.stop.request()
+        return super().start(job, **kwargs)  # type: ignore[arg-type]
+
+
+def quiet_worker(store: Storage, tmp_path: Path, stop_at: str) -> Worker:
+    executor = StopOnStart(stop_at)
+    worker = Worker(storage=store, executor=executor, policy=ExponentialBackoff(),
+                    plugins=build_plugins(entry_points=False),
+                    settings_loader=lambda _: Settings(worker_idle_delay=10),
+                    log_root=tmp_path / "logs")
+    executor.worker = worker
+    return worker
+
+
+def test_busy_worker_records_and_claims_in_one_call(tmp_path: Path) -> None:
+    store = CountingStorage()
+    for job_id in ("a", "b", "c", "d"):
+        add(store, job_id, "true" if job_id != "b" else "exit 1", max_retries=0)
+    worker = quiet_worker(store, tmp_path, stop_at="c")
+    worker.run()
+    # a's result claims b, b's claims c; c starts after the stop request, so
+    # its result is recorded alone and d is never claimed.
+    assert store.calls == ["claim", "finish_and_claim a", "finish_and_claim b"]
+    states = {j.id: j.state for j in store.list_jobs()}
+    assert states == {"a": JobState.COMPLETED, "b": JobState.DEAD, "c": JobState.COMPLETED,
+                      "d": JobState.PENDING}
+    assert store.list_jobs(JobState.PROCESSING) == [], "nothing left claimed"
+    assert store.list_workers() == []
+    assert not (tmp_path / "logs").exists(), "silent jobs leave no output files"
+
+
+def test_stop_requested_between_jobs_claims_nothing_more(tmp_path: Path) -> None:
+    store = CountingStorage()
+    add(store, "a", "true")
+    add(store, "b", "true")
+    worker = quiet_worker(store, tmp_path, stop_at="a")
+    worker.run()
+    assert store.calls == ["claim"], "a's result is recorded without claiming b"
+    assert [j.state for j in store.list_jobs()] == [JobState.COMPLETED, JobState.PENDING]
+
+
+def test_no_chaining_while_plugins_listen_for_events(tmp_path: Path, plugins: Plugins,
+                                                     recorder: Recorder) -> None:
+    store = CountingStorage()
+    add(store, "a", "true")
+    add(store, "b", "true")
+    worker = make_worker(store, plugins, tmp_path)
+    worker.chain_claims = True  # as in run()
+    assert worker.run_once() and worker.run_once()
+    assert store.calls == ["claim", "claim"]
+    assert recorder.events == [("claimed", "a"), ("completed", "a"), ("claimed", "b"),
+                               ("completed", "b")]
+
+
+def test_default_finish_and_claim_keeps_the_result_when_the_claim_fails() -> None:
+    store = FlakyStorage()
+    add(store, "a", "true")
+    add(store, "b", "true")
+    claim = store.claim("w", now_ms(), 60_000)
+    assert claim is not None
+    store.down["claim"] = 1
+    done, following = store.finish_and_claim(claim, ExecResult(exit_code=0), now_ms(),
+                                             completed=True, retry_at=None, worker_id="w",
+                                             lease_ms=60_000)
+    assert done is not None and done.state is JobState.COMPLETED
+    assert following is None, "no claim; a retry of the call would record the result twice"
+    job = store.get("b")
+    assert job is not None and job.state is JobState.PENDING

@@ -3,7 +3,9 @@ session (so it is its own process group), in the job's directory, with stdin
 from /dev/null and stdout/stderr going to pipes.
 
 The execution copies both pipes to ``attempt-<N>.out`` / ``attempt-<N>.err``
-(see :mod:`queuectl_core.joblogs`) as the command runs, without threads:
+(see :mod:`queuectl_core.joblogs`) as the command runs, without threads
+(each file, and the job's directory, is created when its stream first
+produces output, so a silent command costs no file-system writes):
 :meth:`ShellExecution.wait` polls the shell's pidfd (when there is one) and
 both pipes, and copies whatever arrives in bounded chunks. Each stream is
 capped on disk by rotation, and the last bytes of each are kept in a bounded
@@ -25,10 +27,10 @@ from pathlib import Path
 
 from queuectl_core.executor import Execution, Executor
 from queuectl_core.joblogs import (
-    Stream,
     attempt_path,
     dropped_bytes,
     dropped_path,
+    open_output_file,
     open_private_append,
     rotated_path,
 )
@@ -126,14 +128,15 @@ def _write_all(fd: int, data: memoryview) -> None:
 
 class _Output:
     """One stream's destination: the live file (rotated at half the cap),
-    its dropped-bytes counter, and the ring of its last bytes."""
+    its dropped-bytes counter, and the ring of its last bytes. The live file
+    (with its directory) is created on the first output."""
 
-    __slots__ = ("broken", "dropped", "dropped_fd", "dropped_len", "fd", "half", "path", "ring",
-                 "ring_limit", "size", "total")
+    __slots__ = ("broken", "dropped", "dropped_fd", "dropped_len", "fd", "half", "path", "problem",
+                 "ring", "ring_limit", "size", "total")
 
-    def __init__(self, path: Path, fd: int, max_bytes: int, ring_limit: int) -> None:
+    def __init__(self, path: Path, max_bytes: int, ring_limit: int) -> None:
         self.path = path
-        self.fd = fd
+        self.fd = -1  # opened by the first feed()
         #: Rotate when the live file reaches this many bytes; None: no cap.
         #: 0 (a cap of 1 byte): nothing is kept.
         self.half: int | None = max_bytes // 2 if max_bytes > 0 else None
@@ -145,6 +148,8 @@ class _Output:
         self.ring_limit = ring_limit
         self.total = 0
         self.broken = False
+        #: Why the rest of this stream's output was not stored, if it was not.
+        self.problem: str | None = None
 
     def feed(self, data: memoryview) -> None:
         self.total += len(data)
@@ -160,6 +165,10 @@ class _Output:
         if self.broken:
             return
         try:
+            if self.fd < 0:
+                # Append: earlier output of the same attempt number (if
+                # any) must not be lost.
+                self.fd = open_output_file(self.path)
             if self.half is None:
                 _write_all(self.fd, data)
             else:
@@ -168,6 +177,7 @@ class _Output:
             # Keep the command running (and its pipe drained); the rest of
             # this stream's output is lost.
             self.broken = True
+            self.problem = f"cannot write {self.path}: {exc.strerror or exc}"
             log.warning("cannot write job output to %s (%s); discarding the rest of it",
                         self.path, exc)
 
@@ -391,6 +401,12 @@ class ShellExecution(Execution):
             stderr = self._err.tail(error_bytes).strip() if error_bytes and code else ""
             result = ExecResult(exit_code=code, error=exit_error(code, stderr),
                                 stdout_tail=stdout_tail, stderr_tail=stderr_tail)
+        problems = [p for p in (self._out.problem, self._err.problem) if p]
+        if problems:
+            # The command ran; only (part of) its output is missing. Say so
+            # in the attempt's record, without changing its outcome.
+            note = "output not stored: " + "; ".join(problems)
+            result = result.replace(error=f"{result.error} ({note})" if result.error else note)
         self._result = result
         return result
 
@@ -460,7 +476,11 @@ class ShellExecutor(Executor):
 
     @staticmethod
     def _environment(job: Job, attempt: int) -> dict[bytes, bytes]:
-        env = dict(os.environb)  # bytes: no decoding and re-encoding of each entry
+        # bytes: no decoding and re-encoding of each entry. os.environb keeps
+        # its entries in a plain dict (``_data``): copying that is one C call
+        # instead of a Python-level lookup per variable.
+        data = getattr(os.environb, "_data", None)
+        env: dict[bytes, bytes] = dict(data) if isinstance(data, dict) else dict(os.environb)
         if job.env:
             for key, value in job.env.items():
                 env[os.fsencode(key)] = os.fsencode(value)
@@ -472,28 +492,8 @@ class ShellExecutor(Executor):
     def start(self, job: Job, *, attempt: int, log_dir: Path, output_max_bytes: int = 0,
               tail_bytes: int = 0) -> Execution:
         shell = self.options.shell
-        paths: dict[Stream, Path] = {stream: attempt_path(log_dir, attempt, stream)
-                                     for stream in ("out", "err")}
-        files: dict[Stream, int] = {}
-        try:
-            try:
-                for stream, path in paths.items():
-                    # Append: earlier output of the same attempt number (if
-                    # any) must not be lost.
-                    files[stream] = open_private_append(path)
-            except FileNotFoundError:  # the caller should have created it; be lenient
-                log_dir.mkdir(parents=True, exist_ok=True)
-                for stream, path in paths.items():
-                    if stream not in files:
-                        files[stream] = open_private_append(path)
-        except OSError as exc:
-            for fd in files.values():
-                os.close(fd)
-            return FinishedExecution(
-                ExecResult(error=f"cannot create the attempt's log files in {log_dir}: {exc}")
-            )
-        out = _Output(paths["out"], files["out"], output_max_bytes, tail_bytes)
-        err = _Output(paths["err"], files["err"], output_max_bytes,
+        out = _Output(attempt_path(log_dir, attempt, "out"), output_max_bytes, tail_bytes)
+        err = _Output(attempt_path(log_dir, attempt, "err"), output_max_bytes,
                       max(tail_bytes, self.options.stderr_tail_bytes))
         pipes: list[int] = []
         try:

@@ -84,7 +84,7 @@ def test_echo_succeeds(executor: ShellExecutor, logs: Path) -> None:
     assert result == ExecResult(exit_code=0, signal=None, error=None)
     assert result.ok
     assert (logs / "attempt-1.out").read_text() == "hello\n"
-    assert (logs / "attempt-1.err").read_bytes() == b""
+    assert not (logs / "attempt-1.err").exists(), "a silent stream leaves no file"
     assert execution.wait(0) == result  # the result is kept
 
 
@@ -354,14 +354,32 @@ def test_non_executable_shell_finishes_with_126(tmp_path: Path, logs: Path) -> N
     assert result.error is not None and "ermission denied" in result.error
 
 
-def test_unwritable_log_dir_fails_without_raising(executor: ShellExecutor,
-                                                  tmp_path: Path) -> None:
+def test_unwritable_log_dir_runs_the_command_and_says_so(executor: ShellExecutor,
+                                                         tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    result = executor.start(make_job("echo hi"), attempt=1, log_dir=blocker / "logs").wait(0)
-    assert result is not None
-    assert not result.ok
-    assert result.error is not None and "log files" in result.error
+    marker = tmp_path / "ran"
+    result = run(executor.start(make_job(f"echo hi; touch {marker}"), attempt=1,
+                                log_dir=blocker / "logs", tail_bytes=100))
+    assert marker.exists(), "the command runs; only its output cannot be stored"
+    assert result.ok and result.stdout_tail == "hi\n"
+    assert result.error is not None
+    assert result.error.startswith("output not stored: cannot write ")
+    assert str(blocker / "logs" / "attempt-1.out") in result.error
+
+
+def test_silent_attempt_creates_no_files(executor: ShellExecutor, tmp_path: Path) -> None:
+    log_dir = tmp_path / "logs" / "jobs" / "quiet"
+    assert run(executor.start(make_job("true"), attempt=1, log_dir=log_dir)).ok
+    assert not (tmp_path / "logs").exists(), "nothing written: no directory, no files"
+    # The first output creates the directories (0700) and that stream's file
+    # (0600) only.
+    assert run(executor.start(make_job("echo late >&2"), attempt=2, log_dir=log_dir)).ok
+    assert sorted(p.name for p in log_dir.iterdir()) == ["attempt-2.err"]
+    assert (log_dir / "attempt-2.err").read_text() == "late\n"
+    assert (log_dir / "attempt-2.err").stat().st_mode & 0o777 == 0o600
+    for d in (tmp_path / "logs", tmp_path / "logs" / "jobs", log_dir):
+        assert d.stat().st_mode & 0o777 == 0o700, d
 
 
 def test_options_validation() -> None:
@@ -493,7 +511,7 @@ def test_missing_cwd_fails_naming_it(executor: ShellExecutor, logs: Path,
     assert (logs / "attempt-1.err").read_text() == f"queuectl-shell: {result.error}\n"
     assert result.stderr_tail == f"queuectl-shell: {result.error}\n"
     assert result.stdout_tail == ""
-    assert (logs / "attempt-1.out").read_bytes() == b""
+    assert not (logs / "attempt-1.out").exists()
     assert execution.kill() == result
 
 

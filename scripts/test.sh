@@ -15,6 +15,12 @@ for dir in plugins/*/; do
 done
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]' "${plugins[@]}"
 
+# Byte-compile the sources once. Every test starts many real queuectl
+# processes, and with PYTHONDONTWRITEBYTECODE set (as on the CI machines)
+# each of them would otherwise compile every module it imports again
+# (a third of a CLI call's time here).
+.venv/bin/python -m compileall -q queuectl_core plugins/*/queuectl_* >/dev/null
+
 echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy"

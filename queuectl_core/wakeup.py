@@ -24,12 +24,14 @@ if TYPE_CHECKING:
 _MAX_SOCKET_PATH = 107
 
 
-def wake_dir(home: Path) -> Path:
-    return home / "run" / "wake"
-
-
 def _wake_dir_path(home: str | os.PathLike[str]) -> str:
     return os.path.join(home, "run", "wake")
+
+
+def wake_dir(home: Path) -> Path:
+    from pathlib import Path
+
+    return Path(_wake_dir_path(home))
 
 
 class WakeupListener:

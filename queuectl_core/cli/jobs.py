@@ -14,6 +14,7 @@ import click
 
 from ..errors import JobNotFoundError, UsageError
 from ..timeutil import shown
+from . import fast
 from .main import State, pass_state
 from .output import clip, emit_json, number, short_time, table
 
@@ -23,7 +24,8 @@ if TYPE_CHECKING:
 
 FC = TypeVar("FC", bound=Callable[..., Any])
 
-STATE_NAMES = ("pending", "processing", "completed", "failed", "dead", "cancelled")
+#: Every state, in display order (defined once, in the light fast-path module).
+STATE_NAMES = fast.STATE_NAMES
 
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print JSON only (stable format, ISO-8601 times).")

@@ -155,6 +155,34 @@ class Storage(ABC):
             following = None
         return done, following
 
+    def due_count(self, now: int, queues: Sequence[str] | None = None, limit: int = 1
+                  ) -> int | None:
+        """How many jobs :meth:`claim` could take now (due, from ``queues``
+        or any queue, not paused), counting at most ``limit``. A cheap read;
+        it takes no lock and may be stale by the time it returns.
+
+        Optional, together with :meth:`release`: a backend that implements
+        both lets a busy worker claim its next job while the current one
+        runs (see docs/semantics.md, "Claiming ahead"). This default returns
+        None: the worker then never claims ahead."""
+        return None
+
+    def release(self, claim: Claim, now: int) -> Job | None:
+        """Give back a claim whose command never started, as if it had not
+        been made: the attempt record the claim opened is removed,
+        ``attempts`` goes down by one, the job is ``pending`` (no counted
+        attempt left) or ``failed`` (it keeps its ``run_at``, ``last_error``
+        and ``exit_code``), and its ``worker_id``, ``started_at`` and
+        ``finished_at`` are those of the attempt before (or None). A job
+        whose cancel was requested meanwhile becomes ``cancelled`` instead
+        (``finished_at = now``, ``last_error`` = CANCELLED_ERROR). One
+        transaction, fenced like :meth:`complete`: None (and no change) if
+        the claim is no longer ours; else the job as it is now.
+
+        Optional: required only of a backend whose :meth:`due_count` returns
+        a number."""
+        raise NotImplementedError(f"{type(self).__name__} cannot release claims")
+
     @abstractmethod
     def recover_expired(self, now: int, worker_id: str | None = None, *,
                         charge_attempt: bool = True) -> list[Job]:

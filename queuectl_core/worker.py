@@ -50,6 +50,11 @@ WORKER_RECORD_TTL_MS = 24 * 3600 * 1000
 #: worker, deleting at most RETENTION_BATCH jobs per transaction.
 RETENTION_EVERY_MS = 60_000
 RETENTION_BATCH = 1000
+#: A busy worker claims its next job while the current one runs ("claiming
+#: ahead", see Worker.run_once). If the current job is still running this
+#: long, the job claimed ahead is given back for any worker to take, and the
+#: worker claims ahead again only after a job that ran shorter.
+AHEAD_HOLD_MS = 50
 #: Event broadcast for each state a finished attempt can leave a job in.
 _EVENTS = {JobState.COMPLETED: "completed", JobState.FAILED: "failed",
            JobState.DEAD: "dead", JobState.CANCELLED: "cancelled"}
@@ -219,6 +224,17 @@ class Worker:
         #: so claimed waits here for the next :meth:`run_once`.
         self.chain_claims = False
         self._next: Claim | None = None
+        #: Claimed ahead, its command not started yet (see run_once).
+        self._ahead: Claim | None = None
+        #: Did the last job run shorter than AHEAD_HOLD_MS? Only then is the
+        #: next job claimed ahead.
+        self._ahead_ok = True
+        #: Workers registered in the store (read at each housekeeping):
+        #: claiming ahead needs at least that many due jobs.
+        self._worker_count = 1
+        #: A job whose command was started before the previous result was
+        #: recorded: (claim, execution, result of a failed start).
+        self._started: tuple[Claim, Execution | None, ExecResult | None] | None = None
 
     # ---------------------------------------------------------- helpers
     @property
@@ -256,6 +272,7 @@ class Worker:
         )
         self.recover(now)
         self.apply_retention(now)
+        self._worker_count = max(1, len(self.storage.list_workers()))
 
     def apply_retention(self, now: int) -> list[str]:
         """Purge completed and cancelled jobs older than ``retention_days``
@@ -337,10 +354,11 @@ class Worker:
             # A job claimed together with the last result was claimed before
             # any stop request was seen (_chain_next checks): it runs, as a
             # job claimed just before a stop always has.
-            while self._next is not None or not self.stop.graceful:
-                if self._next is None:
+            while (self._started is not None or self._next is not None
+                   or not self.stop.graceful):
+                if self._started is None and self._next is None:
                     self._check_parent()
-                    if self.stop.graceful:
+                    if self.stop.graceful and self._give_back_ahead():
                         break
                 try:
                     self.run_once()
@@ -359,8 +377,29 @@ class Worker:
 
     def run_once(self) -> bool:
         """Claim and run one job, or sleep when none is due. True if a job ran.
-        (The job that the last result's ``finish_and_claim`` claimed, if any,
-        is the one run.)"""
+
+        A busy worker keeps the store off the path from one command to the
+        next: while a command runs, it holds the claim on its next job
+        ("claimed ahead", made together with the previous result), and when
+        the command ends it starts that job's command first and records the
+        result after. It claims ahead only while at least as many jobs are
+        due as there are workers (so that no idle worker waits for a job
+        held here), and gives such a job back (``Storage.release``) when the
+        current command runs longer than AHEAD_HOLD_MS. (The job that the
+        last result's ``finish_and_claim`` claimed, if any, is the one run.)"""
+        if self._started is not None:
+            (held, execution, failed), self._started = self._started, None
+            self.execute(held, started=(execution, failed))
+            self.jobs_run += 1
+            return True
+        if self._next is None and self._ahead is not None:
+            # Claimed ahead, but the previous result was recorded alone (a
+            # housekeeping was due, or the previous claim was lost): it runs
+            # now, after the housekeeping that stopped the chain.
+            self._next, self._ahead = self._ahead, None
+            now = now_ms()
+            if now - self._housekeeping_at >= self.beat_ms:
+                self.housekeeping(now)
         claim, self._next = self._next, None
         if claim is None:
             now = now_ms()
@@ -374,6 +413,64 @@ class Worker:
         self.execute(claim)
         self.jobs_run += 1
         return True
+
+    # ---------------------------------------------------------- claiming ahead
+    def _want_ahead(self, now: int) -> bool:
+        """Should the next claim be made ahead (see run_once)? Not while
+        chaining is off, after a long job, or when fewer jobs are due than
+        there are workers; never on a backend without ``due_count``."""
+        if not self._ahead_ok or self._ahead is not None or not self._chain_next(now):
+            return False
+        try:
+            due = self.storage.due_count(now, self.queues, limit=self._worker_count)
+        except TransientStorageError:
+            return False
+        return due is not None and due >= self._worker_count
+
+    def _claim_ahead(self) -> None:
+        """While a command runs: claim the next job ahead, if it is worth it."""
+        now = now_ms()
+        if not self._want_ahead(now):
+            return
+        with contextlib.suppress(TransientStorageError):
+            self._ahead = self.storage.claim(self.id, now, self.lease_ms, self.queues)
+
+    def _give_back_ahead(self) -> bool:
+        """Release the job claimed ahead, if any. False if the store could
+        not be reached: the claim is then still held (and will run)."""
+        ahead = self._ahead
+        if ahead is None:
+            return True
+        try:
+            released = self.storage.release(ahead, now_ms())
+        except TransientStorageError as exc:
+            log.warning("could not give back job %s claimed ahead (%s); will run it",
+                        ahead.job.id, exc)
+            self._next, self._ahead = ahead, None
+            return False
+        self._ahead = None
+        if released is not None and released.state is JobState.CANCELLED:
+            self.plugins.job_event("cancelled", released, None)
+        log.debug("gave back job %s claimed ahead", ahead.job.id)
+        return True
+
+    def _start_ahead(self) -> None:
+        """The current command has ended: start the command of the job
+        claimed ahead (unless a cancel reached it meanwhile) before the
+        previous result is recorded."""
+        ahead, self._ahead = self._ahead, None
+        assert ahead is not None
+        try:
+            job = self.storage.get(ahead.job.id)
+        except TransientStorageError:
+            job = ahead.job
+        if job is None or job.state is not JobState.PROCESSING or job.worker_id != self.id:
+            return  # taken back meanwhile: not ours any more
+        if job.cancel_requested_at is not None:
+            self._ahead = ahead
+            self._give_back_ahead()  # becomes cancelled, never started
+            return
+        self._started = (ahead, *self._start(ahead))
 
     def _chain_next(self, now: int) -> bool:
         """May the result being recorded now claim the next job in the same
@@ -401,7 +498,9 @@ class Worker:
             wait_ms = min(wait_ms, due - now)
         self.stop.sleep(max(0, wait_ms) / 1000, self.wakeup, self.storage)
 
-    def execute(self, claim: Claim) -> None:
+    def _start(self, claim: Claim) -> tuple[Execution | None, ExecResult | None]:
+        """Start the claimed job's command: its execution, or the result of
+        a start that failed."""
         job = claim.job
         # DEBUG: at INFO, two lines per job cost a busy worker more than its
         # claim; the line that records the outcome stays at INFO.
@@ -411,15 +510,21 @@ class Worker:
         # something: most short jobs write nothing, and three metadata writes
         # per job (mkdir, two files) cost more than the job's SQLite work.
         log_dir = job_log_dir(self.log_root, job.id)
-        execution: Execution | None = None
-        result: ExecResult | None = None
         try:
-            execution = self.executor.start(
+            return self.executor.start(
                 job, attempt=claim.attempt, log_dir=log_dir,
                 output_max_bytes=self.settings.output_max_bytes,
-                tail_bytes=self.settings.output_tail_bytes)
+                tail_bytes=self.settings.output_tail_bytes), None
         except Exception as exc:
-            result = ExecResult(error=f"could not start the command: {exc}")
+            return None, ExecResult(error=f"could not start the command: {exc}")
+
+    def execute(self, claim: Claim, started: tuple[Execution | None, ExecResult | None]
+                | None = None) -> None:
+        """Run the claimed job (its command already started, if ``started``)
+        and record the outcome."""
+        job = claim.job
+        execution, result = started if started is not None else self._start(claim)
+        begun = time.monotonic()
         if execution is not None:
             # The command's process group reaches the store with the next
             # heartbeat (every beat_ms). No write for it here: that would be
@@ -435,12 +540,20 @@ class Worker:
                 with contextlib.suppress(Exception):
                     execution.kill()
                 with contextlib.suppress(Exception):
+                    self._give_back_ahead()
+                with contextlib.suppress(Exception):
                     announce_recovered(self.plugins, self.storage.recover_expired(
                         now_ms(), worker_id=self.id))
                 raise
             if result is None:
                 return  # the claim was lost or a forced stop released it
         assert result is not None
+        self._ahead_ok = (time.monotonic() - begun) * 1000 < AHEAD_HOLD_MS
+        if self._ahead is not None:
+            if self._chain_next(now_ms()):
+                self._start_ahead()
+            elif self.stop.graceful:
+                self._give_back_ahead()
         self._record(claim, result)
 
     def timeout_of(self, job: Job) -> float | None:
@@ -453,13 +566,22 @@ class Worker:
         renew_at = now_ms() + self.beat_ms
         limit = self.timeout_of(claim.job)
         deadline = None if limit is None else time.monotonic() + limit
+        if self._ahead is None and self._next is None:
+            self._claim_ahead()
+        hold_until = time.monotonic() + AHEAD_HOLD_MS / 1000
         while True:
             slice_s = min(WAIT_SLICE_S, max(0.0, (renew_at - now_ms()) / 1000))
             if deadline is not None:
                 slice_s = min(slice_s, max(0.0, deadline - time.monotonic()))
+            if self._ahead is not None:
+                slice_s = min(slice_s, max(0.0, hold_until - time.monotonic()))
             result = execution.wait(slice_s)
             if result is not None:
                 return result
+            if self._ahead is not None and time.monotonic() >= hold_until:
+                # A long command: the job claimed ahead goes back to the queue.
+                self._give_back_ahead()
+                self._ahead_ok = False
             if deadline is not None and time.monotonic() >= deadline:
                 assert limit is not None
                 log.warning("job %s timed out after %s s; stopping it", claim.job.id,
@@ -472,6 +594,8 @@ class Worker:
                 log.warning("forced stop: killing job %s; it will run again (this attempt "
                             "does not count)", claim.job.id)
                 execution.kill()
+                with contextlib.suppress(TransientStorageError):
+                    self._give_back_ahead()
                 announce_recovered(self.plugins, self.storage.recover_expired(
                     now_ms(), worker_id=self.id, charge_attempt=False))
                 return None
@@ -527,6 +651,9 @@ class Worker:
         return self._policies[name]
 
     def _record(self, claim: Claim, result: ExecResult) -> None:
+        """Record the outcome. A busy worker claims its next job in the same
+        storage call: ahead of time if the next command already runs (see
+        run_once), else to run it now."""
         now = now_ms()
         job = claim.job
         retry_at: int | None = None
@@ -538,13 +665,21 @@ class Worker:
                                    settings=job_settings(self.settings, job.retry))
             what = "failed" if retry_at is not None else "dead"
         done: Job | None
-        if self._chain_next(now):
+        if self._started is not None:
+            chain = self._want_ahead(now)
+        else:
+            chain = self._next is None and self._ahead is None and self._chain_next(now)
+        if chain:
             pair = self._retry_transient(
                 f"record job {job.id} as {what}",
                 lambda: self.storage.finish_and_claim(
                     claim, result, now, completed=result.ok, retry_at=retry_at,
                     worker_id=self.id, lease_ms=self.lease_ms, queues=self.queues))
-            done, self._next = pair if pair is not None else (None, None)
+            done, following = pair if pair is not None else (None, None)
+            if self._started is not None:
+                self._ahead = following
+            else:
+                self._next = following
         elif result.ok:
             done = self._retry_transient(
                 f"record job {job.id} as completed",

@@ -301,6 +301,69 @@ class StorageConformance:
                                       )[1] is None
         assert [a.outcome for a in store.attempts("a")] == ["lost", "completed"]
 
+    # ------------------------------------------------------------ claiming ahead
+    # Optional for a backend: due_count returning None turns both off.
+    def _needs_release(self, store: Storage) -> None:
+        if store.due_count(T0) is None:
+            pytest.skip("backend does not support claiming ahead (due_count is None)")
+
+    def test_due_count_counts_what_claim_could_take(self, store: Storage) -> None:
+        self._needs_release(store)
+        store.enqueue([new_job("a"), new_job("b"), new_job("later", run_at=T0 + 50),
+                       new_job("p", queue="paused"), new_job("o", queue="other")])
+        store.set_queue_paused("paused", True)
+        assert store.due_count(T0, limit=10) == 3
+        assert store.due_count(T0, limit=2) == 2
+        assert store.due_count(T0 + 50, limit=10) == 4
+        assert store.due_count(T0, queues=["other", "paused"], limit=10) == 1
+        self.claim(store)
+        assert store.due_count(T0, limit=10) == 2
+        assert store.due_count(T0, queues=["nothing"], limit=10) == 0
+
+    def test_release_gives_a_fresh_claim_back_untouched(self, store: Storage) -> None:
+        self._needs_release(store)
+        store.enqueue([new_job("a", priority=1), new_job("b")])
+        before = store.get("a")
+        claim = self.claim(store, worker="w7")
+        released = store.release(claim, T0 + 5)
+        assert released is not None and released.state is JobState.PENDING
+        assert (released.attempts, released.worker_id, released.started_at,
+                released.finished_at, released.lease_expires_at) == (0, None, None, None, None)
+        assert released.run_at == before.run_at  # type: ignore[union-attr]
+        assert store.attempts("a") == []
+        assert store.release(claim, T0 + 6) is None, "fenced: released once"
+        again = self.claim(store, T0 + 7, worker="w8")
+        assert (again.job.id, again.attempt) == ("a", 1), "it is next again, as attempt 1"
+        assert store.complete(claim, OK, T0 + 8) is None, "the old claim is dead"
+        assert store.complete(again, OK, T0 + 9) is not None
+
+    def test_release_after_a_failure_keeps_the_retry(self, store: Storage) -> None:
+        self._needs_release(store)
+        store.enqueue([new_job("r")])
+        first = self.claim(store, worker="w1")
+        store.fail(first, BOOM, T0 + 10, retry_at=T0 + 20)
+        second = self.claim(store, T0 + 20, worker="w2")
+        assert second.attempt == 2
+        released = store.release(second, T0 + 21)
+        assert released is not None and released.state is JobState.FAILED
+        assert (released.attempts, released.last_error, released.exit_code) == (1, "boom", 3)
+        assert (released.worker_id, released.started_at, released.finished_at) == (
+            "w1", T0, T0 + 10)
+        assert [a.outcome for a in store.attempts("r")] == ["failed"]
+        third = self.claim(store, T0 + 22, worker="w3")
+        assert (third.job.id, third.attempt, third.job.attempts) == ("r", 2, 2)
+
+    def test_release_of_a_cancelled_claim_cancels(self, store: Storage) -> None:
+        self._needs_release(store)
+        store.enqueue([new_job("c")])
+        claim = self.claim(store)
+        store.cancel("c", T0 + 3)
+        released = store.release(claim, T0 + 4)
+        assert released is not None and released.state is JobState.CANCELLED
+        assert released.finished_at == T0 + 4 and released.last_error == CANCELLED_ERROR
+        assert store.attempts("c") == []
+        assert store.claim("w2", T0 + 5, LEASE) is None
+
     # ------------------------------------------------------------ leases
     def test_renew_extends_lease(self, store: Storage) -> None:
         store.enqueue([new_job("a")])

@@ -165,6 +165,34 @@ class MemoryStorage(Storage):
         state = JobState.FAILED if retry_at is not None else JobState.DEAD
         return self._finish(claim, result, now, state, retry_at, "failed")
 
+    def due_count(self, now: int, queues: Sequence[str] | None = None, limit: int = 1
+                  ) -> int | None:
+        with self._lock:
+            return min(limit, sum(1 for j in self._claimable(queues) if j.run_at <= now))
+
+    def release(self, claim: Claim, now: int) -> Job | None:
+        with self._lock:
+            job = self._holds(claim)
+            if job is None:
+                return None
+            self._attempts = [(t, a) for t, a in self._attempts if t != claim.token]
+            before = [a for _, a in self._attempts if a.job_id == job.id]
+            attempts = job.attempts - 1
+            changes: dict[str, Any] = {
+                "attempts": attempts, "updated_at": now, "lease_expires_at": None,
+                "state": JobState.PENDING if attempts == 0 else JobState.FAILED,
+                "worker_id": before[-1].worker_id if before else None,
+                "started_at": before[-1].started_at if before and attempts else None,
+                "finished_at": before[-1].finished_at if before and attempts else None,
+            }
+            if job.cancel_requested_at is not None:
+                changes.update(state=JobState.CANCELLED, finished_at=now,
+                               last_error=CANCELLED_ERROR)
+            released = job.replace(**changes)
+            self._jobs[job.id] = released
+            del self._tokens[job.id]
+            return released
+
     def recover_expired(self, now: int, worker_id: str | None = None, *,
                         charge_attempt: bool = True) -> list[Job]:
         recovered = []

@@ -499,7 +499,10 @@ def test_supervisor_releases_at_once_while_backing_off(queue: Queue, row: Row) -
     row.longest_recovery_s = delays[0][0] if delays else None
     row.note("release delays (s): " + ", ".join(f"{d:.2f}" for d, _, _ in delays))
 
-    assert len(delays) == 4, delays
+    # Each killed worker held its running job, and maybe the job it had
+    # claimed ahead (docs/semantics.md, "Claiming ahead": given back after
+    # 50 ms of a long command, or charged like any claim if it dies first).
+    assert 4 <= len(delays) <= 8, delays
     late = [d for d in delays if d[0] > RELEASE_AT_ONCE_S]
     assert not late, (
         f"jobs of SIGKILLed workers released late although their supervisor was alive: "

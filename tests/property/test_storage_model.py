@@ -603,6 +603,46 @@ class StoreMachine(RuleBasedStateMachine):
         if job is not None:
             job.lease_expires_at = self.now + lease
 
+    @rule(claim=claims)
+    def release(self, claim: Claim) -> None:
+        """Give back a claim as if it had not been made (optional: only on a
+        store whose due_count returns a number)."""
+        if self.store.due_count(self.now) is None:
+            return
+        job = self._holder(claim)
+        got = self.store.release(claim, self.now)
+        if job is None:
+            assert got is None, "a stale claim was released (fencing)"
+            event("release: fenced out")
+            return
+        opened = job.history.pop()
+        assert opened.outcome == "running"
+        job.attempts -= 1
+        before = job.history[-1] if job.history else None
+        job.worker_id = before.worker_id if before else None
+        job.started_at = before.started_at if before and job.attempts else None
+        job.finished_at = before.finished_at if before and job.attempts else None
+        job.state = JobState.PENDING if job.attempts == 0 else JobState.FAILED
+        if job.cancel_requested_at is not None:
+            event("release: cancelled")
+            job.state, job.finished_at, job.last_error = (JobState.CANCELLED, self.now,
+                                                          CANCELLED_ERROR)
+        else:
+            event(f"release: {job.state.value}")
+        job.updated_at = self.now
+        job.lease_expires_at = None
+        job.token = None
+        assert got is not None
+        assert_job(got, job)
+
+    @rule(queues=queue_filters, limit=st.integers(1, 4))
+    def due_count(self, queues: list[str] | None, limit: int) -> None:
+        got = self.store.due_count(self.now, queues, limit)
+        if got is None:
+            return
+        due = [j for j in self._claimable(queues) if j.run_at <= self.now]
+        assert got == min(limit, len(due)), f"due_count {got}, expected min({limit}, {len(due)})"
+
     @rule(claim=claims, result=ok_results)
     def complete(self, claim: Claim, result: ExecResult) -> None:
         self._complete(claim, result)

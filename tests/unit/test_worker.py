@@ -13,7 +13,16 @@ from queuectl_core.builtin import ExponentialBackoff
 from queuectl_core.errors import TransientStorageError
 from queuectl_core.executor import Execution
 from queuectl_core.joblogs import job_log_dir
-from queuectl_core.models import Attempt, Claim, ExecResult, Job, JobState, NewJob, Settings
+from queuectl_core.models import (
+    Attempt,
+    Claim,
+    ExecResult,
+    Job,
+    JobState,
+    NewJob,
+    Settings,
+    WorkerInfo,
+)
 from queuectl_core.plugins import Plugins, build_plugins
 from queuectl_core.storage import Storage
 from queuectl_core.testing import MemoryStorage
@@ -248,6 +257,18 @@ class CountingStorage(FlakyStorage):
         finally:
             self.inside = False
 
+    def release(self, claim: Claim, now: int) -> Job | None:
+        self.calls.append(f"release {claim.job.id}")
+        return super().release(claim, now)
+
+
+class NoAheadStorage(CountingStorage):
+    """A backend without ``due_count``: the worker never claims ahead."""
+
+    def due_count(self, now: int, queues: Sequence[str] | None = None, limit: int = 1
+                  ) -> int | None:
+        return None
+
 
 class StopOnStart(ShellExecutor):
     """Asks its worker to stop (gracefully) when a chosen job starts."""
@@ -274,7 +295,7 @@ def quiet_worker(store: Storage, tmp_path: Path, stop_at: str) -> Worker:
 
 
 def test_busy_worker_records_and_claims_in_one_call(tmp_path: Path) -> None:
-    store = CountingStorage()
+    store = NoAheadStorage()
     for job_id in ("a", "b", "c", "d"):
         add(store, job_id, "true" if job_id != "b" else "exit 1", max_retries=0)
     worker = quiet_worker(store, tmp_path, stop_at="c")
@@ -291,7 +312,7 @@ def test_busy_worker_records_and_claims_in_one_call(tmp_path: Path) -> None:
 
 
 def test_stop_requested_between_jobs_claims_nothing_more(tmp_path: Path) -> None:
-    store = CountingStorage()
+    store = NoAheadStorage()
     add(store, "a", "true")
     add(store, "b", "true")
     worker = quiet_worker(store, tmp_path, stop_at="a")
@@ -327,3 +348,139 @@ def test_default_finish_and_claim_keeps_the_result_when_the_claim_fails() -> Non
     assert following is None, "no claim; a retry of the call would record the result twice"
     job = store.get("b")
     assert job is not None and job.state is JobState.PENDING
+
+
+# ------------------------------------------------------------------ claiming ahead
+
+class Watched(ShellExecutor):
+    """Notes when each command starts (in the store's call list) and calls
+    ``on_wait(job_id)`` once, at the first wait of each job."""
+
+    def __init__(self, store: CountingStorage) -> None:
+        super().__init__()
+        self.store = store
+        self.on_wait: dict[str, object] = {}
+
+    def start(self, job: Job, **kwargs: object) -> Execution:
+        self.store.calls.append(f"start {job.id}")
+        execution = super().start(job, **kwargs)  # type: ignore[arg-type]
+        hook = self.on_wait.pop(job.id, None)
+        if hook is None:
+            return execution
+        inner_wait = execution.wait
+
+        def wait(timeout: float) -> ExecResult | None:
+            if callable(hook):
+                hook()
+            execution.wait = inner_wait  # type: ignore[method-assign]
+            return inner_wait(timeout)
+
+        execution.wait = wait  # type: ignore[method-assign]
+        return execution
+
+
+def watched_worker(store: CountingStorage, tmp_path: Path) -> tuple[Worker, Watched]:
+    executor = Watched(store)
+    worker = Worker(storage=store, executor=executor, policy=ExponentialBackoff(),
+                    plugins=build_plugins(entry_points=False),
+                    settings_loader=lambda _: Settings(worker_idle_delay=10),
+                    log_root=tmp_path / "logs")
+    return worker, executor
+
+
+def stop_when_idle(worker: Worker, store: Storage) -> None:
+    """Ask the worker to stop once nothing is due (its first idle sleep)."""
+    idle = worker._idle
+
+    def idle_then_stop(now: int) -> None:
+        worker.stop.request()
+        idle(now)
+
+    worker._idle = idle_then_stop  # type: ignore[method-assign]
+
+
+def test_busy_worker_starts_the_next_command_before_recording(tmp_path: Path) -> None:
+    store = CountingStorage()
+    for job_id in ("a", "b", "c"):
+        add(store, job_id, "true")
+    worker, _ = watched_worker(store, tmp_path)
+    stop_when_idle(worker, store)
+    worker.run()
+    # a runs; b is claimed ahead while it does; when a ends, b's command
+    # starts first, then a's result is recorded together with c's claim
+    # (ahead). When b ends, c starts and b's result is recorded alone
+    # (complete: nothing more is due); c, claimed normally, ends the run.
+    assert store.calls == ["claim", "start a", "claim", "start b", "finish_and_claim a",
+                           "start c", "finish_and_claim c", "claim"], " ".join(store.calls)
+    assert {j.id: (j.state, j.attempts) for j in store.list_jobs()} == {
+        j: (JobState.COMPLETED, 1) for j in "abc"}
+    assert [a.number for j in "abc" for a in store.attempts(j)] == [1, 1, 1]
+    assert store.list_workers() == []
+
+
+def test_job_claimed_ahead_goes_back_when_the_current_runs_long(tmp_path: Path) -> None:
+    store = CountingStorage()
+    add(store, "long", "sleep 0.3")
+    add(store, "b", "true")
+    worker, executor = watched_worker(store, tmp_path)
+    seen: list[tuple[JobState, int]] = []
+
+    def b_state() -> None:
+        job = store.get("b")
+        assert job is not None
+        seen.append((job.state, len(store.attempts("b"))))
+
+    executor.on_wait["long"] = b_state
+    stop_when_idle(worker, store)
+    worker.run()
+    assert seen == [(JobState.PROCESSING, 1)], "b was claimed ahead while long ran"
+    # After AHEAD_HOLD_MS b went back; long's result then claims it to run
+    # at once (not ahead: long ran long).
+    assert store.calls == ["claim", "start long", "claim", "release b", "finish_and_claim long",
+                           "start b", "finish_and_claim b", "claim"], " ".join(store.calls)
+    job = store.get("b")
+    assert job is not None and job.state is JobState.COMPLETED and job.attempts == 1
+    assert [a.number for a in store.attempts("b")] == [1], "the given-back claim left no trace"
+
+
+def test_no_claiming_ahead_while_other_workers_could_take_the_job(tmp_path: Path) -> None:
+    store = CountingStorage()
+    store.register_worker(WorkerInfo(id="other", hostname="h", pid=1, started_at=now_ms(),
+                                     heartbeat_at=now_ms()))
+    add(store, "a", "true")
+    add(store, "b", "true")
+    worker, _ = watched_worker(store, tmp_path)
+    stop_when_idle(worker, store)
+    worker.run()
+    # Two workers, one job due besides a: b is left for the other worker.
+    assert store.calls[:3] == ["claim", "start a", "finish_and_claim a"], store.calls
+
+
+def test_graceful_stop_gives_back_the_job_claimed_ahead(tmp_path: Path) -> None:
+    store = CountingStorage()
+    add(store, "a", "sleep 0.02")
+    add(store, "b", "true")
+    worker, executor = watched_worker(store, tmp_path)
+    executor.on_wait["a"] = worker.stop.request
+    worker.run()
+    assert store.calls == ["claim", "start a", "claim", "release b"], store.calls
+    a, b = store.get("a"), store.get("b")
+    assert a is not None and a.state is JobState.COMPLETED
+    assert b is not None and (b.state, b.attempts, b.worker_id) == (JobState.PENDING, 0, None)
+    assert store.attempts("b") == []
+
+
+def test_job_cancelled_while_claimed_ahead_never_starts(tmp_path: Path) -> None:
+    store = CountingStorage()
+    add(store, "a", "sleep 0.02")
+    add(store, "b", "true")
+    add(store, "c", "true")
+    worker, executor = watched_worker(store, tmp_path)
+    executor.on_wait["a"] = lambda: store.cancel("b", now_ms())
+    stop_when_idle(worker, store)
+    worker.run()
+    assert "start b" not in store.calls, store.calls
+    b = store.get("b")
+    assert b is not None and b.state is JobState.CANCELLED and store.attempts("b") == []
+    assert {j.id: j.state for j in store.list_jobs()} == {
+        "a": JobState.COMPLETED, "b": JobState.CANCELLED, "c": JobState.COMPLETED}

@@ -201,6 +201,13 @@ _EARLIEST = f"""SELECT min((SELECT run_at FROM jobs INDEXED BY jobs_due
 NEXT_RUN_AT_SQL = _ANY_QUEUE_CTE + _EARLIEST
 NEXT_RUN_AT_LISTED_SQL = _LISTED_QUEUE_CTE + _EARLIEST
 
+#: How many jobs are due now (:now) in the open queues, up to :limit.
+_DUE = f"""SELECT count(*) FROM (SELECT 1 FROM jobs INDEXED BY jobs_due
+    WHERE {_CLAIMABLE} AND queue IN (SELECT name FROM open_q) AND run_at <= :now
+    LIMIT :limit)"""
+DUE_COUNT_SQL = _ANY_QUEUE_CTE + _DUE
+DUE_COUNT_LISTED_SQL = _LISTED_QUEUE_CTE + _DUE
+
 _CLAIM_SET = (
     "UPDATE jobs SET state = 'processing', attempts = attempts + 1,"
     " worker_id = :worker, claim_token = :token, lease_expires_at = :lease,"
@@ -557,6 +564,45 @@ class SqliteStorage(Storage):
                 state = JobState.FAILED if retry_at is not None else JobState.DEAD
                 done = self._finish_in(conn, claim, result, now, state, retry_at, "failed")
             return done, self._claim_in(conn, worker_id, now, lease_ms, queues)
+
+    def due_count(self, now: int, queues: Sequence[str] | None = None, limit: int = 1
+                  ) -> int | None:
+        params: dict[str, Any] = {"now": now, "limit": limit}
+        if queues is None:
+            sql = DUE_COUNT_SQL
+        else:
+            sql = DUE_COUNT_LISTED_SQL
+            params["queues"] = json.dumps(list(queues))
+        return int(self.conn.execute(sql, params).fetchone()[0])
+
+    def release(self, claim: Claim, now: int) -> Job | None:
+        with self._write() as conn:
+            held = conn.execute(
+                "SELECT attempts, cancel_requested_at FROM jobs"
+                " WHERE id = ? AND state = 'processing' AND claim_token = ?",
+                (claim.job.id, claim.token),
+            ).fetchone()
+            if held is None:
+                return None
+            conn.execute("DELETE FROM attempts WHERE claim_token = ?", (claim.token,))
+            before = conn.execute(
+                "SELECT worker_id, started_at, finished_at FROM attempts WHERE job_id = ?"
+                " ORDER BY rowid DESC LIMIT 1", (claim.job.id,),
+            ).fetchone()
+            attempts = held[0] - 1
+            worker, started, finished = before if before is not None else (None, None, None)
+            if not attempts:
+                started = finished = None
+            state, error = ("pending" if not attempts else "failed"), None
+            if held[1] is not None:
+                state, finished, error = "cancelled", now, CANCELLED_ERROR
+            row = conn.execute(
+                "UPDATE jobs SET state = ?, attempts = ?, worker_id = ?, started_at = ?,"
+                " finished_at = ?, last_error = COALESCE(?, last_error), updated_at = ?,"
+                " claim_token = NULL, lease_expires_at = NULL WHERE id = ? RETURNING *",
+                (state, attempts, worker, started, finished, error, now, claim.job.id),
+            ).fetchone()
+            return _job(row)
 
     def renew(self, claim: Claim, now: int, lease_ms: int) -> bool:
         with self._write() as conn:

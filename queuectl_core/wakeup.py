@@ -63,6 +63,11 @@ class WakeupListener:
             while self.sock.recv(64):
                 pass
 
+    def poke_others(self) -> None:
+        """Poke every other idle worker of this home on this machine (a job
+        this worker held became claimable again); never raises."""
+        _poke_all(os.fspath(self.path.parent), skip=os.fspath(self.path))
+
     def close(self) -> None:
         self.sock.close()
         with contextlib.suppress(OSError):
@@ -71,8 +76,13 @@ class WakeupListener:
 
 def notify(home: str | os.PathLike[str]) -> None:
     """Poke every idle worker of ``home`` on this machine; never raises."""
+    _poke_all(_wake_dir_path(home))
+
+
+def _poke_all(directory: str, skip: str | None = None) -> None:
+    """Send one byte to every socket in ``directory`` but ``skip``."""
     try:
-        entries = list(os.scandir(_wake_dir_path(home)))
+        entries = [e for e in os.scandir(directory) if e.path != skip]
     except OSError:
         return
     if not entries:

@@ -451,6 +451,8 @@ class Worker:
         self._ahead = None
         if released is not None and released.state is JobState.CANCELLED:
             self.plugins.job_event("cancelled", released, None)
+        elif released is not None and self.wakeup is not None:
+            self.wakeup.poke_others()  # an idle worker may take it now
         log.debug("gave back job %s claimed ahead", ahead.job.id)
         return True
 

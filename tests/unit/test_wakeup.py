@@ -40,3 +40,16 @@ def test_many_pokes_never_block(tmp_path: Path) -> None:
             notify(tmp_path)  # the buffer fills; extra pokes are dropped
     finally:
         listener.close()
+
+
+def test_poke_others_wakes_every_listener_but_its_own(tmp_path: Path) -> None:
+    listener = WakeupListener(tmp_path)
+    other = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    other.bind(str(wake_dir(tmp_path) / "other"))
+    try:
+        listener.poke_others()
+        assert select.select([other], [], [], 1.0)[0] == [other]
+        assert select.select([listener], [], [], 0)[0] == [], "not itself"
+    finally:
+        other.close()
+        listener.close()

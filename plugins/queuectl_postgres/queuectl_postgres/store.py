@@ -265,6 +265,15 @@ SELECT * FROM claimed
 """
 
 
+def _due_count_sql(queue_filter: str) -> str:
+    return (f"SELECT count(*) AS n FROM (SELECT 1 FROM {{s}}.jobs WHERE {_CLAIMABLE}"
+            f" AND run_at <= %(now)s AND {_NOT_PAUSED}{queue_filter} LIMIT %(limit)s) AS due")
+
+
+#: How many jobs a claim could take now, up to ``limit`` (``due_count``).
+_DUE_COUNT_SQL = _due_count_sql("")
+_DUE_COUNT_IN_QUEUES_SQL = _due_count_sql(" AND queue = ANY(%(queues)s::text[])")
+
 _CLAIM_SQL = _claim_sql(NEXT_DUE_SQL)
 _CLAIM_IN_QUEUE_SQL = _claim_sql(NEXT_DUE_IN_QUEUE_SQL)
 _CLAIM_IN_QUEUES_SQL = _claim_sql(NEXT_DUE_IN_QUEUES_SQL)
@@ -864,6 +873,53 @@ class PostgresStorage(Storage):
             return None
         return Claim(job=_job(row), token=token, worker_id=worker_id,
                      attempt=int(row["attempt_number"]), lease_expires_at=lease)
+
+    @_guarded
+    def due_count(self, now: int, queues: Sequence[str] | None = None, limit: int = 1
+                  ) -> int | None:
+        params: dict[str, Any] = {"now": now, "limit": limit}
+        sql = _DUE_COUNT_SQL
+        if queues is not None:
+            sql, params["queues"] = _DUE_COUNT_IN_QUEUES_SQL, list(queues)
+        with self._cursor() as cur:
+            row = cur.execute(self._q(sql), params).fetchone()
+        return int(row["n"]) if row is not None else 0
+
+    @_guarded
+    def release(self, claim: Claim, now: int) -> Job | None:
+        with self._tx() as cur:
+            held = cur.execute(self._q(
+                "SELECT attempts, cancel_requested_at FROM {s}.jobs"
+                " WHERE id = %s AND state = 'processing' AND claim_token = %s FOR UPDATE"),
+                (claim.job.id, claim.token)).fetchone()
+            if held is None:
+                return None
+            cur.execute(self._q("DELETE FROM {s}.attempts WHERE claim_token = %s"),
+                        (claim.token,))
+            before = cur.execute(self._q(
+                "SELECT worker_id, started_at, finished_at FROM {s}.attempts"
+                " WHERE job_id = %s ORDER BY seq DESC LIMIT 1"), (claim.job.id,)).fetchone()
+            attempts = int(held["attempts"]) - 1
+            worker = before["worker_id"] if before is not None else None
+            started = before["started_at"] if before is not None and attempts else None
+            finished = before["finished_at"] if before is not None and attempts else None
+            state, error = ("pending" if not attempts else "failed"), None
+            if held["cancel_requested_at"] is not None:
+                state, finished, error = "cancelled", now, CANCELLED_ERROR
+            row = cur.execute(self._q(
+                "UPDATE {s}.jobs SET state = %(state)s, attempts = %(attempts)s,"
+                " attempt_records = attempt_records - 1, worker_id = %(worker)s,"
+                " started_at = %(started)s, finished_at = %(finished)s,"
+                " last_error = COALESCE(%(error)s, last_error), updated_at = %(now)s,"
+                " claim_token = NULL, lease_expires_at = NULL WHERE id = %(id)s"
+                f" RETURNING {_JOB_COLUMNS}"),
+                {"state": state, "attempts": attempts, "worker": worker, "started": started,
+                 "finished": finished, "error": error, "now": now, "id": claim.job.id},
+            ).fetchone()
+            if state != "cancelled":
+                self._notify(cur)  # claimable again: wake idle workers anywhere
+        assert row is not None  # the row is locked above
+        return _job(row)
 
     @_guarded
     def renew(self, claim: Claim, now: int, lease_ms: int) -> bool:

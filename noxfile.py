@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nox
@@ -21,9 +22,13 @@ def _install(session: nox.Session, extra: str) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite (unit, conformance and integration)."""
+    """Run the test suite (unit, conformance and integration), in parallel
+    as scripts/test.sh does (QUEUECTL_TEST_JOBS processes; 0 = serial)."""
     _install(session, "test")
-    session.run("pytest", *session.posargs)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    jobs = os.environ.get("QUEUECTL_TEST_JOBS") or str(min((cpus or 1) + 1, 6))
+    parallel = [] if jobs == "0" else ["-n", jobs, "--dist", "load"]
+    session.run("pytest", *parallel, *session.posargs)
 
 
 @nox.session

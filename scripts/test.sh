@@ -2,6 +2,10 @@
 # Run queuectl's checks from a fresh checkout: creates .venv if missing,
 # installs queuectl and every bundled plugin (editable) with the test tools,
 # then runs ruff, mypy and pytest. Extra arguments go to pytest.
+#
+# pytest runs in QUEUECTL_TEST_JOBS parallel processes (pytest-xdist; 0 =
+# serial). Default: one more than the CPUs (most tests wait on real
+# processes and clocks), at most 6; 3 on the project's 2-core machines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,4 +30,9 @@ echo "== ruff"
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"
-.venv/bin/python -m pytest "$@"
+jobs=${QUEUECTL_TEST_JOBS:-$(( $(nproc) + 1 > 6 ? 6 : $(nproc) + 1 ))}
+parallel=()
+if [ "$jobs" != 0 ]; then
+    parallel=(-n "$jobs" --dist load)
+fi
+.venv/bin/python -m pytest "${parallel[@]}" "$@"

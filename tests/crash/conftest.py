@@ -38,14 +38,24 @@ from tests.integration.conftest import (  # noqa: E402
     pytest_generate_tests,
     queue,
 )
+from tests.postgres_lock import postgres_shared  # noqa: E402
 
 __all__ = ["Row", "pytest_generate_tests", "queue", "row"]
 
 #: Default results file (in .gitignore).
 DEFAULT_OUT = Path(__file__).resolve().parent / ".last-run.jsonl"
 
-#: One id for every row written by this pytest session.
-RUN_ID = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{os.getpid()}"
+def _run_id() -> str:
+    """One id for every row written by this pytest session. Under
+    pytest-xdist each worker is a process of its own: they share the
+    session's ``testrunuid`` (and its controller, their parent process)."""
+    uid = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if uid and os.environ.get("PYTEST_XDIST_WORKER"):
+        return f"xdist-{uid[:12]}-{os.getppid()}"
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{os.getpid()}"
+
+
+RUN_ID = _run_id()
 
 
 def results_path() -> Path:
@@ -70,7 +80,7 @@ def postgres_version() -> str | None:
     if not _PG_VERSION:
         version = None
         if postgres_problem() is None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception), postgres_shared(postgres_dsn()):
                 import psycopg
 
                 with psycopg.connect(postgres_dsn(), connect_timeout=3) as conn:
@@ -145,5 +155,9 @@ def row(request: pytest.FixtureRequest, backend: str) -> Iterator[Row]:
         data["error"] = message.strip().splitlines()[0][:500]
     path = results_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps(data) + "\n")
+    # One write(2) with O_APPEND: rows of parallel workers never interleave.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (json.dumps(data) + "\n").encode())
+    finally:
+        os.close(fd)

@@ -793,6 +793,7 @@ def pg_restart() -> None:
 
 
 @pytest.mark.backends("postgres")
+@pytest.mark.restarts_postgres  # no other test uses the server meanwhile (conftest)
 @pytest.mark.skipif(shutil.which("pg_ctlcluster") is None or not Path("/etc/postgresql").is_dir(),
                     reason="needs a local PostgreSQL cluster managed by pg_ctlcluster")
 def test_postgres_restart_mid_run(queue: Queue, row: Row, tmp_path: Path) -> None:

@@ -8,6 +8,11 @@ process listed in the run files and for every process that still carries this
 test's ``QUEUECTL_HOME`` in its environment (workers, supervisors and the
 commands of jobs). A test whose processes had to be killed that way fails in
 teardown, because queuectl should not leave anything behind.
+
+Tests may run in parallel (pytest-xdist): everything a test touches is its
+own (``tmp_path``, a PostgreSQL schema named after the worker's pid), and a
+PostgreSQL test holds a lock on the server that only the tests marked
+``restarts_postgres`` take exclusively (``tests/postgres_lock.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from typing import IO, Any, TypeVar
 
 import pytest
 
+from tests.postgres_lock import postgres_exclusive, postgres_shared
+
 #: The console script installed in the same virtualenv as the running Python.
 QUEUECTL = Path(sys.executable).parent / "queuectl"
 
@@ -43,12 +50,16 @@ class WaitTimeout(AssertionError):
 
 
 def wait_until(predicate: Callable[[], T | None], timeout: float, interval: float = 0.05,
-               message: str | Callable[[], str] = "") -> T:
+               message: str | Callable[[], str] = "", max_interval: float | None = None) -> T:
     """Call ``predicate`` until it returns a truthy value and return that value.
 
     Raises :class:`WaitTimeout` after ``timeout`` seconds, naming what was
     awaited (``message``, which may be a callable producing diagnostics) and
-    the last value the predicate returned.
+    the last value the predicate returned. With ``max_interval``, the pause
+    between calls grows by half after each miss, from ``interval`` up to
+    ``max_interval``: for predicates that are expensive themselves (a
+    ``queuectl`` call costs a process start), so that a long wait does not
+    keep a core busy.
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -62,7 +73,9 @@ def wait_until(predicate: Callable[[], T | None], timeout: float, interval: floa
                 f"timed out after {timeout:g}s waiting for {what or name}; "
                 f"last value: {last!r}"
             )
-        time.sleep(interval)
+        time.sleep(min(interval, max(deadline - time.monotonic(), 0.0)))
+        if max_interval is not None:
+            interval = min(interval * 1.5, max_interval)
 
 
 def now_ms() -> int:
@@ -307,9 +320,13 @@ class Queue:
         return "\n".join(parts)
 
     def wait_until(self, predicate: Callable[[], T | None], timeout: float, what: str,
-                   interval: float = 0.05) -> T:
+                   interval: float = 0.05, max_interval: float = 0.25) -> T:
+        """``wait_until`` for predicates that run ``queuectl``: the pause
+        grows up to ``max_interval`` (a call costs up to 0.3 s of CPU on
+        PostgreSQL; polling every 50 ms would keep a core busy)."""
         return wait_until(predicate, timeout, interval,
-                          lambda: f"{what}\n{self.diagnostics()}")
+                          lambda: f"{what}\n{self.diagnostics()}",
+                          max(interval, max_interval))
 
     def wait_state(self, job_id: str, state: str, timeout: float = 15.0) -> dict[str, Any]:
         """Wait until the job is in ``state``; returns its ``show --json``."""
@@ -342,8 +359,12 @@ class Queue:
         survived ``worker stop`` (and were then killed)."""
         # Read the run files first: `worker stop` deletes those of dead supervisors.
         recorded = self.known_pids | self.run_file_pids()
-        with contextlib.suppress(Exception):
-            self.run("worker", "stop", "--timeout", "5", check=False, timeout=60)
+        # Only if something may still run: most tests stopped their workers
+        # themselves, and a `queuectl` call costs a process start.
+        if (processes_with_home(self.home) or any(pid_running(p) for p in recorded)
+                or any(proc.poll() is None for proc in self.popens)):
+            with contextlib.suppress(Exception):
+                self.run("worker", "stop", "--timeout", "5", check=False, timeout=60)
         for proc in self.popens:  # foreground `worker run`s stop with the rest
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=15)
@@ -419,21 +440,32 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("backend", names)
 
 
+def postgres_lock(request: pytest.FixtureRequest) -> contextlib.AbstractContextManager[None]:
+    """What a PostgreSQL test holds while it runs (see ``tests/postgres_lock.py``):
+    exclusive for a test marked ``restarts_postgres``, else shared."""
+    if request.node.get_closest_marker("restarts_postgres") is not None:
+        return postgres_exclusive(postgres_dsn())
+    return postgres_shared(postgres_dsn())
+
+
 @pytest.fixture
-def queue(tmp_path: Path, backend: str) -> Iterator[Queue]:
+def queue(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> Iterator[Queue]:
     """A fresh queue in ``tmp_path/home`` on ``backend``; every process is
     gone afterwards."""
-    if backend == "postgres" and (problem := postgres_problem()) is not None:
-        if os.environ.get("QUEUECTL_REQUIRE_POSTGRES") == "1":
-            pytest.fail(problem)
-        pytest.skip(problem)
-    home = tmp_path / "home"
-    work = tmp_path / "work"
-    work.mkdir()
-    q = Queue(home, work, backend)
-    try:
-        yield q
-    finally:
-        strays = q.cleanup()
+    with contextlib.ExitStack() as stack:
+        if backend == "postgres":
+            stack.enter_context(postgres_lock(request))
+            if (problem := postgres_problem()) is not None:
+                if os.environ.get("QUEUECTL_REQUIRE_POSTGRES") == "1":
+                    pytest.fail(problem)
+                pytest.skip(problem)
+        home = tmp_path / "home"
+        work = tmp_path / "work"
+        work.mkdir()
+        q = Queue(home, work, backend)
+        try:
+            yield q
+        finally:
+            strays = q.cleanup()
     if strays:
         pytest.fail(f"processes outlived 'queuectl worker stop' and had to be killed: {strays}")

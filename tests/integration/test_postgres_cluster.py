@@ -57,6 +57,7 @@ def pg_restart() -> None:
                    check=True, capture_output=True, timeout=60)
 
 
+@pytest.mark.restarts_postgres  # no other test uses the server meanwhile (conftest)
 @pytest.mark.skipif(shutil.which("pg_ctlcluster") is None or not Path("/etc/postgresql").is_dir(),
                     reason="needs a local PostgreSQL cluster managed by pg_ctlcluster")
 def test_database_restart_mid_run(queue: Queue, tmp_path: Path) -> None:

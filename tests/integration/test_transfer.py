@@ -3,12 +3,15 @@ with its history, all or nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 import pytest
 
-from .conftest import BACKENDS, Queue
+from tests.postgres_lock import postgres_shared
+
+from .conftest import BACKENDS, Queue, postgres_dsn
 
 
 @pytest.mark.parametrize("target", BACKENDS)
@@ -27,20 +30,22 @@ def test_export_then_import_into_another_backend(queue: Queue, tmp_path: Path,
     assert [r["id"] for r in lines] == ["ok", "bad", "later"]
     assert lines[1]["attempts_history"][0]["exit_code"] == 3
 
-    other = Queue(tmp_path / "other-home", queue.workdir, target)
-    try:
-        assert other.run("import", str(dump)).stdout.strip() == "Imported 3 jobs."
-        exported_again = [json.loads(line) for line in
-                          other.run("export").stdout.splitlines()]
-        assert exported_again == lines, "the move kept every field and attempt"
-        res = other.run("import", str(dump), check=False)
-        assert res.returncode == 1 and "already exists" in res.stderr
-        assert other.status()["completed"] == 1
-        # The moved queue works: its DLQ job can be retried there.
-        other.run("dlq", "retry", "bad")
-        assert other.show("bad")["state"] == "pending"
-    finally:
-        other.cleanup()
+    # The queue fixture holds the PostgreSQL test lock only for its own backend.
+    with postgres_shared(postgres_dsn()) if target == "postgres" else contextlib.nullcontext():
+        other = Queue(tmp_path / "other-home", queue.workdir, target)
+        try:
+            assert other.run("import", str(dump)).stdout.strip() == "Imported 3 jobs."
+            exported_again = [json.loads(line) for line in
+                              other.run("export").stdout.splitlines()]
+            assert exported_again == lines, "the move kept every field and attempt"
+            res = other.run("import", str(dump), check=False)
+            assert res.returncode == 1 and "already exists" in res.stderr
+            assert other.status()["completed"] == 1
+            # The moved queue works: its DLQ job can be retried there.
+            other.run("dlq", "retry", "bad")
+            assert other.show("bad")["state"] == "pending"
+        finally:
+            other.cleanup()
 
 
 def test_import_is_all_or_nothing(queue: Queue, tmp_path: Path) -> None:

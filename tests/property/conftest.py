@@ -4,7 +4,9 @@ PostgreSQL: the same rules as ``plugins/queuectl_postgres/tests/conftest.py``.
 The server is ``QUEUECTL_TEST_POSTGRES_DSN`` (default
 ``postgresql://127.0.0.1:5432/test``). When it does not answer, the PostgreSQL
 cases are skipped, unless ``QUEUECTL_REQUIRE_POSTGRES=1`` (CI), which makes
-that a failure. Every schema a test creates is dropped afterwards.
+that a failure. Every schema a test creates is dropped afterwards. A test
+holds the shared PostgreSQL test lock (``tests/postgres_lock.py``) while it
+uses the server.
 
 CLI: ``cli_home`` points ``QUEUECTL_HOME`` at a private directory for the
 test and removes every other ``QUEUECTL_*`` variable that could change what
@@ -20,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.postgres_lock import postgres_shared
 
 DEFAULT_TEST_DSN = "postgresql://127.0.0.1:5432/test"
 _counter = itertools.count()
@@ -41,7 +45,7 @@ def _unavailable(message: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def pg_dsn() -> str:
+def pg_server() -> str:
     """The DSN of a reachable server, or skip (fail under
     QUEUECTL_REQUIRE_POSTGRES=1)."""
     dsn = configured_dsn()
@@ -53,7 +57,8 @@ def pg_dsn() -> str:
         _unavailable(f"queuectl-postgres or psycopg is not installed: {exc}")
         raise AssertionError("unreachable") from None
     try:
-        psycopg.connect(dsn, connect_timeout=5).close()
+        with postgres_shared(dsn):
+            psycopg.connect(dsn, connect_timeout=5).close()
     except psycopg.Error as exc:
         _unavailable(mask_secrets(
             f"PostgreSQL is not reachable at {dsn}: {' '.join(str(exc).split())}. "
@@ -64,9 +69,18 @@ def pg_dsn() -> str:
     return dsn
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
+def pg_dsn(pg_server: str) -> Iterator[str]:
+    """The server's DSN, for one test: no other test restarts the server
+    while it runs (``tests/postgres_lock.py``)."""
+    with postgres_shared(pg_server):
+        yield pg_server
+
+
+@pytest.fixture
 def pg_admin(pg_dsn: str) -> Iterator[Any]:
-    """An autocommit connection for creating and dropping schemas."""
+    """An autocommit connection for creating and dropping schemas (one per
+    test: a session-wide one would not survive a restart of the server)."""
     import psycopg
 
     conn = psycopg.connect(pg_dsn, autocommit=True)

@@ -2,8 +2,10 @@
 
 DSN: ``QUEUECTL_TEST_POSTGRES_DSN``, default ``postgresql://127.0.0.1:5432/test``.
 Every test works in schemas of its own and drops them afterwards, so the
-database stays clean. No server: the tests are skipped, unless
-``QUEUECTL_REQUIRE_POSTGRES=1`` (set by CI), which makes that a failure.
+database stays clean, and holds the shared PostgreSQL test lock while it
+uses the server (``tests/postgres_lock.py`` in the checkout). No server:
+the tests are skipped, unless ``QUEUECTL_REQUIRE_POSTGRES=1`` (set by CI),
+which makes that a failure.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import psycopg
 import pytest
 
 from queuectl_postgres.dsn import mask_secrets
+from tests.postgres_lock import postgres_shared
 
 DEFAULT_TEST_DSN = "postgresql://127.0.0.1:5432/test"
 _counter = itertools.count()
@@ -31,12 +34,13 @@ def drop_schemas(conn: psycopg.Connection[tuple[object, ...]], *names: str) -> N
 
 
 @pytest.fixture(scope="session")
-def pg_dsn() -> str:
+def pg_server() -> str:
     """The DSN of a reachable server, or skip (fail under
     QUEUECTL_REQUIRE_POSTGRES=1)."""
     dsn = configured_dsn()
     try:
-        psycopg.connect(dsn, connect_timeout=5).close()
+        with postgres_shared(dsn):
+            psycopg.connect(dsn, connect_timeout=5).close()
     except psycopg.Error as exc:
         message = mask_secrets(
             f"PostgreSQL is not reachable at {dsn}: {' '.join(str(exc).split())}. "
@@ -51,9 +55,19 @@ def pg_dsn() -> str:
     return dsn
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
+def pg_dsn(pg_server: str) -> Iterator[str]:
+    """The server's DSN, for one test: no other test restarts the server
+    while it runs (``tests/postgres_lock.py``)."""
+    with postgres_shared(pg_server):
+        yield pg_server
+
+
+@pytest.fixture
 def pg_admin(pg_dsn: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
-    """An autocommit connection for the tests' own look-ups and sabotage."""
+    """An autocommit connection for the tests' own look-ups and sabotage
+    (one per test: a session-wide one would not survive a restart of the
+    server by another test)."""
     conn = psycopg.connect(pg_dsn, autocommit=True)
     yield conn
     conn.close()

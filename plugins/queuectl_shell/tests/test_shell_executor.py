@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shlex
 import signal
@@ -476,8 +477,15 @@ def python_command(code: str) -> str:
     return f"{shlex.quote(sys.executable)} -c {shlex.quote(code)}"
 
 
-def count_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+def open_fds() -> dict[int, str]:
+    """This process's descriptors and what each refers to."""
+    fds = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            fds[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:  # the directory's own descriptor, closed by now
+            continue
+    return fds
 
 
 # ---------------------------------------------------------------- cwd and env
@@ -787,7 +795,11 @@ def test_no_descriptor_leaks(executor: ShellExecutor, logs: Path, tmp_path: Path
     commands = ["true", "echo out; echo err >&2", "exit 3", "head -c 200000 /dev/zero",
                 "sleep 60 & echo bg"]
     run(executor.start(make_job("true"), attempt=1, log_dir=logs))  # opens /dev/null once
-    before = count_fds()
+    # Garbage of earlier tests in this process (which ones depends on the
+    # order, and on the pytest-xdist worker) is closed now, not by a
+    # collection in the middle of the count.
+    gc.collect()
+    before = open_fds()
     executions = []
     for i in range(200):
         kind = i % 7
@@ -805,7 +817,10 @@ def test_no_descriptor_leaks(executor: ShellExecutor, logs: Path, tmp_path: Path
             wait_for_output(execution, attempt_path(logs, i, "out"), b"ready")
             execution.kill(0)
         executions.append(execution)  # kept alive: closing must not rely on __del__
-    assert count_fds() == before
+    after = open_fds()
+    assert len(after) == len(before), (
+        f"opened: {sorted(set(after.items()) - set(before.items()))}, "
+        f"closed: {sorted(set(before.items()) - set(after.items()))}")
 
 
 def test_without_pidfd(logs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

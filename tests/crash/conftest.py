@@ -45,6 +45,7 @@ __all__ = ["Row", "pytest_generate_tests", "queue", "row"]
 #: Default results file (in .gitignore).
 DEFAULT_OUT = Path(__file__).resolve().parent / ".last-run.jsonl"
 
+
 def _run_id() -> str:
     """One id for every row written by this pytest session. Under
     pytest-xdist each worker is a process of its own: they share the

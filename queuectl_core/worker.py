@@ -250,7 +250,13 @@ class Worker:
         if now - self._settings_at >= SETTINGS_REFRESH_MS:
             try:
                 self.settings = self._load_settings(self.storage)
-            except Exception as exc:  # keep the last good settings
+            except TransientStorageError as exc:  # keep the last good settings
+                # The same words as every other call that meets an outage
+                # (docs/deploy-multi-machine.md): this read may be the one
+                # that meets it, and the store reconnects for the next call.
+                log.warning("storage unavailable while reloading settings (%s); keeping the "
+                            "last ones", exc)
+            except Exception as exc:
                 log.warning("could not reload settings: %s", exc)
             self._settings_at = now
 

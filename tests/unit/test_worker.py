@@ -484,3 +484,22 @@ def test_job_cancelled_while_claimed_ahead_never_starts(tmp_path: Path) -> None:
     assert b is not None and b.state is JobState.CANCELLED and store.attempts("b") == []
     assert {j.id: j.state for j in store.list_jobs()} == {
         "a": JobState.COMPLETED, "b": JobState.CANCELLED, "c": JobState.COMPLETED}
+
+
+def test_an_outage_met_by_the_settings_reload_is_reported_as_one(
+        tmp_path: Path, plugins: Plugins, caplog: pytest.LogCaptureFixture) -> None:
+    calls = {"n": 0}
+
+    def loader(_: Storage) -> Settings:
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise TransientStorageError("connection lost")
+        return Settings(worker_idle_delay=10)
+
+    worker = Worker(storage=MemoryStorage(), executor=ShellExecutor(),
+                    policy=ExponentialBackoff(), plugins=plugins, settings_loader=loader,
+                    log_root=tmp_path / "logs")
+    with caplog.at_level("WARNING", logger="queuectl.worker"):
+        worker._refresh_settings(now_ms() + 10_000)
+    assert "storage unavailable while reloading settings (connection lost)" in caplog.text
+    assert worker.settings.worker_idle_delay == 10, "the last good settings stay"

@@ -69,6 +69,12 @@ from queuectl_core.storage import (
 from .dsn import mask_secrets
 
 log = logging.getLogger("queuectl.postgres")
+# psycopg logs a warning when a pipeline ends in an error that we raise
+# anyway (an executemany hitting a duplicate id). Without this handler, in a
+# CLI process that configures no logging, Python's last-resort handler would
+# print it to stderr before our one-line error. Where logging is configured
+# (workers), the records still reach its handlers.
+logging.getLogger("psycopg").addHandler(logging.NullHandler())
 
 P = ParamSpec("P")
 R = TypeVar("R")

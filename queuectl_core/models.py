@@ -216,6 +216,40 @@ class ExecResult(Record):
 
 
 @dataclass(frozen=True, slots=True)
+class Outcome(Record):
+    """A finished attempt for :meth:`Storage.record_and_claim
+    <queuectl_core.storage.Storage.record_and_claim>` to record: completed
+    if ``result`` is ok, else failed (again at ``retry_at``, or dead when it
+    is None). ``finished_at``: when the command ended (epoch ms; None: the
+    time of the call), which may be before the call that records it."""
+
+    claim: Claim
+    result: ExecResult
+    retry_at: int | None = None
+    finished_at: int | None = None
+
+    def at(self, now: int) -> int:
+        """The attempt's ``finished_at`` when recorded at ``now``."""
+        return now if self.finished_at is None else self.finished_at
+
+    @property
+    def completed(self) -> bool:
+        return self.result.ok
+
+    @property
+    def state(self) -> JobState:
+        """The state it leaves the job in (unless a cancel was requested)."""
+        if self.completed:
+            return JobState.COMPLETED
+        return JobState.FAILED if self.retry_at is not None else JobState.DEAD
+
+    @property
+    def attempt_outcome(self) -> AttemptOutcome:
+        """How it closes the attempt (unless a cancel was requested)."""
+        return "completed" if self.completed else "failed"
+
+
+@dataclass(frozen=True, slots=True)
 class NewJob(Record):
     """A validated job ready to store (defaults filled in)."""
 

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TransientStorageError
-from .models import Attempt, Claim, ExecResult, Job, JobState, NewJob, WorkerInfo
+from .models import Attempt, Claim, ExecResult, Job, JobState, NewJob, Outcome, WorkerInfo
 
 #: The error recorded on a job cancelled before or while it ran.
 CANCELLED_ERROR = "cancelled by request"
@@ -154,6 +154,55 @@ class Storage(ABC):
         except TransientStorageError:
             following = None
         return done, following
+
+    def record_and_claim(self, outcomes: Sequence[Outcome], now: int, *, worker_id: str,
+                         lease_ms: int, queues: Sequence[str] | None = None, limit: int = 1
+                         ) -> tuple[list[Job | None], list[Claim]]:
+        """Record several finished attempts, in order, then claim up to
+        ``limit`` jobs: the batched form of :meth:`finish_and_claim`, for a
+        busy worker that keeps a few results and claims at hand (see
+        docs/semantics.md, "Claiming ahead"). Returns, for each outcome
+        recorded, what :meth:`complete` or :meth:`fail` would return (None if
+        fenced out), and the claims made, in claim order (fewer than
+        ``limit`` when fewer jobs are due).
+
+        Optional. This default records each outcome with its own call (the
+        last together with the first claim, through :meth:`finish_and_claim`)
+        and claims the rest one by one. A backend may override it to do it
+        all in one transaction (the SQLite store does: one commit for a
+        batch of jobs). If the store becomes unreachable part-way, the
+        outcomes already recorded are returned (the list is then shorter than
+        ``outcomes``, with no claims) and the caller records the rest again
+        later; before any progress the TransientStorageError propagates. An
+        override that is one transaction either records everything or raises."""
+        dones: list[Job | None] = []
+        claims: list[Claim] = []
+        try:
+            for i, outcome in enumerate(outcomes):
+                at = outcome.at(now)
+                if i == len(outcomes) - 1 and limit > 0 and at == now:
+                    done, following = self.finish_and_claim(
+                        outcome.claim, outcome.result, now, completed=outcome.completed,
+                        retry_at=outcome.retry_at, worker_id=worker_id, lease_ms=lease_ms,
+                        queues=queues)
+                    dones.append(done)
+                    if following is None:
+                        return dones, claims
+                    claims.append(following)
+                elif outcome.completed:
+                    dones.append(self.complete(outcome.claim, outcome.result, at))
+                else:
+                    dones.append(self.fail(outcome.claim, outcome.result, at,
+                                           outcome.retry_at))
+            while len(claims) < limit:
+                following = self.claim(worker_id, now, lease_ms, queues)
+                if following is None:
+                    break
+                claims.append(following)
+        except TransientStorageError:
+            if not dones and not claims:
+                raise
+        return dones, claims
 
     def due_count(self, now: int, queues: Sequence[str] | None = None, limit: int = 1
                   ) -> int | None:

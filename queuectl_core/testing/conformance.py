@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from ..errors import DuplicateJobError, InvalidStateError, JobNotFoundError
-from ..models import Attempt, Claim, ExecResult, Job, JobState, NewJob, WorkerInfo
+from ..models import Attempt, Claim, ExecResult, Job, JobState, NewJob, Outcome, WorkerInfo
 from ..storage import CANCELLED_ERROR, Storage
 from .memory import MemoryStorage
 
@@ -300,6 +300,62 @@ class StorageConformance:
                                       worker_id="fast", lease_ms=LEASE, queues=["none"]
                                       )[1] is None
         assert [a.outcome for a in store.attempts("a")] == ["lost", "completed"]
+
+    # ------------------------------------------------------------ record_and_claim
+    # Optional for a backend (storage.Storage has a default); these hold for
+    # the default and for any override.
+    def test_record_and_claim_records_in_order_then_claims(self, store: Storage) -> None:
+        store.enqueue([new_job("a", priority=5), new_job("r", priority=4),
+                       new_job("d", priority=3, max_retries=0), new_job("x", priority=2),
+                       new_job("n1", priority=1), new_job("n2"), new_job("n3")])
+        a, r, d, x = (self.claim(store, worker="w3") for _ in range(4))
+        store.cancel("x", T0 + 5)
+        dones, claims = store.record_and_claim(
+            [Outcome(a, ExecResult(exit_code=0, stdout_tail="hi"), finished_at=T0 + 6),
+             Outcome(r, BOOM, retry_at=T0 + 60_000), Outcome(d, BOOM), Outcome(x, BOOM)],
+            T0 + 10, worker_id="w3", lease_ms=LEASE, limit=2)
+        assert [(j.id, j.state) for j in dones if j is not None] == [
+            ("a", JobState.COMPLETED), ("r", JobState.FAILED), ("d", JobState.DEAD),
+            ("x", JobState.CANCELLED)]
+        assert dones[1] is not None and dones[1].run_at == T0 + 60_000
+        assert [a.outcome for j in ("a", "r", "d", "x") for a in store.attempts(j)] == [
+            "completed", "failed", "failed", "cancelled"]
+        assert store.attempts("a")[0].stdout_tail == "hi"
+        # finished_at: when the command ended, if given; else the call's now.
+        assert dones[0] is not None and dones[0].finished_at == T0 + 6
+        assert store.attempts("a")[0].finished_at == T0 + 6
+        assert store.attempts("r")[0].finished_at == T0 + 10
+        assert [c.job.id for c in claims] == ["n1", "n2"], "claim order, at most limit"
+        for c in claims:
+            job = store.get(c.job.id)
+            assert job is not None and job.state is JobState.PROCESSING
+            assert (job.worker_id, job.attempts, c.lease_expires_at) == ("w3", 1, T0 + 10 + LEASE)
+        # Claims only, and fewer than asked when fewer are due.
+        nothing, last = store.record_and_claim([], T0 + 20, worker_id="w3", lease_ms=LEASE,
+                                               limit=5)
+        assert nothing == [] and [c.job.id for c in last] == ["n3"]
+        # Results only.
+        dones, none = store.record_and_claim([Outcome(c, OK) for c in [*claims, *last]],
+                                             T0 + 30, worker_id="w3", lease_ms=LEASE, limit=0)
+        assert none == [] and [j.state for j in dones if j is not None] == [
+            JobState.COMPLETED] * 3
+        assert store.counts()[JobState.PROCESSING] == 0
+
+    def test_record_and_claim_is_fenced_per_outcome(self, store: Storage) -> None:
+        store.enqueue([new_job("a", priority=2), new_job("b", priority=1), new_job("c")])
+        stale = self.claim(store, worker="slow")
+        self.claim(store, worker="slow")  # b: taken back with a, then claimed again
+        store.recover_expired(T0 + LEASE + 1)
+        fresh = self.claim(store, T0 + LEASE + 2, worker="fast")
+        assert fresh.job.id == "a"
+        b = self.claim(store, T0 + LEASE + 2, worker="slow")
+        dones, claims = store.record_and_claim([Outcome(stale, OK), Outcome(b, OK)],
+                                               T0 + LEASE + 3, worker_id="slow", lease_ms=LEASE)
+        assert dones[0] is None, "fenced out: the stale result changes nothing"
+        assert dones[1] is not None and dones[1].state is JobState.COMPLETED
+        job = store.get("a")
+        assert job is not None and job.state is JobState.PROCESSING and job.worker_id == "fast"
+        assert [c.job.id for c in claims] == ["c"]
 
     # ------------------------------------------------------------ claiming ahead
     # Optional for a backend: due_count returning None turns both off.

@@ -90,6 +90,7 @@ from queuectl_core.models import (
     Job,
     JobState,
     NewJob,
+    Outcome,
     job_problem,
 )
 from queuectl_core.storage import (
@@ -654,10 +655,45 @@ class StoreMachine(RuleBasedStateMachine):
         self._fail(claim, result, follow_policy=follow_policy, delay=delay,
                    give_retry=give_retry)
 
+    @rule(target=claims, outcomes=st.lists(
+              st.tuples(claims, results, st.booleans(), st.integers(0, 20_000)), max_size=3),
+          worker=st.sampled_from(WORKERS), lease=st.sampled_from(LEASES),
+          queues=queue_filters, limit=st.integers(0, 3))
+    def record_and_claim(self, outcomes: list[tuple[Claim, ExecResult, bool, int]],
+                         worker: str, lease: int, queues: list[str] | None, limit: int) -> Any:
+        """A busy worker's batch: several results in order, then claims."""
+        batch = [Outcome(claim, result.replace(exit_code=0, signal=None, error=None))
+                 if succeed else
+                 Outcome(claim, result, self._retry_at(claim, follow_policy=True, delay=delay,
+                                                       give_retry=True))
+                 for claim, result, succeed, delay in outcomes]
+        dones, got = self.store.record_and_claim(batch, self.now, worker_id=worker,
+                                                 lease_ms=lease, queues=queues, limit=limit)
+        assert len(dones) == len(batch) and len(got) <= limit
+        event(f"record_and_claim: {len(batch)} result(s), {len(got)} of {limit} claim(s)")
+        for outcome, done in zip(batch, dones, strict=True):
+            if outcome.completed:
+                self._check_complete(outcome.claim, outcome.result, done)
+            else:
+                self._check_fail(outcome.claim, outcome.result, outcome.retry_at, done)
+        made = []
+        for i in range(limit):
+            claim = self._check_claim(worker, lease, queues, got[i] if i < len(got) else None)
+            if claim is None:
+                break
+            made.append(claim)
+        return multiple(*made)
+
     # ---------------------------------------------------------- steps shared by rules
     def _claim(self, worker: str, lease: int, queues: list[str] | None) -> Claim | None:
+        return self._check_claim(worker, lease, queues,
+                                 self.store.claim(worker, self.now, lease, queues))
+
+    def _check_claim(self, worker: str, lease: int, queues: list[str] | None,
+                     claim: Claim | None) -> Claim | None:
+        """Check a claim the store made (None: it found nothing) and apply
+        it to the model."""
         due = [j for j in self._claimable(queues) if j.run_at <= self.now]
-        claim = self.store.claim(worker, self.now, lease, queues)
         if not due:
             assert claim is None, f"claimed {claim and claim.job.id!r}, but nothing is due"
             return None
@@ -703,8 +739,10 @@ class StoreMachine(RuleBasedStateMachine):
                             stderr_tail=result.stderr_tail)
 
     def _complete(self, claim: Claim, result: ExecResult) -> None:
+        self._check_complete(claim, result, self.store.complete(claim, result, self.now))
+
+    def _check_complete(self, claim: Claim, result: ExecResult, got: Job | None) -> None:
         job = self._holder(claim)
-        got = self.store.complete(claim, result, self.now)
         if job is None:
             assert got is None, "a stale claim completed a job (fencing)"
             event("complete: fenced out")
@@ -715,15 +753,24 @@ class StoreMachine(RuleBasedStateMachine):
         assert got is not None
         assert_job(got, job)
 
-    def _fail(self, claim: Claim, result: ExecResult, *, follow_policy: bool, delay: int,
-              give_retry: bool) -> None:
+    def _retry_at(self, claim: Claim, *, follow_policy: bool, delay: int,
+                  give_retry: bool) -> int | None:
         job = self._holder(claim)
         if job is not None and follow_policy:
             retry = job.attempts <= job.max_retries
-            retry_at = self.now + max(delay, 0) if retry else None
-        else:
-            retry_at = self.now + delay if give_retry else None
-        got = self.store.fail(claim, result, self.now, retry_at)
+            return self.now + max(delay, 0) if retry else None
+        return self.now + delay if give_retry else None
+
+    def _fail(self, claim: Claim, result: ExecResult, *, follow_policy: bool, delay: int,
+              give_retry: bool) -> None:
+        retry_at = self._retry_at(claim, follow_policy=follow_policy, delay=delay,
+                                  give_retry=give_retry)
+        self._check_fail(claim, result, retry_at,
+                         self.store.fail(claim, result, self.now, retry_at))
+
+    def _check_fail(self, claim: Claim, result: ExecResult, retry_at: int | None,
+                    got: Job | None) -> None:
+        job = self._holder(claim)
         if job is None:
             assert got is None, "a stale claim failed a job (fencing)"
             event("fail: fenced out")

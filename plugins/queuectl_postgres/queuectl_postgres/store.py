@@ -57,6 +57,7 @@ from queuectl_core.models import (
     Job,
     JobState,
     NewJob,
+    Outcome,
     WorkerInfo,
 )
 from queuectl_core.storage import (
@@ -438,6 +439,20 @@ def _text(value: str | None) -> str | None:
     if value is None:
         return None
     return value.replace("\x00", "\\0").encode("utf-8", "replace").decode("utf-8")
+
+
+def _finish_params(claim: Claim, result: ExecResult, now: int, state: JobState,
+                   retry_at: int | None, outcome: str) -> dict[str, Any]:
+    """The parameters of _FINISH_SQL, which closes a claimed attempt."""
+    return {
+        "state": state.value, "retry_at": retry_at,
+        "last_error": None if state is JobState.COMPLETED else _text(result.error),
+        "exit_code": result.exit_code, "now": now, "id": claim.job.id,
+        "token": claim.token, "outcome": outcome, "signal": result.signal,
+        "error": _text(result.error), "cancellable": state is not JobState.COMPLETED,
+        "stdout_tail": _to_tail(result.stdout_tail),
+        "stderr_tail": _to_tail(result.stderr_tail),
+    }
 
 
 def _advisory_key(schema: str) -> int:
@@ -863,6 +878,11 @@ class PostgresStorage(Storage):
         # stall the server's notification queue. Nothing is lost: the claim
         # below sees every change whose notification is discarded.
         self.drain_wakeups()
+        with self._cursor() as cur:  # one statement: the claim and its attempt, atomically
+            return self._claim_in(cur, worker_id, now, lease_ms, queues)
+
+    def _claim_in(self, cur: psycopg.Cursor[DictRow], worker_id: str, now: int,
+                  lease_ms: int, queues: Sequence[str] | None) -> Claim | None:
         token = uuid.uuid4().hex
         lease = now + lease_ms
         params: dict[str, Any] = {"now": now, "worker": worker_id, "token": token,
@@ -873,12 +893,38 @@ class PostgresStorage(Storage):
             sql, params["queue"] = _CLAIM_IN_QUEUE_SQL, queues[0]
         else:
             sql, params["queues"] = _CLAIM_IN_QUEUES_SQL, list(queues)
-        with self._cursor() as cur:  # one statement: the claim and its attempt, atomically
-            row = cur.execute(self._q(sql), params).fetchone()
+        row = cur.execute(self._q(sql), params).fetchone()
         if row is None:
             return None
         return Claim(job=_job(row), token=token, worker_id=worker_id,
                      attempt=int(row["attempt_number"]), lease_expires_at=lease)
+
+    @_guarded
+    def record_and_claim(self, outcomes: Sequence[Outcome], now: int, *, worker_id: str,
+                         lease_ms: int, queues: Sequence[str] | None = None, limit: int = 1
+                         ) -> tuple[list[Job | None], list[Claim]]:
+        """All of it in one transaction: one round of commits for a batch of
+        results and claims."""
+        self.drain_wakeups()
+        dones: list[Job | None] = []
+        claims: list[Claim] = []
+        with self._tx() as cur:
+            retried = False
+            for outcome in outcomes:
+                row = cur.execute(self._q(_FINISH_SQL), _finish_params(
+                    outcome.claim, outcome.result, outcome.at(now), outcome.state,
+                    None if outcome.completed else outcome.retry_at,
+                    outcome.attempt_outcome)).fetchone()
+                dones.append(None if row is None else _job(row))
+                retried = retried or (row is not None and row["state"] == JobState.FAILED.value)
+            while len(claims) < limit:
+                following = self._claim_in(cur, worker_id, now, lease_ms, queues)
+                if following is None:
+                    break
+                claims.append(following)
+            if retried:
+                self._notify(cur)  # a retry may be due at once, for any worker
+        return dones, claims
 
     @_guarded
     def due_count(self, now: int, queues: Sequence[str] | None = None, limit: int = 1
@@ -939,15 +985,7 @@ class PostgresStorage(Storage):
 
     def _finish(self, claim: Claim, result: ExecResult, now: int, state: JobState,
                 retry_at: int | None, outcome: str) -> Job | None:
-        params = {
-            "state": state.value, "retry_at": retry_at,
-            "last_error": None if state is JobState.COMPLETED else _text(result.error),
-            "exit_code": result.exit_code, "now": now, "id": claim.job.id,
-            "token": claim.token, "outcome": outcome, "signal": result.signal,
-            "error": _text(result.error), "cancellable": state is not JobState.COMPLETED,
-            "stdout_tail": _to_tail(result.stdout_tail),
-            "stderr_tail": _to_tail(result.stderr_tail),
-        }
+        params = _finish_params(claim, result, now, state, retry_at, outcome)
         if retry_at is None:
             with self._cursor() as cur:  # one statement: job and attempt together
                 row = cur.execute(self._q(_FINISH_SQL), params).fetchone()

@@ -44,6 +44,7 @@ from queuectl_core.models import (
     Job,
     JobState,
     NewJob,
+    Outcome,
     WorkerInfo,
 )
 from queuectl_core.storage import (
@@ -564,6 +565,23 @@ class SqliteStorage(Storage):
                 state = JobState.FAILED if retry_at is not None else JobState.DEAD
                 done = self._finish_in(conn, claim, result, now, state, retry_at, "failed")
             return done, self._claim_in(conn, worker_id, now, lease_ms, queues)
+
+    def record_and_claim(self, outcomes: Sequence[Outcome], now: int, *, worker_id: str,
+                         lease_ms: int, queues: Sequence[str] | None = None, limit: int = 1
+                         ) -> tuple[list[Job | None], list[Claim]]:
+        """All of it in one transaction: one commit (one fsync) and one write
+        lock for a batch of results and claims."""
+        with self._write() as conn:
+            dones = [self._finish_in(conn, o.claim, o.result, o.at(now), o.state,
+                                     None if o.completed else o.retry_at, o.attempt_outcome)
+                     for o in outcomes]
+            claims: list[Claim] = []
+            while len(claims) < limit:
+                following = self._claim_in(conn, worker_id, now, lease_ms, queues)
+                if following is None:
+                    break
+                claims.append(following)
+            return dones, claims
 
     def due_count(self, now: int, queues: Sequence[str] | None = None, limit: int = 1
                   ) -> int | None:

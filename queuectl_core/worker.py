@@ -17,14 +17,16 @@ import signal
 import socket
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 from .errors import TransientStorageError
 from .executor import Execution, Executor
+from .heldclaims import HeldFile, give_back_unstarted
 from .joblogs import job_log_dir, remove_job_logs
-from .models import Claim, ExecResult, Job, JobState, Settings, WorkerInfo
+from .models import Claim, ExecResult, Job, JobState, Outcome, Settings, WorkerInfo
 from .plugins import Plugins
 from .procs import job_process_groups
 from .registry import BackoffPolicy
@@ -55,6 +57,16 @@ RETENTION_BATCH = 1000
 #: long, the job claimed ahead is given back for any worker to take, and the
 #: worker claims ahead again only after a job that ran shorter.
 AHEAD_HOLD_MS = 50
+#: At most this many jobs are claimed ahead at a time, and at most this many
+#: results wait to be recorded together with the next claims (see
+#: Worker.run_once): a busy worker on a backlog of short jobs makes one
+#: storage transaction per batch of jobs instead of one per job.
+AHEAD_BATCH = 32
+#: ... and no result waits longer than this (counted from the end of the
+#: first one waiting). A worker also claims ahead only about this much work:
+#: as many jobs as it has been finishing in this time (its pace), so that
+#: what it holds does not keep other workers idle at the end of a backlog.
+RESULT_WAIT_MS = 50
 #: Event broadcast for each state a finished attempt can leave a job in.
 _EVENTS = {JobState.COMPLETED: "completed", JobState.FAILED: "failed",
            JobState.DEAD: "dead", JobState.CANCELLED: "cancelled"}
@@ -79,16 +91,21 @@ def kill_group(pgid: int | None, sig: int = signal.SIGKILL) -> None:
 
 
 def release_dead_worker(storage: Storage, plugins: Plugins, record: WorkerInfo, now: int, *,
-                        charge_attempt: bool = True) -> list[Job]:
-    """A worker process is known to be gone (crashed, or killed by a forced
-    stop): kill the command it left running, if that job is still its own,
-    then give its jobs back and forget the worker."""
+                        charge_attempt: bool = True, held_dir: Path | None = None
+                        ) -> list[Job]:
+    """A worker process of this machine is known to be gone (crashed, or
+    killed by a forced stop): kill the command it left running, if that job
+    is still its own, give back uncharged the jobs it had claimed ahead
+    without starting them (its held file in ``held_dir``, see
+    :mod:`queuectl_core.heldclaims`), then take back the rest of its jobs and
+    forget the worker."""
     if record.current_job and record.job_pgid:
         job = storage.get(record.current_job)
         if (job is not None and job.state is JobState.PROCESSING
                 and job.worker_id == record.id):
             kill_group(record.job_pgid)
     kill_orphaned_commands(storage, record.id)
+    announce_given_back(plugins, give_back_unstarted(storage, held_dir, record.id, now))
     jobs = storage.recover_expired(now, worker_id=record.id, charge_attempt=charge_attempt)
     storage.unregister_worker(record.id)
     announce_recovered(plugins, jobs)
@@ -107,6 +124,14 @@ def kill_orphaned_commands(storage: Storage, worker_id: str) -> None:
         for attempt in running:
             for pgid in job_process_groups(job.id, attempt.number):
                 kill_group(pgid)
+
+
+def announce_given_back(plugins: Plugins, jobs: list[Job]) -> None:
+    """Broadcast jobs given back uncharged from a vanished worker: only a
+    cancel that reached one is news (the others are as before the claim)."""
+    for job in jobs:
+        if job.state is JobState.CANCELLED:
+            plugins.job_event("cancelled", job, None)
 
 
 def announce_recovered(plugins: Plugins, jobs: list[Job]) -> None:
@@ -198,6 +223,7 @@ class Worker:
         wakeup: WakeupListener | None = None,
         queues: Sequence[str] | None = None,
         policy_resolver: Callable[[str], BackoffPolicy] | None = None,
+        held_dir: Path | None = None,
     ) -> None:
         self.storage = storage
         self.executor = executor
@@ -219,18 +245,39 @@ class Worker:
         self._housekeeping_at = 0
         self._retention_at = 0
         self.jobs_run = 0
+        #: Where workers of this home on this machine keep their held files
+        #: (None: no held file; claims ahead of a crashed worker are charged).
+        self.held_dir = held_dir
+        self._held: HeldFile | None = None
+        if held_dir is not None:
+            try:
+                self._held = HeldFile(held_dir, self.id)
+            except OSError as exc:
+                log.warning("no held file (%s): if this worker crashes, the jobs it claimed "
+                            "ahead count an attempt", exc)
         #: While :meth:`run` loops, a busy worker records a result and claims
         #: its next job in one storage call (``finish_and_claim``); the job
         #: so claimed waits here for the next :meth:`run_once`.
         self.chain_claims = False
         self._next: Claim | None = None
-        #: Claimed ahead, its command not started yet (see run_once).
-        self._ahead: Claim | None = None
+        #: Claimed ahead, their commands not started yet, in claim order
+        #: (see run_once).
+        self._ahead: deque[Claim] = deque()
+        #: Finished while the next command already ran, not recorded yet:
+        #: recorded together, with the next claims (see run_once).
+        self._pending: list[Outcome] = []
+        #: When the first of them was kept (now_ms).
+        self._pending_since = 0
         #: Did the last job run shorter than AHEAD_HOLD_MS? Only then is the
         #: next job claimed ahead.
         self._ahead_ok = True
-        #: Workers registered in the store (read at each housekeeping):
-        #: claiming ahead needs at least that many due jobs.
+        #: Milliseconds between the ends of this worker's last jobs (a moving
+        #: average; None until two jobs in a row have ended): how many jobs
+        #: to claim ahead.
+        self._pace_ms: float | None = None
+        self._last_end: float | None = None
+        #: Workers registered in the store (read at each housekeeping): each
+        #: claims ahead at most its share of the due jobs.
         self._worker_count = 1
         #: A job whose command was started before the previous result was
         #: recorded: (claim, execution, result of a failed start).
@@ -307,6 +354,7 @@ class Worker:
         if not expired:
             return []
         workers = {w.id: w for w in self.storage.list_workers()}
+        dead: set[str] = set()
         for job in expired:
             owner = workers.get(job.worker_id or "")
             if (owner is not None and owner.hostname == self.hostname
@@ -314,6 +362,10 @@ class Worker:
                 if owner.current_job == job.id:
                     kill_group(owner.job_pgid)
                 kill_orphaned_commands(self.storage, owner.id)
+                dead.add(owner.id)
+        for owner_id in sorted(dead):
+            announce_given_back(self.plugins, give_back_unstarted(
+                self.storage, self.held_dir, owner_id, now))
         recovered = self.storage.recover_expired(now)
         announce_recovered(self.plugins, recovered)
         self.storage.prune_workers(now - WORKER_RECORD_TTL_MS)
@@ -375,6 +427,10 @@ class Worker:
                     outage = min(MAX_OUTAGE_WAIT_S, outage * 2)
         finally:
             self.chain_claims = False
+        if self._pending:  # not expected: every path out records them first
+            self._flush(now_ms(), 0)
+        if self._held is not None:
+            self._held.close()
         # Only a clean exit forgets the worker: after an error its record
         # stays, so that its supervisor can find and release what it held.
         with contextlib.suppress(Exception):
@@ -385,24 +441,29 @@ class Worker:
         """Claim and run one job, or sleep when none is due. True if a job ran.
 
         A busy worker keeps the store off the path from one command to the
-        next: while a command runs, it holds the claim on its next job
-        ("claimed ahead", made together with the previous result), and when
-        the command ends it starts that job's command first and records the
-        result after. It claims ahead only while at least as many jobs are
-        due as there are workers (so that no idle worker waits for a job
-        held here), and gives such a job back (``Storage.release``) when the
-        current command runs longer than AHEAD_HOLD_MS. (The job that the
-        last result's ``finish_and_claim`` claimed, if any, is the one run.)"""
+        next: while a command runs, it holds the claims on its next jobs
+        ("claimed ahead", up to AHEAD_BATCH), and when the command ends it
+        starts the next one's command first and records the result after.
+        Results wait (in ``_pending``) while claims ahead remain, up to
+        AHEAD_BATCH of them; then all are recorded, and the next jobs
+        claimed ahead, in one storage call (``record_and_claim``). A worker
+        claims ahead at most its share of the due jobs (due jobs divided by
+        workers), so that no idle worker waits for a job held here, and gives
+        such jobs back (``Storage.release``), recording the waiting results,
+        when the current command runs longer than AHEAD_HOLD_MS. (The job
+        that the last result's ``record_and_claim`` claimed, if any, is the
+        one run.)"""
         if self._started is not None:
             (held, execution, failed), self._started = self._started, None
             self.execute(held, started=(execution, failed))
             self.jobs_run += 1
             return True
-        if self._next is None and self._ahead is not None:
+        if self._next is None and self._ahead:
             # Claimed ahead, but the previous result was recorded alone (a
             # housekeeping was due, or the previous claim was lost): it runs
             # now, after the housekeeping that stopped the chain.
-            self._next, self._ahead = self._ahead, None
+            self._next = self._ahead.popleft()
+            self._note_held()
             now = now_ms()
             if now - self._housekeeping_at >= self.beat_ms:
                 self.housekeeping(now)
@@ -421,64 +482,114 @@ class Worker:
         return True
 
     # ---------------------------------------------------------- claiming ahead
-    def _want_ahead(self, now: int) -> bool:
-        """Should the next claim be made ahead (see run_once)? Not while
-        chaining is off, after a long job, or when fewer jobs are due than
-        there are workers; never on a backend without ``due_count``."""
-        if not self._ahead_ok or self._ahead is not None or not self._chain_next(now):
-            return False
+    def _want_ahead(self, now: int) -> int:
+        """How many jobs to claim ahead now (see run_once): none while
+        chaining is off, after a long job, or on a backend without
+        ``due_count``; else up to AHEAD_BATCH held in all, and at most this
+        worker's share of the due jobs."""
+        room = self._ahead_depth() - len(self._ahead)
+        if room <= 0 or not self._ahead_ok or not self._chain_next(now):
+            return 0
         try:
-            due = self.storage.due_count(now, self.queues, limit=self._worker_count)
+            due = self.storage.due_count(now, self.queues,
+                                         limit=self._worker_count * AHEAD_BATCH)
         except TransientStorageError:
-            return False
-        return due is not None and due >= self._worker_count
+            return 0
+        return 0 if due is None else min(room, due // self._worker_count)
+
+    def _ahead_depth(self) -> int:
+        """How many jobs to hold ahead: about RESULT_WAIT_MS of work at this
+        worker's pace, 1 to AHEAD_BATCH (1 until the pace is known)."""
+        if self._pace_ms is None:
+            return 1
+        return max(1, min(AHEAD_BATCH, int(RESULT_WAIT_MS / max(self._pace_ms, 0.1))))
+
+    def _note_end(self) -> None:
+        """A command has ended: update the pace."""
+        end = time.monotonic()
+        if self._last_end is not None:
+            gap = (end - self._last_end) * 1000
+            self._pace_ms = gap if self._pace_ms is None else 0.8 * self._pace_ms + 0.2 * gap
+        self._last_end = end
 
     def _claim_ahead(self) -> None:
-        """While a command runs: claim the next job ahead, if it is worth it."""
+        """While a command runs: claim the next jobs ahead, if it is worth it."""
         now = now_ms()
-        if not self._want_ahead(now):
+        count = self._want_ahead(now)
+        if not count:
             return
         with contextlib.suppress(TransientStorageError):
-            self._ahead = self.storage.claim(self.id, now, self.lease_ms, self.queues)
+            _, claims = self.storage.record_and_claim(
+                [], now, worker_id=self.id, lease_ms=self.lease_ms, queues=self.queues,
+                limit=count)
+            self._ahead.extend(claims)
+            self._note_held()
 
     def _give_back_ahead(self) -> bool:
-        """Release the job claimed ahead, if any. False if the store could
-        not be reached: the claim is then still held (and will run)."""
-        ahead = self._ahead
-        if ahead is None:
-            return True
-        try:
-            released = self.storage.release(ahead, now_ms())
-        except TransientStorageError as exc:
-            log.warning("could not give back job %s claimed ahead (%s); will run it",
-                        ahead.job.id, exc)
-            self._next, self._ahead = ahead, None
-            return False
-        self._ahead = None
-        if released is not None and released.state is JobState.CANCELLED:
-            self.plugins.job_event("cancelled", released, None)
-        elif released is not None and self.wakeup is not None:
-            self.wakeup.poke_others()  # an idle worker may take it now
-        log.debug("gave back job %s claimed ahead", ahead.job.id)
+        """Release the jobs claimed ahead, if any. False if the store could
+        not be reached: the claims not given back are then still held (and
+        will run)."""
+        while self._ahead:
+            ahead = self._ahead[0]
+            try:
+                released = self.storage.release(ahead, now_ms())
+            except TransientStorageError as exc:
+                log.warning("could not give back job %s claimed ahead (%s); will run it",
+                            ahead.job.id, exc)
+                return False
+            self._ahead.popleft()
+            self._note_held()
+            if released is not None and released.state is JobState.CANCELLED:
+                self.plugins.job_event("cancelled", released, None)
+            elif released is not None and self.wakeup is not None:
+                self.wakeup.poke_others()  # an idle worker may take it now
+            log.debug("gave back job %s claimed ahead", ahead.job.id)
         return True
 
     def _start_ahead(self) -> None:
-        """The current command has ended: start the command of the job
-        claimed ahead (unless a cancel reached it meanwhile) before the
-        previous result is recorded."""
-        ahead, self._ahead = self._ahead, None
-        assert ahead is not None
-        try:
-            job = self.storage.get(ahead.job.id)
-        except TransientStorageError:
-            job = ahead.job
-        if job is None or job.state is not JobState.PROCESSING or job.worker_id != self.id:
-            return  # taken back meanwhile: not ours any more
-        if job.cancel_requested_at is not None:
-            self._ahead = ahead
-            self._give_back_ahead()  # becomes cancelled, never started
+        """The current command has ended: start the command of the next job
+        claimed ahead (skipping any that a cancel reached meanwhile) before
+        the previous result is recorded."""
+        while self._ahead:
+            ahead = self._ahead.popleft()
+            try:
+                job = self.storage.get(ahead.job.id)
+            except TransientStorageError:
+                job = ahead.job
+            if job is None or job.state is not JobState.PROCESSING or job.worker_id != self.id:
+                continue  # taken back meanwhile: not ours any more
+            if job.cancel_requested_at is not None:
+                self._release_cancelled(ahead)
+                continue
+            self._note_held()  # before the start: a claim listed never started
+            self._started = (ahead, *self._start(ahead))
             return
-        self._started = (ahead, *self._start(ahead))
+
+    def _note_held(self) -> None:
+        """Rewrite the held file: the claims held ahead, none started."""
+        if self._held is None:
+            return
+        try:
+            self._held.write(self._ahead)
+        except OSError as exc:
+            # Without a trustworthy list, nothing may be listed: a claim
+            # listed but started would be given back uncharged after a crash.
+            log.warning("cannot write the held file %s (%s); no longer using it",
+                        self._held.path, exc)
+            self._held.close()
+            self._held = None
+
+    def _release_cancelled(self, claim: Claim) -> None:
+        """Give back a job claimed ahead that a cancel reached before its
+        command started: it becomes cancelled without running."""
+        try:
+            released = self.storage.release(claim, now_ms())
+        except TransientStorageError as exc:
+            log.warning("could not give back cancelled job %s (%s); its lease will end",
+                        claim.job.id, exc)
+            return
+        if released is not None and released.state is JobState.CANCELLED:
+            self.plugins.job_event("cancelled", released, None)
 
     def _chain_next(self, now: int) -> bool:
         """May the result being recorded now claim the next job in the same
@@ -499,6 +610,7 @@ class Worker:
         return True
 
     def _idle(self, now: int) -> None:
+        self._last_end = None  # the pace is that of a run of jobs
         wait_ms = min(self.settings.worker_idle_delay,
                       self._housekeeping_at + self.beat_ms - now)
         due = self.storage.next_run_at(self.queues)
@@ -548,6 +660,9 @@ class Worker:
                 with contextlib.suppress(Exception):
                     execution.kill()
                 with contextlib.suppress(Exception):
+                    # Before the recovery below takes them back.
+                    self._flush(now_ms(), 0, patient=False)
+                with contextlib.suppress(Exception):
                     self._give_back_ahead()
                 with contextlib.suppress(Exception):
                     announce_recovered(self.plugins, self.storage.recover_expired(
@@ -557,7 +672,8 @@ class Worker:
                 return  # the claim was lost or a forced stop released it
         assert result is not None
         self._ahead_ok = (time.monotonic() - begun) * 1000 < AHEAD_HOLD_MS
-        if self._ahead is not None:
+        self._note_end()
+        if self._ahead:
             if self._chain_next(now_ms()):
                 self._start_ahead()
             elif self.stop.graceful:
@@ -574,20 +690,28 @@ class Worker:
         renew_at = now_ms() + self.beat_ms
         limit = self.timeout_of(claim.job)
         deadline = None if limit is None else time.monotonic() + limit
-        if self._ahead is None and self._next is None:
+        if not self._ahead and self._next is None:
             self._claim_ahead()
-        hold_until = time.monotonic() + AHEAD_HOLD_MS / 1000
+        started = time.monotonic()
+        hold_until = started + AHEAD_HOLD_MS / 1000
+        # The results waiting are recorded RESULT_WAIT_MS after the first of
+        # them came in, also while this command runs.
+        flush_at = started + max(0, self._pending_since + RESULT_WAIT_MS - now_ms()) / 1000
         while True:
             slice_s = min(WAIT_SLICE_S, max(0.0, (renew_at - now_ms()) / 1000))
             if deadline is not None:
                 slice_s = min(slice_s, max(0.0, deadline - time.monotonic()))
-            if self._ahead is not None:
+            if self._ahead:
                 slice_s = min(slice_s, max(0.0, hold_until - time.monotonic()))
+            if self._pending:
+                slice_s = min(slice_s, max(0.0, flush_at - time.monotonic()))
             result = execution.wait(slice_s)
             if result is not None:
                 return result
-            if self._ahead is not None and time.monotonic() >= hold_until:
-                # A long command: the job claimed ahead goes back to the queue.
+            if self._pending and time.monotonic() >= flush_at:
+                self._flush(now_ms(), 0)
+            if self._ahead and time.monotonic() >= hold_until:
+                # A long command: the jobs claimed ahead go back to the queue.
                 self._give_back_ahead()
                 self._ahead_ok = False
             if deadline is not None and time.monotonic() >= deadline:
@@ -602,6 +726,8 @@ class Worker:
                 log.warning("forced stop: killing job %s; it will run again (this attempt "
                             "does not count)", claim.job.id)
                 execution.kill()
+                # Finished jobs first: the recovery below would take them back.
+                self._flush(now_ms(), 0)
                 with contextlib.suppress(TransientStorageError):
                     self._give_back_ahead()
                 announce_recovered(self.plugins, self.storage.recover_expired(
@@ -659,43 +785,71 @@ class Worker:
         return self._policies[name]
 
     def _record(self, claim: Claim, result: ExecResult) -> None:
-        """Record the outcome. A busy worker claims its next job in the same
-        storage call: ahead of time if the next command already runs (see
-        run_once), else to run it now."""
+        """Record the outcome, or keep it for the next batch (see run_once).
+        A busy worker claims its next jobs in the same storage call: ahead of
+        time if the next command already runs, else one to run now."""
         now = now_ms()
         job = claim.job
         retry_at: int | None = None
-        if result.ok:
-            what = "completed"
-        else:
+        if not result.ok:
             retry_at = next_run_at(attempts=job.attempts, max_retries=job.max_retries, now=now,
                                    policy=self.policy_for(job),
                                    settings=job_settings(self.settings, job.retry))
-            what = "failed" if retry_at is not None else "dead"
-        done: Job | None
+        if not self._pending:
+            self._pending_since = now
+        self._pending.append(Outcome(claim=claim, result=result, retry_at=retry_at,
+                                     finished_at=now))
         if self._started is not None:
-            chain = self._want_ahead(now)
+            if (self._ahead and len(self._pending) < AHEAD_BATCH
+                    and now - self._pending_since < RESULT_WAIT_MS):
+                return  # recorded with a later batch, while commands run
+            limit = self._want_ahead(now)
         else:
-            chain = self._next is None and self._ahead is None and self._chain_next(now)
-        if chain:
-            pair = self._retry_transient(
-                f"record job {job.id} as {what}",
-                lambda: self.storage.finish_and_claim(
-                    claim, result, now, completed=result.ok, retry_at=retry_at,
-                    worker_id=self.id, lease_ms=self.lease_ms, queues=self.queues))
-            done, following = pair if pair is not None else (None, None)
-            if self._started is not None:
-                self._ahead = following
-            else:
-                self._next = following
-        elif result.ok:
-            done = self._retry_transient(
-                f"record job {job.id} as completed",
-                lambda: self.storage.complete(claim, result, now))
-        else:
-            done = self._retry_transient(
-                f"record job {job.id} as {what}",
-                lambda: self.storage.fail(claim, result, now, retry_at))
+            limit = int(self._next is None and not self._ahead and self._chain_next(now))
+        self._flush(now, limit)
+
+    def _flush(self, now: int, limit: int, *, patient: bool = True) -> None:
+        """Record the results waiting, and claim up to ``limit`` jobs in the
+        same storage call: ahead if a command already runs, else the first
+        one to run next. Retries while the store is unreachable, unless not
+        ``patient`` (then one try)."""
+        pending, self._pending = self._pending, []
+        if not pending and not limit:
+            return
+        ids = ", ".join(o.claim.job.id for o in pending) or "nothing"
+        dones: list[Job | None] = []
+        claims: list[Claim] = []
+        while len(dones) < len(pending) or (not pending and not claims):
+            rest = pending[len(dones):]
+
+            def call(rest: list[Outcome] = rest) -> tuple[list[Job | None], list[Claim]]:
+                return self.storage.record_and_claim(
+                    rest, now, worker_id=self.id, lease_ms=self.lease_ms, queues=self.queues,
+                    limit=limit)
+
+            pair = self._retry_transient(f"record job(s) {ids}", call) if patient else call()
+            if pair is None:  # a forced stop gave up on an unreachable store
+                log.error("results of job(s) %s not recorded; their leases will end and "
+                          "they will run again", ids)
+                return
+            dones.extend(pair[0])
+            claims.extend(pair[1])
+            if not pending:
+                break
+        if self._started is not None:
+            self._ahead.extend(claims)
+        elif claims:
+            self._next = claims[0]
+            self._ahead.extend(claims[1:])
+        if claims:
+            self._note_held()
+        for outcome, done in zip(pending, dones, strict=True):
+            self._announce(outcome, done)
+
+    def _announce(self, outcome: Outcome, done: Job | None) -> None:
+        """Log a recorded result and broadcast its events."""
+        claim, result = outcome.claim, outcome.result
+        job = claim.job
         if done is None:
             log.warning("job %s: result not recorded, the claim is no longer ours (the job was "
                         "taken back, or a lost connection had already committed it)", job.id)

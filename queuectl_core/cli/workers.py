@@ -65,6 +65,7 @@ def _release_dead(state: State, pids: list[int], *, charge_attempt: bool) -> Non
     """Give back the jobs of worker processes that are gone: crashed
     (``charge_attempt``: the attempt counts) or killed by ``worker stop``
     (it does not)."""
+    from ..heldclaims import held_dir
     from ..timeutil import now_ms
     from ..worker import release_dead_worker
 
@@ -73,7 +74,8 @@ def _release_dead(state: State, pids: list[int], *, charge_attempt: bool) -> Non
     for record in app.storage.list_workers():
         if record.hostname == host and record.pid in pids:
             release_dead_worker(app.storage, app.plugins, record, now_ms(),
-                                charge_attempt=charge_attempt)
+                                charge_attempt=charge_attempt,
+                                held_dir=held_dir(app.config.home))
 
 
 def _check_setup(state: State) -> None:
@@ -210,6 +212,7 @@ def child(state: State, parent_pid: int, queues: list[str] | None) -> None:
     """One worker process (started by the supervisor)."""
     import logging
 
+    from ..heldclaims import held_dir
     from ..supervisor import configure_logging
     from ..wakeup import WakeupListener
     from ..worker import StopSignal, Worker
@@ -231,6 +234,7 @@ def child(state: State, parent_pid: int, queues: list[str] | None) -> None:
         plugins=app.plugins, settings_loader=app.settings,
         log_root=app.config.home / "logs" / "jobs", stop=stop_signal, parent_pid=parent_pid,
         wakeup=wakeup, queues=queues, policy_resolver=app.backoff_policy,
+        held_dir=held_dir(app.config.home),
     )
     try:
         w.run()

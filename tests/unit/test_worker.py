@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from queuectl_core import hookimpl
+from queuectl_core import worker as worker_module
 from queuectl_core.builtin import ExponentialBackoff
 from queuectl_core.errors import TransientStorageError
 from queuectl_core.executor import Execution
@@ -20,6 +21,7 @@ from queuectl_core.models import (
     Job,
     JobState,
     NewJob,
+    Outcome,
     Settings,
     WorkerInfo,
 )
@@ -228,10 +230,12 @@ def test_worker_loop_rides_out_an_outage(tmp_path: Path, plugins: Plugins) -> No
     assert job is not None and job.state is JobState.COMPLETED
 
 
-# ------------------------------------------------------------------ finish_and_claim
+# ------------------------------------------------------------------ record_and_claim
 
 class CountingStorage(FlakyStorage):
-    """Counts the calls the worker makes to record results and claim."""
+    """Counts the calls the worker makes to record results and claim:
+    ``record [a b] +2`` is one ``record_and_claim`` of a's and b's results
+    that claims up to 2 jobs."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -240,20 +244,19 @@ class CountingStorage(FlakyStorage):
 
     def claim(self, worker_id: str, now: int, lease_ms: int,
               queues: Sequence[str] | None = None) -> Claim | None:
-        if not self.inside:  # not the default finish_and_claim's own call
+        if not self.inside:  # not the default record_and_claim's own call
             self.calls.append("claim")
         return super().claim(worker_id, now, lease_ms, queues)
 
-    def finish_and_claim(self, claim: Claim, result: ExecResult, now: int, *, completed: bool,
-                         retry_at: int | None, worker_id: str, lease_ms: int,
-                         queues: Sequence[str] | None = None
-                         ) -> tuple[Job | None, Claim | None]:
-        self.calls.append(f"finish_and_claim {claim.job.id}")
+    def record_and_claim(self, outcomes: Sequence[Outcome], now: int, *, worker_id: str,
+                         lease_ms: int, queues: Sequence[str] | None = None, limit: int = 1
+                         ) -> tuple[list[Job | None], list[Claim]]:
+        ids = " ".join(o.claim.job.id for o in outcomes)
+        self.calls.append(f"record [{ids}] +{limit}")
         self.inside = True
         try:
-            return super().finish_and_claim(claim, result, now, completed=completed,
-                                            retry_at=retry_at, worker_id=worker_id,
-                                            lease_ms=lease_ms, queues=queues)
+            return super().record_and_claim(outcomes, now, worker_id=worker_id,
+                                            lease_ms=lease_ms, queues=queues, limit=limit)
         finally:
             self.inside = False
 
@@ -302,7 +305,7 @@ def test_busy_worker_records_and_claims_in_one_call(tmp_path: Path) -> None:
     worker.run()
     # a's result claims b, b's claims c; c starts after the stop request, so
     # its result is recorded alone and d is never claimed.
-    assert store.calls == ["claim", "finish_and_claim a", "finish_and_claim b"]
+    assert store.calls == ["claim", "record [a] +1", "record [b] +1", "record [c] +0"]
     states = {j.id: j.state for j in store.list_jobs()}
     assert states == {"a": JobState.COMPLETED, "b": JobState.DEAD, "c": JobState.COMPLETED,
                       "d": JobState.PENDING}
@@ -317,7 +320,7 @@ def test_stop_requested_between_jobs_claims_nothing_more(tmp_path: Path) -> None
     add(store, "b", "true")
     worker = quiet_worker(store, tmp_path, stop_at="a")
     worker.run()
-    assert store.calls == ["claim"], "a's result is recorded without claiming b"
+    assert store.calls == ["claim", "record [a] +0"], "a's result is recorded without claiming b"
     assert [j.state for j in store.list_jobs()] == [JobState.COMPLETED, JobState.PENDING]
 
 
@@ -329,7 +332,7 @@ def test_no_chaining_while_plugins_listen_for_events(tmp_path: Path, plugins: Pl
     worker = make_worker(store, plugins, tmp_path)
     worker.chain_claims = True  # as in run()
     assert worker.run_once() and worker.run_once()
-    assert store.calls == ["claim", "claim"]
+    assert store.calls == ["claim", "record [a] +0", "claim", "record [b] +0"]
     assert recorder.events == [("claimed", "a"), ("completed", "a"), ("claimed", "b"),
                                ("completed", "b")]
 
@@ -380,11 +383,16 @@ class Watched(ShellExecutor):
 
 
 def watched_worker(store: CountingStorage, tmp_path: Path) -> tuple[Worker, Watched]:
+    """A worker whose pace is fixed at 1 ms per job, so that it claims up to
+    AHEAD_BATCH jobs ahead whatever the machine's load (the pace has its own
+    test)."""
     executor = Watched(store)
     worker = Worker(storage=store, executor=executor, policy=ExponentialBackoff(),
                     plugins=build_plugins(entry_points=False),
                     settings_loader=lambda _: Settings(worker_idle_delay=10),
                     log_root=tmp_path / "logs")
+    worker._pace_ms = 1.0
+    worker._note_end = lambda: None  # type: ignore[method-assign]
     return worker, executor
 
 
@@ -406,12 +414,13 @@ def test_busy_worker_starts_the_next_command_before_recording(tmp_path: Path) ->
     worker, _ = watched_worker(store, tmp_path)
     stop_when_idle(worker, store)
     worker.run()
-    # a runs; b is claimed ahead while it does; when a ends, b's command
-    # starts first, then a's result is recorded together with c's claim
-    # (ahead). When b ends, c starts and b's result is recorded alone
-    # (complete: nothing more is due); c, claimed normally, ends the run.
-    assert store.calls == ["claim", "start a", "claim", "start b", "finish_and_claim a",
-                           "start c", "finish_and_claim c", "claim"], " ".join(store.calls)
+    # a runs; b and c are claimed ahead while it does (one call); when a
+    # ends, b's command starts first and a's result waits; when b ends, c
+    # starts, and a's and b's results are recorded together (no claim:
+    # nothing more is due). c's result is recorded alone, with a claim for
+    # the next job (none); the last claim finds nothing and ends the run.
+    assert store.calls == ["claim", "start a", "record [] +2", "start b", "start c",
+                           "record [a b] +0", "record [c] +1", "claim"], " ".join(store.calls)
     assert {j.id: (j.state, j.attempts) for j in store.list_jobs()} == {
         j: (JobState.COMPLETED, 1) for j in "abc"}
     assert [a.number for j in "abc" for a in store.attempts(j)] == [1, 1, 1]
@@ -436,8 +445,9 @@ def test_job_claimed_ahead_goes_back_when_the_current_runs_long(tmp_path: Path) 
     assert seen == [(JobState.PROCESSING, 1)], "b was claimed ahead while long ran"
     # After AHEAD_HOLD_MS b went back; long's result then claims it to run
     # at once (not ahead: long ran long).
-    assert store.calls == ["claim", "start long", "claim", "release b", "finish_and_claim long",
-                           "start b", "finish_and_claim b", "claim"], " ".join(store.calls)
+    assert store.calls == ["claim", "start long", "record [] +1", "release b",
+                           "record [long] +1", "start b", "record [b] +1", "claim"
+                           ], " ".join(store.calls)
     job = store.get("b")
     assert job is not None and job.state is JobState.COMPLETED and job.attempts == 1
     assert [a.number for a in store.attempts("b")] == [1], "the given-back claim left no trace"
@@ -453,7 +463,7 @@ def test_no_claiming_ahead_while_other_workers_could_take_the_job(tmp_path: Path
     stop_when_idle(worker, store)
     worker.run()
     # Two workers, one job due besides a: b is left for the other worker.
-    assert store.calls[:3] == ["claim", "start a", "finish_and_claim a"], store.calls
+    assert store.calls[:3] == ["claim", "start a", "record [a] +1"], store.calls
 
 
 def test_graceful_stop_gives_back_the_job_claimed_ahead(tmp_path: Path) -> None:
@@ -463,7 +473,8 @@ def test_graceful_stop_gives_back_the_job_claimed_ahead(tmp_path: Path) -> None:
     worker, executor = watched_worker(store, tmp_path)
     executor.on_wait["a"] = worker.stop.request
     worker.run()
-    assert store.calls == ["claim", "start a", "claim", "release b"], store.calls
+    assert store.calls == ["claim", "start a", "record [] +1", "release b", "record [a] +0"
+                           ], store.calls
     a, b = store.get("a"), store.get("b")
     assert a is not None and a.state is JobState.COMPLETED
     assert b is not None and (b.state, b.attempts, b.worker_id) == (JobState.PENDING, 0, None)
@@ -484,6 +495,112 @@ def test_job_cancelled_while_claimed_ahead_never_starts(tmp_path: Path) -> None:
     assert b is not None and b.state is JobState.CANCELLED and store.attempts("b") == []
     assert {j.id: j.state for j in store.list_jobs()} == {
         "a": JobState.COMPLETED, "b": JobState.CANCELLED, "c": JobState.COMPLETED}
+
+
+def test_results_are_recorded_in_batches_with_the_next_claims(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(worker_module, "AHEAD_BATCH", 2)
+    monkeypatch.setattr(worker_module, "RESULT_WAIT_MS", 60_000)
+    store = CountingStorage()
+    for job_id in "abcdef":
+        add(store, job_id, "true")
+    worker, _ = watched_worker(store, tmp_path)
+    stop_when_idle(worker, store)
+    worker.run()
+    # At most 2 claimed ahead and 2 results waiting: a batch of two results
+    # goes with the claims of the next two jobs, while a command runs.
+    assert store.calls == [
+        "claim", "start a", "record [] +2", "start b", "start c", "record [a b] +2",
+        "start d", "start e", "record [c d] +1", "start f", "record [e] +0", "record [f] +1",
+        "claim"], " ".join(store.calls)
+    assert {j.id: (j.state, j.attempts) for j in store.list_jobs()} == {
+        j: (JobState.COMPLETED, 1) for j in "abcdef"}
+
+
+def test_results_do_not_wait_longer_than_result_wait_ms(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(worker_module, "RESULT_WAIT_MS", 0)
+    store = CountingStorage()
+    for job_id in "abc":
+        add(store, job_id, "true")
+    worker, _ = watched_worker(store, tmp_path)
+    stop_when_idle(worker, store)
+    worker.run()
+    # Each result is recorded as soon as the next command has started (and
+    # one job is held ahead: about RESULT_WAIT_MS of work, at least one).
+    assert store.calls == ["claim", "start a", "record [] +1", "start b", "record [a] +1",
+                           "start c", "record [b] +0", "record [c] +1", "claim"
+                           ], " ".join(store.calls)
+
+
+def test_a_long_command_has_the_waiting_results_recorded_meanwhile(tmp_path: Path) -> None:
+    store = CountingStorage()
+    add(store, "a", "true")
+    add(store, "long", "sleep 0.3")
+    add(store, "c", "true")
+    worker, executor = watched_worker(store, tmp_path)
+    seen: list[JobState] = []
+
+    def a_state() -> None:
+        job = store.get("a")
+        assert job is not None
+        seen.append(job.state)
+
+    executor.on_wait["long"] = a_state
+    stop_when_idle(worker, store)
+    worker.run()
+    assert seen == [JobState.PROCESSING], "a's result waited when long started"
+    # After AHEAD_HOLD_MS of long, a's result is recorded and c goes back.
+    assert store.calls == ["claim", "start a", "record [] +2", "start long", "record [a] +0",
+                           "release c", "record [long] +1", "start c", "record [c] +1", "claim"
+                           ], " ".join(store.calls)
+    assert {j.id: (j.state, j.attempts) for j in store.list_jobs()} == {
+        j: (JobState.COMPLETED, 1) for j in ("a", "long", "c")}
+
+
+def test_forced_stop_records_the_waiting_results_first(tmp_path: Path) -> None:
+    store = CountingStorage()
+    add(store, "a", "true")
+    add(store, "long", "sleep 30")
+    add(store, "c", "true")
+    worker, executor = watched_worker(store, tmp_path)
+
+    def force() -> None:
+        worker.stop.request()
+        worker.stop.request()
+
+    executor.on_wait["long"] = force
+    worker.run()
+    a, long, c = store.get("a"), store.get("long"), store.get("c")
+    assert a is not None and (a.state, a.attempts) == (JobState.COMPLETED, 1), \
+        "a finished: its waiting result is recorded, not taken back"
+    assert long is not None and (long.state, long.attempts) == (JobState.PENDING, 0)
+    assert c is not None and (c.state, c.attempts) == (JobState.PENDING, 0)
+    assert [x.outcome for x in store.attempts("a")] == ["completed"]
+    assert store.attempts("c") == []
+
+
+def test_a_worker_holds_about_result_wait_ms_of_work_ahead(
+        tmp_path: Path, plugins: Plugins, monkeypatch: pytest.MonkeyPatch) -> None:
+    worker = make_worker(MemoryStorage(), plugins, tmp_path)
+    assert worker._ahead_depth() == 1, "pace unknown: one job ahead"
+    for pace, depth in [(0.5, 32), (1.5, 32), (2.0, 25), (10.0, 5), (49.0, 1), (400.0, 1)]:
+        worker._pace_ms = pace
+        assert worker._ahead_depth() == depth, pace
+    worker._last_end = 1.0
+    worker._idle(now_ms())
+    assert worker._last_end is None, "an idle gap is not a job's pace"
+    clock = iter([10.0, 10.002, 10.004, 10.104])
+    monkeypatch.setattr(worker_module.time, "monotonic", lambda: next(clock))
+    worker._pace_ms = None
+    worker._last_end = None
+    worker._note_end()
+    assert worker._pace_ms is None, "one end: no gap yet"
+    worker._note_end()
+    worker._note_end()
+    assert worker._pace_ms == pytest.approx(2.0)
+    worker._note_end()  # a slower job moves the average a fifth of the way
+    assert worker._pace_ms == pytest.approx(0.8 * 2.0 + 0.2 * 100.0)
 
 
 def test_an_outage_met_by_the_settings_reload_is_reported_as_one(

@@ -554,8 +554,7 @@ def test_claims_ahead_of_a_killed_worker_are_given_back_uncharged(
         time.sleep(0.05)
     assert held, "the worker never held a claim ahead: the scenario tested nothing"
     killed_at = now_ms()
-    sigkill(victim)
-    os.kill(victim, signal.SIGCONT)
+    sigkill(victim)  # (SIGKILL also ends a stopped process)
     row.kills = 1
     wait_status(queue, 120, f"all {total} jobs final", settled(total))
     queue.stop_workers()

@@ -221,12 +221,16 @@ class Outcome(Record):
     <queuectl_core.storage.Storage.record_and_claim>` to record: completed
     if ``result`` is ok, else failed (again at ``retry_at``, or dead when it
     is None). ``finished_at``: when the command ended (epoch ms; None: the
-    time of the call), which may be before the call that records it."""
+    time of the call), which may be before the call that records it.
+    ``started_at``: when the command started, if later than the claim (a job
+    claimed ahead); a backend that overrides ``record_and_claim`` records it
+    as the attempt's and the job's ``started_at`` (None: keep the claim's)."""
 
     claim: Claim
     result: ExecResult
     retry_at: int | None = None
     finished_at: int | None = None
+    started_at: int | None = None
 
     def at(self, now: int) -> int:
         """The attempt's ``finished_at`` when recorded at ``now``."""

@@ -266,6 +266,8 @@ class Worker:
         #: Finished while the next command already ran, not recorded yet:
         #: recorded together, with the next claims (see run_once).
         self._pending: list[Outcome] = []
+        #: When each command not recorded yet started (claim token -> now_ms).
+        self._start_ms: dict[str, int] = {}
         #: When the first of them was kept (now_ms).
         self._pending_since = 0
         #: Did the last job run shorter than AHEAD_HOLD_MS? Only then is the
@@ -630,6 +632,7 @@ class Worker:
         # something: most short jobs write nothing, and three metadata writes
         # per job (mkdir, two files) cost more than the job's SQLite work.
         log_dir = job_log_dir(self.log_root, job.id)
+        self._start_ms[claim.token] = now_ms()
         try:
             return self.executor.start(
                 job, attempt=claim.attempt, log_dir=log_dir,
@@ -669,6 +672,7 @@ class Worker:
                         now_ms(), worker_id=self.id))
                 raise
             if result is None:
+                self._start_ms.pop(claim.token, None)
                 return  # the claim was lost or a forced stop released it
         assert result is not None
         self._ahead_ok = (time.monotonic() - begun) * 1000 < AHEAD_HOLD_MS
@@ -798,7 +802,8 @@ class Worker:
         if not self._pending:
             self._pending_since = now
         self._pending.append(Outcome(claim=claim, result=result, retry_at=retry_at,
-                                     finished_at=now))
+                                     finished_at=now,
+                                     started_at=self._start_ms.pop(claim.token, None)))
         if self._started is not None:
             if (self._ahead and len(self._pending) < AHEAD_BATCH
                     and now - self._pending_since < RESULT_WAIT_MS):

@@ -311,7 +311,8 @@ class StorageConformance:
         a, r, d, x = (self.claim(store, worker="w3") for _ in range(4))
         store.cancel("x", T0 + 5)
         dones, claims = store.record_and_claim(
-            [Outcome(a, ExecResult(exit_code=0, stdout_tail="hi"), finished_at=T0 + 6),
+            [Outcome(a, ExecResult(exit_code=0, stdout_tail="hi"), finished_at=T0 + 6,
+                     started_at=T0 + 1),
              Outcome(r, BOOM, retry_at=T0 + 60_000), Outcome(d, BOOM), Outcome(x, BOOM)],
             T0 + 10, worker_id="w3", lease_ms=LEASE, limit=2)
         assert [(j.id, j.state) for j in dones if j is not None] == [
@@ -325,6 +326,9 @@ class StorageConformance:
         assert dones[0] is not None and dones[0].finished_at == T0 + 6
         assert store.attempts("a")[0].finished_at == T0 + 6
         assert store.attempts("r")[0].finished_at == T0 + 10
+        # started_at (when the command started): recorded or left at the
+        # claim's time, never anything else.
+        assert store.attempts("a")[0].started_at in (T0, T0 + 1)
         assert [c.job.id for c in claims] == ["n1", "n2"], "claim order, at most limit"
         for c in claims:
             job = store.get(c.job.id)

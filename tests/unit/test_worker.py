@@ -240,6 +240,7 @@ class CountingStorage(FlakyStorage):
     def __init__(self) -> None:
         super().__init__()
         self.calls: list[str] = []
+        self.outcomes: list[Outcome] = []
         self.inside = False
 
     def claim(self, worker_id: str, now: int, lease_ms: int,
@@ -253,6 +254,7 @@ class CountingStorage(FlakyStorage):
                          ) -> tuple[list[Job | None], list[Claim]]:
         ids = " ".join(o.claim.job.id for o in outcomes)
         self.calls.append(f"record [{ids}] +{limit}")
+        self.outcomes.extend(outcomes)
         self.inside = True
         try:
             return super().record_and_claim(outcomes, now, worker_id=worker_id,
@@ -515,6 +517,11 @@ def test_results_are_recorded_in_batches_with_the_next_claims(
         "claim"], " ".join(store.calls)
     assert {j.id: (j.state, j.attempts) for j in store.list_jobs()} == {
         j: (JobState.COMPLETED, 1) for j in "abcdef"}
+    # Each result carries when its command really started and ended.
+    for outcome in store.outcomes:
+        assert outcome.started_at is not None and outcome.finished_at is not None
+        claimed = outcome.claim.job.started_at
+        assert claimed is not None and claimed <= outcome.started_at <= outcome.finished_at
 
 
 def test_results_do_not_wait_longer_than_result_wait_ms(

@@ -296,7 +296,8 @@ WITH done AS (
            run_at = CASE WHEN {_CANCELS} THEN run_at
                          ELSE COALESCE(%(retry_at)s::bigint, run_at) END,
            last_error = %(last_error)s, exit_code = %(exit_code)s, finished_at = %(now)s,
-           updated_at = %(now)s, claim_token = NULL, lease_expires_at = NULL
+           updated_at = %(now)s, claim_token = NULL, lease_expires_at = NULL,
+           started_at = COALESCE(%(started_at)s::bigint, started_at)
      WHERE id = %(id)s AND state = 'processing' AND claim_token = %(token)s
  RETURNING {_JOB_COLUMNS}
 ),
@@ -305,7 +306,8 @@ closed AS (
        SET finished_at = %(now)s,
            outcome = CASE WHEN done.state = 'cancelled' THEN 'cancelled' ELSE %(outcome)s END,
            exit_code = %(exit_code)s, signal = %(signal)s, error = %(error)s,
-           stdout_tail = %(stdout_tail)s, stderr_tail = %(stderr_tail)s
+           stdout_tail = %(stdout_tail)s, stderr_tail = %(stderr_tail)s,
+           started_at = COALESCE(%(started_at)s::bigint, a.started_at)
       FROM done
      WHERE a.claim_token = %(token)s
 )
@@ -442,9 +444,12 @@ def _text(value: str | None) -> str | None:
 
 
 def _finish_params(claim: Claim, result: ExecResult, now: int, state: JobState,
-                   retry_at: int | None, outcome: str) -> dict[str, Any]:
-    """The parameters of _FINISH_SQL, which closes a claimed attempt."""
+                   retry_at: int | None, outcome: str, started_at: int | None = None
+                   ) -> dict[str, Any]:
+    """The parameters of _FINISH_SQL, which closes a claimed attempt
+    (``started_at``: when its command started, if not at the claim)."""
     return {
+        "started_at": started_at,
         "state": state.value, "retry_at": retry_at,
         "last_error": None if state is JobState.COMPLETED else _text(result.error),
         "exit_code": result.exit_code, "now": now, "id": claim.job.id,
@@ -914,7 +919,7 @@ class PostgresStorage(Storage):
                 row = cur.execute(self._q(_FINISH_SQL), _finish_params(
                     outcome.claim, outcome.result, outcome.at(now), outcome.state,
                     None if outcome.completed else outcome.retry_at,
-                    outcome.attempt_outcome)).fetchone()
+                    outcome.attempt_outcome, outcome.started_at)).fetchone()
                 dones.append(None if row is None else _job(row))
                 retried = retried or (row is not None and row["state"] == JobState.FAILED.value)
             while len(claims) < limit:

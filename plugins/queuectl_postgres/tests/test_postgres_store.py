@@ -20,7 +20,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import queuectl_postgres.store as store_module
 from queuectl_core.errors import ConfigError, StorageError, TransientStorageError
-from queuectl_core.models import Attempt, ExecResult, Job, JobState, NewJob
+from queuectl_core.models import Attempt, ExecResult, Job, JobState, NewJob, Outcome
 from queuectl_core.plugins import build_plugins
 from queuectl_core.registry import PluginContext
 from queuectl_core.testing import MemoryStorage
@@ -674,3 +674,32 @@ def test_a_forked_child_never_uses_the_parents_connection(
     assert backend_pid(store) == parent_pid
     assert store.counts()[JobState.PROCESSING] == 1
     assert store.claim("parent", T0, LEASE) is not None
+
+
+def test_record_and_claim_is_one_transaction_and_keeps_the_real_times(
+        open_store: Callable[..., PostgresStorage]) -> None:
+    store = open_store()
+    store.enqueue([new_job(i) for i in "abcd"])
+    a = store.claim("w", T0, 10_000)
+    b = store.claim("w", T0, 10_000)
+    assert a is not None and b is not None
+    # A fenced-out claim fails nothing; a broken one rolls the whole batch back.
+    bogus = Outcome(a.replace(token="not-a-token"), OK)
+    dones, claims = store.record_and_claim(
+        [Outcome(a, OK, finished_at=T0 + 3), bogus,
+         Outcome(b, OK, started_at=T0 + 3, finished_at=T0 + 5)],
+        T0 + 9, worker_id="w", lease_ms=10_000, limit=2)
+    assert dones[1] is None
+    assert [j.id for j in dones if j is not None] == ["a", "b"]
+    assert [c.job.id for c in claims] == ["c", "d"]
+    [first], [second] = store.attempts("a"), store.attempts("b")
+    assert (first.started_at, first.finished_at) == (T0, T0 + 3)
+    assert (second.started_at, second.finished_at) == (T0 + 3, T0 + 5)
+    job = store.get("b")
+    assert job is not None and (job.started_at, job.finished_at) == (T0 + 3, T0 + 5)
+    with pytest.raises(StorageError):
+        store.record_and_claim([Outcome(claims[0], OK, finished_at=T0 + 10),
+                                Outcome(claims[1], BOOM, retry_at=2**63)],  # no bigint
+                               T0 + 11, worker_id="w", lease_ms=10_000, limit=1)
+    c = store.get("c")
+    assert c is not None and c.state is JobState.PROCESSING, "all or nothing"

@@ -573,7 +573,8 @@ class SqliteStorage(Storage):
         lock for a batch of results and claims."""
         with self._write() as conn:
             dones = [self._finish_in(conn, o.claim, o.result, o.at(now), o.state,
-                                     None if o.completed else o.retry_at, o.attempt_outcome)
+                                     None if o.completed else o.retry_at, o.attempt_outcome,
+                                     o.started_at)
                      for o in outcomes]
             claims: list[Claim] = []
             while len(claims) < limit:
@@ -638,8 +639,10 @@ class SqliteStorage(Storage):
 
     @staticmethod
     def _finish_in(conn: sqlite3.Connection, claim: Claim, result: ExecResult, now: int,
-                   state: JobState, retry_at: int | None, outcome: str) -> Job | None:
-        """Close a claimed attempt, inside the caller's write transaction."""
+                   state: JobState, retry_at: int | None, outcome: str,
+                   started_at: int | None = None) -> Job | None:
+        """Close a claimed attempt, inside the caller's write transaction
+        (``started_at``: when its command started, if not at the claim)."""
         completed = state is JobState.COMPLETED
         error = None if completed else result.error
         # A failure after a cancel request ends the job as cancelled (no
@@ -649,9 +652,9 @@ class SqliteStorage(Storage):
             f"UPDATE jobs SET state = CASE WHEN {cancelled} THEN 'cancelled' ELSE ? END,"
             f" run_at = CASE WHEN {cancelled} THEN run_at ELSE COALESCE(?, run_at) END,"
             " last_error = ?, exit_code = ?, finished_at = ?, updated_at = ?,"
-            " claim_token = NULL, lease_expires_at = NULL"
+            " started_at = COALESCE(?, started_at), claim_token = NULL, lease_expires_at = NULL"
             " WHERE id = ? AND state = 'processing' AND claim_token = ? RETURNING *",
-            (state.value, retry_at, error, result.exit_code, now, now, claim.job.id,
+            (state.value, retry_at, error, result.exit_code, now, now, started_at, claim.job.id,
              claim.token),
         ).fetchone()
         if row is None:
@@ -661,9 +664,10 @@ class SqliteStorage(Storage):
             outcome = "cancelled"
         conn.execute(
             "UPDATE attempts SET finished_at = ?, outcome = ?, exit_code = ?, signal = ?,"
-            " error = ?, stdout_tail = ?, stderr_tail = ? WHERE claim_token = ?",
+            " error = ?, stdout_tail = ?, stderr_tail = ?, started_at = COALESCE(?, started_at)"
+            " WHERE claim_token = ?",
             (now, outcome, result.exit_code, result.signal, result.error,
-             result.stdout_tail, result.stderr_tail, claim.token),
+             result.stdout_tail, result.stderr_tail, started_at, claim.token),
         )
         return job
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from queuectl_core.models import ExecResult, JobState, NewJob
+from queuectl_core.models import ExecResult, JobState, NewJob, Outcome
 from queuectl_sqlite.store import SqliteStorage
 
 T0 = 1_800_000_000_000
@@ -85,5 +85,32 @@ def test_finish_and_claim_is_one_transaction(tmp_path: Path,
                                                  worker_id="w", lease_ms=LEASE)
         assert done is not None and done.state is JobState.COMPLETED
         assert following is not None and following.job.id == "b"
+    finally:
+        store.close()
+
+
+def test_record_and_claim_is_one_transaction_and_keeps_the_real_times(tmp_path: Path) -> None:
+    """A batch of results and claims commits once; each attempt keeps when
+    its command really started and ended (jobs claimed ahead start later)."""
+    store = SqliteStorage(tmp_path / "queue.db")
+    try:
+        add(store, "a", "b", "c", "d")
+        a = store.claim("w", T0, LEASE)
+        b = store.claim("w", T0, LEASE)
+        assert a is not None and b is not None
+        before = store.conn.total_changes
+        dones, claims = store.record_and_claim(
+            [Outcome(a, ExecResult(exit_code=0), finished_at=T0 + 3),
+             Outcome(b, ExecResult(exit_code=0), started_at=T0 + 3, finished_at=T0 + 5)],
+            T0 + 9, worker_id="w", lease_ms=LEASE, limit=2)
+        assert store.conn.in_transaction is False
+        assert store.conn.total_changes - before == 8, "2 results and 2 claims, 2 rows each"
+        assert [j.state for j in dones if j is not None] == [JobState.COMPLETED] * 2
+        assert [c.job.id for c in claims] == ["c", "d"]
+        [first], [second] = store.attempts("a"), store.attempts("b")
+        assert (first.started_at, first.finished_at) == (T0, T0 + 3)
+        assert (second.started_at, second.finished_at) == (T0 + 3, T0 + 5)
+        job = store.get("b")
+        assert job is not None and (job.started_at, job.finished_at) == (T0 + 3, T0 + 5)
     finally:
         store.close()

@@ -675,14 +675,15 @@ class Worker:
                 self._start_ms.pop(claim.token, None)
                 return  # the claim was lost or a forced stop released it
         assert result is not None
+        ended = now_ms()
         self._ahead_ok = (time.monotonic() - begun) * 1000 < AHEAD_HOLD_MS
         self._note_end()
         if self._ahead:
-            if self._chain_next(now_ms()):
+            if self._chain_next(ended):
                 self._start_ahead()
             elif self.stop.graceful:
                 self._give_back_ahead()
-        self._record(claim, result)
+        self._record(claim, result, ended)
 
     def timeout_of(self, job: Job) -> float | None:
         """Seconds the job may run: its own timeout, else ``job_timeout``."""
@@ -788,21 +789,23 @@ class Worker:
                 return self.policy
         return self._policies[name]
 
-    def _record(self, claim: Claim, result: ExecResult) -> None:
-        """Record the outcome, or keep it for the next batch (see run_once).
-        A busy worker claims its next jobs in the same storage call: ahead of
-        time if the next command already runs, else one to run now."""
+    def _record(self, claim: Claim, result: ExecResult, ended: int | None = None) -> None:
+        """Record the outcome of a command that ended at ``ended`` (now_ms;
+        None: now), or keep it for the next batch (see run_once). A busy
+        worker claims its next jobs in the same storage call: ahead of time
+        if the next command already runs, else one to run now."""
         now = now_ms()
+        end = now if ended is None else ended
         job = claim.job
         retry_at: int | None = None
         if not result.ok:
-            retry_at = next_run_at(attempts=job.attempts, max_retries=job.max_retries, now=now,
+            retry_at = next_run_at(attempts=job.attempts, max_retries=job.max_retries, now=end,
                                    policy=self.policy_for(job),
                                    settings=job_settings(self.settings, job.retry))
         if not self._pending:
-            self._pending_since = now
+            self._pending_since = end
         self._pending.append(Outcome(claim=claim, result=result, retry_at=retry_at,
-                                     finished_at=now,
+                                     finished_at=end,
                                      started_at=self._start_ms.pop(claim.token, None)))
         if self._started is not None:
             if (self._ahead and len(self._pending) < AHEAD_BATCH

@@ -53,11 +53,16 @@ class HeldFile:
         self.path = held_path(directory, worker_id)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         self._size = 0
+        #: Each listed claim's line, by token (the worker rewrites the file
+        #: before every start: encode each claim once).
+        self._lines: dict[str, bytes] = {}
 
     def write(self, claims: Iterable[Claim]) -> None:
         """Replace the list with ``claims`` (one write system call)."""
-        data = "".join(json.dumps([c.token, c.job.id]) + "\n" for c in claims).encode()
-        padded = data.ljust(self._size, b"\n")
+        lines = {c.token: self._lines.get(c.token)
+                 or (json.dumps([c.token, c.job.id]) + "\n").encode() for c in claims}
+        self._lines = lines
+        padded = b"".join(lines.values()).ljust(self._size, b"\n")
         os.pwrite(self._fd, padded, 0)
         self._size = len(padded)
 

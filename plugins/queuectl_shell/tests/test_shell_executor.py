@@ -794,7 +794,9 @@ def test_kill_keeps_copying_output_during_grace(executor: ShellExecutor, logs: P
 def test_no_descriptor_leaks(executor: ShellExecutor, logs: Path, tmp_path: Path) -> None:
     commands = ["true", "echo out; echo err >&2", "exit 3", "head -c 200000 /dev/zero",
                 "sleep 60 & echo bg"]
-    run(executor.start(make_job("true"), attempt=1, log_dir=logs))  # opens /dev/null once
+    # Opens /dev/null, and a descriptor of this process's directory (to come
+    # back to after starting a command elsewhere), once for all attempts.
+    run(executor.start(make_job("true", cwd=str(tmp_path)), attempt=1, log_dir=logs))
     # Garbage of earlier tests in this process (which ones depends on the
     # order, and on the pytest-xdist worker) is closed now, not by a
     # collection in the middle of the count.
@@ -850,3 +852,42 @@ def test_without_pidfd(logs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     result = execution.kill(0.2)
     assert result.signal == signal.SIGKILL
     assert group_gone(pgid)
+
+
+def test_start_leaves_the_worker_where_it_was(executor: ShellExecutor, logs: Path,
+                                              tmp_path: Path) -> None:
+    """Commands start in their job's directory (posix_spawn cannot change
+    directory: the executor steps there and back); the worker stays put."""
+    here = os.getcwd()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = run(executor.start(make_job("pwd", cwd=str(elsewhere)), attempt=1, log_dir=logs))
+    assert result.ok and attempt_path(logs, 1, "out").read_bytes() == f"{elsewhere}\n".encode()
+    assert os.getcwd() == here
+    failed = run(executor.start(make_job("true", cwd=str(tmp_path / "missing")), attempt=2,
+                                log_dir=logs))
+    assert failed.error is not None and failed.error.startswith("cannot run in ")
+    assert os.getcwd() == here
+
+
+def test_commands_get_only_stdin_stdout_and_stderr(executor: ShellExecutor, logs: Path,
+                                                   tmp_path: Path) -> None:
+    """As with close_fds: not even a descriptor made inheritable leaks."""
+    fd = os.open(tmp_path, os.O_RDONLY)
+    os.set_inheritable(fd, True)
+    try:
+        result = run(executor.start(make_job("ls /proc/self/fd"), attempt=1, log_dir=logs))
+    finally:
+        os.close(fd)
+    assert result.ok
+    listed = sorted(int(n) for n in attempt_path(logs, 1, "out").read_text().split())
+    assert listed[:3] == [0, 1, 2] and len(listed) <= 4, listed  # (+ ls's own directory)
+
+
+def test_commands_do_not_inherit_ignored_sigpipe(executor: ShellExecutor, logs: Path) -> None:
+    """Python ignores SIGPIPE; a command must get the default back, or every
+    pipeline that ends early prints "Broken pipe" errors."""
+    result = run(executor.start(make_job("yes | head -c 1 >/dev/null; echo done"),
+                                attempt=1, log_dir=logs, tail_bytes=1000))
+    assert result.ok and result.stdout_tail == "done\n"
+    assert not attempt_path(logs, 1, "err").exists(), attempt_path(logs, 1, "err").read_text()

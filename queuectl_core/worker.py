@@ -24,7 +24,7 @@ from typing import TypeVar
 
 from .errors import TransientStorageError
 from .executor import Execution, Executor
-from .heldclaims import HeldFile, give_back_unstarted
+from .heldclaims import HeldFile, recover_held
 from .joblogs import job_log_dir, remove_job_logs
 from .models import Claim, ExecResult, Job, JobState, Outcome, Settings, WorkerInfo
 from .plugins import Plugins
@@ -95,17 +95,17 @@ def release_dead_worker(storage: Storage, plugins: Plugins, record: WorkerInfo, 
                         ) -> list[Job]:
     """A worker process of this machine is known to be gone (crashed, or
     killed by a forced stop): kill the command it left running, if that job
-    is still its own, give back uncharged the jobs it had claimed ahead
-    without starting them (its held file in ``held_dir``, see
-    :mod:`queuectl_core.heldclaims`), then take back the rest of its jobs and
-    forget the worker."""
+    is still its own; record the results it had not recorded yet and give
+    back uncharged the jobs it had claimed ahead without starting them (its
+    held files in ``held_dir``, see :mod:`queuectl_core.heldclaims`); then
+    take back the rest of its jobs and forget the worker."""
     if record.current_job and record.job_pgid:
         job = storage.get(record.current_job)
         if (job is not None and job.state is JobState.PROCESSING
                 and job.worker_id == record.id):
             kill_group(record.job_pgid)
     kill_orphaned_commands(storage, record.id)
-    announce_given_back(plugins, give_back_unstarted(storage, held_dir, record.id, now))
+    announce_held(plugins, *recover_held(storage, held_dir, record.id, now))
     jobs = storage.recover_expired(now, worker_id=record.id, charge_attempt=charge_attempt)
     storage.unregister_worker(record.id)
     announce_recovered(plugins, jobs)
@@ -126,10 +126,15 @@ def kill_orphaned_commands(storage: Storage, worker_id: str) -> None:
                 kill_group(pgid)
 
 
-def announce_given_back(plugins: Plugins, jobs: list[Job]) -> None:
-    """Broadcast jobs given back uncharged from a vanished worker: only a
-    cancel that reached one is news (the others are as before the claim)."""
-    for job in jobs:
+def announce_held(plugins: Plugins, recorded: list[Job], given_back: list[Job]) -> None:
+    """Broadcast what recover_held did for a vanished worker: the results it
+    recorded (as the worker would have), and of the jobs given back
+    uncharged, those a cancel reached (the others are as before the claim)."""
+    for job in recorded:
+        plugins.job_event(_EVENTS.get(job.state, job.state.value), job, None)
+        if job.state is JobState.DEAD:
+            plugins.job_dead(job, None)
+    for job in given_back:
         if job.state is JobState.CANCELLED:
             plugins.job_event("cancelled", job, None)
 
@@ -366,8 +371,8 @@ class Worker:
                 kill_orphaned_commands(self.storage, owner.id)
                 dead.add(owner.id)
         for owner_id in sorted(dead):
-            announce_given_back(self.plugins, give_back_unstarted(
-                self.storage, self.held_dir, owner_id, now))
+            announce_held(self.plugins, *recover_held(self.storage, self.held_dir, owner_id,
+                                                      now))
         recovered = self.storage.recover_expired(now)
         announce_recovered(self.plugins, recovered)
         self.storage.prune_workers(now - WORKER_RECORD_TTL_MS)
@@ -569,17 +574,30 @@ class Worker:
 
     def _note_held(self) -> None:
         """Rewrite the held file: the claims held ahead, none started."""
-        if self._held is None:
-            return
+        if self._held is not None:
+            held = self._held
+            self._held_ok("write the held file", lambda: held.write(self._ahead))
+
+    def _keep_result(self, outcome: Outcome) -> None:
+        """Add a result that waits to the results file."""
+        if self._held is not None:
+            held = self._held
+            self._held_ok("write the results file", lambda: held.add_result(outcome))
+
+    def _held_ok(self, what: str, call: Callable[[], None]) -> bool:
+        """Run an update of the held files. If it fails, stop using them and
+        remove them: a stale held file could list a claim whose command has
+        started, which recovery would then give back uncharged."""
+        assert self._held is not None
         try:
-            self._held.write(self._ahead)
+            call()
+            return True
         except OSError as exc:
-            # Without a trustworthy list, nothing may be listed: a claim
-            # listed but started would be given back uncharged after a crash.
-            log.warning("cannot write the held file %s (%s); no longer using it",
-                        self._held.path, exc)
+            log.warning("cannot %s in %s (%s); no longer keeping held files", what,
+                        self._held.path.parent, exc)
             self._held.close()
             self._held = None
+            return False
 
     def _release_cancelled(self, claim: Claim) -> None:
         """Give back a job claimed ahead that a cancel reached before its
@@ -675,15 +693,18 @@ class Worker:
                 self._start_ms.pop(claim.token, None)
                 return  # the claim was lost or a forced stop released it
         assert result is not None
-        ended = now_ms()
+        outcome = self._outcome(claim, result, now_ms())
+        # From here until its record commits, the result is in the results
+        # file: if this worker dies, recovery records it (heldclaims).
+        self._keep_result(outcome)
         self._ahead_ok = (time.monotonic() - begun) * 1000 < AHEAD_HOLD_MS
         self._note_end()
         if self._ahead:
-            if self._chain_next(ended):
+            if self._chain_next(now_ms()):
                 self._start_ahead()
             elif self.stop.graceful:
                 self._give_back_ahead()
-        self._record(claim, result, ended)
+        self._record(outcome)
 
     def timeout_of(self, job: Job) -> float | None:
         """Seconds the job may run: its own timeout, else ``job_timeout``."""
@@ -789,24 +810,27 @@ class Worker:
                 return self.policy
         return self._policies[name]
 
-    def _record(self, claim: Claim, result: ExecResult, ended: int | None = None) -> None:
-        """Record the outcome of a command that ended at ``ended`` (now_ms;
-        None: now), or keep it for the next batch (see run_once). A busy
-        worker claims its next jobs in the same storage call: ahead of time
-        if the next command already runs, else one to run now."""
-        now = now_ms()
-        end = now if ended is None else ended
+    def _outcome(self, claim: Claim, result: ExecResult, ended: int) -> Outcome:
+        """What to record for a command that ended at ``ended`` (now_ms):
+        the result, the retry time the policy gives a failure, and the
+        command's start and end times."""
         job = claim.job
         retry_at: int | None = None
         if not result.ok:
-            retry_at = next_run_at(attempts=job.attempts, max_retries=job.max_retries, now=end,
-                                   policy=self.policy_for(job),
+            retry_at = next_run_at(attempts=job.attempts, max_retries=job.max_retries,
+                                   now=ended, policy=self.policy_for(job),
                                    settings=job_settings(self.settings, job.retry))
+        return Outcome(claim=claim, result=result, retry_at=retry_at, finished_at=ended,
+                       started_at=self._start_ms.pop(claim.token, None))
+
+    def _record(self, outcome: Outcome) -> None:
+        """Record an outcome, or keep it for the next batch (see run_once). A
+        busy worker claims its next jobs in the same storage call: ahead of
+        time if the next command already runs, else one to run now."""
+        now = now_ms()
         if not self._pending:
-            self._pending_since = end
-        self._pending.append(Outcome(claim=claim, result=result, retry_at=retry_at,
-                                     finished_at=end,
-                                     started_at=self._start_ms.pop(claim.token, None)))
+            self._pending_since = outcome.at(now)
+        self._pending.append(outcome)
         if self._started is not None:
             if (self._ahead and len(self._pending) < AHEAD_BATCH
                     and now - self._pending_since < RESULT_WAIT_MS):
@@ -851,6 +875,8 @@ class Worker:
             self._ahead.extend(claims[1:])
         if claims:
             self._note_held()
+        if self._held is not None:
+            self._held_ok("empty the results file", self._held.clear_results)
         for outcome, done in zip(pending, dones, strict=True):
             self._announce(outcome, done)
 

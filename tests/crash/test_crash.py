@@ -520,11 +520,13 @@ def test_claims_ahead_of_a_killed_worker_are_given_back_uncharged(
         queue: Queue, row: Row, tmp_path: Path) -> None:
     """docs/semantics.md, "Claiming ahead": a busy worker on a backlog of
     short jobs holds the claims of its next jobs without having started
-    them. SIGKILL it: the jobs its held file lists must be given back
+    them, and keeps the results of the last ones it finished to record them
+    together. SIGKILL it: the jobs its held file lists must be given back
     uncharged (no attempt left behind, run once later), so that jobs with
-    ``max_retries: 0`` that never ran do not end in the DLQ. Only what it
-    had started (the running command, and finished results not recorded
-    yet) may be charged: those jobs ran (at most once; no retries here)."""
+    ``max_retries: 0`` that never ran do not end in the DLQ; the results its
+    results file lists must be recorded, so that those jobs neither run again
+    nor end in the DLQ. Only the command that was running may be charged
+    (it ran, at most once: no retries here)."""
     row.scenario = S2C
     total = row.jobs = 400
     execs = tmp_path / "execs"
@@ -537,6 +539,7 @@ def test_claims_ahead_of_a_killed_worker_are_given_back_uncharged(
     wait_status(queue, 60, "40 jobs completed", lambda st: st["completed"] >= 40)
 
     held: list[tuple[str, str]] = []
+    waiting: list[str] = []
     victim = 0
     for _ in range(20):  # until the worker is caught holding claims ahead
         def live_worker() -> int | None:
@@ -546,8 +549,10 @@ def test_claims_ahead_of_a_killed_worker_are_given_back_uncharged(
         victim = queue.wait_until(live_worker, 30, "a live worker")
         os.kill(victim, signal.SIGSTOP)
         files = list((queue.home / "run" / "held").glob("*"))
-        held = [tuple(json.loads(line)) for f in files
+        held = [tuple(json.loads(line)) for f in files if not f.name.endswith(".results")
                 for line in f.read_text().splitlines() if line.strip()]
+        waiting = [json.loads(line)["job"] for f in files if f.name.endswith(".results")
+                   for line in f.read_text().splitlines() if line.strip()]
         if held:
             break
         os.kill(victim, signal.SIGCONT)
@@ -566,8 +571,8 @@ def test_claims_ahead_of_a_killed_worker_are_given_back_uncharged(
     row.stuck = states["processing"]
     twice, problems = check_executions(jobs, runs, {victim: killed_at})
     row.run_twice = twice
-    row.note(f"{len(held)} claim(s) held ahead at the kill; {states['dead']} job(s) dead "
-             "(they ran, but their results were not recorded)")
+    row.note(f"{len(held)} claim(s) held ahead and {len(waiting)} result(s) waiting at the "
+             f"kill; {states['dead']} job(s) dead (the command that was running)")
 
     assert not problems, problems[:20]
     assert twice == 0, "no retries: nothing may run twice"
@@ -575,12 +580,14 @@ def test_claims_ahead_of_a_killed_worker_are_given_back_uncharged(
         job = jobs[job_id]
         assert (job["state"], job["attempts"], runs.get(job_id)) == ("completed", 1, 1), job
         assert [a["outcome"] for a in job["attempts_history"]] == ["completed"], job
+    for job_id in waiting:
+        job = jobs[job_id]
+        assert (job["state"], job["attempts"], runs.get(job_id)) == ("completed", 1, 1), job
     for job in jobs.values():
         if job["state"] == "dead":
             assert runs.get(job["id"], 0) <= 1, job
             assert [a["outcome"] for a in job["attempts_history"]] == ["lost"], job
-    # At most the running command and the results that waited (AHEAD_BATCH).
-    assert states["dead"] <= 33, states
+    assert states["dead"] <= 1, f"only the running command may be charged: {states}"
 
 
 # ------------------------------------------------------------------ 3. supervisor SIGKILL

@@ -1,5 +1,6 @@
-"""The held file: claims a worker holds ahead without having started them,
-given back uncharged when the worker is found dead (queuectl_core.heldclaims)."""
+"""The held files: the claims a worker holds ahead without having started
+them, and the results it has not recorded yet; given back uncharged and
+recorded when the worker is found dead (queuectl_core.heldclaims)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,15 @@ import subprocess
 from pathlib import Path
 
 from queuectl_core.builtin import ExponentialBackoff
-from queuectl_core.heldclaims import HeldFile, give_back_unstarted, held_path, read_held
-from queuectl_core.models import Claim, ExecResult, JobState, NewJob, Settings, WorkerInfo
+from queuectl_core.heldclaims import (
+    HeldFile,
+    held_path,
+    read_held,
+    read_results,
+    recover_held,
+    results_path,
+)
+from queuectl_core.models import Claim, ExecResult, JobState, NewJob, Outcome, Settings, WorkerInfo
 from queuectl_core.plugins import build_plugins
 from queuectl_core.testing import MemoryStorage
 from queuectl_core.timeutil import now_ms
@@ -51,15 +59,28 @@ def test_held_file_lists_exactly_the_last_write(tmp_path: Path) -> None:
     held.write([])
     assert read_held(held.path) == []
     assert held.path.stat().st_mode & 0o777 == 0o600
+    assert held.results.stat().st_mode & 0o777 == 0o600
+    held.add_result(Outcome(a, ExecResult(exit_code=3, error="x" * 10_000), retry_at=9,
+                            finished_at=7, started_at=5))
+    held.add_result(Outcome(b, ExecResult(exit_code=0)))
+    first, second = read_results(held.results)
+    assert first == {"token": a.token, "job": "a", "attempt": 1, "exit_code": 3,
+                     "signal": None, "error": "x" * 4000, "retry_at": 9, "finished_at": 7,
+                     "started_at": 5}
+    assert (second["job"], second["exit_code"]) == ("b", 0)
+    held.clear_results()
+    assert read_results(held.results) == []
     held.close()
-    assert not held.path.exists(), "a clean exit leaves no held file"
-    assert read_held(held.path) == []
+    assert not held.path.exists() and not held.results.exists(), "a clean exit leaves none"
+    assert read_held(held.path) == [] and read_results(held.results) == []
 
 
 def test_unreadable_lines_are_skipped(tmp_path: Path) -> None:
     path = tmp_path / "w"
     path.write_text('["t1", "a"]\nnot json\n[1, 2]\n\n["t2", "b"]\n["t3"]\n')
     assert read_held(path) == [("t1", "a"), ("t2", "b")]
+    path.write_text('{"token": "t", "job": "a"}\n{"token": "t"}\n{"token": "t", "jo')
+    assert read_results(path) == [{"token": "t", "job": "a"}], "a torn last line is skipped"
 
 
 def test_give_back_releases_only_what_is_still_held(tmp_path: Path) -> None:
@@ -69,7 +90,8 @@ def test_give_back_releases_only_what_is_still_held(tmp_path: Path) -> None:
     store.cancel("c", now_ms())
     held = HeldFile(tmp_path, "gone")
     held.write([a, b, c])  # a finished meanwhile: fenced; d was started: not listed
-    back = give_back_unstarted(store, tmp_path, "gone", now_ms())
+    recorded, back = recover_held(store, tmp_path, "gone", now_ms())
+    assert recorded == []
     assert [(j.id, j.state) for j in back] == [("b", JobState.PENDING),
                                                ("c", JobState.CANCELLED)]
     assert store.attempts("b") == [], "no attempt left behind"
@@ -79,7 +101,38 @@ def test_give_back_releases_only_what_is_still_held(tmp_path: Path) -> None:
     assert job_a is not None and job_a.state is JobState.COMPLETED
     assert job_d is not None and job_d.state is JobState.PROCESSING and job_d.attempts == 1
     assert not held_path(tmp_path, "gone").exists()
-    assert give_back_unstarted(store, None, "gone", now_ms()) == []
+    assert not results_path(tmp_path, "gone").exists()
+    assert recover_held(store, None, "gone", now_ms()) == ([], [])
+
+
+def test_results_not_recorded_are_recorded_once(tmp_path: Path) -> None:
+    store = store_with("ok", "bad", "last", "done", "taken")
+    ok, bad, last, done, taken = claims(store, "gone", 5)
+    store.complete(done, ExecResult(exit_code=0), now_ms())  # committed before the crash
+    store.release(taken, now_ms())
+    again = store.claim("other", now_ms(), LEASE)  # and another worker has it now
+    assert again is not None and again.job.id == "taken"
+    held = HeldFile(tmp_path, "gone")
+    end = now_ms() - 5
+    held.add_result(Outcome(ok, ExecResult(exit_code=0), finished_at=end, started_at=end - 1))
+    held.add_result(Outcome(bad, ExecResult(exit_code=2, error="no"), retry_at=None,
+                            finished_at=end))
+    held.add_result(Outcome(done, ExecResult(exit_code=0), finished_at=end))
+    held.add_result(Outcome(taken, ExecResult(exit_code=0), finished_at=end))
+    recorded, back = recover_held(store, tmp_path, "gone", now_ms())
+    assert [(j.id, j.state) for j in recorded] == [("ok", JobState.COMPLETED),
+                                                   ("bad", JobState.DEAD)]
+    assert back == []
+    [attempt] = store.attempts("ok")
+    assert (attempt.outcome, attempt.finished_at) == ("completed", end), "the real end time"
+    assert [a.outcome for a in store.attempts("bad")] == ["failed"]
+    assert [a.outcome for a in store.attempts("done")] == ["completed"], "recorded once"
+    job = store.get("taken")
+    assert job is not None and (job.state, job.worker_id) == (JobState.PROCESSING, "other")
+    job = store.get("last")
+    assert job is not None and job.state is JobState.PROCESSING, "still running: not ours"
+    assert last.job.id == "last"
+    assert not results_path(tmp_path, "gone").exists()
 
 
 def test_supervisor_release_gives_back_uncharged_then_charges_the_rest(tmp_path: Path) -> None:

@@ -452,12 +452,14 @@ class Worker:
         ("claimed ahead", up to AHEAD_BATCH), and when the command ends it
         starts the next one's command first and records the result after.
         Results wait (in ``_pending``) while claims ahead remain, up to
-        AHEAD_BATCH of them; then all are recorded, and the next jobs
-        claimed ahead, in one storage call (``record_and_claim``). A worker
-        claims ahead at most its share of the due jobs (due jobs divided by
-        workers), so that no idle worker waits for a job held here, and gives
-        such jobs back (``Storage.release``), recording the waiting results,
-        when the current command runs longer than AHEAD_HOLD_MS. (The job
+        AHEAD_BATCH of them and RESULT_WAIT_MS; then all are recorded, and
+        the next jobs claimed ahead, in one storage call
+        (``record_and_claim``). A worker claims ahead about RESULT_WAIT_MS of
+        work at its pace, and at most its share of the due jobs (due jobs
+        divided by workers), so that no idle worker waits for a job held
+        here; it gives such jobs back (``Storage.release``) when the current
+        command runs longer than AHEAD_HOLD_MS. Its held files cover what
+        the store does not know yet, should it die (heldclaims). (The job
         that the last result's ``record_and_claim`` claimed, if any, is the
         one run.)"""
         if self._started is not None:
@@ -579,25 +581,24 @@ class Worker:
             self._held_ok("write the held file", lambda: held.write(self._ahead))
 
     def _keep_result(self, outcome: Outcome) -> None:
-        """Add a result that waits to the results file."""
+        """Add a result to the results file, where it stays until its record
+        commits (_flush empties the file)."""
         if self._held is not None:
             held = self._held
             self._held_ok("write the results file", lambda: held.add_result(outcome))
 
-    def _held_ok(self, what: str, call: Callable[[], None]) -> bool:
+    def _held_ok(self, what: str, call: Callable[[], None]) -> None:
         """Run an update of the held files. If it fails, stop using them and
         remove them: a stale held file could list a claim whose command has
         started, which recovery would then give back uncharged."""
         assert self._held is not None
         try:
             call()
-            return True
         except OSError as exc:
             log.warning("cannot %s in %s (%s); no longer keeping held files", what,
                         self._held.path.parent, exc)
             self._held.close()
             self._held = None
-            return False
 
     def _release_cancelled(self, claim: Claim) -> None:
         """Give back a job claimed ahead that a cancel reached before its

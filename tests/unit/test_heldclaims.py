@@ -8,6 +8,8 @@ import socket
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from queuectl_core.builtin import ExponentialBackoff
 from queuectl_core.heldclaims import (
     HeldFile,
@@ -174,3 +176,29 @@ def test_lease_expiry_recovery_reads_a_dead_local_workers_held_file(tmp_path: Pa
     assert store.attempts("ahead") == []
     assert not held_path(tmp_path, dead).exists()
     assert held_path(tmp_path, worker.id).exists(), "the live worker's own held file"
+
+
+def test_a_worker_that_cannot_write_its_held_files_stops_keeping_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A held file that could not be rewritten might list a claim whose
+    command has started: the worker removes both files and goes on without
+    them (a crash then charges, as without held files)."""
+    store = store_with("a")
+    worker = Worker(storage=store, executor=ShellExecutor(), policy=ExponentialBackoff(),
+                    plugins=build_plugins(entry_points=False),
+                    settings_loader=lambda _: Settings(), log_root=tmp_path / "logs",
+                    held_dir=tmp_path / "held")
+    held = worker._held
+    assert held is not None and held.path.exists() and held.results.exists()
+
+    def broken(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(HeldFile, "write", broken)
+    with caplog.at_level("WARNING", logger="queuectl.worker"):
+        worker._note_held()
+    assert worker._held is None
+    assert not held.path.exists() and not held.results.exists()
+    assert "no longer keeping held files" in caplog.text
+    worker._note_held()  # and nothing more is tried

@@ -64,8 +64,8 @@ def held_path(directory: Path, worker_id: str) -> Path:
 
 
 def results_path(directory: Path, worker_id: str) -> Path:
-    return held_path(directory, worker_id).with_name(
-        held_path(directory, worker_id).name + ".results")
+    held = held_path(directory, worker_id)
+    return held.with_name(held.name + ".results")
 
 
 class HeldFile:

@@ -852,7 +852,7 @@ class Worker:
         ids = ", ".join(o.claim.job.id for o in pending) or "nothing"
         dones: list[Job | None] = []
         claims: list[Claim] = []
-        while len(dones) < len(pending) or (not pending and not claims):
+        while True:  # until every result is recorded (the default may stop part-way)
             rest = pending[len(dones):]
 
             def call(rest: list[Outcome] = rest) -> tuple[list[Job | None], list[Claim]]:
@@ -867,7 +867,7 @@ class Worker:
                 return
             dones.extend(pair[0])
             claims.extend(pair[1])
-            if not pending:
+            if len(dones) >= len(pending):
                 break
         if self._started is not None:
             self._ahead.extend(claims)

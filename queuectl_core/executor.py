@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Any
 
 from .models import ExecResult, Job
 
@@ -37,8 +38,44 @@ class Execution(ABC):
         command always has ``signal`` set, so it never counts as success."""
 
 
+class Prepared:
+    """An attempt made ready to start (:meth:`Executor.prepare`): everything
+    but the start itself. The worker calls exactly one of :meth:`start` or
+    :meth:`discard`, once.
+
+    This default does nothing ahead of time: :meth:`start` calls
+    :meth:`Executor.start` with the same arguments."""
+
+    def __init__(self, executor: Executor, job: Job, **options: Any) -> None:
+        self._executor = executor
+        self.job = job
+        self._options = options
+
+    def start(self) -> Execution:
+        """Start the command, as :meth:`Executor.start` does (raising counts
+        as a failed attempt)."""
+        return self._executor.start(self.job, **self._options)
+
+    def discard(self) -> None:
+        """The attempt will not start here (its claim went back to the
+        queue): release whatever was set up for it."""
+
+
 class Executor(ABC):
     """Starts executions. One instance serves one worker process."""
+
+    def prepare(self, job: Job, *, attempt: int, log_dir: Path, output_max_bytes: int = 0,
+                tail_bytes: int = 0) -> Prepared:
+        """Set up everything for :meth:`start` that can be done before the
+        start itself (optional; the default sets up nothing). A busy worker
+        prepares its next job while the current command runs, so that the
+        next command starts as soon as the current one ends. What the
+        command would see must not depend on when this was called; anything
+        that can change in between (the directory, descriptors to close) is
+        left to :meth:`Prepared.start`. The arguments are those of
+        :meth:`start`."""
+        return Prepared(self, job, attempt=attempt, log_dir=log_dir,
+                        output_max_bytes=output_max_bytes, tail_bytes=tail_bytes)
 
     @abstractmethod
     def start(self, job: Job, *, attempt: int, log_dir: Path, output_max_bytes: int = 0,

@@ -6,6 +6,11 @@ their change is stored. An idle worker sleeps in ``select`` on its socket,
 so a new job starts at once instead of after the poll interval. Polling
 stays as the fallback (another machine, a full socket buffer, a path too
 long for a socket), so a lost wake-up only costs latency.
+
+``cancel`` of a running job pokes too: a busy worker starts a job it
+claimed ahead without reading it again only if no poke came since the claim
+(``Worker._unchanged``). A poke lost there costs a moment of the job's
+command: ``cancel`` looks for it for a second and stops it.
 """
 
 from __future__ import annotations
@@ -62,6 +67,17 @@ class WakeupListener:
         with contextlib.suppress(BlockingIOError, OSError):
             while self.sock.recv(64):
                 pass
+
+    def poked(self) -> bool:
+        """Drain the socket without waiting: was any poke waiting?"""
+        try:
+            self.sock.recv(64)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True  # cannot tell: as if poked (the caller then reads the store)
+        self.drain()
+        return True
 
     def poke_others(self) -> None:
         """Poke every other idle worker of this home on this machine (a job

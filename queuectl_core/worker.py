@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from .errors import TransientStorageError
-from .executor import Execution, Executor
+from .executor import Execution, Executor, Prepared
 from .heldclaims import HeldFile, recover_held
 from .joblogs import job_log_dir, remove_job_logs
 from .models import Claim, ExecResult, Job, JobState, Outcome, Settings, WorkerInfo
@@ -268,6 +268,16 @@ class Worker:
         #: Claimed ahead, their commands not started yet, in claim order
         #: (see run_once).
         self._ahead: deque[Claim] = deque()
+        #: The first of them, made ready to start while the current command
+        #: runs (see _prepare_next).
+        self._prepared: tuple[Claim, Prepared] | None = None
+        #: May a job claimed ahead start without reading it again (see
+        #: _unchanged)? Only if a cancel of it would poke this worker: it has
+        #: a wake-up socket, and the store lives on this machine.
+        self._pokes_cover_cancels = wakeup is not None and bool(storage.local_paths())
+        #: Tokens of jobs claimed ahead that were held when a poke came: each
+        #: is read before its command starts.
+        self._suspect: set[str] = set()
         #: Finished while the next command already ran, not recorded yet:
         #: recorded together, with the next claims (see run_once).
         self._pending: list[Outcome] = []
@@ -436,6 +446,7 @@ class Worker:
             self.chain_claims = False
         if self._pending:  # not expected: every path out records them first
             self._flush(now_ms(), 0)
+        self._discard_prepared()
         if self._held is not None:
             self._held.close()
         # Only a clean exit forgets the worker: after an error its record
@@ -470,12 +481,18 @@ class Worker:
         if self._next is None and self._ahead:
             # Claimed ahead, but the previous result was recorded alone (a
             # housekeeping was due, or the previous claim was lost): it runs
-            # now, after the housekeeping that stopped the chain.
-            self._next = self._ahead.popleft()
-            self._note_held()
+            # now, after the housekeeping that stopped the chain (unless a
+            # cancel reached it, as in _start_ahead).
             now = now_ms()
             if now - self._housekeeping_at >= self.beat_ms:
                 self.housekeeping(now)
+            while self._next is None and self._ahead:
+                ahead = self._ahead.popleft()
+                self._note_held()
+                if self._unchanged(ahead) or self._startable(ahead):
+                    self._next = ahead
+                else:
+                    self._discard_prepared()
         claim, self._next = self._next, None
         if claim is None:
             now = now_ms()
@@ -527,6 +544,7 @@ class Worker:
         count = self._want_ahead(now)
         if not count:
             return
+        self._note_pokes()
         with contextlib.suppress(TransientStorageError):
             _, claims = self.storage.record_and_claim(
                 [], now, worker_id=self.id, lease_ms=self.lease_ms, queues=self.queues,
@@ -538,6 +556,8 @@ class Worker:
         """Release the jobs claimed ahead, if any. False if the store could
         not be reached: the claims not given back are then still held (and
         will run)."""
+        self._discard_prepared()
+        self._suspect.clear()
         while self._ahead:
             ahead = self._ahead[0]
             try:
@@ -558,21 +578,101 @@ class Worker:
     def _start_ahead(self) -> None:
         """The current command has ended: start the command of the next job
         claimed ahead (skipping any that a cancel reached meanwhile) before
-        the previous result is recorded."""
+        the previous result is recorded. Its command was made ready while
+        the current one ran (_prepare_next)."""
         while self._ahead:
             ahead = self._ahead.popleft()
-            try:
-                job = self.storage.get(ahead.job.id)
-            except TransientStorageError:
-                job = ahead.job
-            if job is None or job.state is not JobState.PROCESSING or job.worker_id != self.id:
-                continue  # taken back meanwhile: not ours any more
-            if job.cancel_requested_at is not None:
-                self._release_cancelled(ahead)
+            prepared = self._take_prepared(ahead)
+            if not self._unchanged(ahead) and not self._startable(ahead):
+                if prepared is not None:
+                    prepared.discard()
                 continue
             self._note_held()  # before the start: a claim listed never started
-            self._started = (ahead, *self._start(ahead))
+            self._started = (ahead, *self._start(ahead, prepared))
             return
+
+    def _note_pokes(self) -> bool:
+        """Drain the wake-up socket: if something poked this worker (a cancel
+        among others), every job held ahead is read before it starts. True
+        if a poke had come."""
+        if not self._pokes_cover_cancels:
+            return False
+        assert self.wakeup is not None
+        if not self.wakeup.poked():
+            return False
+        self._suspect.update(c.token for c in self._ahead)
+        return True
+
+    def _unchanged(self, ahead: Claim) -> bool:
+        """Can a job claimed ahead start without reading it again? A cancel
+        requested after the claim pokes the workers of this machine once it
+        is stored (``queuectl cancel``); sockets are drained before every
+        claim ahead (_note_pokes). So with no poke since, and the claim far
+        from its lease's end (nothing can have taken it back), the job is as
+        claimed. Otherwise, or if this worker cannot rely on pokes (no
+        socket, or a store shared with other machines), it is read."""
+        if not self._pokes_cover_cancels:
+            return False
+        if self._note_pokes() or ahead.token in self._suspect:
+            self._suspect.discard(ahead.token)
+            return False
+        return now_ms() < ahead.lease_expires_at - self.lease_ms // 2
+
+    def _startable(self, ahead: Claim) -> bool:
+        """Read a job claimed ahead before its command starts: False if it is
+        no longer this worker's (taken back meanwhile: dropped) or a cancel
+        was requested (given back, which makes it cancelled)."""
+        try:
+            job = self.storage.get(ahead.job.id)
+        except TransientStorageError:
+            job = ahead.job
+        if job is None or job.state is not JobState.PROCESSING or job.worker_id != self.id:
+            return False  # taken back meanwhile: not ours any more
+        if job.cancel_requested_at is not None:
+            self._release_cancelled(ahead)
+            return False
+        return True
+
+    def _prepare_next(self) -> None:
+        """While a command runs: have the executor make the command of the
+        next job claimed ahead ready (output pipes, environment), so that
+        little stands between the current command's end and the next
+        start. Whether the job may still start is settled at the start
+        (_start_ahead)."""
+        if not self._ahead or self._prepared is not None:
+            return
+        ahead = self._ahead[0]
+        job = ahead.job
+        try:
+            prepared = self.executor.prepare(
+                job, attempt=ahead.attempt, log_dir=job_log_dir(self.log_root, job.id),
+                output_max_bytes=self.settings.output_max_bytes,
+                tail_bytes=self.settings.output_tail_bytes)
+        except Exception as exc:
+            log.debug("could not prepare job %s ahead (%s); it starts the usual way", job.id,
+                      exc)
+            return
+        self._prepared = (ahead, prepared)
+
+    def _take_prepared(self, claim: Claim) -> Prepared | None:
+        """The prepared command of ``claim``, if that is the one prepared
+        (any other is discarded)."""
+        if self._prepared is None:
+            return None
+        held, prepared = self._prepared
+        self._prepared = None
+        if held.token == claim.token:
+            return prepared
+        with contextlib.suppress(Exception):
+            prepared.discard()
+        return None
+
+    def _discard_prepared(self) -> None:
+        if self._prepared is not None:
+            _, prepared = self._prepared
+            self._prepared = None
+            with contextlib.suppress(Exception):
+                prepared.discard()
 
     def _note_held(self) -> None:
         """Rewrite the held file: the claims held ahead, none started."""
@@ -639,22 +739,27 @@ class Worker:
             wait_ms = min(wait_ms, due - now)
         self.stop.sleep(max(0, wait_ms) / 1000, self.wakeup, self.storage)
 
-    def _start(self, claim: Claim) -> tuple[Execution | None, ExecResult | None]:
-        """Start the claimed job's command: its execution, or the result of
-        a start that failed."""
+    def _start(self, claim: Claim, prepared: Prepared | None = None
+               ) -> tuple[Execution | None, ExecResult | None]:
+        """Start the claimed job's command (``prepared`` ahead, if it was):
+        its execution, or the result of a start that failed."""
         job = claim.job
         # DEBUG: at INFO, two lines per job cost a busy worker more than its
         # claim; the line that records the outcome stays at INFO.
         log.debug("running job %s (attempt %d): %s", job.id, claim.attempt, job.command)
         self.plugins.job_event("claimed", job, None)
-        # The executor creates the directory when the command first writes
-        # something: most short jobs write nothing, and three metadata writes
-        # per job (mkdir, two files) cost more than the job's SQLite work.
-        log_dir = job_log_dir(self.log_root, job.id)
+        if prepared is None:
+            prepared = self._take_prepared(claim)
         self._start_ms[claim.token] = now_ms()
         try:
+            if prepared is not None:
+                return prepared.start(), None
+            # The executor creates the directory when the command first
+            # writes something: most short jobs write nothing, and three
+            # metadata writes per job (mkdir, two files) cost more than the
+            # job's SQLite work.
             return self.executor.start(
-                job, attempt=claim.attempt, log_dir=log_dir,
+                job, attempt=claim.attempt, log_dir=job_log_dir(self.log_root, job.id),
                 output_max_bytes=self.settings.output_max_bytes,
                 tail_bytes=self.settings.output_tail_bytes), None
         except Exception as exc:
@@ -719,6 +824,7 @@ class Worker:
         deadline = None if limit is None else time.monotonic() + limit
         if not self._ahead and self._next is None:
             self._claim_ahead()
+        self._prepare_next()
         started = time.monotonic()
         hold_until = started + AHEAD_HOLD_MS / 1000
         # The results waiting are recorded RESULT_WAIT_MS after the first of
@@ -852,6 +958,8 @@ class Worker:
         ids = ", ".join(o.claim.job.id for o in pending) or "nothing"
         dones: list[Job | None] = []
         claims: list[Claim] = []
+        if limit:
+            self._note_pokes()  # the jobs claimed now are as claimed until the next poke
         while True:  # until every result is recorded (the default may stop part-way)
             rest = pending[len(dones):]
 

@@ -128,6 +128,7 @@ def cancel(state: State, job_ids: tuple[str, ...], as_json: bool) -> None:
     import signal
 
     from ..timeutil import now_ms
+    from ..wakeup import notify
 
     app = state.app()
     storage = app.storage
@@ -146,6 +147,9 @@ def cancel(state: State, job_ids: tuple[str, ...], as_json: bool) -> None:
             if not as_json:
                 click.echo(f"Cancelled job {job.id}.")
             continue
+        # A worker of this machine that holds the job claimed ahead, its
+        # command not started, reads it again before the start when poked.
+        notify(app.config.home)
         holder, pgid = _local_group(storage, job)
         signalled = False
         if pgid is not None:

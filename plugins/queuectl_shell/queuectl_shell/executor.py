@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from queuectl_core.executor import Execution, Executor
+from queuectl_core.executor import Execution, Executor, Prepared
 from queuectl_core.joblogs import (
     attempt_path,
     dropped_bytes,
@@ -514,6 +514,66 @@ class ShellExecution(Execution):
                 self._close()
 
 
+class _Ready(Prepared):
+    """An attempt whose result is known before it starts (it cannot)."""
+
+    def __init__(self, execution: Execution, job: Job) -> None:
+        self._execution = execution
+        self.job = job
+
+    def start(self) -> Execution:
+        return self._execution
+
+
+class _ShellPrepared(Prepared):
+    """A shell command ready to spawn: its pipes are open, argv and
+    environment built."""
+
+    def __init__(self, executor: ShellExecutor, job: Job, argv: list[str],
+                 env: dict[bytes, bytes], out: tuple[int, _Output, int],
+                 err: tuple[int, _Output, int], tail_bytes: int) -> None:
+        self._shell = executor
+        self.job = job
+        self._argv = argv
+        self._env = env
+        self._out = out
+        self._err = err
+        self._tail_bytes = tail_bytes
+        self._used = False
+
+    def _close_pipes(self) -> None:
+        for fd in (self._out[0], self._out[2], self._err[0], self._err[2]):
+            os.close(fd)
+
+    def start(self) -> Execution:
+        assert not self._used, "a prepared attempt starts once"
+        self._used = True
+        shell = self._shell
+        (out_r, out, out_w), (err_r, err, err_w) = self._out, self._err
+        try:
+            proc = shell._spawn(self._argv, self.job.cwd, self._env, shell._stdin(), out_w,
+                                err_w)
+        except (OSError, ValueError) as exc:
+            self._close_pipes()
+            return shell._not_started(self.job, exc, out, err, self._tail_bytes)
+        os.close(out_w)
+        os.close(err_w)
+        return ShellExecution(proc, (out_r, out), (err_r, err), shell.options, self._tail_bytes)
+
+    def discard(self) -> None:
+        if not self._used:
+            self._used = True
+            self._close_pipes()
+            self._out[1].close()
+            self._err[1].close()
+
+    def __del__(self) -> None:
+        # Dropped without a start or a discard: do not leak its descriptors.
+        if not getattr(self, "_used", True):
+            with contextlib.suppress(Exception):
+                self.discard()
+
+
 class ShellExecutor(Executor):
     """Starts one ``<shell> -c <command>`` process group per attempt."""
 
@@ -587,7 +647,22 @@ class ShellExecutor(Executor):
 
     def start(self, job: Job, *, attempt: int, log_dir: Path, output_max_bytes: int = 0,
               tail_bytes: int = 0) -> Execution:
-        shell = self.options.shell
+        return self._prepare(job, attempt, log_dir, output_max_bytes, tail_bytes).start()
+
+    def prepare(self, job: Job, *, attempt: int, log_dir: Path, output_max_bytes: int = 0,
+                tail_bytes: int = 0) -> Prepared:
+        """The output streams, their pipes, argv and environment, ready for
+        the spawn (the descriptors to close in the child and the directory
+        are settled at the start itself). A subclass that overrides
+        :meth:`start` keeps it: its attempts are prepared the default way,
+        which calls that ``start``."""
+        if type(self).start is not ShellExecutor.start:
+            return super().prepare(job, attempt=attempt, log_dir=log_dir,
+                                   output_max_bytes=output_max_bytes, tail_bytes=tail_bytes)
+        return self._prepare(job, attempt, log_dir, output_max_bytes, tail_bytes)
+
+    def _prepare(self, job: Job, attempt: int, log_dir: Path, output_max_bytes: int,
+                 tail_bytes: int) -> Prepared:
         out = _Output(attempt_path(log_dir, attempt, "out"), output_max_bytes, tail_bytes)
         err = _Output(attempt_path(log_dir, attempt, "err"), output_max_bytes,
                       max(tail_bytes, self.options.stderr_tail_bytes))
@@ -602,17 +677,11 @@ class ShellExecutor(Executor):
                 os.close(fd)
             out.close()
             err.close()
-            return FinishedExecution(ExecResult(error=f"cannot create output pipes: {exc}"))
-        try:
-            proc = self._spawn([shell, "-c", job.command], job.cwd,
-                               self._environment(job, attempt), self._stdin(), out_w, err_w)
-        except (OSError, ValueError) as exc:
-            for fd in pipes:
-                os.close(fd)
-            return self._not_started(job, exc, out, err, tail_bytes)
-        os.close(out_w)
-        os.close(err_w)
-        return ShellExecution(proc, (out_r, out), (err_r, err), self.options, tail_bytes)
+            return _Ready(FinishedExecution(
+                ExecResult(error=f"cannot create output pipes: {exc}")), job)
+        return _ShellPrepared(self, job, [self.options.shell, "-c", job.command],
+                              self._environment(job, attempt), (out_r, out, out_w),
+                              (err_r, err, err_w), tail_bytes)
 
     def _not_started(self, job: Job, exc: Exception, out: _Output, err: _Output,
                      tail_bytes: int) -> FinishedExecution:

@@ -13,6 +13,8 @@ from typing import Any
 
 from queuectl_core.models import JobState
 from queuectl_sqlite.store import (
+    _OPEN_ATTEMPTS_SQL,
+    CLAIM_BATCH_SQL,
     CLAIM_LISTED_SQL,
     CLAIM_SQL,
     NEXT_RUN_AT_LISTED_SQL,
@@ -55,6 +57,22 @@ def test_claim_seeks_each_open_queue_in_the_ready_index(tmp_path: Path) -> None:
             assert_no_table_scan(lines)
             # The one sort is the final pick among the candidates, one per queue.
             assert sum("TEMP B-TREE FOR ORDER BY" in line for line in lines) == 1, text
+    finally:
+        store.close()
+
+
+def test_a_batch_claim_seeks_its_queue_in_the_ready_index(tmp_path: Path) -> None:
+    store = SqliteStorage(tmp_path / "q.db")
+    try:
+        lines = plan(store, CLAIM_BATCH_SQL, {**CLAIM_PARAMS, "prefix": "p", "queue": "a",
+                                              "limit": 3})
+        # In the index's order: no sort, and it stops after :limit rows.
+        assert "SEARCH jobs USING INDEX jobs_ready (queue=?)" in "\n".join(lines), lines
+        assert not any("TEMP B-TREE" in line for line in lines), lines
+        assert_no_table_scan(lines)
+        lines = plan(store, _OPEN_ATTEMPTS_SQL, {"worker": "w", "now": T0, "seqs": "[1, 2]"})
+        assert "SEARCH a USING COVERING INDEX attempts_job (job_id=?)" in "\n".join(lines), lines
+        assert_no_table_scan(lines)
     finally:
         store.close()
 
@@ -134,6 +152,10 @@ def test_work_per_call_does_not_grow_with_jobs_it_skips(tmp_path: Path) -> None:
         "claim from one queue": lambda s: s.claim("w", T0, LEASE, queues=["default"]),
         "claim from any queue": lambda s: s.claim("w", T0, LEASE),
         "claim from paused": lambda s: s.claim("w", T0, LEASE, queues=["held"]),
+        "2 claims from one queue": lambda s: s.record_and_claim(
+            [], T0, worker_id="w", lease_ms=LEASE, queues=["default"], limit=2),
+        "2 claims from any queue": lambda s: s.record_and_claim(
+            [], T0, worker_id="w", lease_ms=LEASE, limit=2),
         "next_run_at": lambda s: s.next_run_at(),
         "next_run_at listed": lambda s: s.next_run_at(["default", "held"]),
         "retention purge": lambda s: s.purge(

@@ -114,3 +114,65 @@ def test_record_and_claim_is_one_transaction_and_keeps_the_real_times(tmp_path: 
         assert job is not None and (job.started_at, job.finished_at) == (T0 + 3, T0 + 5)
     finally:
         store.close()
+
+
+def mixed_store(path: Path) -> SqliteStorage:
+    """Jobs of two queues, priorities, run_at times and one with a history
+    (two attempts, then put back by ``dlq retry``)."""
+    store = SqliteStorage(path)
+    specs = [("p0-late", 0, T0 - 5, "default"), ("p0-early", 0, T0 - 9, "default"),
+             ("p5", 5, T0, "default"), ("p5-later", 5, T0 - 1, "default"),
+             ("future", 9, T0 + 1, "default"), ("other", 9, T0, "other"),
+             ("retried", 1, T0, "default")]
+    store.enqueue([NewJob(id=i, command="true", max_retries=1, run_at=r, created_at=T0,
+                          priority=p, queue=q) for i, p, r, q in specs if i != "retried"])
+    store.enqueue([NewJob(id="retried", command="false", max_retries=1, run_at=T0 - 100,
+                          created_at=T0, priority=99)])
+    for _ in range(2):  # its two attempts end it dead; then back to pending
+        claim = store.claim("w0", T0 - 100, LEASE, queues=["default"])
+        assert claim is not None and claim.job.id == "retried"
+        store.fail(claim, ExecResult(exit_code=1, error="no"), T0 - 100,
+                   T0 - 100 if claim.attempt == 1 else None)
+    store.dlq_retry("retried", T0 - 50)
+    store.conn.execute("UPDATE jobs SET priority = 1 WHERE id = 'retried'")
+    return store
+
+
+@pytest.mark.parametrize("queues", [["default"], None])
+def test_a_batch_of_claims_is_what_single_claims_would_take(
+        tmp_path: Path, queues: list[str] | None) -> None:
+    """record_and_claim claims several jobs of one open queue in one
+    statement (else one at a time): the same jobs, in the same order and
+    with the same attempt numbers as claims made one by one, each with its
+    own token."""
+    batch_store = mixed_store(tmp_path / "batch.db")
+    single_store = mixed_store(tmp_path / "single.db")
+    try:
+        _, batch = batch_store.record_and_claim([], T0, worker_id="w", lease_ms=LEASE,
+                                                queues=queues, limit=5)
+        single = [single_store.claim("w", T0, LEASE, queues) for _ in range(5)]
+        expected = [c for c in single if c is not None]
+        assert [(c.job.id, c.attempt) for c in batch] == [
+            (c.job.id, c.attempt) for c in expected]
+        order = ["p5-later", "p5", "retried", "p0-early", "p0-late"]
+        if queues is None:  # two open queues: "other" (priority 9) comes first
+            order = ["other", *order[:4]]
+        assert [c.job.id for c in batch] == order
+        assert dict((c.job.id, c.attempt) for c in batch)["retried"] == 3
+        assert len({c.token for c in batch}) == len(batch)
+        for claim in batch:
+            job = batch_store.get(claim.job.id)
+            assert job is not None and job.state is JobState.PROCESSING
+            assert (job.worker_id, job.lease_expires_at) == ("w", T0 + LEASE)
+            [running] = [a for a in batch_store.attempts(claim.job.id) if a.outcome == "running"]
+            assert running.number == claim.attempt
+            assert [tuple(r) for r in batch_store.conn.execute(
+                "SELECT job_id, number FROM attempts WHERE claim_token = ?", (claim.token,)
+            )] == [(claim.job.id, claim.attempt)]
+            done = batch_store.complete(claim, ExecResult(exit_code=0), T0 + 1)
+            assert done is not None and done.state is JobState.COMPLETED
+        # Nothing else was touched: the future job and the one left stay pending.
+        assert batch_store.counts()[JobState.PENDING] == 2
+    finally:
+        batch_store.close()
+        single_store.close()

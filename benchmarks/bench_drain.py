@@ -355,8 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         fig = results.get((workload, "queuectl"), Figures())
         if fig.extra:
             parts = ", ".join(f"{k} {statistics.median(v):.3f}s" for k, v in fig.extra.items())
-            print(f"queuectl {workload!r}: median {parts} (wall = enqueue start..status poll "
-                  f"saw all done, poll every {args.poll:g}s)")
+            print(f"queuectl {workload!r}: median {parts} (wall = enqueue start..a poll of "
+                  f"the file saw all done, poll every {args.poll:g}s)")
     print(f"(load average {os.getloadavg()[0]:.2f} at the end)")
     return 0
 

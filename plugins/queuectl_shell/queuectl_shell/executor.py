@@ -556,6 +556,11 @@ class _ShellPrepared(Prepared):
         except (OSError, ValueError) as exc:
             self._close_pipes()
             return shell._not_started(self.job, exc, out, err, self._tail_bytes)
+        except BaseException:
+            self._close_pipes()
+            out.close()
+            err.close()
+            raise
         os.close(out_w)
         os.close(err_w)
         return ShellExecution(proc, (out_r, out), (err_r, err), shell.options, self._tail_bytes)

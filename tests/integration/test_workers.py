@@ -32,12 +32,26 @@ def processing_job(queue: Queue, job_id: str, timeout: float = 15.0) -> dict[str
     return queue.wait_until(running, timeout, f"job {job_id} to be processing")
 
 
-def marked_job(marks: Path, seconds: int) -> str:
+def marked_job(marks: Path, seconds: int, *, first: int | None = None) -> str:
     """A command that records its pid and, only if it is not killed, that it
     finished: ``marks/pid-N`` at the start and ``marks/done-N`` after the
-    sleep (N = the attempt)."""
-    return (f"echo $$ > {marks}/pid-$QUEUECTL_ATTEMPT; sleep {seconds}; "
+    sleep (N = the attempt).
+
+    ``first`` makes attempt 1 sleep that long instead. A test that kills
+    attempt 1's worker gives it far longer than the test can last, so a
+    ``done-1`` can only mean the command survived, never that a slow machine
+    let it finish before the kill."""
+    sleep = (f"sleep {seconds}" if first is None else
+             f'if [ "$QUEUECTL_ATTEMPT" = 1 ]; then sleep {first}; else sleep {seconds}; fi')
+    return (f"echo $$ > {marks}/pid-$QUEUECTL_ATTEMPT; {sleep}; "
             f"echo done > {marks}/done-$QUEUECTL_ATTEMPT")
+
+
+def kill_leftover(pid: int) -> None:
+    """Clean up after a failed check: a surviving command must not outlive
+    its test."""
+    if pid_running(pid):
+        os.kill(pid, signal.SIGKILL)
 
 
 # ------------------------------------------------------------------ exactly once
@@ -109,25 +123,26 @@ def test_sigkilled_worker_job_runs_again(queue: Queue, tmp_path: Path) -> None:
     marks = tmp_path / "marks"
     marks.mkdir()
     queue.start_workers(1)
-    queue.enqueue({"id": "long", "command": marked_job(marks, 3)})
+    queue.enqueue({"id": "long", "command": marked_job(marks, 1, first=120)})
     running = processing_job(queue, "long")
     victim = worker_pid(running["worker_id"])
     wait_until(lambda: (marks / "pid-1").exists(), 10, message="attempt 1 to start")
     command_pid = int((marks / "pid-1").read_text())
 
     os.kill(victim, signal.SIGKILL)
-    done = queue.wait_state("long", "completed", timeout=30)
+    try:
+        done = queue.wait_state("long", "completed", timeout=30)
 
-    assert done["attempts"] == 2
-    first, second = done["attempts_history"]
-    assert first["outcome"] == "lost" and first["worker_id"] == running["worker_id"]
-    assert second["outcome"] == "completed" and second["worker_id"] != first["worker_id"]
-    # Attempt 1 started earlier than attempt 2, so had its command survived
-    # the worker it would have finished by now.
-    assert not (marks / "done-1").exists(), "the killed worker's command kept running"
-    assert not pid_running(command_pid)
-    assert (marks / "done-2").exists()
-    queue.stop_workers()
+        assert done["attempts"] == 2
+        first, second = done["attempts_history"]
+        assert first["outcome"] == "lost" and first["worker_id"] == running["worker_id"]
+        assert second["outcome"] == "completed" and second["worker_id"] != first["worker_id"]
+        assert not pid_running(command_pid), "the killed worker's command kept running"
+        assert not (marks / "done-1").exists()
+        assert (marks / "done-2").exists()
+        queue.stop_workers()
+    finally:
+        kill_leftover(command_pid)
 
 
 @pytest.mark.slow
@@ -210,21 +225,27 @@ def test_dead_worker_command_is_killed_when_lease_expires(queue: Queue,
     marks.mkdir()
     victim = queue.start_workers(1)
     queue.wait_active_workers(1)
-    queue.enqueue({"id": "long", "command": marked_job(marks, 6)})
+    queue.enqueue({"id": "long", "command": marked_job(marks, 1, first=120)})
     processing_job(queue, "long")
     wait_until(lambda: (marks / "pid-1").exists(), 10, message="attempt 1 to start")
     command_pid = int((marks / "pid-1").read_text())
 
     os.kill(victim.supervisor, signal.SIGKILL)
     os.kill(victim.workers[0], signal.SIGKILL)
-    wait_until(lambda: not pid_running(victim.workers[0]), 5, message="the worker to die")
-    queue.start_workers(1)  # another group: it recovers the expired lease
+    try:
+        wait_until(lambda: not pid_running(victim.workers[0]), 5, message="the worker to die")
+        # Nothing else stops attempt 1's command: its worker and supervisor are gone.
+        assert pid_running(command_pid)
+        queue.start_workers(1)  # another group: it recovers the expired lease
 
-    done = queue.wait_state("long", "completed", timeout=30)
-    assert [a["outcome"] for a in done["attempts_history"]] == ["lost", "completed"]
-    assert not (marks / "done-1").exists() and not pid_running(command_pid), (
-        "the dead worker's command kept running next to the retry")
-    queue.stop_workers()
+        done = queue.wait_state("long", "completed", timeout=30)
+        assert [a["outcome"] for a in done["attempts_history"]] == ["lost", "completed"]
+        assert not pid_running(command_pid), (
+            "the dead worker's command kept running next to the retry")
+        assert not (marks / "done-1").exists()
+        queue.stop_workers()
+    finally:
+        kill_leftover(command_pid)
 
 
 # ------------------------------------------------------------------ stopping

@@ -207,10 +207,10 @@ _TAIL_FIELDS = frozenset({"stdout_tail", "stderr_tail"})
 _WORKER_COLUMNS = ", ".join(WorkerInfo.field_names())
 
 
-def _next_due_sql(queue_filter: str) -> str:
+def _next_due_sql(queue_filter: str, limit: str = "1") -> str:
     return (f"SELECT seq FROM {{s}}.jobs WHERE {_CLAIMABLE} AND run_at <= %(now)s"
             f" AND {_NOT_PAUSED}{queue_filter}"
-            " ORDER BY priority DESC, run_at, seq LIMIT 1 FOR UPDATE SKIP LOCKED")
+            f" ORDER BY priority DESC, run_at, seq LIMIT {limit} FOR UPDATE SKIP LOCKED")
 
 
 #: The next due job in any queue that is not paused, in claim order
@@ -250,7 +250,9 @@ WITH RECURSIVE active(name) AS (
 NEXT_RUN_IN_QUEUES_SQL = _FIRST_DUE_PER_QUEUE.replace("{queues}", "unnest(%(queues)s::text[])")
 
 
-def _claim_sql(next_due: str) -> str:
+def _claim_sql(next_due: str, token: str = "%(token)s") -> str:
+    """Claim what ``next_due`` selects and open the attempts, in one
+    statement; ``token`` is the SQL of each claim's token."""
     return f"""
 WITH next AS ({next_due}),
 claimed AS (
@@ -258,15 +260,16 @@ claimed AS (
        SET state = 'processing', attempts = j.attempts + 1,
            attempt_records = COALESCE(j.attempt_records, (
                SELECT count(*) FROM {{s}}.attempts AS a WHERE a.job_id = j.id)) + 1,
-           worker_id = %(worker)s, claim_token = %(token)s, lease_expires_at = %(lease)s,
+           worker_id = %(worker)s, claim_token = {token}, lease_expires_at = %(lease)s,
            started_at = %(now)s, finished_at = NULL, updated_at = %(now)s
       FROM next
      WHERE j.seq = next.seq
- RETURNING j.attempt_records AS attempt_number, {", ".join("j." + f for f in _JOB_FIELDS)}
+ RETURNING j.seq, j.claim_token, j.attempt_records AS attempt_number,
+           {", ".join("j." + f for f in _JOB_FIELDS)}
 ),
 opened AS (
     INSERT INTO {{s}}.attempts (job_id, number, claim_token, worker_id, started_at, outcome)
-    SELECT id, attempt_number, %(token)s, %(worker)s, %(now)s, 'running' FROM claimed
+    SELECT id, attempt_number, claim_token, %(worker)s, %(now)s, 'running' FROM claimed
 )
 SELECT * FROM claimed
 """
@@ -284,6 +287,15 @@ _DUE_COUNT_IN_QUEUES_SQL = _due_count_sql(" AND queue = ANY(%(queues)s::text[])"
 _CLAIM_SQL = _claim_sql(NEXT_DUE_SQL)
 _CLAIM_IN_QUEUE_SQL = _claim_sql(NEXT_DUE_IN_QUEUE_SQL)
 _CLAIM_IN_QUEUES_SQL = _claim_sql(NEXT_DUE_IN_QUEUES_SQL)
+#: Up to %(limit)s claims in one statement (record_and_claim of a busy
+#: worker), each with its own token: ``<random>.<seq>``. The rows come back
+#: in no particular order; the caller sorts them into claim order.
+_BATCH_TOKEN = "%(token)s || '.' || j.seq"
+_CLAIM_BATCH_SQL = _claim_sql(_next_due_sql("", "%(limit)s"), _BATCH_TOKEN)
+_CLAIM_BATCH_IN_QUEUE_SQL = _claim_sql(_next_due_sql(" AND queue = %(queue)s", "%(limit)s"),
+                                       _BATCH_TOKEN)
+_CLAIM_BATCH_IN_QUEUES_SQL = _claim_sql(
+    _next_due_sql(" AND queue = ANY(%(queues)s::text[])", "%(limit)s"), _BATCH_TOKEN)
 
 # A failure (parameter ``cancellable``: true for fail()) of a job whose cancel
 # was asked for ends it ``cancelled`` instead of ``failed`` or ``dead``.
@@ -904,6 +916,25 @@ class PostgresStorage(Storage):
         return Claim(job=_job(row), token=token, worker_id=worker_id,
                      attempt=int(row["attempt_number"]), lease_expires_at=lease)
 
+    def _claim_batch_in(self, cur: psycopg.Cursor[DictRow], worker_id: str, now: int,
+                        lease_ms: int, queues: Sequence[str] | None, limit: int
+                        ) -> list[Claim]:
+        """Up to ``limit`` claims in claim order, in one statement."""
+        lease = now + lease_ms
+        params: dict[str, Any] = {"now": now, "worker": worker_id, "token": uuid.uuid4().hex,
+                                  "lease": lease, "limit": limit}
+        if queues is None:
+            sql = _CLAIM_BATCH_SQL
+        elif len(queues) == 1:
+            sql, params["queue"] = _CLAIM_BATCH_IN_QUEUE_SQL, queues[0]
+        else:
+            sql, params["queues"] = _CLAIM_BATCH_IN_QUEUES_SQL, list(queues)
+        rows = cur.execute(self._q(sql), params).fetchall()
+        rows.sort(key=lambda r: (-r["priority"], r["run_at"], r["seq"]))
+        return [Claim(job=_job(row), token=row["claim_token"], worker_id=worker_id,
+                      attempt=int(row["attempt_number"]), lease_expires_at=lease)
+                for row in rows]
+
     @_guarded
     def record_and_claim(self, outcomes: Sequence[Outcome], now: int, *, worker_id: str,
                          lease_ms: int, queues: Sequence[str] | None = None, limit: int = 1
@@ -922,11 +953,11 @@ class PostgresStorage(Storage):
                     outcome.attempt_outcome, outcome.started_at)).fetchone()
                 dones.append(None if row is None else _job(row))
                 retried = retried or (row is not None and row["state"] == JobState.FAILED.value)
-            while len(claims) < limit:
+            if limit == 1:
                 following = self._claim_in(cur, worker_id, now, lease_ms, queues)
-                if following is None:
-                    break
-                claims.append(following)
+                claims = [] if following is None else [following]
+            elif limit > 1:
+                claims = self._claim_batch_in(cur, worker_id, now, lease_ms, queues, limit)
             if retried:
                 self._notify(cur)  # a retry may be due at once, for any worker
         return dones, claims

@@ -7,9 +7,11 @@ so a new job starts at once instead of after the poll interval. Polling
 stays as the fallback (another machine, a full socket buffer, a path too
 long for a socket), so a lost wake-up only costs latency.
 
-``cancel`` of a running job pokes too: a busy worker starts a job it
-claimed ahead without reading it again only if no poke came since the claim
-(``Worker._unchanged``). A poke lost there costs a moment of the job's
+``cancel`` of a running job sends a different byte, a *cancel poke*: a busy
+worker starts a job it claimed ahead without reading it again only if no
+cancel poke came since the claim (``Worker._unchanged``). New work does not
+make it read its held jobs again. A cancel poke lost (a full socket buffer,
+an older queuectl that pokes as for new work) costs a moment of the job's
 command: ``cancel`` looks for it for a second and stops it.
 """
 
@@ -27,6 +29,10 @@ if TYPE_CHECKING:
 
 #: sun_path is 108 bytes on Linux, including the terminating NUL.
 _MAX_SOCKET_PATH = 107
+
+#: What a poke says: work arrived, or a cancel was stored.
+WORK = b"!"
+CANCEL = b"c"
 
 
 def _wake_dir_path(home: str | os.PathLike[str]) -> str:
@@ -68,16 +74,20 @@ class WakeupListener:
             while self.sock.recv(64):
                 pass
 
-    def poked(self) -> bool:
-        """Drain the socket without waiting: was any poke waiting?"""
-        try:
-            self.sock.recv(64)
-        except BlockingIOError:
-            return False
-        except OSError:
-            return True  # cannot tell: as if poked (the caller then reads the store)
-        self.drain()
-        return True
+    def cancel_poked(self) -> bool:
+        """Drain the socket without waiting: was a cancel poke among what
+        was waiting?"""
+        cancel = False
+        while True:
+            try:
+                data = self.sock.recv(64)
+            except BlockingIOError:
+                return cancel
+            except OSError:
+                return True  # cannot tell: as if a cancel (the caller then reads the store)
+            if not data:
+                return cancel
+            cancel = cancel or data != WORK
 
     def poke_others(self) -> None:
         """Poke every other idle worker of this home on this machine (a job
@@ -90,13 +100,14 @@ class WakeupListener:
             self.path.unlink()
 
 
-def notify(home: str | os.PathLike[str]) -> None:
-    """Poke every idle worker of ``home`` on this machine; never raises."""
-    _poke_all(_wake_dir_path(home))
+def notify(home: str | os.PathLike[str], *, cancel: bool = False) -> None:
+    """Poke every worker of ``home`` on this machine: new work, or with
+    ``cancel`` a cancel stored; never raises."""
+    _poke_all(_wake_dir_path(home), message=CANCEL if cancel else WORK)
 
 
-def _poke_all(directory: str, skip: str | None = None) -> None:
-    """Send one byte to every socket in ``directory`` but ``skip``."""
+def _poke_all(directory: str, skip: str | None = None, message: bytes = WORK) -> None:
+    """Send ``message`` to every socket in ``directory`` but ``skip``."""
     try:
         entries = [e for e in os.scandir(directory) if e.path != skip]
     except OSError:
@@ -111,7 +122,7 @@ def _poke_all(directory: str, skip: str | None = None) -> None:
     try:
         for entry in entries:
             try:
-                sock.sendto(b"!", entry.path)
+                sock.sendto(message, entry.path)
             except (ConnectionRefusedError, FileNotFoundError):
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)  # its worker is gone

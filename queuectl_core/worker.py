@@ -592,13 +592,13 @@ class Worker:
             return
 
     def _note_pokes(self) -> bool:
-        """Drain the wake-up socket: if something poked this worker (a cancel
-        among others), every job held ahead is read before it starts. True
-        if a poke had come."""
+        """Drain the wake-up socket: if a cancel poked this worker, every job
+        held ahead is read before it starts. True if a cancel poke had
+        come (pokes for new work change nothing here)."""
         if not self._pokes_cover_cancels:
             return False
         assert self.wakeup is not None
-        if not self.wakeup.poked():
+        if not self.wakeup.cancel_poked():
             return False
         self._suspect.update(c.token for c in self._ahead)
         return True

@@ -149,7 +149,7 @@ def cancel(state: State, job_ids: tuple[str, ...], as_json: bool) -> None:
             continue
         # A worker of this machine that holds the job claimed ahead, its
         # command not started, reads it again before the start when poked.
-        notify(app.config.home)
+        notify(app.config.home, cancel=True)
         holder, pgid = _local_group(storage, job)
         signalled = False
         if pgid is not None:

@@ -496,3 +496,27 @@ def test_workers_serve_only_their_queues(queue: Queue) -> None:
     assert queue.show("d1")["state"] == "pending", "the default queue is not served"
     bad = queue.run("worker", "start", "--queue", "ok,-bad", check=False)
     assert bad.returncode == 2 and "queue name '-bad'" in bad.stderr, bad
+
+
+@pytest.mark.backends("sqlite")
+def test_cancel_of_a_processing_job_sends_a_cancel_poke(queue: Queue) -> None:
+    """A worker holding the job claimed ahead learns of the cancel from its
+    wake-up socket (docs/semantics.md, "Claiming ahead"): `cancel` of a
+    processing job sends a cancel poke; `enqueue` only pokes for new work."""
+    from queuectl_core.wakeup import WakeupListener
+    from queuectl_sqlite.store import SqliteStorage
+
+    queue.enqueue({"id": "held", "command": "true"})
+    store = SqliteStorage(queue.home / "queue.db")
+    listener = WakeupListener(queue.home)
+    try:
+        claim = store.claim("w", int(time.time() * 1000), 60_000)
+        assert claim is not None and claim.job.id == "held"
+        queue.enqueue({"id": "more", "command": "true"})
+        assert listener.cancel_poked() is False
+        queue.run("cancel", "held")
+        assert listener.cancel_poked() is True
+        assert queue.show("held")["cancel_requested_at"] is not None
+    finally:
+        listener.close()
+        store.close()

@@ -175,7 +175,7 @@ def test_a_cancel_that_pokes_keeps_a_prepared_job_from_starting(tmp_path: Path) 
 
     def cancel_b() -> None:  # as `queuectl cancel b` does
         store.cancel("b", now_ms())
-        notify(tmp_path / "home")
+        notify(tmp_path / "home", cancel=True)
 
     executor.on_wait["a"] = cancel_b
     worker.run()
@@ -184,6 +184,22 @@ def test_a_cancel_that_pokes_keeps_a_prepared_job_from_starting(tmp_path: Path) 
                              "c": JobState.COMPLETED}
     assert store.attempts("b") == []
     assert "b" in store.gets and "c" in store.gets  # the poke came while both were held
+    assert listener is not None
+    listener.close()
+
+
+def test_pokes_for_new_work_cost_a_busy_worker_no_reads(tmp_path: Path) -> None:
+    """A producer enqueuing while the worker drains pokes it for new work
+    after every job: the jobs it holds still start without a read."""
+    worker, store, executor, listener = busy_worker(
+        tmp_path, {"a": "true", "b": "true", "c": "true", "d": "true"})
+    for job_id in "abcd":
+        executor.on_wait[job_id] = lambda: notify(tmp_path / "home")
+    worker.run()
+    assert states(store) == dict.fromkeys("abcd", JobState.COMPLETED)
+    assert [c for c in executor.calls if c.startswith("start")] == [
+        "start a", "start b", "start c", "start d"]
+    assert store.gets == []
     assert listener is not None
     listener.close()
 
@@ -209,7 +225,9 @@ def test_a_claim_past_half_its_lease_is_read_again(tmp_path: Path) -> None:
 
     assert worker._unchanged(claim(worker.lease_ms))
     assert not worker._unchanged(claim(worker.lease_ms // 2 - 1000))
-    notify(tmp_path / "home")
+    notify(tmp_path / "home")  # new work: nothing to read again
+    assert worker._unchanged(claim(worker.lease_ms))
+    notify(tmp_path / "home", cancel=True)
     worker._ahead.append(claim(worker.lease_ms))
     assert not worker._unchanged(claim(worker.lease_ms))  # poked: read it
     assert worker._unchanged(claim(worker.lease_ms))  # ... once

@@ -20,6 +20,24 @@ def test_notify_wakes_a_listener_and_drain_clears_it(tmp_path: Path) -> None:
     assert not listener.path.exists()
 
 
+def test_a_cancel_poke_is_told_from_pokes_for_new_work(tmp_path: Path) -> None:
+    listener = WakeupListener(tmp_path)
+    try:
+        assert listener.cancel_poked() is False  # nothing waiting
+        notify(tmp_path)
+        notify(tmp_path)
+        assert listener.cancel_poked() is False
+        assert select.select([listener], [], [], 0)[0] == [], "drained"
+        notify(tmp_path)
+        notify(tmp_path, cancel=True)
+        notify(tmp_path)
+        assert listener.cancel_poked() is True
+        assert select.select([listener], [], [], 0)[0] == [], "drained"
+        assert listener.cancel_poked() is False
+    finally:
+        listener.close()
+
+
 def test_stale_sockets_are_removed_and_nothing_raises(tmp_path: Path) -> None:
     directory = wake_dir(tmp_path)
     directory.mkdir(parents=True)

@@ -1,52 +1,22 @@
 """queuectl's PostgreSQL storage backend: one queue shared by workers on
 many machines.
 
-Kept light: psycopg and the implementation module are imported only when
-a store is opened, so listing plugins costs nothing.
+The package imports nothing heavy (only ``dsn``: the standard library and
+the core's errors). The hook implementation is in ``plugin`` (the entry
+point), the store in ``store`` (with psycopg, imported only when a store is
+opened), and ``fast`` is the light module the CLI's fast path uses, which
+must stay importable without pluggy, pydantic or the core's models.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from .dsn import DSN_ENV
 
-from queuectl_core import hookimpl
-from queuectl_core.registry import BackendSpec, PluginContext
-
-from .dsn import DSN_ENV, resolve_dsn
-
+TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from queuectl_core.storage import Storage
-
     from .options import PostgresOptions
 
 __all__ = ["DSN_ENV", "PostgresOptions"]
-
-
-
-def _open(options: PostgresOptions | None, context: PluginContext) -> Storage:
-    from .options import PostgresOptions
-    from .store import PostgresStorage
-
-    opts = options or PostgresOptions()
-    return PostgresStorage(
-        resolve_dsn(opts.dsn),
-        schema=opts.schema_name,
-        connect_timeout_s=opts.connect_timeout_s,
-    )
-
-
-@hookimpl
-def queuectl_storage_backends() -> Iterable[BackendSpec]:
-    return [
-        BackendSpec(
-            name="postgres",
-            factory=_open,
-            options_model="queuectl_postgres.options:PostgresOptions",
-            description="PostgreSQL database (many machines share one queue; "
-                        f"dsn option or {DSN_ENV})",
-        )
-    ]
 
 
 def __getattr__(name: str) -> object:

@@ -33,13 +33,11 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Concatenate, ParamSpec, TypeVar
-from urllib.parse import quote
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 from psycopg.rows import DictRow, dict_row
-from psycopg.types.json import Json
 
 from queuectl_core.errors import (
     ConfigError,
@@ -68,6 +66,15 @@ from queuectl_core.storage import (
 )
 
 from .dsn import mask_secrets
+from .fast import (
+    INSERT_JOB_SQL,
+    channel_for,
+    connection_params,
+    display,
+    failed_connection,
+    job_row,
+)
+from .fast import json_value as _json
 
 log = logging.getLogger("queuectl.postgres")
 # psycopg logs a warning when a pipeline ends in an error that we raise
@@ -422,11 +429,6 @@ def _attempt(row: DictRow) -> Attempt:
     return Attempt(**data)
 
 
-def _json(value: dict[str, Any] | None) -> Json | None:
-    """A dict for a ``json`` column (kept as written: key order and all)."""
-    return None if value is None else Json(value)
-
-
 def _job_row(job: Job) -> list[Any]:
     """The values of ``_JOB_COLUMNS`` for an imported job."""
     data = job.as_dict()
@@ -477,15 +479,6 @@ def _advisory_key(schema: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def channel_for(schema: str) -> str:
-    """The LISTEN/NOTIFY channel of the queue in ``schema`` (a valid,
-    lower-case identifier of at most 63 bytes)."""
-    name = f"queuectl_{schema}"
-    if len(name) <= 63:
-        return name
-    return "queuectl_" + hashlib.sha256(schema.encode()).hexdigest()[:32]
-
-
 def _guarded(method: Callable[Concatenate[PostgresStorage, P], R]
              ) -> Callable[Concatenate[PostgresStorage, P], R]:
     """Map driver errors to queuectl's: a lost or unreachable server is
@@ -520,7 +513,7 @@ class PostgresStorage(Storage):
     def __init__(self, dsn: str, *, schema: str = "queuectl", connect_timeout_s: int = 5,
                  application_name: str = "queuectl") -> None:
         try:
-            params = conninfo_to_dict(dsn)
+            params = connection_params(dsn, connect_timeout_s, application_name)
         except psycopg.Error as exc:
             detail = "" if "pass" in dsn.lower() else f": {_one_line(exc)}"
             raise ConfigError(mask_secrets(
@@ -529,17 +522,10 @@ class PostgresStorage(Storage):
             )) from None
         password = params.get("password")
         self._secrets = [str(password)] if password else []
-        params["connect_timeout"] = str(connect_timeout_s)
-        params.setdefault("application_name", application_name)
-        # Notice a silently dead peer (a machine gone, a network cut) within
-        # about a minute instead of hanging on it for hours.
-        for key, value in (("keepalives", "1"), ("keepalives_idle", "30"),
-                           ("keepalives_interval", "10"), ("keepalives_count", "3")):
-            params.setdefault(key, value)
         self._conninfo = make_conninfo("", **params)
         self.schema = schema
         self.channel = channel_for(schema)
-        self._where = self._display(params)
+        self._where = display(params)
         self._sql_cache: dict[str, str] = {}
         self._conn: Conn | None = None
         self._listen: Conn | None = None
@@ -549,18 +535,6 @@ class PostgresStorage(Storage):
         self._connect()
 
     # ---------------------------------------------------------- plumbing
-    @staticmethod
-    def _display(params: dict[str, Any]) -> str:
-        """``postgresql://user@host:port/db`` without the password."""
-        user = params.get("user")
-        host = str(params.get("host") or params.get("hostaddr") or "")
-        if "/" in host:
-            host = quote(host, safe="")
-        port = params.get("port")
-        db = params.get("dbname") or ""
-        auth = f"{quote(str(user), safe='')}@" if user else ""
-        return f"postgresql://{auth}{host}{f':{port}' if port else ''}/{db}"
-
     def _mask(self, text: str) -> str:
         return mask_secrets(text, self._secrets)
 
@@ -586,6 +560,11 @@ class PostgresStorage(Storage):
 
     def _open_connection(self) -> Conn:
         try:
+            # The CLI's fast path may have just waited for this very server
+            # in vain: report that rather than wait as long again.
+            failed = failed_connection(self._conninfo)
+            if failed is not None:
+                raise failed
             return psycopg.connect(self._conninfo, autocommit=True, row_factory=dict_row)
         except psycopg.OperationalError as exc:
             message = _one_line(exc)
@@ -775,16 +754,15 @@ class PostgresStorage(Storage):
             seen.add(job_id)
         if not jobs:
             return
-        rows = [(j.id, j.command, j.max_retries, j.priority, j.run_at, j.created_at,
-                 j.created_at, j.queue, j.timeout, j.cwd, _json(j.env), _json(j.retry))
+        # The same row as the CLI's fast path writes (fast.job_row).
+        rows = [job_row({"id": j.id, "command": j.command, "max_retries": j.max_retries,
+                         "priority": j.priority, "run_at": j.run_at,
+                         "created_at": j.created_at, "queue": j.queue, "timeout": j.timeout,
+                         "cwd": j.cwd, "env": j.env, "retry": j.retry})
                 for j in jobs]
         try:
             with self._tx() as cur:
-                cur.executemany(self._q(
-                    "INSERT INTO {s}.jobs (id, command, state, attempts, max_retries, priority,"
-                    " run_at, created_at, updated_at, queue, timeout, cwd, env, retry)"
-                    " VALUES (%s, %s, 'pending', 0, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"),
-                    rows)
+                cur.executemany(self._q(INSERT_JOB_SQL), rows)
                 self._notify(cur)
         except pg_errors.UniqueViolation:
             raise DuplicateJobError(self._first_existing(ids)) from None

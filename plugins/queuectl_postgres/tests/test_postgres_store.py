@@ -24,14 +24,15 @@ from queuectl_core.models import Attempt, ExecResult, Job, JobState, NewJob, Out
 from queuectl_core.plugins import build_plugins
 from queuectl_core.registry import PluginContext
 from queuectl_core.testing import MemoryStorage
-from queuectl_postgres import DSN_ENV, queuectl_storage_backends
+from queuectl_postgres import DSN_ENV
 from queuectl_postgres.dsn import mask_secrets, resolve_dsn
+from queuectl_postgres.fast import channel_for
 from queuectl_postgres.options import PostgresOptions
+from queuectl_postgres.plugin import queuectl_storage_backends
 from queuectl_postgres.store import (
     NEXT_DUE_IN_QUEUE_SQL,
     NEXT_DUE_SQL,
     PostgresStorage,
-    channel_for,
     schema_version,
 )
 

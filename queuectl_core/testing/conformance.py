@@ -367,6 +367,54 @@ class StorageConformance:
         if store.due_count(T0) is None:
             pytest.skip("backend does not support claiming ahead (due_count is None)")
 
+    def test_a_batch_of_claims_is_what_single_claims_would_take(self, store: Storage) -> None:
+        """record_and_claim with ``limit`` n (a busy worker claiming ahead)
+        takes the jobs that n single claims would take, in their order, with
+        their attempt numbers, over one queue, all queues, and a list with a
+        paused queue; each claim has its own token and open attempt."""
+        self._needs_release(store)
+        specs = [("p0-late", 0, T0 - 5, "default"), ("p0-early", 0, T0 - 9, "default"),
+                 ("p5", 5, T0, "default"), ("p5-later", 5, T0 - 1, "default"),
+                 ("future", 9, T0 + 1, "default"), ("other", 9, T0, "other"),
+                 ("paused", 20, T0, "held")]
+        store.enqueue([new_job(i, priority=p, run_at=r, queue=q) for i, p, r, q in specs])
+        store.enqueue([new_job("retried", priority=99, run_at=T0 - 100, max_retries=1)])
+        for number in (1, 2):  # two failed attempts end it dead; then back to pending
+            claim = self.claim(store, T0 - 100, worker="w0")
+            assert (claim.job.id, claim.attempt) == ("retried", number)
+            store.fail(claim, BOOM, T0 - 100, T0 - 100 if number == 1 else None)
+        store.dlq_retry("retried", T0 - 50)
+        store.set_queue_paused("held", True)
+        in_default = ["retried", "p5-later", "p5", "p0-early", "p0-late"]
+        with_other = ["retried", "other", *in_default[1:4]]  # "held" is paused
+        for queues, order in ((["default"], in_default), (None, with_other),
+                              (["default", "other", "held"], with_other)):
+            single = [store.claim("w", T0, LEASE, queues) for _ in range(5)]
+            expected = [(c.job.id, c.attempt) for c in single if c is not None]
+            for claim in reversed([c for c in single if c is not None]):
+                assert store.release(claim, T0) is not None
+            _, batch = store.record_and_claim([], T0, worker_id="w", lease_ms=LEASE,
+                                              queues=queues, limit=5)
+            assert [(c.job.id, c.attempt) for c in batch] == expected, queues
+            assert [c.job.id for c in batch] == order, queues
+            assert dict(expected)["retried"] == 3
+            assert len({c.token for c in batch}) == len(batch)
+            for claim in batch:
+                job = store.get(claim.job.id)
+                assert job is not None and job.state is JobState.PROCESSING
+                assert (job.worker_id, job.lease_expires_at) == ("w", T0 + LEASE)
+                assert claim.lease_expires_at == T0 + LEASE
+                running = [a for a in store.attempts(claim.job.id) if a.outcome == "running"]
+                assert [a.number for a in running] == [claim.attempt]
+            for claim in reversed(batch):
+                assert store.release(claim, T0) is not None
+        _, batch = store.record_and_claim([], T0, worker_id="w", lease_ms=LEASE, limit=9)
+        dones, _ = store.record_and_claim([Outcome(c, OK) for c in batch], T0 + 1,
+                                          worker_id="w", lease_ms=LEASE, limit=0)
+        assert [j.state for j in dones if j is not None] == [JobState.COMPLETED] * 6
+        # Nothing else was touched: the future job and the paused one.
+        assert {j.id for j in store.list_jobs(JobState.PENDING)} == {"future", "paused"}
+
     def test_due_count_counts_what_claim_could_take(self, store: Storage) -> None:
         self._needs_release(store)
         store.enqueue([new_job("a"), new_job("b"), new_job("later", run_at=T0 + 50),

@@ -677,57 +677,6 @@ def test_a_forked_child_never_uses_the_parents_connection(
     assert store.claim("parent", T0, LEASE) is not None
 
 
-def mixed_store(store: PostgresStorage) -> PostgresStorage:
-    """Jobs of three queues (one paused), priorities, run_at times and one
-    with a history (two attempts, then put back by ``dlq retry``)."""
-    specs = [("p0-late", 0, T0 - 5, "default"), ("p0-early", 0, T0 - 9, "default"),
-             ("p5", 5, T0, "default"), ("p5-later", 5, T0 - 1, "default"),
-             ("future", 9, T0 + 1, "default"), ("other", 9, T0, "other"),
-             ("paused", 20, T0, "held")]
-    store.enqueue([new_job(i, priority=p, run_at=r, queue=q) for i, p, r, q in specs])
-    store.enqueue([new_job("retried", command="false", max_retries=1, run_at=T0 - 100,
-                           priority=99)])
-    for _ in range(2):  # its two attempts end it dead; then back to pending
-        claim = store.claim("w0", T0 - 100, LEASE, queues=["default"])
-        assert claim is not None and claim.job.id == "retried"
-        store.fail(claim, BOOM, T0 - 100, T0 - 100 if claim.attempt == 1 else None)
-    store.dlq_retry("retried", T0 - 50)
-    store.set_queue_paused("held", True)
-    return store
-
-
-@pytest.mark.parametrize("queues", [["default"], None, ["default", "other", "held"]])
-def test_a_batch_of_claims_is_what_single_claims_would_take(
-        open_store: Callable[..., PostgresStorage], new_schema: Callable[[], str],
-        queues: list[str] | None) -> None:
-    """record_and_claim claims several jobs in one statement: the same jobs,
-    in the same order and with the same attempt numbers as claims made one
-    by one, each with its own token and attempt row."""
-    batch_store = mixed_store(open_store(schema=new_schema()))
-    single_store = mixed_store(open_store(schema=new_schema()))
-    _, batch = batch_store.record_and_claim([], T0, worker_id="w", lease_ms=LEASE,
-                                            queues=queues, limit=5)
-    single = [single_store.claim("w", T0, LEASE, queues) for _ in range(5)]
-    expected = [c for c in single if c is not None]
-    assert [(c.job.id, c.attempt) for c in batch] == [(c.job.id, c.attempt) for c in expected]
-    order = ["retried", "p5-later", "p5", "p0-early", "p0-late"]
-    if queues != ["default"]:  # "other" (priority 9) comes second; "held" is paused
-        order = ["retried", "other", *order[1:4]]
-    assert [c.job.id for c in batch] == order
-    assert dict((c.job.id, c.attempt) for c in batch)["retried"] == 3
-    assert len({c.token for c in batch}) == len(batch)
-    for claim in batch:
-        job = batch_store.get(claim.job.id)
-        assert job is not None and job.state is JobState.PROCESSING
-        assert (job.worker_id, job.lease_expires_at) == ("w", T0 + LEASE)
-        [running] = [a for a in batch_store.attempts(claim.job.id) if a.outcome == "running"]
-        assert running.number == claim.attempt
-        done = batch_store.complete(claim, OK, T0 + 1)
-        assert done is not None and done.state is JobState.COMPLETED
-    # Nothing else was touched: the future job, the paused one and the one left.
-    assert batch_store.counts()[JobState.PENDING] == 3
-
-
 def test_record_and_claim_is_one_transaction_and_keeps_the_real_times(
         open_store: Callable[..., PostgresStorage]) -> None:
     store = open_store()

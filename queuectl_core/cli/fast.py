@@ -312,7 +312,6 @@ def _enqueue(text: str, as_json: bool) -> int:
     cwd = base_dir if cwd is None else os.path.normpath(os.path.join(base_dir, cwd))
     if cwd != base_dir and not os.path.isdir(cwd):
         raise Decline("cwd is not a directory here")
-    now = _now_ms()
     run_at = data.get("run_at")
     if run_at is not None:
         from ..errors import UsageError
@@ -324,6 +323,10 @@ def _enqueue(text: str, as_json: bool) -> int:
             raise Decline("bad run_at") from None
     timeout = data.get("timeout")
     store = _open_store(home, cache)
+    # The job's time (created_at, and run_at if none is given) is taken once
+    # the store is open: opening it may take long (PostgreSQL: importing
+    # psycopg, connecting), and the job exists only from the insert on.
+    now = _now_ms()
     try:
         max_retries = data.get("max_retries")
         if max_retries is None:

@@ -131,6 +131,16 @@ class HeldFile:
                     path.unlink()
 
 
+def held_workers(directory: Path) -> list[str]:
+    """The ids of the workers that have held files in ``directory``."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    suffix = ".results"
+    return sorted({name[:-len(suffix)] if name.endswith(suffix) else name for name in names})
+
+
 def _lines(path: Path) -> list[Any]:
     """The JSON value of each line of ``path`` (none if there is no file);
     a line that does not parse (torn by a machine crash) is skipped."""

@@ -24,7 +24,7 @@ from typing import TypeVar
 
 from .errors import TransientStorageError
 from .executor import Execution, Executor, Prepared
-from .heldclaims import HeldFile, recover_held
+from .heldclaims import HeldFile, held_workers, recover_held
 from .joblogs import job_log_dir, remove_job_logs
 from .models import Claim, ExecResult, Job, JobState, Outcome, Settings, WorkerInfo
 from .plugins import Plugins
@@ -342,7 +342,30 @@ class Worker:
         )
         self.recover(now)
         self.apply_retention(now)
-        self._worker_count = max(1, len(self.storage.list_workers()))
+        workers = self.storage.list_workers()
+        self._worker_count = max(1, len(workers))
+        self.sweep_held(now, {w.id for w in workers})
+
+    def sweep_held(self, now: int, registered: set[str]) -> list[str]:
+        """Deal with the held files of workers of this machine that are gone
+        and no longer registered: recover() handles a dead worker's files
+        when one of its jobs' leases expires, but a worker that died idle,
+        or whose record was pruned or whose jobs another machine took back,
+        leaves its files behind. recover_held settles them (fenced by the
+        claim tokens, so whatever is no longer that worker's is left alone)
+        and removes them. Returns the ids swept."""
+        if self.held_dir is None:
+            return []
+        swept = []
+        for worker_id in held_workers(self.held_dir):
+            parts = worker_id.rsplit(":", 2)  # host:pid:random
+            if (len(parts) != 3 or parts[0] != self.hostname or worker_id in registered
+                    or not parts[1].isdigit() or pid_alive(int(parts[1]))):
+                continue
+            announce_held(self.plugins, *recover_held(self.storage, self.held_dir, worker_id,
+                                                      now))
+            swept.append(worker_id)
+        return swept
 
     def apply_retention(self, now: int) -> list[str]:
         """Purge completed and cancelled jobs older than ``retention_days``

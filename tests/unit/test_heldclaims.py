@@ -4,6 +4,7 @@ recorded when the worker is found dead (queuectl_core.heldclaims)."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 from pathlib import Path
@@ -176,6 +177,49 @@ def test_lease_expiry_recovery_reads_a_dead_local_workers_held_file(tmp_path: Pa
     assert store.attempts("ahead") == []
     assert not held_path(tmp_path, dead).exists()
     assert held_path(tmp_path, worker.id).exists(), "the live worker's own held file"
+
+
+def test_housekeeping_sweeps_held_files_of_gone_unregistered_workers(tmp_path: Path) -> None:
+    """A worker that died with its claim ahead unexpired and its record gone
+    (pruned, or taken back elsewhere) is no concern of recover(), which
+    looks at expired leases: housekeeping settles its files (the claim
+    given back uncharged) and removes them. Files of a worker that is
+    registered, still running, or on another machine stay."""
+    start = now_ms()
+    store = store_with("ahead", "kept", now=start)
+    host = socket.gethostname()
+    gone = f"{host}:{dead_pid()}:gone"
+    registered = f"{host}:{dead_pid()}:reg"
+    alive = f"{host}:{os.getpid()}:alive"
+    elsewhere = f"other-host:{dead_pid()}:far"
+    ahead = store.claim(gone, start, LEASE)
+    kept = store.claim(registered, start, LEASE)
+    assert ahead is not None and kept is not None
+    store.register_worker(WorkerInfo(id=registered, hostname=host,
+                                     pid=int(registered.split(":")[1]), started_at=start,
+                                     heartbeat_at=start))
+    HeldFile(tmp_path, gone).write([ahead])
+    HeldFile(tmp_path, registered).write([kept])
+    for other in (alive, elsewhere):
+        HeldFile(tmp_path, other)
+    worker = Worker(storage=store, executor=ShellExecutor(), policy=ExponentialBackoff(),
+                    plugins=build_plugins(entry_points=False),
+                    settings_loader=lambda _: Settings(), log_root=tmp_path / "logs",
+                    held_dir=tmp_path)
+    store.register_worker(WorkerInfo(id=worker.id, hostname=host, pid=os.getpid(),
+                                     started_at=start, heartbeat_at=start))
+    worker.housekeeping(now_ms())
+    ahead_job = store.get("ahead")
+    assert ahead_job is not None and (ahead_job.state, ahead_job.attempts) == (
+        JobState.PENDING, 0), "given back uncharged"
+    assert store.attempts("ahead") == []
+    assert not held_path(tmp_path, gone).exists()
+    assert not results_path(tmp_path, gone).exists()
+    for stays in (registered, alive, elsewhere, worker.id):
+        assert held_path(tmp_path, stays).exists(), stays
+    kept_job = store.get("kept")
+    assert kept_job is not None and kept_job.state is JobState.PROCESSING
+    assert worker.sweep_held(now_ms(), {registered, worker.id}) == [], "nothing left to sweep"
 
 
 def test_a_worker_that_cannot_write_its_held_files_stops_keeping_them(

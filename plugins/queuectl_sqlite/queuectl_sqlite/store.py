@@ -223,18 +223,53 @@ CLAIM_LISTED_SQL = f"{_CLAIM_SET} WHERE seq = ({NEXT_DUE_LISTED_SQL}) RETURNING 
 OPEN_QUEUES_SQL = _ANY_QUEUE_CTE + "SELECT name FROM open_q"
 OPEN_LISTED_QUEUES_SQL = _LISTED_QUEUE_CTE + "SELECT name FROM open_q"
 
-#: Several claims at once from the one open queue :queue, in one statement:
-#: its best :limit due jobs (the ones that many single claims would take,
-#: in turn). Each gets the token :prefix.<seq>. RETURNING gives no order:
+#: Several claims at once, in one statement: the jobs that ``{pick}``
+#: selects, each with the token :prefix.<seq>. RETURNING gives no order:
 #: the caller sorts.
-CLAIM_BATCH_SQL = (
+_CLAIM_PICKED_SQL = (
     "UPDATE jobs SET state = 'processing', attempts = attempts + 1,"
     " worker_id = :worker, claim_token = :prefix || '.' || seq,"
     " lease_expires_at = :lease, started_at = :now, finished_at = NULL, updated_at = :now"
-    f" WHERE seq IN (SELECT seq FROM jobs INDEXED BY jobs_ready WHERE {_CLAIMABLE}"
-    " AND queue = :queue AND run_at <= :now ORDER BY priority DESC, run_at, seq"
-    " LIMIT :limit) RETURNING *"
+    " WHERE seq IN ({pick}) RETURNING *"
 )
+
+
+def _best_due(queue: str, columns: str = "seq") -> str:
+    """The best :limit due jobs of the queue named by the parameter
+    ``queue``, in claim order: a seek in ``jobs_ready``, read in index order."""
+    return (f"SELECT {columns} FROM jobs INDEXED BY jobs_ready WHERE {_CLAIMABLE}"
+            f" AND queue = {queue} AND run_at <= :now ORDER BY priority DESC, run_at, seq"
+            " LIMIT :limit")
+
+
+#: Several claims at once from the one open queue :queue: its best :limit
+#: due jobs (the ones that many single claims would take, in turn).
+CLAIM_BATCH_SQL = _CLAIM_PICKED_SQL.format(pick=_best_due(":queue"))
+
+#: Most open queues a batch claim takes from in one statement; with more,
+#: it claims one job at a time.
+MAX_BATCH_QUEUES = 8
+_claim_batch_sqls: dict[int, str] = {}
+
+
+def claim_batch_sql(queues: int) -> str:
+    """Several claims at once from ``queues`` open queues, named by the
+    parameters :q0, :q1, ...: the best :limit due jobs of each, then the
+    best :limit of those, which are the jobs that many single claims would
+    take in turn."""
+    sql = _claim_batch_sqls.get(queues)
+    if sql is None:
+        if queues == 1:
+            pick = _best_due(":q0")
+        else:
+            best = " UNION ALL ".join(
+                f"SELECT * FROM ({_best_due(f':q{i}', 'seq, priority, run_at')})"
+                for i in range(queues))
+            pick = f"SELECT seq FROM ({best}) ORDER BY priority DESC, run_at, seq LIMIT :limit"
+        sql = _claim_batch_sqls[queues] = _CLAIM_PICKED_SQL.format(pick=pick)
+    return sql
+
+
 #: ... and their attempts (the jobs' seqs in the JSON array :seqs).
 _OPEN_ATTEMPTS_SQL = (
     "INSERT INTO attempts (job_id, number, claim_token, worker_id, started_at, outcome)"
@@ -609,8 +644,9 @@ class SqliteStorage(Storage):
                        lease_ms: int, queues: Sequence[str] | None, limit: int
                        ) -> list[Claim]:
         """Up to ``limit`` claims in claim order, inside the caller's write
-        transaction: with one open queue (the usual case) in two statements
-        whatever their number, else one claim at a time."""
+        transaction: with up to MAX_BATCH_QUEUES open queues (one is the
+        usual case) in two statements whatever their number, else one
+        claim at a time."""
         claims: list[Claim] = []
         if limit > 1:
             if queues is None:
@@ -620,8 +656,9 @@ class SqliteStorage(Storage):
                                      {"queues": json.dumps(list(queues))}).fetchall()
             if not names:
                 return claims
-            if len(names) == 1:
-                return cls._claim_batch_in(conn, worker_id, now, lease_ms, names[0][0], limit)
+            if len(names) <= MAX_BATCH_QUEUES:
+                return cls._claim_batch_in(conn, worker_id, now, lease_ms,
+                                           [n[0] for n in names], limit)
         while len(claims) < limit:
             following = cls._claim_in(conn, worker_id, now, lease_ms, queues)
             if following is None:
@@ -631,11 +668,12 @@ class SqliteStorage(Storage):
 
     @staticmethod
     def _claim_batch_in(conn: sqlite3.Connection, worker_id: str, now: int, lease_ms: int,
-                        queue: str, limit: int) -> list[Claim]:
+                        queues: list[str], limit: int) -> list[Claim]:
         lease = now + lease_ms
-        rows = conn.execute(CLAIM_BATCH_SQL, {
-            "worker": worker_id, "prefix": uuid.uuid4().hex, "lease": lease, "now": now,
-            "queue": queue, "limit": limit}).fetchall()
+        params: dict[str, Any] = {"worker": worker_id, "prefix": uuid.uuid4().hex,
+                                  "lease": lease, "now": now, "limit": limit}
+        params.update((f"q{i}", name) for i, name in enumerate(queues))
+        rows = conn.execute(claim_batch_sql(len(queues)), params).fetchall()
         if not rows:
             return []
         rows.sort(key=lambda r: (-r["priority"], r["run_at"], r["seq"]))

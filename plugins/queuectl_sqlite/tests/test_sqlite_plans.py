@@ -21,6 +21,7 @@ from queuectl_sqlite.store import (
     NEXT_RUN_AT_SQL,
     PURGE_OLDEST_SQL,
     SqliteStorage,
+    claim_batch_sql,
 )
 
 T0 = 1_800_000_000_000
@@ -77,6 +78,22 @@ def test_a_batch_claim_seeks_its_queue_in_the_ready_index(tmp_path: Path) -> Non
         store.close()
 
 
+def test_a_batch_claim_over_several_queues_seeks_each_in_the_ready_index(
+        tmp_path: Path) -> None:
+    store = SqliteStorage(tmp_path / "q.db")
+    try:
+        lines = plan(store, claim_batch_sql(3), {**CLAIM_PARAMS, "prefix": "p", "q0": "a",
+                                                 "q1": "b", "q2": "c", "limit": 3})
+        text = "\n".join(lines)
+        # :limit rows from each queue in index order; only those are sorted.
+        assert text.count("SEARCH jobs USING INDEX jobs_ready (queue=?)") == 3, lines
+        assert sum("TEMP B-TREE" in line for line in lines) == 1, lines
+        assert_no_table_scan(lines)
+        assert claim_batch_sql(1) == CLAIM_BATCH_SQL.replace(":queue", ":q0")
+    finally:
+        store.close()
+
+
 def test_next_run_at_and_purge_plans_use_their_indexes(tmp_path: Path) -> None:
     store = SqliteStorage(tmp_path / "q.db")
     try:
@@ -124,7 +141,7 @@ def world(path: Path, n: int) -> SqliteStorage:
     seed(store, n, "held-", "pending", queue="held", priority=9)
     seed(store, n, "other-", "pending", queue="other", priority=9)
     seed(store, n, "later-", "failed", run_at=T0 + 10**9)
-    seed(store, 5, "due-", "pending")
+    seed(store, 10, "due-", "pending")
     store.set_queue_paused("held", True)
     return store
 
@@ -156,6 +173,9 @@ def test_work_per_call_does_not_grow_with_jobs_it_skips(tmp_path: Path) -> None:
             [], T0, worker_id="w", lease_ms=LEASE, queues=["default"], limit=2),
         "2 claims from any queue": lambda s: s.record_and_claim(
             [], T0, worker_id="w", lease_ms=LEASE, limit=2),
+        "2 claims from listed queues": lambda s: s.record_and_claim(
+            [], T0, worker_id="w", lease_ms=LEASE, queues=["other", "held", "default"],
+            limit=2),
         "next_run_at": lambda s: s.next_run_at(),
         "next_run_at listed": lambda s: s.next_run_at(["default", "held"]),
         "retention purge": lambda s: s.purge(

@@ -304,6 +304,21 @@ _CLAIM_BATCH_IN_QUEUE_SQL = _claim_sql(_next_due_sql(" AND queue = %(queue)s", "
 _CLAIM_BATCH_IN_QUEUES_SQL = _claim_sql(
     _next_due_sql(" AND queue = ANY(%(queues)s::text[])", "%(limit)s"), _BATCH_TOKEN)
 
+#: The claim statements for any queue, one queue and several queues.
+_CLAIM_SQLS = (_CLAIM_SQL, _CLAIM_IN_QUEUE_SQL, _CLAIM_IN_QUEUES_SQL)
+_CLAIM_BATCH_SQLS = (_CLAIM_BATCH_SQL, _CLAIM_BATCH_IN_QUEUE_SQL, _CLAIM_BATCH_IN_QUEUES_SQL)
+
+
+def _claim_statement(statements: tuple[str, str, str], queues: Sequence[str] | None
+                     ) -> tuple[str, dict[str, Any]]:
+    """The statement of ``statements`` for ``queues``, with its queue
+    parameter."""
+    if queues is None:
+        return statements[0], {}
+    if len(queues) == 1:
+        return statements[1], {"queue": queues[0]}
+    return statements[2], {"queues": list(queues)}
+
 # A failure (parameter ``cancellable``: true for fail()) of a job whose cancel
 # was asked for ends it ``cancelled`` instead of ``failed`` or ``dead``.
 _CANCELS = "(%(cancellable)s AND cancel_requested_at IS NOT NULL)"
@@ -880,14 +895,8 @@ class PostgresStorage(Storage):
                   lease_ms: int, queues: Sequence[str] | None) -> Claim | None:
         token = uuid.uuid4().hex
         lease = now + lease_ms
-        params: dict[str, Any] = {"now": now, "worker": worker_id, "token": token,
-                                  "lease": lease}
-        if queues is None:
-            sql = _CLAIM_SQL
-        elif len(queues) == 1:
-            sql, params["queue"] = _CLAIM_IN_QUEUE_SQL, queues[0]
-        else:
-            sql, params["queues"] = _CLAIM_IN_QUEUES_SQL, list(queues)
+        sql, params = _claim_statement(_CLAIM_SQLS, queues)
+        params.update(now=now, worker=worker_id, token=token, lease=lease)
         row = cur.execute(self._q(sql), params).fetchone()
         if row is None:
             return None
@@ -899,14 +908,9 @@ class PostgresStorage(Storage):
                         ) -> list[Claim]:
         """Up to ``limit`` claims in claim order, in one statement."""
         lease = now + lease_ms
-        params: dict[str, Any] = {"now": now, "worker": worker_id, "token": uuid.uuid4().hex,
-                                  "lease": lease, "limit": limit}
-        if queues is None:
-            sql = _CLAIM_BATCH_SQL
-        elif len(queues) == 1:
-            sql, params["queue"] = _CLAIM_BATCH_IN_QUEUE_SQL, queues[0]
-        else:
-            sql, params["queues"] = _CLAIM_BATCH_IN_QUEUES_SQL, list(queues)
+        sql, params = _claim_statement(_CLAIM_BATCH_SQLS, queues)
+        params.update(now=now, worker=worker_id, token=uuid.uuid4().hex, lease=lease,
+                      limit=limit)
         rows = cur.execute(self._q(sql), params).fetchall()
         rows.sort(key=lambda r: (-r["priority"], r["run_at"], r["seq"]))
         return [Claim(job=_job(row), token=row["claim_token"], worker_id=worker_id,

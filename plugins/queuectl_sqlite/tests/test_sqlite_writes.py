@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from queuectl_core.models import ExecResult, JobState, NewJob, Outcome
-from queuectl_sqlite.store import SqliteStorage
+from queuectl_sqlite.store import MAX_BATCH_QUEUES, SqliteStorage
 
 T0 = 1_800_000_000_000
 LEASE = 10_000
@@ -114,3 +114,30 @@ def test_record_and_claim_is_one_transaction_and_keeps_the_real_times(tmp_path: 
         assert job is not None and (job.started_at, job.finished_at) == (T0 + 3, T0 + 5)
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("queues", [MAX_BATCH_QUEUES, MAX_BATCH_QUEUES + 1])
+def test_a_batch_over_many_open_queues_is_what_single_claims_would_take(
+        tmp_path: Path, queues: int) -> None:
+    """Up to MAX_BATCH_QUEUES open queues are claimed in one statement, more
+    one job at a time: either way the jobs, order and attempt numbers of
+    single claims."""
+
+    def filled(path: Path) -> SqliteStorage:
+        store = SqliteStorage(path)
+        store.enqueue([NewJob(id=f"q{q}-{i}", command="true", max_retries=1,
+                              run_at=T0 - i, created_at=T0, priority=(q * 7 + i) % 5,
+                              queue=f"q{q}") for q in range(queues) for i in range(3)])
+        return store
+
+    batch_store, single_store = filled(tmp_path / "batch.db"), filled(tmp_path / "single.db")
+    try:
+        _, batch = batch_store.record_and_claim([], T0, worker_id="w", lease_ms=LEASE,
+                                                limit=10)
+        single = [single_store.claim("w", T0, LEASE) for _ in range(10)]
+        assert [(c.job.id, c.attempt) for c in batch] == [
+            (c.job.id, c.attempt) for c in single if c is not None]
+        assert len(batch) == 10 and len({c.token for c in batch}) == 10
+    finally:
+        batch_store.close()
+        single_store.close()

@@ -74,6 +74,7 @@ from .fast import (
     failed_connection,
     job_row,
 )
+from .fast import describe as describe_store
 from .fast import json_value as _json
 
 log = logging.getLogger("queuectl.postgres")
@@ -541,6 +542,7 @@ class PostgresStorage(Storage):
         self.schema = schema
         self.channel = channel_for(schema)
         self._where = display(params)
+        self._description = describe_store(params, schema)
         self._sql_cache: dict[str, str] = {}
         self._conn: Conn | None = None
         self._listen: Conn | None = None
@@ -685,7 +687,7 @@ class PostgresStorage(Storage):
             )
 
     def describe(self) -> str:
-        return f"postgres {self._where} (schema {self.schema})"
+        return self._description
 
     def close(self) -> None:
         self._forget_after_fork()

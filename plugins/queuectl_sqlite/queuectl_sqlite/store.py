@@ -242,10 +242,6 @@ def _best_due(queue: str, columns: str = "seq") -> str:
             " LIMIT :limit")
 
 
-#: Several claims at once from the one open queue :queue: its best :limit
-#: due jobs (the ones that many single claims would take, in turn).
-CLAIM_BATCH_SQL = _CLAIM_PICKED_SQL.format(pick=_best_due(":queue"))
-
 #: Most open queues a batch claim takes from in one statement; with more,
 #: it claims one job at a time.
 MAX_BATCH_QUEUES = 8
@@ -256,7 +252,7 @@ def claim_batch_sql(queues: int) -> str:
     """Several claims at once from ``queues`` open queues, named by the
     parameters :q0, :q1, ...: the best :limit due jobs of each, then the
     best :limit of those, which are the jobs that many single claims would
-    take in turn."""
+    take in turn. With one queue, its best :limit in index order, unsorted."""
     sql = _claim_batch_sqls.get(queues)
     if sql is None:
         if queues == 1:

@@ -1,7 +1,10 @@
-"""Validation of job specs (what users enqueue), by hand, with one-line
-errors. Kept free of dataclasses and of the rest of the model, so that the
-CLI's fast path (``cli/fast.py``) checks a job with exactly the code the full
-``enqueue`` uses, at almost no import cost. ``models`` re-exports all of it.
+"""Job specs: what users enqueue, validated by hand with one-line errors.
+
+The validation is plain code (no pydantic, no dataclass machinery), because
+``queuectl enqueue`` is a hot path: scripts call it in loops. The JSON Schema
+that ``queuectl schema job`` prints is built with pydantic from
+:data:`SPEC_FIELDS` and the same limits (``schema.py``), and a test keeps the
+two in agreement.
 """
 
 from __future__ import annotations
@@ -9,31 +12,45 @@ from __future__ import annotations
 import math
 import os
 
-from .errors import shown
+from .errors import UsageError, shown
+from .limits import (
+    DEFAULT_QUEUE,
+    MAX_COMMAND_LENGTH,
+    MAX_ENV_BYTES,
+    MAX_ENV_ENTRIES,
+    MAX_ID_LENGTH,
+    MAX_PATH_LENGTH,
+    MAX_PRIORITY,
+    MAX_QUEUE_NAME_LENGTH,
+    MAX_RETRIES_LIMIT,
+    MAX_TIMEOUT_SECONDS,
+    RETRY_KEYS,
+)
 
 # typing is not imported at run time (it costs more than this whole module).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-MAX_ID_LENGTH = 255
-MAX_COMMAND_LENGTH = 1_000_000
-MAX_PRIORITY = 1_000_000_000
-MAX_RETRIES_LIMIT = 10_000
-MAX_TIMEOUT_SECONDS = 30 * 24 * 3600.0
-MAX_QUEUE_NAME_LENGTH = 64
-MAX_ENV_ENTRIES = 1000
-MAX_ENV_BYTES = 128 * 1024
-DEFAULT_QUEUE = "default"
-_SPEC_FIELDS = ("id", "command", "run_at", "max_retries", "priority", "queue", "timeout",
-                "cwd", "env", "retry")
-#: Keys of a job's ``retry`` object: per-job overrides of the retry settings.
-RETRY_KEYS = ("policy", "backoff_base", "max_delay", "jitter")
+    from .models import Job
+
+
+#: The fields of a job spec, each with what it means (``queuectl schema job``
+#: and ``enqueue --help`` show these).
+SPEC_FIELDS: dict[str, str] = {
+    "id": "unique id (1 to 255 printable characters; default: 12 random hex digits)",
+    "command": "the shell command to run (required)",
+    "run_at": "when to run: epoch milliseconds or an ISO-8601 time (default: now)",
+    "max_retries": "retries after the first attempt before the job is dead "
+                   "(default: the max_retries setting)",
+    "priority": "higher runs first (default 0)",
+    "queue": "the named queue to put the job in (default: default)",
+    "timeout": "seconds an attempt may run before it is killed",
+    "cwd": "the directory to run in (default: the directory enqueue runs in)",
+    "env": "environment variables to set for the command (an object of strings)",
+    "retry": "per-job retry settings: policy, backoff_base, max_delay, jitter",
+}
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-MAX_PATH_LENGTH = 4096
-#: Longest retry delay ever scheduled (about 10 years), so that huge
-#: exponents cannot overflow a timestamp.
-MAX_DELAY_SECONDS = 315_360_000.0
 
 
 def _is_int(value: object) -> bool:
@@ -70,7 +87,7 @@ def queue_name_problem(name: object) -> str | None:
     return None
 
 
-def _env_problem(env: object) -> str | None:
+def env_problem(env: object) -> str | None:
     if not isinstance(env, dict):
         return "env: must be an object of strings, e.g. {\"LANG\": \"C\"}"
     if len(env) > MAX_ENV_ENTRIES:
@@ -103,7 +120,7 @@ def retry_problem(retry: object) -> str | None:
             if problem is not None:
                 return f"retry.policy: {problem}"
             continue
-        from .models import SETTING_SPECS
+        from .settings import SETTING_SPECS
 
         spec = SETTING_SPECS[key]
         if not _is_number(value):
@@ -113,10 +130,10 @@ def retry_problem(retry: object) -> str | None:
     return None
 
 
-def _spec_problem(data: dict[str, Any]) -> str | None:
+def spec_problem(data: dict[str, Any]) -> str | None:
     """The first problem with a decoded job object, as ``field: message``."""
     for key in data:
-        if key not in _SPEC_FIELDS:
+        if key not in SPEC_FIELDS:
             return f"{shown(key)}: unknown field"
     if "command" not in data:
         return "command: is required"
@@ -179,11 +196,71 @@ def _spec_problem(data: dict[str, Any]) -> str | None:
         if problem is not None:
             return f"cwd: {problem}"
     if data.get("env") is not None:
-        problem = _env_problem(data["env"])
+        problem = env_problem(data["env"])
         if problem is not None:
             return problem
     if data.get("retry") is not None:
         problem = retry_problem(data["retry"])
         if problem is not None:
             return problem
+    return None
+
+
+def parse_job_spec(data: object) -> dict[str, Any]:
+    """Validate one decoded JSON value as a job spec: the value itself, a
+    dict with only the spec's fields (raises UsageError)."""
+    if not isinstance(data, dict):
+        raise UsageError("a job must be a JSON object, e.g. {\"command\": \"echo hi\"}")
+    problem = spec_problem(data)
+    if problem is not None:
+        raise UsageError(f"invalid job: {problem}")
+    return data
+
+
+def spec_to_job(spec: dict[str, Any], *, default_max_retries: int, now: int,
+                base_dir: str | None) -> Job:
+    """The job to store for a valid spec. ``base_dir`` (the directory
+    ``enqueue`` runs in) becomes the job's ``cwd`` when it gives none, and
+    anchors a relative one. Raises UsageError for a bad ``run_at``."""
+    from .models import Job
+    from .timeutil import parse_timestamp_ms
+
+    run_at = spec.get("run_at")
+    cwd = spec.get("cwd")
+    if base_dir is not None:
+        cwd = base_dir if cwd is None else os.path.normpath(os.path.join(base_dir, cwd))
+    max_retries = spec.get("max_retries")
+    timeout = spec.get("timeout")
+    job_id = spec.get("id")
+    return Job.new(
+        id=new_job_id() if job_id is None else job_id,
+        command=spec["command"],
+        max_retries=default_max_retries if max_retries is None else max_retries,
+        priority=spec.get("priority", 0),
+        run_at=now if run_at is None else parse_timestamp_ms(run_at),
+        created_at=now,
+        queue=spec.get("queue", DEFAULT_QUEUE),
+        timeout=None if timeout is None else float(timeout),
+        cwd=cwd,
+        env=spec.get("env"),
+        retry=spec.get("retry"),
+    )
+
+
+def job_problem(job: Job) -> str | None:
+    """What enqueue would reject in a stored-looking job (for ``import``)."""
+    from .limits import MAX_EPOCH_MS
+
+    problem = spec_problem({"id": job.id, "command": job.command,
+                            "max_retries": job.max_retries, "priority": job.priority,
+                            "queue": job.queue, "timeout": job.timeout, "cwd": job.cwd,
+                            "env": job.env, "retry": job.retry})
+    if problem is not None:
+        return problem
+    if not 0 <= job.attempts <= MAX_RETRIES_LIMIT + 1:
+        return f"attempts: must be from 0 to {MAX_RETRIES_LIMIT + 1}"
+    for key in job.time_fields():
+        value = getattr(job, key)
+        if value is not None and not 0 <= value <= MAX_EPOCH_MS:
+            return f"{key}: out of range"
     return None

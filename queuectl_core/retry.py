@@ -6,9 +6,10 @@ import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .jobspec import MAX_DELAY_SECONDS
-from .models import Settings
+from .limits import MAX_DELAY_SECONDS
 from .registry import BackoffPolicy
+from .settings import Settings
+from .transitions import exhausted
 
 
 def next_run_at(*, attempts: int, max_retries: int, now: int, policy: BackoffPolicy,
@@ -23,7 +24,7 @@ def next_run_at(*, attempts: int, max_retries: int, now: int, policy: BackoffPol
     ``jitter`` (so that jobs that failed together do not retry together).
     The cap and the jitter apply to every policy, plugins' included.
     """
-    if attempts > max_retries:
+    if exhausted(attempts, max_retries):
         return None
     delay = min(max(0.0, float(policy.delay_seconds(attempts, settings))), MAX_DELAY_SECONDS)
     if settings.max_delay > 0:

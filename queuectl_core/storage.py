@@ -1,71 +1,77 @@
-"""The storage seam: what every backend must do, and promise.
+"""The storage seam: what a backend stores, and promises.
 
-A backend plugin registers a :class:`~queuectl_core.registry.BackendSpec`
-whose factory returns an object implementing :class:`Storage`. The worker
-loop and the CLI talk to storage only through these methods.
+The core decides every change of a job (:mod:`queuectl_core.transitions`);
+a backend only stores jobs, claims due ones, and makes the core's changes
+atomically and fenced. A backend implements the abstract methods of
+:class:`Storage` (twelve, three of them about workers); the rest have
+defaults built on those, which a backend may override to be faster.
 
-Promises every backend keeps (the conformance kit checks them):
+Promises every backend keeps (``queuectl_core.testing.StorageConformance``
+checks them):
 
-* **Atomic claim.** :meth:`Storage.claim` hands each claimable job to exactly
-  one caller, across any number of processes (and, for shared databases,
-  machines). Claim order: highest ``priority`` first, then earliest
-  ``run_at``, then enqueue order; never a job whose ``run_at`` is in the
-  future, nor one in a paused queue or outside the queues asked for. A claim
-  increments ``attempts`` and opens an attempt record numbered one more than
-  the job's attempt records so far, in the same transaction.
-* **Cancellation wins.** Once :meth:`Storage.cancel` has asked for a running
-  job to stop (``cancel_requested_at`` set), the attempt ends as
-  ``cancelled`` and the job becomes ``cancelled`` whichever way it ends
-  (:meth:`fail`, :meth:`recover_expired`), except that a command that
-  succeeded first stays ``completed``.
-* **Fencing.** Every change after a claim (:meth:`renew`, :meth:`complete`,
-  :meth:`fail`, the first step of :meth:`finish_and_claim`) applies only if
-  the job is still ``processing`` under the same claim token; otherwise it
-  changes nothing and returns ``False`` / ``None``. A recovered job
-  therefore cannot be completed twice.
-* **One step.** Each method is one transaction: a crash leaves the old or
-  the new state, never a mix. Moving a job to the dead letter queue and back
-  are single steps.
-* **All or nothing.** :meth:`enqueue` stores every job or none; a duplicate
-  id (already stored or repeated in the batch) raises
+* **Compare-and-set.** :meth:`Storage.apply` makes each change only if every
+  field in its ``expect`` still has that value, as one step with the
+  others of the call: a crash leaves all of them or none. A change whose
+  expectation fails changes nothing and gives None.
+* **Atomic claim.** A job is claimed by exactly one caller, across any
+  number of processes (and, for shared databases, machines). Claim order:
+  highest ``priority`` first, then earliest ``run_at``, then enqueue
+  order; never a job whose ``run_at`` is in the future, nor one in a paused
+  queue or outside the queues asked for.
+* **All or nothing.** :meth:`Storage.insert` stores every job or none; a
+  duplicate id (stored already, or twice in the batch) raises
   :class:`~queuectl_core.errors.DuplicateJobError` and changes nothing.
 * **Transient failures.** A backend whose server is unreachable raises
   :class:`~queuectl_core.errors.TransientStorageError` from any method (and
-  reconnects on a later call); workers retry those calls with backoff.
+  reconnects on a later call); nothing was changed by that call, or all of
+  it was. Workers retry.
 """
 
 from __future__ import annotations
 
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .errors import TransientStorageError
-from .models import Attempt, Claim, ExecResult, Job, JobState, NewJob, Outcome, WorkerInfo
+from .models import (
+    CLAIMABLE_STATES,
+    Attempt,
+    Change,
+    Claim,
+    Job,
+    JobState,
+    WorkerInfo,
+)
 
-#: The error recorded on a job cancelled before or while it ran.
-CANCELLED_ERROR = "cancelled by request"
+#: How often the default :meth:`Storage.claim` tries again when other
+#: claimers took its candidates first.
+CLAIM_ROUNDS = 100
 
-#: The error recorded on an attempt that :meth:`Storage.recover_expired`
-#: takes back, charged (``lost``) or not (``interrupted``); ``{worker}`` is
-#: the worker id. Every backend uses these, so that all stores tell the same
-#: story in ``show``.
-LOST_ATTEMPT_ERROR = ("worker {worker} went away before the attempt finished (killed, "
-                      "crashed, or its lease expired)")
-INTERRUPTED_ATTEMPT_ERROR = "stopped by force on worker {worker}; the attempt does not count"
+
+def new_token() -> str:
+    """A claim token: unique per claim."""
+    return uuid.uuid4().hex
+
+
+def claim_order(job: Job) -> tuple[int, int]:
+    """Sort key of claim order among due jobs (after it, enqueue order)."""
+    return (-job.priority, job.run_at)
 
 
 class Storage(ABC):
-    """Abstract storage backend. Instances are used from one thread; a
-    process that needs storage in two threads opens two instances."""
+    """A storage backend. Instances are used from one thread; a process that
+    needs storage in two threads opens two instances."""
 
-    # ------------------------------------------------------------ jobs
+    # ------------------------------------------------------------ required
     @abstractmethod
-    def enqueue(self, jobs: Sequence[NewJob]) -> None:
-        """Store new jobs in state ``pending``, all or nothing. The core
-        validates every field first (``models.parse_job_spec``), so a backend
-        may rely on the limits in ``models`` (no NUL in text, sizes)."""
+    def insert(self, records: Sequence[tuple[Job, Sequence[Attempt]]]) -> None:
+        """Store new jobs, each with its attempt history (empty for a job
+        just enqueued; ``import`` brings history), all or nothing, in the
+        order given (enqueue order, for claims). The core has validated
+        every field; no job is ``processing``. Raises DuplicateJobError."""
 
     @abstractmethod
     def get(self, job_id: str) -> Job | None:
@@ -73,8 +79,7 @@ class Storage(ABC):
 
     @abstractmethod
     def attempts(self, job_id: str) -> list[Attempt]:
-        """Every attempt of the job, oldest first (also those made before a
-        ``dlq retry`` reset the counter)."""
+        """Every attempt of the job, oldest first."""
 
     @abstractmethod
     def list_jobs(self, state: JobState | None = None, limit: int | None = None, *,
@@ -83,221 +88,20 @@ class Storage(ABC):
         ``queue``, at most ``limit`` of them."""
 
     @abstractmethod
-    def counts(self, queue: str | None = None) -> dict[JobState, int]:
-        """Number of jobs in each state (every state present, zeros
-        included), optionally only those in ``queue``."""
+    def due(self, now: int, queues: Sequence[str] | None = None, limit: int = 1) -> list[Job]:
+        """Up to ``limit`` jobs a claim could take now, in claim order: in a
+        claimable state (``pending``, ``failed``), ``run_at <= now``, in one
+        of ``queues`` (None: any) and not in a paused queue. A read: it
+        takes nothing. (A backend that overrides :meth:`claim` may leave
+        this to return what it can cheaply; the kit checks claims.)"""
 
     @abstractmethod
-    def next_run_at(self, queues: Sequence[str] | None = None) -> int | None:
-        """The earliest ``run_at`` among jobs that :meth:`claim` with the same
-        ``queues`` could take once due (claimable state, queue not paused),
-        or None if there are none. Lets an idle worker wake exactly when a
-        delayed job is due."""
+    def apply(self, changes: Sequence[Change]) -> list[Job | None]:
+        """Make the changes, in order, in one step; each only if the job
+        still meets its ``expect`` (see :class:`~queuectl_core.models.Change`).
+        Returns, for each, the job as stored after it (for a deletion: as
+        it was), or None if it was not made."""
 
-    # ------------------------------------------------------------ claims
-    @abstractmethod
-    def claim(self, worker_id: str, now: int, lease_ms: int,
-              queues: Sequence[str] | None = None) -> Claim | None:
-        """Atomically take the next due job (see the module docstring) from
-        ``queues`` (None: any queue) that is not paused: state becomes
-        ``processing``, ``attempts`` += 1, ``worker_id``, ``started_at =
-        now`` and ``lease_expires_at = now + lease_ms`` are set, an attempt
-        is opened; ``Claim.attempt`` is its number. Returns None when
-        nothing is due."""
-
-    @abstractmethod
-    def renew(self, claim: Claim, now: int, lease_ms: int) -> bool:
-        """Extend the lease (heartbeat). False if the claim is no longer ours."""
-
-    @abstractmethod
-    def complete(self, claim: Claim, result: ExecResult, now: int) -> Job | None:
-        """Mark the job ``completed`` and close the attempt (outcome,
-        ``finished_at``, exit code, signal, error and the output tails from
-        ``result``). None if fenced out."""
-
-    @abstractmethod
-    def fail(self, claim: Claim, result: ExecResult, now: int, retry_at: int | None
-             ) -> Job | None:
-        """Close the attempt as failed. With ``retry_at`` the job becomes
-        ``failed`` and runs again at ``retry_at``; with None it becomes
-        ``dead``. ``last_error`` and ``exit_code`` record the result. If a
-        cancel was requested (``cancel_requested_at`` set) the job becomes
-        ``cancelled`` and the attempt's outcome is ``cancelled`` instead.
-        None if fenced out."""
-
-    def finish_and_claim(self, claim: Claim, result: ExecResult, now: int, *, completed: bool,
-                         retry_at: int | None, worker_id: str, lease_ms: int,
-                         queues: Sequence[str] | None = None
-                         ) -> tuple[Job | None, Claim | None]:
-        """Record a finished attempt and claim the next job, for a busy
-        worker: ``complete(claim, result, now)`` if ``completed``, else
-        ``fail(claim, result, now, retry_at)``; then
-        ``claim(worker_id, now, lease_ms, queues)``, also when the first step
-        was fenced out. Returns both results.
-
-        Optional. This default makes the two calls; a backend may override
-        it to do both in one transaction (the SQLite store does: one commit
-        and one write lock per job instead of two). Either way each step
-        keeps its own promises, and the claim may take the job just finished
-        if it is due again. If the claim fails with TransientStorageError
-        after the result was recorded, the result is returned with no claim
-        (the worker then claims as usual), so that a retry never records the
-        result twice. The worker calls this only when nothing has to happen
-        between the two steps (no plugin listens for job events, no stop
-        requested, no housekeeping due)."""
-        if completed:
-            done = self.complete(claim, result, now)
-        else:
-            done = self.fail(claim, result, now, retry_at)
-        try:
-            following = self.claim(worker_id, now, lease_ms, queues)
-        except TransientStorageError:
-            following = None
-        return done, following
-
-    def record_and_claim(self, outcomes: Sequence[Outcome], now: int, *, worker_id: str,
-                         lease_ms: int, queues: Sequence[str] | None = None, limit: int = 1
-                         ) -> tuple[list[Job | None], list[Claim]]:
-        """Record several finished attempts, in order, then claim up to
-        ``limit`` jobs: the batched form of :meth:`finish_and_claim`, for a
-        busy worker that keeps a few results and claims at hand (see
-        docs/semantics.md, "Claiming ahead"). Returns, for each outcome
-        recorded, what :meth:`complete` or :meth:`fail` would return (None if
-        fenced out), and the claims made, in claim order (fewer than
-        ``limit`` when fewer jobs are due).
-
-        Optional. This default records each outcome with its own call (the
-        last together with the first claim, through :meth:`finish_and_claim`)
-        and claims the rest one by one. A backend may override it to do it
-        all in one transaction (the SQLite store does: one commit for a
-        batch of jobs). If the store becomes unreachable part-way, the
-        outcomes already recorded are returned (the list is then shorter than
-        ``outcomes``, with no claims) and the caller records the rest again
-        later; before any progress the TransientStorageError propagates. An
-        override that is one transaction either records everything or raises."""
-        dones: list[Job | None] = []
-        claims: list[Claim] = []
-        try:
-            for i, outcome in enumerate(outcomes):
-                at = outcome.at(now)
-                if i == len(outcomes) - 1 and limit > 0 and at == now:
-                    done, following = self.finish_and_claim(
-                        outcome.claim, outcome.result, now, completed=outcome.completed,
-                        retry_at=outcome.retry_at, worker_id=worker_id, lease_ms=lease_ms,
-                        queues=queues)
-                    dones.append(done)
-                    if following is None:
-                        return dones, claims
-                    claims.append(following)
-                elif outcome.completed:
-                    dones.append(self.complete(outcome.claim, outcome.result, at))
-                else:
-                    dones.append(self.fail(outcome.claim, outcome.result, at,
-                                           outcome.retry_at))
-            while len(claims) < limit:
-                following = self.claim(worker_id, now, lease_ms, queues)
-                if following is None:
-                    break
-                claims.append(following)
-        except TransientStorageError:
-            if not dones and not claims:
-                raise
-        return dones, claims
-
-    def due_count(self, now: int, queues: Sequence[str] | None = None, limit: int = 1
-                  ) -> int | None:
-        """How many jobs :meth:`claim` could take now (due, from ``queues``
-        or any queue, not paused), counting at most ``limit``. A cheap read;
-        it takes no lock and may be stale by the time it returns.
-
-        Optional, together with :meth:`release`: a backend that implements
-        both lets a busy worker claim its next job while the current one
-        runs (see docs/semantics.md, "Claiming ahead"). This default returns
-        None: the worker then never claims ahead."""
-        return None
-
-    def release(self, claim: Claim, now: int) -> Job | None:
-        """Give back a claim whose command never started, as if it had not
-        been made: the attempt record the claim opened is removed,
-        ``attempts`` goes down by one, the job is ``pending`` (no counted
-        attempt left) or ``failed`` (it keeps its ``run_at``, ``last_error``
-        and ``exit_code``), and its ``worker_id``, ``started_at`` and
-        ``finished_at`` are those of the attempt before (or None). A job
-        whose cancel was requested meanwhile becomes ``cancelled`` instead
-        (``finished_at = now``, ``last_error`` = CANCELLED_ERROR). One
-        transaction, fenced like :meth:`complete`: None (and no change) if
-        the claim is no longer ours; else the job as it is now.
-
-        Optional: required only of a backend whose :meth:`due_count` returns
-        a number."""
-        raise NotImplementedError(f"{type(self).__name__} cannot release claims")
-
-    @abstractmethod
-    def recover_expired(self, now: int, worker_id: str | None = None, *,
-                        charge_attempt: bool = True) -> list[Job]:
-        """Take back jobs whose lease expired; or, with ``worker_id``, only the
-        jobs that worker holds, expired or not (used when the worker is known
-        to be dead or was stopped by force). Returns the jobs as they are now.
-
-        With ``charge_attempt`` (crashes, lost leases) each open attempt is
-        closed as ``lost`` and still counts: the job becomes ``dead`` if
-        ``attempts > max_retries``, else ``failed`` with ``run_at = now`` so
-        it runs again at once. Without it (an operator's forced stop) the
-        attempt is closed as ``interrupted`` and given back: ``attempts`` goes
-        down by one and the job is ``pending`` (if that leaves no counted
-        attempt) or ``failed``, with ``run_at = now``; never ``dead``. Either
-        way, a job whose cancel was requested becomes ``cancelled`` (its
-        attempt ``cancelled``; ``last_error`` is the release's text as
-        above)."""
-
-    @abstractmethod
-    def cancel(self, job_id: str, now: int) -> Job:
-        """Cancel a job, in one step. ``pending`` or ``failed``: it becomes
-        ``cancelled`` (``finished_at = cancel_requested_at = now``,
-        ``last_error`` = CANCELLED_ERROR). ``processing``: ``cancel_requested_at = now`` is
-        set and the job stays ``processing`` until its worker stops it (see
-        :meth:`fail`); asking again changes nothing. Returns the job as
-        stored. Raises JobNotFoundError, or InvalidStateError for a job that
-        is ``completed``, ``dead`` or ``cancelled`` already."""
-
-    @abstractmethod
-    def purge(self, *, states: Sequence[JobState], finished_before: int | None = None,
-              ids: Sequence[str] | None = None, limit: int | None = None) -> list[str]:
-        """Delete jobs, with their attempt history, in one step: those in one
-        of ``states`` (only ``completed``, ``dead`` and ``cancelled`` are
-        allowed; ValueError otherwise), and, when given, with ``finished_at``
-        (or ``updated_at`` if that is null) earlier than ``finished_before``,
-        with an id in ``ids``, at most ``limit`` of them (oldest first; ties
-        in enqueue order).
-        Returns the ids deleted; a purged id may be enqueued again."""
-
-    @abstractmethod
-    def set_queue_paused(self, queue: str, paused: bool) -> bool:
-        """Pause or resume claiming from ``queue`` (any name; it need not
-        have jobs yet). Returns False if it was already in that state."""
-
-    @abstractmethod
-    def paused_queues(self) -> list[str]:
-        """Names of the paused queues, sorted."""
-
-    @abstractmethod
-    def dlq_retry(self, job_id: str, now: int) -> Job:
-        """Move a ``dead`` job back to ``pending`` with ``attempts = 0`` and
-        ``run_at = now``, keeping its own ``max_retries`` and its attempt
-        history (new attempts go on numbering after it). Raises
-        JobNotFoundError or InvalidStateError."""
-
-    @abstractmethod
-    def import_jobs(self, records: Sequence[tuple[Job, Sequence[Attempt]]]) -> None:
-        """Store jobs exported from another store, with their attempt history,
-        all or nothing (``queuectl import``). Keep every field as given,
-        including the state; ``run_at`` and the times are epoch ms. The core
-        passes no ``processing`` job and no ``running`` attempt (it turns them
-        into ``failed`` / ``lost`` first). A duplicate id (stored already or
-        repeated in ``records``) raises DuplicateJobError and stores nothing.
-        Enqueue order for claims is the order of ``records``."""
-
-    # ------------------------------------------------------------ settings
     @abstractmethod
     def get_settings(self) -> dict[str, Any]:
         """The settings stored with ``set_setting`` (no defaults filled in)."""
@@ -306,34 +110,124 @@ class Storage(ABC):
     def set_setting(self, key: str, value: Any) -> None:
         """Persist one validated setting value (JSON-serialisable)."""
 
-    # ------------------------------------------------------------ workers
     @abstractmethod
-    def register_worker(self, worker: WorkerInfo) -> None:
-        """Record a worker (insert or replace)."""
+    def set_queue_paused(self, queue: str, paused: bool) -> bool:
+        """Pause or resume claiming from ``queue`` (any name). False if it
+        was in that state already."""
 
     @abstractmethod
-    def worker_heartbeat(self, worker_id: str, now: int, current_job: str | None,
-                         job_pgid: int | None) -> None:
-        """Refresh a worker's liveness and what it is running."""
+    def paused_queues(self) -> list[str]:
+        """Names of the paused queues, sorted."""
 
     @abstractmethod
-    def unregister_worker(self, worker_id: str) -> None:
-        """Forget a worker (on clean exit)."""
+    def put_worker(self, worker: WorkerInfo) -> None:
+        """Record a worker, or replace its record (registration, heartbeat)."""
+
+    @abstractmethod
+    def remove_workers(self, worker_ids: Sequence[str]) -> None:
+        """Forget workers (ids not stored are ignored)."""
 
     @abstractmethod
     def list_workers(self) -> list[WorkerInfo]:
-        """Every registered worker, live or not."""
+        """Every registered worker, in order of start."""
 
-    @abstractmethod
-    def prune_workers(self, heartbeat_before: int) -> int:
-        """Forget workers whose last heartbeat is older than the given time."""
+    # ------------------------------------------------------------ derived
+    def claim(self, worker_id: str, now: int, lease_ms: int,
+              queues: Sequence[str] | None = None, limit: int = 1) -> list[Claim]:
+        """Claim up to ``limit`` due jobs for ``worker_id``, in claim order:
+        each becomes ``processing`` with a new claim token and a lease, and
+        gets a new attempt record (see ``transitions.claimed``).
 
-    # ------------------------------------------------------------ wake-ups
+        This default reads :meth:`due` candidates and takes each by
+        compare-and-set (:meth:`apply`), trying again when another claimer
+        was first. SQL backends override it with one statement
+        (``SKIP LOCKED``, ``BEGIN IMMEDIATE``)."""
+        from .transitions import claimed
+
+        claims: list[Claim] = []
+        for _ in range(CLAIM_ROUNDS):
+            if len(claims) >= limit:
+                break
+            candidates = self.due(now, queues, limit - len(claims))
+            if not candidates:
+                break
+            changes = [claimed(job, worker_id=worker_id, token=new_token(), now=now,
+                               lease_ms=lease_ms, number=len(self.attempts(job.id)) + 1)
+                       for job in candidates]
+            for change, job in zip(changes, self.apply(changes), strict=True):
+                if job is not None:
+                    assert change.attempt is not None and change.attempt.open is not None
+                    claims.append(Claim(job=job, token=change.attempt.token,
+                                        worker_id=worker_id, attempt=change.attempt.open.number,
+                                        lease_expires_at=now + lease_ms))
+        return claims
+
+    def apply_and_claim(self, changes: Sequence[Change], *, worker_id: str, now: int,
+                        lease_ms: int, queues: Sequence[str] | None = None, limit: int = 0
+                        ) -> tuple[list[Job | None], list[Claim]]:
+        """:meth:`apply`, then :meth:`claim` of up to ``limit`` jobs: what a
+        busy worker does after its commands end. A backend may do both in
+        one transaction (SQLite, PostgreSQL: one commit per batch). If the
+        claim meets an outage after the changes were made, this default
+        returns them with no claims (the worker claims again later)."""
+        done = self.apply(changes) if changes else []
+        if limit <= 0:
+            return done, []
+        try:
+            return done, self.claim(worker_id, now, lease_ms, queues, limit)
+        except TransientStorageError:
+            if not changes:
+                raise
+            return done, []
+
+    def counts(self, queue: str | None = None) -> dict[JobState, int]:
+        """Number of jobs in each state (every state, zeros included),
+        optionally only in ``queue``. Default: counts :meth:`list_jobs`."""
+        counts = dict.fromkeys(JobState, 0)
+        for job in self.list_jobs(queue=queue):
+            counts[job.state] += 1
+        return counts
+
+    def next_run_at(self, queues: Sequence[str] | None = None) -> int | None:
+        """The earliest ``run_at`` among jobs a claim from ``queues`` could
+        take once due, or None: when an idle worker should look again.
+        Default: reads the claimable jobs."""
+        paused = set(self.paused_queues())
+        times = [job.run_at for state in CLAIMABLE_STATES for job in self.list_jobs(state)
+                 if job.queue not in paused and (queues is None or job.queue in queues)]
+        return min(times, default=None)
+
+    def due_count(self, now: int, queues: Sequence[str] | None = None, limit: int = 1) -> int:
+        """How many jobs a claim could take now, counting at most ``limit``
+        (a cheap read; it may be stale when it returns). Default: :meth:`due`."""
+        return len(self.due(now, queues, limit))
+
+    def expired(self, now: int) -> list[Job]:
+        """Processing jobs whose lease ended before ``now``, in enqueue
+        order. Default: reads the processing jobs."""
+        return [job for job in self.list_jobs(JobState.PROCESSING)
+                if job.lease_expires_at is not None and job.lease_expires_at < now]
+
+    def finished(self, states: Sequence[JobState], before: int | None = None,
+                 limit: int | None = None) -> list[Job]:
+        """Finished jobs in ``states``, oldest first (by ``finished_at``, or
+        ``updated_at`` when that is null; ties in enqueue order), only those
+        finished before ``before`` if given, at most ``limit``: what
+        ``purge`` and retention delete. Default: reads those states."""
+        from .transitions import finished_at
+
+        wanted = set(states)
+        found = [job for job in self.list_jobs() if job.state in wanted
+                 and (before is None or finished_at(job) < before)]
+        found.sort(key=finished_at)  # stable: ties stay in enqueue order
+        return found if limit is None else found[:limit]
+
+    # ------------------------------------------------------------ optional
     def wakeup_fileno(self) -> int | None:
         """A file descriptor that becomes readable when work may have become
-        due (a new job, a retry, a job back from the DLQ), for a backend that
-        can push such news, e.g. PostgreSQL LISTEN/NOTIFY. An idle worker
-        waits on it besides its poll timer. None (the default): no push."""
+        due, for a backend that can push such news (PostgreSQL
+        LISTEN/NOTIFY). An idle worker waits on it besides its timer.
+        None (the default): no push."""
         return None
 
     def drain_wakeups(self) -> None:  # noqa: B027 - optional hook, default does nothing
@@ -345,7 +239,6 @@ class Storage(ABC):
         (a database server guards its own data)."""
         return []
 
-    # ------------------------------------------------------------ lifecycle
     def describe(self) -> str:
         """A one-line description for humans (path, server); never a secret."""
         return type(self).__name__

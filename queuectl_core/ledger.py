@@ -1,0 +1,285 @@
+"""The queue's operations over a store: each reads what it needs, lets
+:mod:`~queuectl_core.transitions` decide, and has the store make the change,
+fenced. The worker and the CLI change jobs only through a :class:`Ledger`.
+
+When a change does not apply (another process changed the job between the
+read and the write: a cancel, a renewal, a recovery), the ledger reads the
+job again and decides again, as long as the decision still stands (the
+claim is still held, the job still exists).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import transitions as rules
+from .errors import JobNotFoundError, StorageError
+from .models import (
+    FINISHED_STATES,
+    Attempt,
+    Change,
+    Claim,
+    ExecResult,
+    Job,
+    JobState,
+    Outcome,
+    WorkerInfo,
+)
+from .storage import Storage
+
+#: How often one decision is made again when the job keeps changing under it.
+MAX_ROUNDS = 50
+
+
+def _deciding_finish(outcome: Outcome, now: int) -> Callable[[Job], Change]:
+    return lambda job: rules.finished(job, outcome, now)
+
+
+class Ledger:
+    """Every change of a job, decided by the core and stored by ``store``."""
+
+    def __init__(self, store: Storage) -> None:
+        self.store = store
+
+    # ---------------------------------------------------------- reading
+    def get(self, job_id: str) -> Job | None:
+        return self.store.get(job_id)
+
+    def attempts(self, job_id: str) -> list[Attempt]:
+        return self.store.attempts(job_id)
+
+    def list_jobs(self, state: JobState | None = None, limit: int | None = None, *,
+                  queue: str | None = None) -> list[Job]:
+        return self.store.list_jobs(state, limit, queue=queue)
+
+    def counts(self, queue: str | None = None) -> dict[JobState, int]:
+        return self.store.counts(queue)
+
+    def next_run_at(self, queues: Sequence[str] | None = None) -> int | None:
+        return self.store.next_run_at(queues)
+
+    def due_count(self, now: int, queues: Sequence[str] | None = None, limit: int = 1) -> int:
+        return self.store.due_count(now, queues, limit)
+
+    def expired(self, now: int) -> list[Job]:
+        """Processing jobs whose lease ended before ``now``."""
+        return self.store.expired(now)
+
+    def paused_queues(self) -> list[str]:
+        return self.store.paused_queues()
+
+    def set_queue_paused(self, queue: str, paused: bool) -> bool:
+        return self.store.set_queue_paused(queue, paused)
+
+    def get_settings(self) -> dict[str, Any]:
+        return self.store.get_settings()
+
+    def set_setting(self, key: str, value: Any) -> None:
+        self.store.set_setting(key, value)
+
+    # ---------------------------------------------------------- workers
+    def register_worker(self, worker: WorkerInfo) -> None:
+        self.store.put_worker(worker)
+
+    def worker_heartbeat(self, worker_id: str, now: int, current_job: str | None,
+                         job_pgid: int | None) -> None:
+        """Refresh a registered worker's liveness and what it runs (a worker
+        no longer registered stays forgotten)."""
+        for worker in self.store.list_workers():
+            if worker.id == worker_id:
+                self.store.put_worker(worker.replace(heartbeat_at=now, current_job=current_job,
+                                                     job_pgid=job_pgid))
+                return
+
+    def unregister_worker(self, worker_id: str) -> None:
+        self.store.remove_workers([worker_id])
+
+    def list_workers(self) -> list[WorkerInfo]:
+        return self.store.list_workers()
+
+    def prune_workers(self, heartbeat_before: int) -> int:
+        """Forget workers whose last heartbeat is older than that."""
+        stale = [w.id for w in self.store.list_workers() if w.heartbeat_at < heartbeat_before]
+        if stale:
+            self.store.remove_workers(stale)
+        return len(stale)
+
+    # ---------------------------------------------------------- new jobs
+    def enqueue(self, jobs: Sequence[Job]) -> None:
+        """Store new (pending) jobs, all or nothing."""
+        self.store.insert([(job, ()) for job in jobs])
+
+    def import_jobs(self, records: Sequence[tuple[Job, Sequence[Attempt]]]) -> None:
+        """Store exported jobs with their history, all or nothing; a job
+        that was running is first settled as ``transitions.arrived`` says."""
+        self.store.insert(records)
+
+    # ---------------------------------------------------------- claims
+    def claim(self, worker_id: str, now: int, lease_ms: int,
+              queues: Sequence[str] | None = None) -> Claim | None:
+        """Claim the next due job, or None."""
+        claims = self.store.claim(worker_id, now, lease_ms, queues, 1)
+        return claims[0] if claims else None
+
+    def renew(self, claim: Claim, now: int, lease_ms: int) -> Job | None:
+        """Extend the claim's lease: the job as stored now, or None if the
+        claim is no longer held."""
+        return self._held(claim, claim.job,
+                          lambda job: rules.renewed(job, now=now, lease_ms=lease_ms))
+
+    def complete(self, claim: Claim, result: ExecResult, now: int) -> Job | None:
+        return self.record_and_claim([Outcome(claim, result)], now, worker_id=claim.worker_id,
+                                     lease_ms=0, limit=0)[0][0]
+
+    def fail(self, claim: Claim, result: ExecResult, now: int, retry_at: int | None
+             ) -> Job | None:
+        return self.record_and_claim([Outcome(claim, result, retry_at)], now,
+                                     worker_id=claim.worker_id, lease_ms=0, limit=0)[0][0]
+
+    def record_and_claim(self, outcomes: Sequence[Outcome], now: int, *, worker_id: str,
+                         lease_ms: int, queues: Sequence[str] | None = None, limit: int = 1
+                         ) -> tuple[list[Job | None], list[Claim]]:
+        """Record finished attempts (``transitions.finished``), then claim up
+        to ``limit`` jobs, in one store call where the store can. Returns,
+        for each outcome, the job as recorded (None: the claim was no longer
+        held), and the claims made, in claim order."""
+        changes = [rules.finished(o.claim.job, o, now) for o in outcomes]
+        done, claims = self.store.apply_and_claim(changes, worker_id=worker_id, now=now,
+                                                  lease_ms=lease_ms, queues=queues,
+                                                  limit=limit)
+        for i, (outcome, job) in enumerate(zip(outcomes, done, strict=True)):
+            if job is None:
+                done[i] = self._held(outcome.claim, None, _deciding_finish(outcome, now))
+        return done, claims
+
+    def release(self, claim: Claim, now: int) -> Job | None:
+        """Give back a claim whose command never started (``transitions.
+        released``): the job as it is now, or None if it was not held."""
+        # While the job holds the claim, the claim's attempt is its latest.
+        history = self.store.attempts(claim.job.id)[:-1]
+        before = history[-1] if history else None
+        return self._held(claim, claim.job,
+                          lambda job: rules.released(job, before, now=now))
+
+    def _held(self, claim: Claim, job: Job | None, decide: Callable[[Job], Change]
+              ) -> Job | None:
+        """Make the change ``decide`` gives for the job while ``claim`` holds
+        it (``job``: as known, or None to read it first)."""
+        for _ in range(MAX_ROUNDS):
+            if job is None:
+                job = self.store.get(claim.job.id)
+            if not rules.holds(job, claim.token):
+                return None
+            assert job is not None
+            [done] = self.store.apply([decide(job)])
+            if done is not None:
+                return done
+            job = None
+        raise StorageError(f"job {claim.job.id!r} kept changing; try again")
+
+    # ---------------------------------------------------------- recovery
+    def recover_expired(self, now: int, worker_id: str | None = None, *,
+                        charge_attempt: bool = True) -> list[Job]:
+        """Take back jobs whose lease expired; or, with ``worker_id``, every
+        job that worker holds (it is known to be gone, or was stopped by
+        force). ``transitions.taken_back`` decides. Returns the jobs as they
+        are now."""
+        def stale(job: Job | None) -> bool:
+            if job is None or job.state is not JobState.PROCESSING:
+                return False
+            if worker_id is not None:
+                return job.worker_id == worker_id
+            return job.lease_expires_at is not None and job.lease_expires_at < now
+
+        if worker_id is None:
+            jobs = self.store.expired(now)
+        else:
+            jobs = [j for j in self.store.list_jobs(JobState.PROCESSING) if stale(j)]
+        recovered = self._settle_all(
+            jobs, stale, lambda job: rules.taken_back(job, now=now, charge=charge_attempt))
+        return [job for job in recovered if job is not None]
+
+    def _settle_all(self, jobs: Sequence[Job], still: Callable[[Job | None], bool],
+                    decide: Callable[[Job], Change]) -> list[Job | None]:
+        """Decide and make a change for each job, in one store call; jobs
+        that changed meanwhile are read and decided again while ``still``
+        holds for them."""
+        jobs = [job for job in jobs if still(job)]
+        done = self.store.apply([decide(job) for job in jobs]) if jobs else []
+        for i, (job, result) in enumerate(zip(jobs, done, strict=True)):
+            rounds = 0
+            while result is None and rounds < MAX_ROUNDS:
+                rounds += 1
+                current = self.store.get(job.id)
+                if not still(current):
+                    break
+                assert current is not None
+                [result] = self.store.apply([decide(current)])
+            done[i] = result
+        return done
+
+    # ---------------------------------------------------------- operators
+    def cancel(self, job_id: str, now: int) -> Job:
+        """``queuectl cancel`` (``transitions.cancelled``): the job as stored.
+        Raises JobNotFoundError, or InvalidStateError for a finished job."""
+        return self._change(job_id, lambda job: rules.cancelled(job, now=now))
+
+    def dlq_retry(self, job_id: str, now: int) -> Job:
+        """``queuectl dlq retry`` (``transitions.revived``). Raises
+        JobNotFoundError, or InvalidStateError for a job that is not dead."""
+        return self._change(job_id, lambda job: rules.revived(job, now=now))
+
+    def _change(self, job_id: str, decide: Callable[[Job], Change | None]) -> Job:
+        for _ in range(MAX_ROUNDS):
+            job = self.store.get(job_id)
+            if job is None:
+                raise JobNotFoundError(job_id)
+            change = decide(job)
+            if change is None:
+                return job
+            [done] = self.store.apply([change])
+            if done is not None:
+                return done
+        raise StorageError(f"job {job_id!r} kept changing; try again")
+
+    def purge(self, *, states: Sequence[JobState], finished_before: int | None = None,
+              ids: Sequence[str] | None = None, limit: int | None = None) -> list[str]:
+        """Delete finished jobs with their history, in one step: those in
+        one of ``states`` (``completed``, ``dead``, ``cancelled``; ValueError
+        otherwise), finished before ``finished_before`` if given, with an id
+        in ``ids`` if given, at most ``limit`` (oldest first). Returns the
+        ids deleted."""
+        wanted = [JobState(s) for s in states]
+        if any(s not in FINISHED_STATES for s in wanted):
+            raise ValueError("only completed, dead and cancelled jobs can be purged")
+        if not wanted or limit == 0 or (ids is not None and not ids):
+            return []
+        if ids is None:
+            jobs = self.store.finished(wanted, finished_before, limit)
+        else:
+            found = (self.store.get(job_id) for job_id in dict.fromkeys(ids))
+            jobs = [job for job in found if job is not None and job.state in wanted
+                    and (finished_before is None
+                         or rules.finished_at(job) < finished_before)]
+            jobs.sort(key=rules.finished_at)
+            jobs = jobs if limit is None else jobs[:limit]
+        done = self.store.apply([rules.purged(job) for job in jobs]) if jobs else []
+        return [job.id for job, gone in zip(jobs, done, strict=True) if gone is not None]
+
+    # ---------------------------------------------------------- the store
+    def wakeup_fileno(self) -> int | None:
+        return self.store.wakeup_fileno()
+
+    def drain_wakeups(self) -> None:
+        self.store.drain_wakeups()
+
+    def local_paths(self) -> list[Path]:
+        return self.store.local_paths()
+
+    def describe(self) -> str:
+        return self.store.describe()
+
+    def close(self) -> None:
+        self.store.close()

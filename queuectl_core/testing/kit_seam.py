@@ -1,0 +1,84 @@
+"""The kit's tests of the seam itself: compare-and-set writes, the attempt a
+change touches, and what ``due`` lists. The other parts of the kit check
+the same store through the core's Ledger."""
+
+from __future__ import annotations
+
+from ..models import Attempt, AttemptChange, Change, JobState
+from ..storage import Storage
+from ..transitions import fence
+from .kit import LEASE, T0, KitBase, new_job
+
+
+class SeamPromises(KitBase):
+    def test_apply_changes_a_job_only_while_it_is_as_expected(self, raw: Storage) -> None:
+        raw.insert([(new_job("a"), ())])
+        job = raw.get("a")
+        assert job is not None
+        stale = Change("a", {**fence(job), "state": JobState.FAILED}, {"priority": 9})
+        assert raw.apply([stale]) == [None], "an expectation that fails changes nothing"
+        assert raw.get("a") == job
+        [done] = raw.apply([Change("a", fence(job), {"priority": 7, "last_error": "x"})])
+        assert done is not None and (done.priority, done.last_error) == (7, "x")
+        assert raw.get("a") == done == job.replace(priority=7, last_error="x")
+        assert raw.apply([Change("missing", {"state": JobState.PENDING}, {"priority": 1})]
+                         ) == [None]
+
+    def test_apply_takes_each_change_of_a_batch_on_its_own(self, raw: Storage) -> None:
+        raw.insert([(new_job("a"), ()), (new_job("b"), ()), (new_job("c"), ())])
+        a, b = raw.get("a"), raw.get("b")
+        assert a is not None and b is not None
+        first = Change("a", fence(a), {"priority": 1, "cancel_requested_at": T0})
+        second = Change("a", fence(a), {"priority": 2})  # decided from the same read
+        gone = Change("b", fence(b), delete=True)
+        done = raw.apply([first, second, gone])
+        assert [j.priority if j else None for j in done] == [1, None, 0]
+        assert raw.get("a").priority == 1  # type: ignore[union-attr]
+        assert raw.get("b") is None and raw.attempts("b") == []
+        assert [j.id for j in raw.list_jobs()] == ["a", "c"]
+
+    def test_apply_opens_closes_and_drops_the_claims_attempt(self, raw: Storage) -> None:
+        raw.insert([(new_job("a"), [Attempt(job_id="a", number=1, worker_id="w0",
+                                            started_at=T0 - 9, finished_at=T0 - 8,
+                                            outcome="failed", error="old")])])
+        job = raw.get("a")
+        assert job is not None
+        opened = Attempt(job_id="a", number=2, worker_id="w1", started_at=T0)
+        [held] = raw.apply([Change("a", fence(job), {
+            "state": JobState.PROCESSING, "claim_token": "tok", "attempts": 1},
+            AttemptChange("tok", open=opened))])
+        assert held is not None and held.claim_token == "tok"
+        assert [a.number for a in raw.attempts("a")] == [1, 2]
+        [closed] = raw.apply([Change("a", fence(held), {"claim_token": None},
+                                     AttemptChange("tok", fields={"outcome": "completed",
+                                                                  "finished_at": T0 + 5,
+                                                                  "stdout_tail": "ok ✓"}))])
+        assert closed is not None
+        old, new = raw.attempts("a")
+        assert old.error == "old" and old.outcome == "failed", "only the claim's attempt"
+        assert (new.outcome, new.finished_at, new.stdout_tail) == ("completed", T0 + 5, "ok ✓")
+        [again] = raw.apply([Change("a", fence(closed), {"claim_token": "t2"},
+                                    AttemptChange("t2", open=opened.replace(number=3)))])
+        assert again is not None
+        raw.apply([Change("a", fence(again), {"claim_token": None},
+                          AttemptChange("t2", drop=True))])
+        assert [a.number for a in raw.attempts("a")] == [1, 2]
+
+    def test_due_lists_claim_order_and_takes_nothing(self, raw: Storage) -> None:
+        raw.insert([(new_job("z-low"), ()), (new_job("y-high", priority=5), ()),
+                    (new_job("x-low"), ()), (new_job("w-early", run_at=T0 - 1), ()),
+                    (new_job("later", run_at=T0 + 1), ()),
+                    (new_job("held", queue="paused", priority=9), ()),
+                    (new_job("other", queue="other", priority=1), ())])
+        raw.set_queue_paused("paused", True)
+        assert [j.id for j in raw.due(T0, None, 10)] == [
+            "y-high", "other", "w-early", "z-low", "x-low"]
+        assert [j.id for j in raw.due(T0, ["default"], 2)] == ["y-high", "w-early"]
+        assert [j.id for j in raw.due(T0, ["paused", "other"], 10)] == ["other"]
+        assert all(j.state is JobState.PENDING for j in raw.list_jobs())
+
+    def test_claims_by_one_caller_never_overlap(self, raw: Storage) -> None:
+        raw.insert([(new_job(f"j{i}"), ()) for i in range(7)])
+        taken = [c.job.id for n in (1, 3, 2, 5) for c in raw.claim("w", T0, LEASE, None, n)]
+        assert taken == [f"j{i}" for i in range(7)], "claim order, each job once"
+        assert raw.claim("w", T0, LEASE, None, 3) == []

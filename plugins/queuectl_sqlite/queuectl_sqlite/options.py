@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .fast import DEFAULT_PATH
+DEFAULT_PATH = "queue.db"
 
 
 class SqliteOptions(BaseModel):

@@ -14,8 +14,8 @@ import pytest
 from queuectl_core.errors import StorageError
 from queuectl_core.storage import Storage
 from queuectl_core.testing import StorageConformance
-from queuectl_sqlite.fast import SCHEMA_VERSION
 from queuectl_sqlite.options import SqliteOptions
+from queuectl_sqlite.schema import SCHEMA_VERSION
 from queuectl_sqlite.store import SqliteStorage
 
 

@@ -11,17 +11,19 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from queuectl_core.ledger import Ledger
 from queuectl_core.models import JobState
-from queuectl_sqlite.store import (
-    _OPEN_ATTEMPTS_SQL,
+from queuectl_sqlite.sql import (
     CLAIM_LISTED_SQL,
     CLAIM_SQL,
+    EXPIRED_SQL,
+    FINISHED_BEFORE_SQL,
     NEXT_RUN_AT_LISTED_SQL,
     NEXT_RUN_AT_SQL,
-    PURGE_OLDEST_SQL,
-    SqliteStorage,
+    OPEN_ATTEMPTS_SQL,
     claim_batch_sql,
 )
+from queuectl_sqlite.store import SqliteStorage
 
 T0 = 1_800_000_000_000
 LEASE = 10_000
@@ -70,7 +72,7 @@ def test_a_batch_claim_seeks_its_queue_in_the_ready_index(tmp_path: Path) -> Non
         assert "SEARCH jobs USING INDEX jobs_ready (queue=?)" in "\n".join(lines), lines
         assert not any("TEMP B-TREE" in line for line in lines), lines
         assert_no_table_scan(lines)
-        lines = plan(store, _OPEN_ATTEMPTS_SQL, {"worker": "w", "now": T0, "seqs": "[1, 2]"})
+        lines = plan(store, OPEN_ATTEMPTS_SQL, {"worker": "w", "now": T0, "seqs": "[1, 2]"})
         assert "SEARCH a USING COVERING INDEX attempts_job (job_id=?)" in "\n".join(lines), lines
         assert_no_table_scan(lines)
     finally:
@@ -100,8 +102,11 @@ def test_next_run_at_and_purge_plans_use_their_indexes(tmp_path: Path) -> None:
             assert "SEARCH jobs USING INDEX jobs_due (queue=?)" in "\n".join(lines)
             assert_no_table_scan(lines)
             assert not any("TEMP B-TREE FOR ORDER BY" in line for line in lines)
-        lines = plan(store, PURGE_OLDEST_SQL, {"state": "completed", "before": T0, "limit": 10})
+        lines = plan(store, FINISHED_BEFORE_SQL, {"state": "completed", "before": T0,
+                                                  "limit": 10})
         assert lines == ["SEARCH jobs USING INDEX jobs_finished (state=? AND <expr><?)"], lines
+        lines = plan(store, EXPIRED_SQL, {"now": T0})  # (only expired leases are sorted)
+        assert lines[0] == "SEARCH jobs USING INDEX jobs_leases (lease_expires_at<?)", lines
     finally:
         store.close()
 
@@ -164,19 +169,19 @@ def test_work_per_call_does_not_grow_with_jobs_it_skips(tmp_path: Path) -> None:
     small = world(tmp_path / "small.db", 3)
     large = world(tmp_path / "large.db", 20_000)
     actions: dict[str, Callable[[SqliteStorage], object]] = {
+        # Before the claims below take the "other" queue's few jobs in the small world.
+        "due jobs": lambda s: s.due(T0, None, 2),
         "claim from one queue": lambda s: s.claim("w", T0, LEASE, queues=["default"]),
         "claim from any queue": lambda s: s.claim("w", T0, LEASE),
         "claim from paused": lambda s: s.claim("w", T0, LEASE, queues=["held"]),
-        "2 claims from one queue": lambda s: s.record_and_claim(
-            [], T0, worker_id="w", lease_ms=LEASE, queues=["default"], limit=2),
-        "2 claims from any queue": lambda s: s.record_and_claim(
-            [], T0, worker_id="w", lease_ms=LEASE, limit=2),
-        "2 claims from listed queues": lambda s: s.record_and_claim(
-            [], T0, worker_id="w", lease_ms=LEASE, queues=["other", "held", "default"],
-            limit=2),
+        "2 claims from one queue": lambda s: s.claim("w", T0, LEASE, ["default"], 2),
+        "2 claims from any queue": lambda s: s.claim("w", T0, LEASE, None, 2),
+        "2 claims from listed queues": lambda s: s.claim("w", T0, LEASE,
+                                                         ["other", "held", "default"], 2),
         "next_run_at": lambda s: s.next_run_at(),
         "next_run_at listed": lambda s: s.next_run_at(["default", "held"]),
-        "retention purge": lambda s: s.purge(
+        "lease sweep": lambda s: Ledger(s).recover_expired(T0),
+        "retention purge": lambda s: Ledger(s).purge(
             states=[JobState.COMPLETED, JobState.CANCELLED], finished_before=T0 + 10**6,
             limit=2),
     }
@@ -185,8 +190,8 @@ def test_work_per_call_does_not_grow_with_jobs_it_skips(tmp_path: Path) -> None:
                  for name, act in actions.items()}
         # The same answers from both ...
         assert small.next_run_at(["default", "held"]) == large.next_run_at(["default", "held"])
-        assert small.purge(states=[JobState.COMPLETED], limit=1) == ["done-2"]
-        assert large.purge(states=[JobState.COMPLETED], limit=1) == ["done-2"]
+        assert Ledger(small).purge(states=[JobState.COMPLETED], limit=1) == ["done-2"]
+        assert Ledger(large).purge(states=[JobState.COMPLETED], limit=1) == ["done-2"]
     finally:
         small.close()
         large.close()

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from queuectl_core.errors import StorageError
-from queuectl_core.models import ExecResult, JobState, WorkerInfo
-from queuectl_sqlite import store as store_module
-from queuectl_sqlite.fast import SCHEMA_VERSION
+from queuectl_core.ledger import Ledger
+from queuectl_core.models import ExecResult, Job, JobState, WorkerInfo
+from queuectl_sqlite import schema as store_module
+from queuectl_sqlite.schema import SCHEMA_VERSION
 from queuectl_sqlite.store import SqliteStorage
 
 T0 = 1_800_000_000_000
@@ -109,9 +110,10 @@ def schema_of(path: Path) -> dict[str, object]:
 def test_v1_store_is_upgraded_in_place_and_keeps_its_data(tmp_path: Path) -> None:
     path = tmp_path / "queue.db"
     make_v1_store(path)
-    store = SqliteStorage(path)
+    store = Ledger(SqliteStorage(path))
     try:
-        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        version = store.store.conn.execute("PRAGMA user_version").fetchone()[0]  # type: ignore[attr-defined]
+        assert version == SCHEMA_VERSION == 2
         # Every job, as it was, with the new fields at their defaults.
         assert [j.id for j in store.list_jobs()] == ["done", "dead", "waiting", "retry",
                                                      "running", ODD_ID]
@@ -188,8 +190,8 @@ def test_failed_upgrade_leaves_the_old_store_whole(tmp_path: Path,
     path = tmp_path / "queue.db"
     make_v1_store(path)
     before = schema_of(path)
-    broken = store_module._UPGRADES[1] + ";\nSELECT no_such_column FROM jobs"
-    monkeypatch.setitem(store_module._UPGRADES, 1, broken)
+    broken = store_module.UPGRADES[1] + ";\nSELECT no_such_column FROM jobs"
+    monkeypatch.setitem(store_module.UPGRADES, 1, broken)
     with pytest.raises(StorageError, match="cannot be used"):
         SqliteStorage(path)
     assert schema_of(path) == before, "the upgrade is one transaction"
@@ -202,19 +204,16 @@ def test_failed_upgrade_leaves_the_old_store_whole(tmp_path: Path,
 
 
 def test_every_older_version_has_an_upgrade() -> None:
-    assert set(store_module._UPGRADES) == set(range(1, SCHEMA_VERSION))
+    assert set(store_module.UPGRADES) == set(range(1, SCHEMA_VERSION))
 
 
 def test_whole_second_timeouts_stay_floats_through_returning(tmp_path: Path) -> None:
     """SQLite hands a whole REAL back as an integer from UPDATE ... RETURNING;
     every path must still give the float the model promises."""
-    from queuectl_core.models import NewJob
-    from queuectl_sqlite.store import SqliteStorage
-
-    store = SqliteStorage(tmp_path / "q.db")
+    store = Ledger(SqliteStorage(tmp_path / "q.db"))
     try:
-        store.enqueue([NewJob(id="a", command="true", max_retries=0, run_at=0, created_at=0,
-                              timeout=30.0)])
+        store.enqueue([Job.new(id="a", command="true", max_retries=0, run_at=0, created_at=0,
+                               timeout=30.0)])
         claim = store.claim("w", 1, 10_000)
         assert claim is not None and type(claim.job.timeout) is float
         job = store.cancel("a", 2)

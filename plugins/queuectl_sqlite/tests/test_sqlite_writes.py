@@ -1,5 +1,5 @@
-"""SQLite write transactions: the writers' lock file and the one-transaction
-``finish_and_claim``."""
+"""SQLite write transactions: the writers' lock file, and results recorded
+together with the next claims in one transaction."""
 
 from __future__ import annotations
 
@@ -10,15 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from queuectl_core.models import ExecResult, JobState, NewJob, Outcome
-from queuectl_sqlite.store import MAX_BATCH_QUEUES, SqliteStorage
+from queuectl_core.ledger import Ledger
+from queuectl_core.models import ExecResult, Job, JobState, Outcome
+from queuectl_sqlite.sql import MAX_BATCH_QUEUES
+from queuectl_sqlite.store import SqliteStorage
 
 T0 = 1_800_000_000_000
 LEASE = 10_000
 
 
 def add(store: SqliteStorage, *ids: str) -> None:
-    store.enqueue([NewJob(id=i, command="true", max_retries=3, run_at=T0, created_at=T0)
+    Ledger(store).enqueue([Job.new(id=i, command="true", max_retries=3, run_at=T0, created_at=T0)
                    for i in ids])
 
 
@@ -60,31 +62,31 @@ def test_a_forked_child_takes_the_lock_on_its_own_descriptor(tmp_path: Path) -> 
         store.close()
 
 
-def test_finish_and_claim_is_one_transaction(tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_result_and_the_next_claim_roll_back_together(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = SqliteStorage(tmp_path / "queue.db")
+    ledger = Ledger(store)
     try:
         add(store, "a", "b")
-        claim = store.claim("w", T0, LEASE)
+        claim = ledger.claim("w", T0, LEASE)
         assert claim is not None and claim.job.id == "a"
 
         def broken(*args: object) -> None:
             raise RuntimeError("claim failed")
 
-        monkeypatch.setattr(SqliteStorage, "_claim_in", staticmethod(broken))
+        monkeypatch.setattr(SqliteStorage, "_claim_in", broken)
         with pytest.raises(RuntimeError):
-            store.finish_and_claim(claim, ExecResult(exit_code=0), T0 + 5, completed=True,
-                                   retry_at=None, worker_id="w", lease_ms=LEASE)
+            ledger.record_and_claim([Outcome(claim, ExecResult(exit_code=0))], T0 + 5,
+                                    worker_id="w", lease_ms=LEASE)
         # Rolled back as a whole: the result is not recorded either.
         job = store.get("a")
         assert job is not None and job.state is JobState.PROCESSING
         assert [a.outcome for a in store.attempts("a")] == ["running"]
         monkeypatch.undo()
-        done, following = store.finish_and_claim(claim, ExecResult(exit_code=0), T0 + 6,
-                                                 completed=True, retry_at=None,
-                                                 worker_id="w", lease_ms=LEASE)
+        [done], [following] = ledger.record_and_claim(
+            [Outcome(claim, ExecResult(exit_code=0))], T0 + 6, worker_id="w", lease_ms=LEASE)
         assert done is not None and done.state is JobState.COMPLETED
-        assert following is not None and following.job.id == "b"
+        assert following.job.id == "b"
     finally:
         store.close()
 
@@ -93,13 +95,14 @@ def test_record_and_claim_is_one_transaction_and_keeps_the_real_times(tmp_path: 
     """A batch of results and claims commits once; each attempt keeps when
     its command really started and ended (jobs claimed ahead start later)."""
     store = SqliteStorage(tmp_path / "queue.db")
+    ledger = Ledger(store)
     try:
         add(store, "a", "b", "c", "d")
-        a = store.claim("w", T0, LEASE)
-        b = store.claim("w", T0, LEASE)
+        a = ledger.claim("w", T0, LEASE)
+        b = ledger.claim("w", T0, LEASE)
         assert a is not None and b is not None
         before = store.conn.total_changes
-        dones, claims = store.record_and_claim(
+        dones, claims = ledger.record_and_claim(
             [Outcome(a, ExecResult(exit_code=0), finished_at=T0 + 3),
              Outcome(b, ExecResult(exit_code=0), started_at=T0 + 3, finished_at=T0 + 5)],
             T0 + 9, worker_id="w", lease_ms=LEASE, limit=2)
@@ -125,18 +128,20 @@ def test_a_batch_over_many_open_queues_is_what_single_claims_would_take(
 
     def filled(path: Path) -> SqliteStorage:
         store = SqliteStorage(path)
-        store.enqueue([NewJob(id=f"q{q}-{i}", command="true", max_retries=1,
-                              run_at=T0 - i, created_at=T0, priority=(q * 7 + i) % 5,
-                              queue=f"q{q}") for q in range(queues) for i in range(3)])
+        Ledger(store).enqueue([
+            Job.new(id=f"q{q}-{i}", command="true", max_retries=1, run_at=T0 - i,
+                    created_at=T0, priority=(q * 7 + i) % 5, queue=f"q{q}")
+            for q in range(queues) for i in range(3)])
         return store
 
     batch_store, single_store = filled(tmp_path / "batch.db"), filled(tmp_path / "single.db")
     try:
-        _, batch = batch_store.record_and_claim([], T0, worker_id="w", lease_ms=LEASE,
-                                                limit=10)
-        single = [single_store.claim("w", T0, LEASE) for _ in range(10)]
-        assert [(c.job.id, c.attempt) for c in batch] == [
-            (c.job.id, c.attempt) for c in single if c is not None]
+        batch = batch_store.claim("w", T0, LEASE, None, 10)
+        single = [c for _ in range(10) for c in single_store.claim("w", T0, LEASE, None, 1)]
+        assert [(c.job.id, c.attempt) for c in batch] == [(c.job.id, c.attempt) for c in single]
+        for claim in batch:
+            Ledger(batch_store).release(claim, T0)
+        assert [j.id for j in batch_store.due(T0, None, 10)] == [c.job.id for c in single]
         assert len(batch) == 10 and len({c.token for c in batch}) == 10
     finally:
         batch_store.close()

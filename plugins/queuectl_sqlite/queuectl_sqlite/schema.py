@@ -1,0 +1,144 @@
+"""The SQLite store's schema, its versions and the upgrades between them."""
+
+from __future__ import annotations
+
+import sqlite3
+
+#: Version 1: the first release. Version 2: named queues (and pausing them),
+#: cancellation, per-job timeout/cwd/env/retry, output tails on attempts,
+#: attempt numbers over a job's whole history, purge.
+SCHEMA_VERSION = 2
+
+CLAIMABLE = "state IN ('pending', 'failed')"
+FINISHED = "state IN ('completed', 'dead', 'cancelled')"
+#: When a finished job finished, for ``purge`` (imported jobs may lack
+#: ``finished_at``). Queries must spell it exactly so to use jobs_finished.
+DONE_AT = "coalesce(finished_at, updated_at)"
+
+#: Indexes (and the paused queues) of schema version 2: a new store and the
+#: 1 -> 2 upgrade both run these. Partial indexes hold only the rows their
+#: queries can want, so finished jobs piling up slow neither claims,
+#: ``next_run_at`` nor a retention purge. Queries name them with INDEXED BY:
+#: without statistics the planner could pick jobs_state and sort every
+#: claimable job on each claim.
+_V2_OBJECTS = f"""
+CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (queue, priority DESC, run_at, seq)
+    WHERE {CLAIMABLE};
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs (queue, run_at) WHERE {CLAIMABLE};
+CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (lease_expires_at) WHERE state = 'processing';
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (state, {DONE_AT}, seq) WHERE {FINISHED};
+CREATE INDEX IF NOT EXISTS attempts_job ON attempts (job_id, rowid);
+CREATE TABLE IF NOT EXISTS paused_queues (queue TEXT PRIMARY KEY) WITHOUT ROWID;
+"""
+
+#: A new store. The columns added in version 2 come last, in the order the
+#: upgrade from version 1 adds them, so both give the same tables.
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    id               TEXT NOT NULL UNIQUE,
+    command          TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    max_retries      INTEGER NOT NULL,
+    priority         INTEGER NOT NULL DEFAULT 0,
+    run_at           INTEGER NOT NULL,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL,
+    started_at       INTEGER,
+    finished_at      INTEGER,
+    worker_id        TEXT,
+    claim_token      TEXT,
+    lease_expires_at INTEGER,
+    last_error       TEXT,
+    exit_code        INTEGER,
+    queue            TEXT NOT NULL DEFAULT 'default',
+    timeout          REAL,
+    cwd              TEXT,
+    env              TEXT,
+    retry            TEXT,
+    cancel_requested_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    rowid        INTEGER PRIMARY KEY,
+    job_id       TEXT NOT NULL,
+    number       INTEGER NOT NULL,
+    claim_token  TEXT NOT NULL UNIQUE,
+    worker_id    TEXT NOT NULL,
+    started_at   INTEGER NOT NULL,
+    finished_at  INTEGER,
+    outcome      TEXT NOT NULL,
+    exit_code    INTEGER,
+    signal       INTEGER,
+    error        TEXT,
+    stdout_tail  TEXT,
+    stderr_tail  TEXT
+);
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS workers (
+    id           TEXT PRIMARY KEY,
+    hostname     TEXT NOT NULL,
+    pid          INTEGER NOT NULL,
+    started_at   INTEGER NOT NULL,
+    heartbeat_at INTEGER NOT NULL,
+    current_job  TEXT,
+    job_pgid     INTEGER
+);
+""" + _V2_OBJECTS
+
+#: In-place upgrades, by the version they start from; each runs inside the
+#: opening transaction, with the version bump. ``ALTER TABLE ... ADD COLUMN``
+#: rewrites no rows; only the new and rebuilt indexes read the table.
+UPGRADES: dict[int, str] = {
+    1: """
+ALTER TABLE jobs ADD COLUMN queue TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE jobs ADD COLUMN timeout REAL;
+ALTER TABLE jobs ADD COLUMN cwd TEXT;
+ALTER TABLE jobs ADD COLUMN env TEXT;
+ALTER TABLE jobs ADD COLUMN retry TEXT;
+ALTER TABLE jobs ADD COLUMN cancel_requested_at INTEGER;
+ALTER TABLE attempts ADD COLUMN stdout_tail TEXT;
+ALTER TABLE attempts ADD COLUMN stderr_tail TEXT;
+DROP INDEX IF EXISTS jobs_ready;
+DROP INDEX IF EXISTS jobs_due;
+""" + _V2_OBJECTS,
+}
+
+
+def run_script(conn: sqlite3.Connection, script: str) -> None:
+    """Run ``;``-separated statements one by one (``executescript`` would
+    commit the open transaction first)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def create_or_upgrade(conn: sqlite3.Connection, version: int) -> None:
+    """Inside the caller's write transaction: bring a store at ``version``
+    (0: a new file) to SCHEMA_VERSION."""
+    if version == 0:
+        run_script(conn, SCHEMA)
+    else:
+        for step in range(version, SCHEMA_VERSION):
+            run_script(conn, UPGRADES[step])
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def connect(path: str, *, synchronous: str = "full",
+            busy_timeout_ms: int = 30_000) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), WAL
+    journal, the given durability and lock wait. Raises sqlite3.Error;
+    RuntimeError when the file cannot be put in WAL mode."""
+    conn = sqlite3.connect(path, timeout=busy_timeout_ms / 1000, isolation_level=None,
+                           check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise RuntimeError(f"cannot switch to WAL mode ({mode})")
+        conn.execute(f"PRAGMA synchronous = {'FULL' if synchronous == 'full' else 'NORMAL'}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn

@@ -1,6 +1,11 @@
-"""The resolved application: configuration, plugins, and the storage,
+"""The resolved application: configuration, plugins, and the store, ledger,
 executor and backoff policy they select. Everything is built lazily, so a
-command pays only for what it uses."""
+command pays only for what it uses.
+
+The CLI's start-up cache (``cli/startup.py``) may seed an App with what it
+already knows (the backend's record, whether plugins listen to job events),
+so that ``enqueue`` and ``status`` run the same command code without
+loading pluggy; anything else an App is asked for is built as usual."""
 
 from __future__ import annotations
 
@@ -9,20 +14,16 @@ from typing import TYPE_CHECKING, Any
 
 from .config import AppConfig
 from .errors import ConfigError, PluginError, QueuectlError
-from .executor import Executor
-from .models import Settings, settings_from_stored, validation_message
-from .plugins import Plugins, build_plugins
-from .registry import (
-    BackendSpec,
-    BackoffPolicy,
-    BackoffPolicySpec,
-    ExecutorSpec,
-    PluginContext,
-)
-from .storage import Storage
+from .ledger import Ledger
+from .registry import PluginContext
+from .settings import Settings, settings_from_stored
 
 if TYPE_CHECKING:
     from .dlq_handler import DlqCommandHandler
+    from .executor import Executor
+    from .plugins import Plugins
+    from .registry import BackendSpec, BackoffPolicy, BackoffPolicySpec, ExecutorSpec
+    from .storage import Storage
 
 
 def validated_options(spec: BackendSpec | ExecutorSpec | BackoffPolicySpec,
@@ -37,18 +38,36 @@ def validated_options(spec: BackendSpec | ExecutorSpec | BackoffPolicySpec,
         raise ConfigError(f"{where}{what} takes no options, got: {', '.join(sorted(raw))}")
     from pydantic import ValidationError
 
+    from .models import validation_message
+
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"{where}options of {what}: {validation_message(exc)}") from None
 
 
+def _built(spec: Any, what: str, options: Any, context: PluginContext,
+           failed: str = "failed to start") -> Any:
+    """Call a record's factory; a failure names the plugin."""
+    try:
+        return spec.resolve_factory()(options, context)
+    except QueuectlError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"{what} (from {spec.distribution or 'a plugin'}) {failed}: "
+                          f"{exc}") from exc
+
+
 class App:
-    def __init__(self, config: AppConfig, plugins: Plugins | None = None) -> None:
+    def __init__(self, config: AppConfig, plugins: Plugins | None = None, *,
+                 backend: BackendSpec | None = None, listeners: bool | None = None) -> None:
         self.config = config
         self._dlq_handler: DlqCommandHandler | None = None
+        self._listeners = listeners
         if plugins is not None:
             self.__dict__["plugins"] = plugins
+        if backend is not None:
+            self.__dict__["backend"] = backend
 
     @property
     def context(self) -> PluginContext:
@@ -56,9 +75,11 @@ class App:
 
     @cached_property
     def plugins(self) -> Plugins:
+        from .plugins import build_plugins
+
         plugins = build_plugins(cache_dir=self.config.home / "cache")
-        dlq = self.config.file.dlq
-        if dlq.command:
+        dlq = self.config.file.dlq if self.config.file is not None else None
+        if dlq is not None and dlq.command:
             from .dlq_handler import DlqCommandHandler
 
             self._dlq_handler = DlqCommandHandler(
@@ -68,52 +89,65 @@ class App:
                              distribution="queuectl (dlq.command in the config file)")
         return plugins
 
-    def open_storage(self) -> Storage:
-        """A new storage instance of the selected backend."""
-        spec = self.plugins.backend(self.config.backend)
+    @cached_property
+    def backend(self) -> BackendSpec:
+        """The selected backend's record."""
+        return self.plugins.backend(self.config.backend)
+
+    def has_event_listeners(self) -> bool:
+        """Does any plugin listen to ``queuectl_job_event``?"""
+        if self._listeners is not None and "plugins" not in self.__dict__:
+            return self._listeners
+        return self.plugins.has_event_listeners()
+
+    def open_store(self) -> Storage:
+        """A new store of the selected backend."""
+        spec = self.backend
         what = f"backend {spec.name!r}"
         options = validated_options(spec, self.config.backend_options(spec.name), what,
-                           self.config)
-        assert spec.factory is not None, f"{what} has no factory"
-        try:
-            return spec.factory(options, self.context)
-        except QueuectlError:
-            raise
-        except Exception as exc:
-            raise PluginError(f"{what} (from {spec.distribution}) failed to open: {exc}") from exc
+                                    self.config)
+        store: Storage = _built(spec, what, options, self.context, "failed to open")
+        return store
 
     @cached_property
-    def storage(self) -> Storage:
-        return self.open_storage()
+    def ledger(self) -> Ledger:
+        """The queue's operations over the selected store."""
+        return Ledger(self.open_store())
 
-    def settings(self, storage: Storage | None = None) -> Settings:
+    def settings(self, ledger: Ledger | None = None) -> Settings:
         """Effective runtime settings: stored > YAML defaults > built-in."""
-        store = storage or self.storage
-        return settings_from_stored(store.get_settings(), self.config.file.defaults)
+        source = ledger or self.ledger
+        return settings_from_stored(source.get_settings(), self.config.defaults)
 
     def executor(self) -> Executor:
-        name = self.config.file.executor
-        spec = self.plugins.executor(name)
+        file = self.config.file
+        from .limits import DEFAULT_EXECUTOR
+
+        spec = self.plugins.executor(file.executor if file is not None else DEFAULT_EXECUTOR)
         what = f"executor {spec.name!r}"
         options = validated_options(spec, self.config.executor_options(spec.name), what,
-                           self.config)
-        assert spec.factory is not None, f"{what} has no factory"
-        return spec.factory(options, self.context)
+                                    self.config)
+        executor: Executor = _built(spec, what, options, self.context)
+        return executor
 
     def backoff_policy(self, name: str | None = None) -> BackoffPolicy:
         """The configured backoff policy, or the one called ``name`` (a job's
         own choice; it gets the YAML options only if it is the configured
         one)."""
-        retry = self.config.file.retry
-        spec = self.plugins.backoff_policy(name or retry.policy)
-        raw = retry.options if spec.name == retry.policy else {}
-        options = validated_options(spec, raw, f"backoff policy {spec.name!r}", self.config)
-        assert spec.factory is not None
-        return spec.factory(options)
+        from .limits import DEFAULT_POLICY
+
+        file = self.config.file
+        configured = file.retry.policy if file is not None else DEFAULT_POLICY
+        spec = self.plugins.backoff_policy(name or configured)
+        raw = file.retry.options if file is not None and spec.name == configured else {}
+        what = f"backoff policy {spec.name!r}"
+        options = validated_options(spec, raw, what, self.config)
+        policy: BackoffPolicy = _built(spec, what, options, self.context)
+        return policy
 
     def close(self) -> None:
-        if "storage" in self.__dict__:
-            self.__dict__.pop("storage").close()
+        if "ledger" in self.__dict__:
+            self.__dict__.pop("ledger").close()
         handler = self._dlq_handler
         if handler is not None:
             # A DLQ handler still running gets its timeout enforced (and its

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from . import hookimpl
-from .jobspec import MAX_DELAY_SECONDS
-from .models import Settings
+from .limits import MAX_DELAY_SECONDS
 from .registry import BackoffPolicySpec
+from .settings import Settings
 
 __all__ = ["MAX_DELAY_SECONDS", "ConstantBackoff", "ExponentialBackoff", "LinearBackoff"]
 
@@ -45,15 +45,15 @@ class ConstantBackoff:
 def queuectl_backoff_policies() -> Iterable[BackoffPolicySpec]:
     return [
         BackoffPolicySpec(
-            name="exponential", factory=lambda options: ExponentialBackoff(),
+            name="exponential", factory=lambda options, context: ExponentialBackoff(),
             description="wait backoff_base ** attempts seconds before each retry",
         ),
         BackoffPolicySpec(
-            name="linear", factory=lambda options: LinearBackoff(),
+            name="linear", factory=lambda options, context: LinearBackoff(),
             description="wait backoff_base * attempts seconds before each retry",
         ),
         BackoffPolicySpec(
-            name="constant", factory=lambda options: ConstantBackoff(),
+            name="constant", factory=lambda options, context: ConstantBackoff(),
             description="wait backoff_base seconds before each retry",
         ),
     ]

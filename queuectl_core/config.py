@@ -19,66 +19,67 @@ YAML file, built-in default.
       timeout: 30                # seconds the command may take
     defaults:                    # runtime settings used until `config set` stores one
       max_retries: 5
+
+The file is validated by one pydantic model, ``config_file.ConfigFile``,
+which is the configuration object (``AppConfig.file``); it is read only
+when there is a file, and pydantic is imported only then.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
-from .models import check_setting, normalize_setting_key, validation_message
+from .limits import DEFAULT_BACKEND
 
-DEFAULT_BACKEND = "sqlite"
-DEFAULT_EXECUTOR = "shell"
-DEFAULT_POLICY = "exponential"
+if TYPE_CHECKING:
+    from .config_file import ConfigFile
+
 CONFIG_FILENAME = "queuectl.yaml"
 
 
-@dataclass(frozen=True)
-class RetryConfig:
-    policy: str = DEFAULT_POLICY
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class DlqConfig:
-    command: str | None = None
-    timeout: float = 30.0
-
-
-@dataclass(frozen=True)
-class FileConfig:
-    """What the YAML file says (validated by ``config_schema``), or the
-    defaults when there is no file."""
-
-    backend: str | None = None
-    backends: dict[str, dict[str, Any] | None] = field(default_factory=dict)
-    executor: str = DEFAULT_EXECUTOR
-    executors: dict[str, dict[str, Any] | None] = field(default_factory=dict)
-    retry: RetryConfig = field(default_factory=RetryConfig)
-    defaults: dict[str, Any] = field(default_factory=dict)
-    dlq: DlqConfig = field(default_factory=DlqConfig)
-    #: The file's text as read and validated (for the fast path's cache).
-    text: str | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True)
 class AppConfig:
-    """Everything resolved before any plugin is loaded."""
+    """Everything resolved before any plugin is loaded.
 
-    home: Path
-    config_path: Path | None
-    file: FileConfig
-    backend: str
+    ``file`` (the YAML file's model, or None without a file) is read on
+    first use; the CLI's start-up cache may hand over what it already knows
+    of it (``file_backend``, ``defaults``) so that a command that needs no
+    more never reads it."""
+
+    def __init__(self, *, home: Path, config_path: Path | None, backend: str,
+                 file: ConfigFile | None = None, text: str | None = None,
+                 defaults: dict[str, Any] | None = None) -> None:
+        self.home = home
+        self.config_path = config_path
+        self.backend = backend
+        if file is not None or config_path is None:
+            self.__dict__["file"] = file
+        #: The file's text as read and validated (what the start-up cache keys on).
+        self.text = text
+        self._defaults = defaults
+
+    @cached_property
+    def file(self) -> ConfigFile | None:
+        if self.config_path is None:
+            return None
+        self.text, model = load_file(self.config_path)
+        return model
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """The YAML ``defaults`` of the runtime settings (checked)."""
+        if self._defaults is not None:
+            return self._defaults
+        return dict(self.file.defaults) if self.file is not None else {}
 
     def backend_options(self, name: str) -> dict[str, Any]:
-        return _options_for(self.file.backends, name)
+        return _options_for(self.file.backends if self.file else {}, name)
 
     def executor_options(self, name: str) -> dict[str, Any]:
-        return _options_for(self.file.executors, name)
+        return _options_for(self.file.executors if self.file else {}, name)
 
 
 def _options_for(section: dict[str, dict[str, Any] | None], name: str) -> dict[str, Any]:
@@ -120,13 +121,20 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
-def resolve_home(option: str | None) -> Path:
+def home_path(option: str | None) -> Path:
+    """QUEUECTL_HOME: ``--home``, else the environment, else the default."""
     raw = option or os.environ.get("QUEUECTL_HOME")
     home = Path(raw).expanduser() if raw else default_home()
-    return ensure_private_dir(home.absolute())
+    return home.absolute()
 
 
-def load_file_config(path: Path) -> FileConfig:
+def resolve_home(option: str | None) -> Path:
+    """QUEUECTL_HOME, created (private) if it does not exist yet."""
+    return ensure_private_dir(home_path(option))
+
+
+def load_file(path: Path) -> tuple[str, ConfigFile]:
+    """Read and validate a YAML config file: its text and its model."""
     import yaml  # only when there is a file to read
 
     try:
@@ -145,44 +153,35 @@ def load_file_config(path: Path) -> FileConfig:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: the top level must be a mapping of keys")
-    from pydantic import ValidationError  # only when there is a file to check
+    from pydantic import ValidationError
 
-    from .config_schema import FileSchema
+    from .config_file import ConfigFile
+    from .models import validation_message
 
     try:
-        cfg = FileSchema.model_validate(data)
+        return text, ConfigFile.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"config file {path}: {validation_message(exc)}") from None
-    # Settings defaults accept max-retries and max_retries alike.
-    defaults: dict[str, Any] = {}
-    for key, value in cfg.defaults.items():
-        try:
-            norm = normalize_setting_key(str(key))
-            defaults[norm] = check_setting(norm, value)
-        except ConfigError as exc:
-            raise ConfigError(f"config file {path}: defaults: {exc}") from None
-    return FileConfig(
-        backend=cfg.backend, backends=cfg.backends, executor=cfg.executor,
-        executors=cfg.executors,
-        retry=RetryConfig(policy=cfg.retry.policy, options=cfg.retry.options),
-        defaults=defaults,
-        dlq=DlqConfig(command=cfg.dlq.command, timeout=cfg.dlq.timeout),
-        text=text,
-    )
+
+
+def config_path_for(home: Path, option: str | None) -> Path | None:
+    """The config file: ``--config``, else QUEUECTL_CONFIG, else
+    ``$QUEUECTL_HOME/queuectl.yaml`` if it exists."""
+    explicit = option or os.environ.get("QUEUECTL_CONFIG")
+    if explicit:
+        path = Path(explicit).expanduser().absolute()
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        return path
+    candidate = home / CONFIG_FILENAME
+    return candidate if candidate.is_file() else None
 
 
 def resolve_config(*, home: str | None, config: str | None, backend: str | None) -> AppConfig:
     home_path = resolve_home(home)
-    explicit = config or os.environ.get("QUEUECTL_CONFIG")
-    if explicit:
-        config_path: Path | None = Path(explicit).expanduser().absolute()
-        assert config_path is not None
-        if not config_path.is_file():
-            raise ConfigError(f"config file {config_path} does not exist")
-    else:
-        candidate = home_path / CONFIG_FILENAME
-        config_path = candidate if candidate.is_file() else None
-    file_cfg = load_file_config(config_path) if config_path else FileConfig()
-    chosen = (backend or os.environ.get("QUEUECTL_BACKEND") or file_cfg.backend
-              or DEFAULT_BACKEND)
-    return AppConfig(home=home_path, config_path=config_path, file=file_cfg, backend=chosen)
+    config_path = config_path_for(home_path, config)
+    resolved = AppConfig(home=home_path, config_path=config_path, backend="")
+    file_backend = resolved.file.backend if resolved.file is not None else None
+    resolved.backend = (backend or os.environ.get("QUEUECTL_BACKEND") or file_backend
+                        or DEFAULT_BACKEND)
+    return resolved

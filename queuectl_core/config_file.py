@@ -1,36 +1,71 @@
-"""The YAML file's schema, checked with pydantic (unknown keys are errors).
-Imported only when a config file exists."""
+"""The YAML configuration file, as a pydantic model: this model is the
+configuration object (``AppConfig.file``). Unknown keys are errors. Imported
+only when a config file exists (or ``queuectl schema config`` asks for its
+JSON Schema), so commands without one never load pydantic."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .config import DEFAULT_EXECUTOR, DEFAULT_POLICY
+from .errors import ConfigError
+from .limits import DEFAULT_DLQ_TIMEOUT, DEFAULT_EXECUTOR, DEFAULT_POLICY
+from .settings import SETTING_SPECS, check_setting, normalize_setting_key
 
 
-class RetrySchema(BaseModel):
+class RetrySection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    policy: str = DEFAULT_POLICY
-    options: dict[str, Any] = Field(default_factory=dict)
+    policy: str = Field(default=DEFAULT_POLICY, description="the backoff policy to use")
+    options: dict[str, Any] = Field(default_factory=dict,
+                                    description="the backoff policy's options")
 
 
-class DlqSchema(BaseModel):
+class DlqSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    command: str | None = Field(default=None, min_length=1)
-    timeout: float = Field(default=30.0, gt=0, le=86_400)
+    command: str | None = Field(default=None, min_length=1,
+                                description="run with each dead job as JSON on stdin")
+    timeout: float = Field(default=DEFAULT_DLQ_TIMEOUT, gt=0, le=86_400,
+                           description="seconds the DLQ command may take")
 
 
-class FileSchema(BaseModel):
+def _defaults_schema(schema: dict[str, Any]) -> None:
+    schema["properties"] = {
+        key: {"type": "integer" if spec.kind is int else "number", "minimum": spec.low,
+              "maximum": spec.high, "default": spec.default, "description": spec.description}
+        for key, spec in SETTING_SPECS.items()}
+    schema["additionalProperties"] = False
+
+
+class ConfigFile(BaseModel):
+    """``queuectl.yaml``: which plugins to use, their options, and the
+    runtime settings' defaults."""
+
     model_config = ConfigDict(extra="forbid")
 
-    backend: str | None = None
-    backends: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
-    executor: str = DEFAULT_EXECUTOR
-    executors: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
-    retry: RetrySchema = Field(default_factory=RetrySchema)
-    defaults: dict[str, Any] = Field(default_factory=dict)
-    dlq: DlqSchema = Field(default_factory=DlqSchema)
+    backend: str | None = Field(default=None, description="the storage backend to use")
+    backends: dict[str, dict[str, Any] | None] = Field(
+        default_factory=dict, description="options per backend, checked by its plugin")
+    executor: str = Field(default=DEFAULT_EXECUTOR, description="how commands run")
+    executors: dict[str, dict[str, Any] | None] = Field(
+        default_factory=dict, description="options per executor, checked by its plugin")
+    retry: RetrySection = Field(default_factory=RetrySection)
+    defaults: dict[str, Any] = Field(
+        default_factory=dict, json_schema_extra=_defaults_schema,
+        description="runtime settings used until `config set` stores one")
+    dlq: DlqSection = Field(default_factory=DlqSection)
+
+    @field_validator("defaults")
+    @classmethod
+    def _settings(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # ``max-retries`` and ``max_retries`` alike; each value in its range.
+        checked: dict[str, Any] = {}
+        for key, item in value.items():
+            try:
+                norm = normalize_setting_key(str(key))
+                checked[norm] = check_setting(norm, item)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return checked

@@ -229,8 +229,8 @@ CACHE_FILE = "plugins.json"
 
 
 def _cache_key() -> list[Any]:
-    """When to scan again: see :func:`queuectl_core.fastpath.environment_key`."""
-    from .fastpath import environment_key
+    """When to scan again: see :func:`queuectl_core.installed.environment_key`."""
+    from .installed import environment_key
 
     return environment_key()
 

@@ -1,5 +1,11 @@
 """Typed registration records that plugins return from the registration
-hooks. The core selects records by name, never by hook order."""
+hooks. The core selects records by name, never by hook order.
+
+Every kind of plugin has one shape: a record naming it, an options model
+(pydantic, validating its YAML options) and ``factory(options, context)``.
+Both the model and the factory may be given as an import path
+(``"package.module:name"``), so that listing plugins imports neither.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +13,18 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+from .executor import Executor
+from .storage import Storage
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from .executor import Executor
-    from .models import Settings
-    from .storage import Storage
+    from .settings import Settings
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+T = TypeVar("T")
 
 
 def normalize_name(name: str) -> str:
@@ -25,6 +33,17 @@ def normalize_name(name: str) -> str:
     if not _NAME.match(norm):
         raise ValueError(f"invalid plugin record name {name!r}")
     return norm
+
+
+def import_path(ref: str) -> Any:
+    """The object named by ``"package.module:name"``."""
+    import importlib
+
+    module, _, attr = ref.partition(":")
+    obj: Any = importlib.import_module(module.strip())
+    for part in filter(None, attr.strip().split(".")):
+        obj = getattr(obj, part)
+    return obj
 
 
 @dataclass(frozen=True)
@@ -45,14 +64,17 @@ class BackoffPolicy(Protocol):
 
 
 @dataclass(frozen=True)
-class _Record:
+class _Record(Generic[T]):
     name: str
+    #: ``factory(options, context)`` builds the plugin's object; ``options``
+    #: is an instance of ``options_model``, or None when the YAML gives no
+    #: options for it (use defaults). A callable, or its import path.
+    factory: Callable[[Any, PluginContext], T] | str | None = None
     description: str = ""
     #: A pydantic model (use ``extra="forbid"``) validating the plugin's
-    #: options from YAML, or its import path as ``"package.module:Class"``
-    #: (imported only when the YAML gives options, so that commands that need
-    #: none stay fast); None if it takes no options. The factory receives an
-    #: instance, or None when the YAML has no options for it (use defaults).
+    #: options from YAML, or its import path (imported only when the YAML
+    #: gives options, so that commands that need none stay fast); None if
+    #: it takes no options.
     options_model: type[BaseModel] | str | None = None
     #: Filled in by the plugin manager: the distribution that registered it.
     distribution: str | None = field(default=None, compare=False)
@@ -63,70 +85,45 @@ class _Record:
     def resolve_options_model(self) -> type[BaseModel] | None:
         """The options model class, importing it if it was given by path."""
         ref = self.options_model
-        if not isinstance(ref, str):
+        if isinstance(ref, str):
+            model: type[BaseModel] = import_path(ref)
+            return model
+        return ref
+
+    def resolve_factory(self) -> Callable[[Any, PluginContext], T]:
+        """The factory, importing it if it was given by path."""
+        ref = self.factory
+        if ref is None:
+            raise TypeError(f"{self.name!r} has no factory")
+        if isinstance(ref, str):
+            factory: Callable[[Any, PluginContext], T] = import_path(ref)
+            return factory
+        return ref
+
+    def factory_path(self) -> str | None:
+        """The factory's import path, if it has one that imports back to it
+        (what the CLI's start-up cache may remember)."""
+        ref = self.factory
+        if isinstance(ref, str):
             return ref
-        import importlib
-
-        module, _, attr = ref.partition(":")
-        model: type[BaseModel] = getattr(importlib.import_module(module), attr)
-        return model
-
-
-@dataclass(frozen=True)
-class BackendSpec(_Record):
-    """A storage backend. ``factory(options, context)`` returns a Storage;
-    ``options`` is an instance of ``options_model`` (or None)."""
-
-    factory: Callable[[Any, PluginContext], Storage] | None = None
-    #: Optional: ``"package.module:function"`` of a light opener for the CLI's
-    #: fast path (``queuectl enqueue JSON`` and ``queuectl status`` without
-    #: click, pluggy or the models): ``function(options, home) -> FastStore |
-    #: None`` where ``options`` is the validated options model dumped as JSON
-    #: (or None) and ``home`` is QUEUECTL_HOME as a string. The module must
-    #: import nothing heavy. See :class:`FastStore` and docs/writing-plugins.md.
-    fast_path: str | None = None
+        module = getattr(ref, "__module__", None)
+        qualname = getattr(ref, "__qualname__", "")
+        if not module or not qualname or "<" in qualname:
+            return None
+        return f"{module}:{qualname}"
 
 
 @dataclass(frozen=True)
-class ExecutorSpec(_Record):
-    """An executor. ``factory(options, context)`` returns an Executor."""
-
-    factory: Callable[[Any, PluginContext], Executor] | None = None
+class BackendSpec(_Record[Storage]):
+    """A storage backend: ``factory(options, context)`` returns a Storage."""
 
 
 @dataclass(frozen=True)
-class BackoffPolicySpec(_Record):
-    """A retry delay policy. ``factory(options)`` returns a BackoffPolicy."""
-
-    factory: Callable[[Any], BackoffPolicy] | None = None
+class ExecutorSpec(_Record[Executor]):
+    """An executor: ``factory(options, context)`` returns an Executor."""
 
 
-class FastStore(Protocol):
-    """What a backend's ``fast_path`` opener returns: just enough of a store
-    for ``queuectl enqueue JSON`` and ``queuectl status`` (see
-    ``queuectl_core/fastpath.py``). Any exception, or ``enqueue`` returning
-    False, makes the CLI fall back to the full command, which then reports
-    errors its usual way; so the fast path may decline whatever it does not
-    handle exactly as the full store would."""
-
-    def describe(self) -> str:
-        """The same text as the store's ``describe()``."""
-
-    def stored_settings(self) -> dict[str, Any]:
-        """Runtime settings stored with ``config set`` (key -> JSON value)."""
-
-    def enqueue(self, job: dict[str, Any]) -> bool:
-        """Store one new pending job given by the fields of ``NewJob`` and
-        commit; False, with nothing stored, when the id is taken."""
-
-    def counts(self, queue: str | None = None) -> dict[str, int]:
-        """Jobs per state name (states without jobs may be left out)."""
-
-    def worker_heartbeats(self) -> list[int]:
-        """The last heartbeat (epoch ms) of every registered worker."""
-
-    def paused_queues(self) -> list[str]:
-        """Paused queue names, sorted."""
-
-    def close(self) -> None:
-        """Release the connection."""
+@dataclass(frozen=True)
+class BackoffPolicySpec(_Record[BackoffPolicy]):
+    """A retry delay policy: ``factory(options, context)`` returns a
+    BackoffPolicy."""

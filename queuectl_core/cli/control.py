@@ -9,15 +9,16 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ..commands import STATE_NAMES
 from ..errors import InvalidStateError, JobNotFoundError, TransientStorageError, UsageError
-from .jobs import STATE_NAMES, _check_queue_name, _stored_id, json_option
+from .jobs import _check_queue_name, _stored_id, json_option
 from .main import State, pass_state
 from .output import clip, emit_json, error_line
 
 if TYPE_CHECKING:
     from ..app import App
+    from ..ledger import Ledger as Storage
     from ..models import Job, WorkerInfo
-    from ..storage import Storage
 
 #: Jobs deleted per storage call by ``purge``, so that each transaction
 #: stays short on a big queue.
@@ -75,7 +76,7 @@ def _group_is_the_jobs(pgid: int, job_id: str, worker_pid: int) -> bool:
 
 
 def _groups_by_environment(storage: Storage, job: Job) -> set[int]:
-    from ..procs import job_process_groups
+    from ..worker.procs import job_process_groups
 
     running = [a for a in storage.attempts(job.id)
                if a.outcome == "running" and a.worker_id == job.worker_id]
@@ -131,7 +132,7 @@ def cancel(state: State, job_ids: tuple[str, ...], as_json: bool) -> None:
     from ..wakeup import notify
 
     app = state.app()
-    storage = app.storage
+    storage = app.ledger
     failed = False
     done: list[Job] = []
     for job_id in dict.fromkeys(job_ids):
@@ -227,7 +228,7 @@ def wait(state: State, job_ids: tuple[str, ...], timeout: str | None, as_json: b
 def _wait(state: State, job_ids: tuple[str, ...], limit: float | None, as_json: bool) -> None:
     deadline = None if limit is None else time.monotonic() + limit
     app = state.app()
-    storage = app.storage
+    storage = app.ledger
     ids = list(dict.fromkeys(job_ids))
     jobs: dict[str, Job] = {}
     for job_id in ids:
@@ -283,7 +284,7 @@ def _wait(state: State, job_ids: tuple[str, ...], limit: float | None, as_json: 
 
 def _set_paused(state: State, queue_name: str, paused: bool, as_json: bool) -> None:
     app = state.app()
-    changed = app.storage.set_queue_paused(queue_name, paused)
+    changed = app.ledger.set_queue_paused(queue_name, paused)
     if paused is False and changed:
         from ..wakeup import notify
 
@@ -368,7 +369,7 @@ def purge(state: State, state_names: tuple[str, ...], older_than: str | None,
     app = state.app()
     states = [JobState(n) for n in names]
     total = 0
-    while batch := app.storage.purge(states=states, finished_before=cutoff, limit=PURGE_BATCH):
+    while batch := app.ledger.purge(states=states, finished_before=cutoff, limit=PURGE_BATCH):
         total += len(batch)
         remove_job_logs(app, batch)
     if as_json:

@@ -39,13 +39,13 @@ def _compact(value: Any) -> str:
 
 
 def _show_job(app: App, job_id: str, as_json: bool, *, require_dead: bool = False) -> None:
-    job = app.storage.get(_stored_id(job_id))
+    job = app.ledger.get(_stored_id(job_id))
     if job is None:
         raise JobNotFoundError(job_id)
     if require_dead and job.state.value != "dead":
         raise InvalidStateError(f"job {job_id!r} is {job.state.value}, not dead "
                                 "(not in the dead letter queue)")
-    attempts = app.storage.attempts(job.id)
+    attempts = app.ledger.attempts(job.id)
     data = job.to_json()
     if as_json:
         emit_json({**data, "attempts_history": [a.to_json() for a in attempts]})
@@ -120,7 +120,7 @@ def dlq_list(state: State, queue_name: str | None, limit: int | None, as_json: b
     """List dead jobs with their last error."""
     from ..models import JobState
 
-    jobs = state.app().storage.list_jobs(JobState.DEAD, limit, queue=queue_name)
+    jobs = state.app().ledger.list_jobs(JobState.DEAD, limit, queue=queue_name)
     if as_json:
         emit_json([j.to_json() for j in jobs])
         return
@@ -169,7 +169,7 @@ def dlq_retry(state: State, job_ids: tuple[str, ...], all_: bool, as_json: bool)
 
     _ids_or_all(job_ids, all_)
     app = state.app()
-    storage = app.storage
+    storage = app.ledger
     ids = ([j.id for j in storage.list_jobs(JobState.DEAD)] if all_
            else list(dict.fromkeys(job_ids)))
     retried: list[Job] = []
@@ -218,7 +218,7 @@ def dlq_purge(state: State, job_ids: tuple[str, ...], all_: bool, as_json: bool)
 
     _ids_or_all(job_ids, all_)
     app = state.app()
-    storage = app.storage
+    storage = app.ledger
     failed = False
     gone: list[str] = []
     if all_:

@@ -3,8 +3,6 @@ hot paths; show and dlq are in history.py)."""
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,20 +10,21 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ..errors import JobNotFoundError, UsageError
+from .. import commands
+from ..commands import STATE_NAMES, decode, stored_id
+from ..errors import UsageError
 from ..timeutil import shown
-from . import fast
 from .main import State, pass_state
 from .output import clip, emit_json, number, short_time, table
 
 if TYPE_CHECKING:
-    from ..app import App
-    from ..models import Job, JobSpec, NewJob
+    from ..models import Job
 
 FC = TypeVar("FC", bound=Callable[..., Any])
 
-#: Every state, in display order (defined once, in the light fast-path module).
-STATE_NAMES = fast.STATE_NAMES
+# Old names of what now lives in ``commands`` (other CLI modules import them).
+_decode = decode
+_stored_id = stored_id
 
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print JSON only (stable format, ISO-8601 times).")
@@ -47,29 +46,6 @@ def _check_queue_name(ctx: click.Context, param: click.Parameter, value: str | N
 def queue_filter_option(help_text: str) -> Callable[[FC], FC]:
     return click.option("--queue", "-q", "queue_name", metavar="QUEUE",
                         callback=_check_queue_name, help=help_text)
-
-
-def _decode(text: str, where: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{where}: invalid JSON: {exc.msg} (line {exc.lineno} column "
-                         f"{exc.colno})") from None
-    except RecursionError:
-        raise UsageError(f"{where}: JSON is nested too deeply") from None
-    except ValueError as exc:  # e.g. an integer literal of over 4300 digits
-        raise UsageError(f"{where}: invalid JSON: {exc}") from None
-
-
-def _stored_id(job_id: str) -> str:
-    """An id typed on the command line, as it could be stored. Bytes that
-    are not UTF-8 (decoded by Python as lone surrogates) can be in no stored
-    id, so such an id is simply not found."""
-    try:
-        job_id.encode("utf-8")
-    except UnicodeEncodeError:
-        raise JobNotFoundError(job_id) from None
-    return job_id
 
 
 def _read_lines(path: str) -> list[tuple[int, str]]:
@@ -125,38 +101,6 @@ def _flag_defaults(queue_name: str | None, timeout: str | None, cwd: str | None,
     return fields
 
 
-def _with_defaults(data: Any, defaults: dict[str, Any]) -> Any:
-    """A decoded job object with the flag fields filled in where the job
-    does not give its own (its own ``env`` entries win over --env ones)."""
-    if not defaults or not isinstance(data, dict):
-        return data
-    merged = {**{k: v for k, v in defaults.items() if k != "env"}, **data}
-    if "env" in defaults:
-        own = data.get("env")
-        merged["env"] = {**defaults["env"], **own} if isinstance(own, dict) else (
-            defaults["env"] if own is None else own)
-    return merged
-
-
-def _check_policies(app: App, specs: list[tuple[str, JobSpec]]) -> None:
-    """A job's ``retry.policy`` must name an installed backoff policy."""
-    from ..registry import normalize_name
-
-    names = app.plugins.backoff_policies()
-    for where, spec in specs:
-        policy = (spec.retry or {}).get("policy")
-        if policy is None:
-            continue
-        try:
-            key = normalize_name(policy)
-        except ValueError:
-            key = policy
-        if key not in names:
-            choices = ", ".join(sorted(names)) or "none installed"
-            raise UsageError(f"{where}invalid job: retry.policy: unknown backoff policy "
-                             f"{policy!r}; choose one of: {choices}")
-
-
 @click.command()
 @click.argument("job_json", required=False, metavar="[JSON]")
 @click.option("--file", "file_", metavar="FILE",
@@ -201,8 +145,7 @@ def enqueue(state: State, job_json: str | None, file_: str | None, command: str 
     Prints 'Job enqueued with ID: <id>'. A duplicate id is rejected (exit 1)
     and the stored job stays as it was.
     """
-    from ..models import parse_job_spec
-    from ..timeutil import now_ms, parse_duration_ms, parse_timestamp_ms
+    from ..timeutil import now_ms, parse_duration_ms
 
     flags = {"--id": job_id, "--run-at": run_at, "--delay": delay,
              "--max-retries": max_retries, "--priority": priority}
@@ -216,24 +159,13 @@ def enqueue(state: State, job_json: str | None, file_: str | None, command: str 
         raise UsageError("use --run-at or --delay, not both")
     defaults = _flag_defaults(queue_name, timeout, cwd, env_items)
 
-    # (where, spec): where prefixes an error about the spec ("line 3: ").
-    specs: list[tuple[str, JobSpec]] = []
     if job_json is not None:
-        specs = [("", parse_job_spec(_with_defaults(_decode(job_json, "job"), defaults)))]
+        specs = commands.spec_from_json(job_json, defaults)
     elif file_ is not None:
-        for lineno, line in _read_lines(file_):
-            try:
-                spec = parse_job_spec(_with_defaults(_decode(line, f"line {lineno}"), defaults))
-                if spec.run_at is not None:
-                    parse_timestamp_ms(spec.run_at)  # report a bad run_at with its line
-                specs.append((f"line {lineno}: ", spec))
-            except UsageError as exc:
-                msg = str(exc)
-                raise UsageError(msg if msg.startswith("line ") else f"line {lineno}: {msg}"
-                                 ) from None
-        if not specs:
-            raise UsageError(f"{shown(file_)}: no jobs found")
+        specs = commands.specs_from_lines(_read_lines(file_), file_, defaults)
     else:
+        from ..jobspec import parse_job_spec
+
         data: dict[str, Any] = {"command": command, **defaults}
         if job_id is not None:
             data["id"] = job_id
@@ -248,53 +180,7 @@ def enqueue(state: State, job_json: str | None, file_: str | None, command: str 
         if priority is not None:
             data["priority"] = priority
         specs = [("", parse_job_spec(data))]
-
-    app = state.app()
-    if any(spec.retry and "policy" in spec.retry for _, spec in specs):
-        _check_policies(app, specs)
-    storage = app.storage
-    settings = app.settings()
-    now = now_ms()
-    try:
-        base_dir: str | None = os.getcwd()
-    except OSError:  # the current directory was removed: the worker's own
-        base_dir = None
-    jobs: list[NewJob] = [s.to_new_job(default_max_retries=settings.max_retries, now=now,
-                                       base_dir=base_dir) for _, s in specs]
-    storage.enqueue(jobs)
-    from ..wakeup import notify
-
-    notify(app.config.home)
-    if as_json:
-        emit_json({"enqueued": len(jobs), "ids": [j.id for j in jobs]})
-    elif len(jobs) == 1:
-        click.echo(f"Job enqueued with ID: {jobs[0].id}")
-    else:
-        click.echo(f"Enqueued {len(jobs)} jobs.")
-    missing = sorted({j.cwd for j in jobs if j.cwd is not None and j.cwd != base_dir
-                      and not os.path.isdir(j.cwd)})
-    if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        click.echo(f"Warning: cwd {shown(missing[0])}{more} is not a directory on this "
-                   "machine; a job fails unless its cwd exists where it runs", err=True)
-    plugins = app.plugins
-    if plugins.has_listeners():
-        for new in jobs:
-            stored = storage.get(new.id)
-            if stored is not None:
-                plugins.job_event("enqueued", stored, None)
-    from ..fastpath import remember
-
-    remember(app)
-
-
-def _active_workers(state: State) -> int:
-    from ..timeutil import now_ms
-
-    app = state.app()
-    lease_ms = app.settings().lease_seconds * 1000
-    now = now_ms()
-    return sum(1 for w in app.storage.list_workers() if w.heartbeat_at >= now - lease_ms)
+    commands.enqueue(state.app(), specs, as_json=as_json)
 
 
 @click.command()
@@ -309,30 +195,7 @@ def status(state: State, queue_name: str | None, as_json: bool) -> None:
     length (lease_seconds). With --queue, the counts are that queue's; the
     workers are those of the whole store.
     """
-    app = state.app()
-    counts = {s.value: n for s, n in app.storage.counts(queue_name).items()}
-    active = _active_workers(state)
-    paused = app.storage.paused_queues()
-    if as_json:
-        emit_json({**{name: counts.get(name, 0) for name in STATE_NAMES},
-                   "active_workers": active, "paused_queues": paused, "queue": queue_name})
-        from ..fastpath import remember
-
-        remember(app)
-        return
-    which = "" if queue_name is None else f" of queue '{queue_name}'"
-    click.echo(f"Queue status{which} ({app.storage.describe()})")
-    for name in STATE_NAMES:
-        label = "dead (DLQ)" if name == "dead" else name
-        click.echo(f"  {label:<12} {counts.get(name, 0):>8}")
-    click.echo(f"Active workers: {active}")
-    if queue_name is not None:
-        click.echo(f"Paused: {'yes' if queue_name in paused else 'no'}")
-    else:
-        click.echo(f"Paused queues: {', '.join(paused) if paused else 'none'}")
-    from ..fastpath import remember
-
-    remember(app)
+    commands.status(state.app(), queue_name, as_json=as_json)
 
 
 def _job_rows(jobs: list[Job]) -> list[list[str]]:
@@ -363,7 +226,7 @@ def list_cmd(state: State, state_name: str | None, queue_name: str | None,
     ATTEMPTS shows attempts made / attempts allowed (max_retries + 1).
     """
     app = state.app()
-    jobs = app.storage.list_jobs(_state_option(state_name), limit, queue=queue_name)
+    jobs = app.ledger.list_jobs(_state_option(state_name), limit, queue=queue_name)
     if as_json:
         emit_json([j.to_json() for j in jobs])
         return

@@ -21,8 +21,8 @@ from .output import note
 
 if TYPE_CHECKING:
     from ..joblogs import Stream
+    from ..ledger import Ledger as Storage
     from ..models import Attempt, Job
-    from ..storage import Storage
 
 CHUNK = 65536
 #: --follow: how often the files are polled when nothing new came, and how
@@ -250,7 +250,7 @@ def logs(state: State, job_id: str, number: int | None, only_stdout: bool, only_
     streams: list[Stream] = ["out"] if only_stdout else ["err"] if only_stderr \
         else list(STREAMS)
     app = state.app()
-    storage = app.storage
+    storage = app.ledger
     job = storage.get(_stored_id(job_id))
     if job is None:
         raise JobNotFoundError(job_id)

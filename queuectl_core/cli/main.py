@@ -6,14 +6,12 @@ commands that need them, so ``queuectl --help`` stays cheap.
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from .. import __version__
-from ..errors import QueuectlError
 
 if TYPE_CHECKING:
     from ..app import App
@@ -46,8 +44,13 @@ class State:
         return args
 
     def close(self) -> None:
-        if self._app is not None:
-            self._app.close()
+        app = self._app
+        if app is not None:
+            if "plugins" in app.__dict__:  # what loading them found, for the next start
+                from .startup import remember
+
+                remember(app)
+            app.close()
 
 
 # Original spellings kept as hidden aliases: name -> (group, subcommand).
@@ -151,38 +154,29 @@ def cli(ctx: click.Context, backend: str | None, config_path: str | None,
     ctx.call_on_close(state.close)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: one line on stderr for any error."""
-    code = 0
+def run_click(argv: list[str]) -> int:
+    """Run the click CLI; click's own exceptions become exit codes here,
+    the rest (QueuectlError, ...) in ``startup.guarded``."""
     try:
         rv = cli.main(args=argv, prog_name="queuectl", standalone_mode=False)
-        if isinstance(rv, int):
-            code = rv
     except click.exceptions.Exit as exc:
-        code = exc.exit_code
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
-        code = exc.exit_code
+        return exc.exit_code
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
-        code = 130
-    except QueuectlError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        code = exc.exit_code
-    except KeyboardInterrupt:
-        code = 130
-    except BrokenPipeError:
-        # Output piped into `head` and the like: not an error.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        code = 0
-    except Exception as exc:
-        if os.environ.get("QUEUECTL_DEBUG"):
-            raise
-        click.echo(f"Error: internal error: {type(exc).__name__}: {exc} "
-                   "(set QUEUECTL_DEBUG=1 for a traceback)", err=True)
-        code = 1
-    sys.exit(code)
+        return 130
+    return rv if isinstance(rv, int) else 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m queuectl_core.cli.main`` (how supervisors
+    start their workers): the full CLI, with no start-up cache."""
+    from .startup import guarded
+
+    args = sys.argv[1:] if argv is None else argv
+    sys.exit(guarded(lambda: run_click(args)))
 
 
 def pass_state(f: Any) -> Any:

@@ -37,10 +37,12 @@ def config() -> None:
 @pass_state
 def get(state: State, key: str | None, as_json: bool) -> None:
     """Show effective settings (all, or one KEY)."""
-    from ..models import normalize_setting_key
+    import dataclasses
+
+    from ..settings import normalize_setting_key
 
     app = state.app()
-    values = app.settings().as_dict()
+    values = dataclasses.asdict(app.settings())
     if key is not None:
         norm = normalize_setting_key(key)
         values = {norm: values[norm]}
@@ -57,11 +59,11 @@ def get(state: State, key: str | None, as_json: bool) -> None:
 @pass_state
 def set_(state: State, key: str, value: str) -> None:
     """Change a setting for every worker that shares this queue."""
-    from ..models import normalize_setting_key, parse_setting_value
+    from ..settings import normalize_setting_key, parse_setting_value
 
     norm = normalize_setting_key(key)
     parsed = parse_setting_value(norm, value)
-    state.app().storage.set_setting(norm, parsed)
+    state.app().ledger.set_setting(norm, parsed)
     click.echo(f"Config updated: {norm} = {number(parsed)}")
 
 

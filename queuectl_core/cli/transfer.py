@@ -10,16 +10,15 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 
+from ..commands import STATE_NAMES
 from ..errors import UsageError
-from .jobs import STATE_NAMES, _decode, _read_lines, json_option
+from .jobs import _decode, _read_lines, json_option
 from .main import State, pass_state
 from .output import emit_json
 
 if TYPE_CHECKING:
     from ..models import Attempt, Job
 
-_TIME_FIELDS = ("run_at", "created_at", "updated_at", "started_at", "finished_at",
-                "lease_expires_at", "cancel_requested_at")
 
 
 @click.command("export")
@@ -41,7 +40,7 @@ def export_cmd(state: State, output: str | None, state_name: str | None) -> None
     """
     from ..models import JobState
 
-    storage = state.app().storage
+    storage = state.app().ledger
     jobs = storage.list_jobs(None if state_name is None else JobState(state_name))
     if output is None:
         _write(sys.stdout, storage, jobs)
@@ -60,8 +59,10 @@ def _write(fh: IO[str], storage: Any, jobs: list[Job]) -> None:
 
 
 def _parse(record: Any, where: str, now: int) -> tuple[Job, list[Attempt]]:
-    from ..models import Attempt, Job, JobState, job_problem, record_from_dict
+    from ..jobspec import job_problem
+    from ..models import Attempt, Job, record_from_dict
     from ..timeutil import parse_timestamp_ms
+    from ..transitions import arrived
 
     if not isinstance(record, dict):
         raise UsageError(f"{where}: expected a job object")
@@ -70,7 +71,7 @@ def _parse(record: Any, where: str, now: int) -> tuple[Job, list[Attempt]]:
     if not isinstance(history, list):
         raise UsageError(f"{where}: attempts_history must be a list")
     try:
-        for key in _TIME_FIELDS:
+        for key in Job.time_fields():
             if data.get(key) is not None:
                 data[key] = parse_timestamp_ms(data[key], key)
         attempts = []
@@ -78,10 +79,12 @@ def _parse(record: Any, where: str, now: int) -> tuple[Job, list[Attempt]]:
             if not isinstance(item, dict):
                 raise UsageError(f"{where}: an attempt is not an object")
             a = {k: v for k, v in item.items() if k != "duration_ms"}
-            for key in ("started_at", "finished_at"):
+            for key in Attempt.time_fields():
                 if a.get(key) is not None:
                     a[key] = parse_timestamp_ms(a[key], key)
             attempts.append(record_from_dict(Attempt, a))
+        if "claim_token" in data:
+            raise ValueError("claim_token: unknown field")
         job = record_from_dict(Job, data)
     except (UsageError, ValueError) as exc:
         raise UsageError(f"{where}: {exc}") from None
@@ -90,24 +93,10 @@ def _parse(record: Any, where: str, now: int) -> tuple[Job, list[Attempt]]:
     problem = job_problem(job)
     if problem is not None:
         raise UsageError(f"{where}: {problem}")
-    # A job that was running when exported has no worker here: its attempt
-    # is lost and it runs again at once, as after a crash; or, if it was
-    # being cancelled, it ends cancelled (cancellation wins, as in
-    # Storage.recover_expired).
-    lost = "exported while running; the attempt was lost in the move"
-    cancelling = job.state is JobState.PROCESSING and job.cancel_requested_at is not None
-    attempts = [a if a.outcome != "running" else a.replace(**{
-        "outcome": "cancelled" if cancelling else "lost", "finished_at": now, "error": lost})
-        for a in attempts]
-    if job.state is JobState.PROCESSING:
-        job = job.replace(**{
-            "state": (JobState.CANCELLED if cancelling
-                      else JobState.DEAD if job.attempts > job.max_retries
-                      else JobState.FAILED),
-            "run_at": now, "lease_expires_at": None, "finished_at": now, "updated_at": now,
-            "last_error": lost,
-        })
-    return job, attempts
+    # A job that was running when exported has no worker here: settled as
+    # after a crash (transitions.arrived).
+    return arrived(job, attempts, now=now,
+                   error="exported while running; the attempt was lost in the move")
 
 
 @click.command("import")
@@ -132,7 +121,7 @@ def import_cmd(state: State, file: str, as_json: bool) -> None:
     if not records:
         raise UsageError(f"{file}: no jobs found")
     app = state.app()
-    app.storage.import_jobs(records)
+    app.ledger.import_jobs(records)
     notify(app.config.home)
     if as_json:
         emit_json({"imported": len(records), "ids": [job.id for job, _ in records]})

@@ -13,7 +13,7 @@ from .main import State, pass_state
 
 if TYPE_CHECKING:
     from ..app import App
-    from ..worker import StopSignal
+    from ..worker.signals import StopSignal
 
 count_option = click.option("--count", "-n", type=click.IntRange(1, 256), default=1,
                             show_default=True, help="Number of worker processes.")
@@ -65,15 +65,15 @@ def _release_dead(state: State, pids: list[int], *, charge_attempt: bool) -> Non
     """Give back the jobs of worker processes that are gone: crashed
     (``charge_attempt``: the attempt counts) or killed by ``worker stop``
     (it does not)."""
-    from ..heldclaims import held_dir
     from ..timeutil import now_ms
-    from ..worker import release_dead_worker
+    from ..worker.held import held_dir
+    from ..worker.housekeeping import release_dead_worker
 
     app = state.app()
     host = socket.gethostname()
-    for record in app.storage.list_workers():
+    for record in app.ledger.list_workers():
         if record.hostname == host and record.pid in pids:
-            release_dead_worker(app.storage, app.plugins, record, now_ms(),
+            release_dead_worker(app.ledger, app.plugins, record, now_ms(),
                                 charge_attempt=charge_attempt,
                                 held_dir=held_dir(app.config.home))
 
@@ -84,7 +84,7 @@ def _check_setup(state: State) -> None:
     from ..security import check_not_writable_by_others
 
     app = state.app()
-    storage = app.storage
+    storage = app.ledger
     trusted = [app.config.home, *storage.local_paths()]
     if app.config.config_path is not None:
         trusted.append(app.config.config_path)
@@ -95,7 +95,7 @@ def _check_setup(state: State) -> None:
 
 
 def _supervise(state: State, count: int, queues: list[str] | None) -> int:
-    from ..supervisor import Supervisor, configure_logging
+    from ..worker.supervisor import Supervisor, configure_logging
 
     configure_logging()
     app = state.app()
@@ -107,7 +107,7 @@ def _supervise(state: State, count: int, queues: list[str] | None) -> int:
     pids = supervisor.start()
     serving = f"; queues: {', '.join(queues)}" if queues else ""
     click.echo(f"Supervisor {supervisor.run_file.stem.split('-')[1]} running {count} "
-               f"worker(s): {', '.join(map(str, pids))} ({app.storage.describe()}{serving})",
+               f"worker(s): {', '.join(map(str, pids))} ({app.ledger.describe()}{serving})",
                err=True)
     return supervisor.wait()
 
@@ -136,7 +136,7 @@ def start(state: State, count: int, queues: list[str] | None) -> None:
     Prints the worker PIDs. Output of the workers goes to
     $QUEUECTL_HOME/logs/workers.log. Stop them with 'queuectl worker stop'.
     """
-    from ..supervisor import spawn_detached, wait_for_group
+    from ..worker.supervisor import spawn_detached, wait_for_group
 
     app = state.app()
     _check_setup(state)
@@ -169,7 +169,7 @@ def stop(state: State, timeout: float) -> None:
     when they have exited. After --timeout, running jobs are killed and
     released, so they run again later.
     """
-    from ..supervisor import read_groups, stop_groups
+    from ..worker.supervisor import read_groups, stop_groups
 
     app = state.app()
     groups = read_groups(app.config.home)
@@ -189,12 +189,12 @@ def _open_storage_patiently(app: App, stop_signal: StopSignal) -> bool:
     import logging
 
     from ..errors import TransientStorageError
-    from ..worker import MAX_OUTAGE_WAIT_S
+    from ..worker.loop import MAX_OUTAGE_WAIT_S
 
     delay = 0.5
     while not stop_signal.graceful:
         try:
-            app.storage  # noqa: B018 - opens it
+            app.ledger  # noqa: B018 - opens it
             return True
         except TransientStorageError as exc:
             logging.getLogger("queuectl.worker").warning(
@@ -212,10 +212,11 @@ def child(state: State, parent_pid: int, queues: list[str] | None) -> None:
     """One worker process (started by the supervisor)."""
     import logging
 
-    from ..heldclaims import held_dir
-    from ..supervisor import configure_logging
     from ..wakeup import WakeupListener
-    from ..worker import StopSignal, Worker
+    from ..worker.held import held_dir
+    from ..worker.loop import Worker
+    from ..worker.signals import StopSignal
+    from ..worker.supervisor import configure_logging
 
     configure_logging()
     stop_signal = StopSignal()
@@ -230,7 +231,7 @@ def child(state: State, parent_pid: int, queues: list[str] | None) -> None:
             "no wake-up socket (%s); new jobs are noticed by polling only", exc)
         wakeup = None
     w = Worker(
-        storage=app.storage, executor=app.executor(), policy=app.backoff_policy(),
+        ledger=app.ledger, executor=app.executor(), policy=app.backoff_policy(),
         plugins=app.plugins, settings_loader=app.settings,
         log_root=app.config.home / "logs" / "jobs", stop=stop_signal, parent_pid=parent_pid,
         wakeup=wakeup, queues=queues, policy_resolver=app.backoff_policy,

@@ -27,7 +27,7 @@ machine).
 When a worker is found dead on this machine, :func:`recover_held` records the
 results listed (fenced by their claim tokens: a result committed before the
 crash changes nothing), gives back the claims listed uncharged
-(``Storage.release``), then removes both files; recovery then charges what
+(``Ledger.release``), then removes both files; recovery then charges what
 is left as usual: the command that was running. Neither file is fsynced:
 page-cache writes outlive the process, and after a machine crash the old,
 charged behaviour applies. An optimisation of attempts and reruns, never of
@@ -44,9 +44,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .config import ensure_private_dir
-from .models import Claim, ExecResult, Job, JobState, Outcome
-from .storage import Storage
+from ..config import ensure_private_dir
+from ..ledger import Ledger
+from ..models import Claim, ExecResult, Job, JobState, Outcome
 
 log = logging.getLogger("queuectl.worker")
 
@@ -169,7 +169,7 @@ def read_results(path: Path) -> list[dict[str, Any]]:
             and isinstance(v.get("job"), str)]
 
 
-def _claim_of(storage: Storage, job_id: str, token: str, worker_id: str, attempt: int,
+def _claim_of(storage: Ledger, job_id: str, token: str, worker_id: str, attempt: int,
               now: int) -> Claim | None:
     """The worker's claim on ``job_id``, if the job is still processing under
     that worker (the token fences the rest)."""
@@ -184,7 +184,7 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def recover_held(storage: Storage, directory: Path | None, worker_id: str,
+def recover_held(storage: Ledger, directory: Path | None, worker_id: str,
                  now: int) -> tuple[list[Job], list[Job]]:
     """The worker ``worker_id`` of this machine is gone: record the results
     its results file lists, give back uncharged the claims its held file
@@ -222,10 +222,7 @@ def recover_held(storage: Storage, directory: Path | None, worker_id: str,
         claim = _claim_of(storage, job_id, token, worker_id, 0, now)
         if claim is None:
             continue
-        try:
-            back = storage.release(claim, now)
-        except NotImplementedError:
-            break
+        back = storage.release(claim, now)
         if back is not None:
             log.info("gave back job %s, claimed ahead by worker %s, which is gone; its "
                      "command never started", job_id, worker_id)

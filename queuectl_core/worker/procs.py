@@ -1,4 +1,5 @@
-"""Finding a job's processes on this machine by their environment.
+"""Processes on this machine: is a pid alive, killing a process group, and
+finding a job's processes by their environment.
 
 Every attempt's command carries ``QUEUECTL_JOB_ID`` and ``QUEUECTL_ATTEMPT``
 (unique within the job) in its environment, and so does everything it
@@ -10,7 +11,28 @@ command is still found and killed before the job runs again. Linux only
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+
+
+def pid_alive(pid: int) -> bool:
+    """Does a process with this pid exist (ours to signal or not)?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def kill_group(pgid: int | None, sig: int = signal.SIGKILL) -> None:
+    """Signal a whole process group; nothing for no group, 0 or 1."""
+    if not pgid or pgid <= 1:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
 
 
 def job_process_groups(job_id: str, attempt: int) -> set[int]:

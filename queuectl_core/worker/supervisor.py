@@ -29,8 +29,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ensure_private_dir
-from .worker import StopSignal, kill_group, pid_alive
+from ..config import ensure_private_dir
+from .procs import kill_group, pid_alive
+from .signals import StopSignal
 
 log = logging.getLogger("queuectl.supervisor")
 

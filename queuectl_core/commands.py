@@ -125,7 +125,7 @@ def _check_policies(app: App, specs: list[Spec]) -> None:
 
 def enqueue(app: App, specs: list[Spec], *, as_json: bool) -> None:
     """Store the jobs, all or nothing; wake the local workers; say so."""
-    from .jobspec import spec_to_job
+    from .models import spec_to_job
     from .timeutil import now_ms
     from .wakeup import notify
 

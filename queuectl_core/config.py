@@ -46,12 +46,13 @@ class AppConfig:
 
     ``file`` (the YAML file's model, or None without a file) is read on
     first use; the CLI's start-up cache may hand over what it already knows
-    of it (``file_backend``, ``defaults``) so that a command that needs no
-    more never reads it."""
+    of it (``defaults``, the selected backend's options) so that a command
+    that needs no more never reads it."""
 
     def __init__(self, *, home: Path, config_path: Path | None, backend: str,
                  file: ConfigFile | None = None, text: str | None = None,
-                 defaults: dict[str, Any] | None = None) -> None:
+                 defaults: dict[str, Any] | None = None,
+                 backend_options: dict[str, dict[str, Any]] | None = None) -> None:
         self.home = home
         self.config_path = config_path
         self.backend = backend
@@ -60,6 +61,7 @@ class AppConfig:
         #: The file's text as read and validated (what the start-up cache keys on).
         self.text = text
         self._defaults = defaults
+        self._backend_options = backend_options or {}
 
     @cached_property
     def file(self) -> ConfigFile | None:
@@ -76,6 +78,8 @@ class AppConfig:
         return dict(self.file.defaults) if self.file is not None else {}
 
     def backend_options(self, name: str) -> dict[str, Any]:
+        if name in self._backend_options:  # known (the start-up cache)
+            return dict(self._backend_options[name])
         return _options_for(self.file.backends if self.file else {}, name)
 
     def executor_options(self, name: str) -> dict[str, Any]:

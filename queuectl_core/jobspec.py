@@ -14,7 +14,6 @@ import os
 
 from .errors import UsageError, shown
 from .limits import (
-    DEFAULT_QUEUE,
     MAX_COMMAND_LENGTH,
     MAX_ENV_BYTES,
     MAX_ENV_ENTRIES,
@@ -31,8 +30,6 @@ from .limits import (
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
-
-    from .models import Job
 
 
 #: The fields of a job spec, each with what it means (``queuectl schema job``
@@ -215,52 +212,3 @@ def parse_job_spec(data: object) -> dict[str, Any]:
     if problem is not None:
         raise UsageError(f"invalid job: {problem}")
     return data
-
-
-def spec_to_job(spec: dict[str, Any], *, default_max_retries: int, now: int,
-                base_dir: str | None) -> Job:
-    """The job to store for a valid spec. ``base_dir`` (the directory
-    ``enqueue`` runs in) becomes the job's ``cwd`` when it gives none, and
-    anchors a relative one. Raises UsageError for a bad ``run_at``."""
-    from .models import Job
-    from .timeutil import parse_timestamp_ms
-
-    run_at = spec.get("run_at")
-    cwd = spec.get("cwd")
-    if base_dir is not None:
-        cwd = base_dir if cwd is None else os.path.normpath(os.path.join(base_dir, cwd))
-    max_retries = spec.get("max_retries")
-    timeout = spec.get("timeout")
-    job_id = spec.get("id")
-    return Job.new(
-        id=new_job_id() if job_id is None else job_id,
-        command=spec["command"],
-        max_retries=default_max_retries if max_retries is None else max_retries,
-        priority=spec.get("priority", 0),
-        run_at=now if run_at is None else parse_timestamp_ms(run_at),
-        created_at=now,
-        queue=spec.get("queue", DEFAULT_QUEUE),
-        timeout=None if timeout is None else float(timeout),
-        cwd=cwd,
-        env=spec.get("env"),
-        retry=spec.get("retry"),
-    )
-
-
-def job_problem(job: Job) -> str | None:
-    """What enqueue would reject in a stored-looking job (for ``import``)."""
-    from .limits import MAX_EPOCH_MS
-
-    problem = spec_problem({"id": job.id, "command": job.command,
-                            "max_retries": job.max_retries, "priority": job.priority,
-                            "queue": job.queue, "timeout": job.timeout, "cwd": job.cwd,
-                            "env": job.env, "retry": job.retry})
-    if problem is not None:
-        return problem
-    if not 0 <= job.attempts <= MAX_RETRIES_LIMIT + 1:
-        return f"attempts: must be from 0 to {MAX_RETRIES_LIMIT + 1}"
-    for key in job.time_fields():
-        value = getattr(job, key)
-        if value is not None and not 0 <= value <= MAX_EPOCH_MS:
-            return f"{key}: out of range"
-    return None

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal, Self, TypeVar
 
-from .limits import DEFAULT_QUEUE
+from .jobspec import env_problem, new_job_id, retry_problem, spec_problem
+from .limits import DEFAULT_QUEUE, MAX_EPOCH_MS, MAX_RETRIES_LIMIT
 
 
 class JobState(StrEnum):
@@ -94,8 +95,6 @@ def _outcome(value: object) -> str:
 
 
 def _env(value: object) -> dict[str, str]:
-    from .jobspec import env_problem
-
     problem = env_problem(value)
     if problem is not None:
         raise ValueError(problem.removeprefix("env").lstrip(":. "))
@@ -104,8 +103,6 @@ def _env(value: object) -> dict[str, str]:
 
 
 def _retry(value: object) -> dict[str, Any]:
-    from .jobspec import retry_problem
-
     problem = retry_problem(value)
     if problem is not None:
         raise ValueError(problem.removeprefix("retry").lstrip(":. "))
@@ -220,6 +217,56 @@ class Job(Record):
                    priority=priority, run_at=run_at, created_at=created_at,
                    updated_at=created_at, queue=queue, timeout=timeout, cwd=cwd, env=env,
                    retry=retry)
+
+
+def spec_to_job(spec: dict[str, Any], *, default_max_retries: int, now: int,
+                base_dir: str | None) -> Job:
+    """The job to store for a valid job spec (``jobspec.parse_job_spec``).
+    ``base_dir`` (the directory ``enqueue`` runs in) becomes the job's
+    ``cwd`` when it gives none, and anchors a relative one. Raises
+    UsageError for a bad ``run_at``."""
+    import os.path
+
+    from .timeutil import parse_timestamp_ms
+
+    run_at = spec.get("run_at")
+    cwd = spec.get("cwd")
+    if base_dir is not None:
+        cwd = base_dir if cwd is None else os.path.normpath(os.path.join(base_dir, cwd))
+    max_retries = spec.get("max_retries")
+    timeout = spec.get("timeout")
+    job_id = spec.get("id")
+    when = now if run_at is None else parse_timestamp_ms(run_at)
+    return Job.new(
+        id=new_job_id() if job_id is None else job_id,
+        command=spec["command"],
+        max_retries=default_max_retries if max_retries is None else max_retries,
+        priority=spec.get("priority", 0),
+        run_at=when,
+        created_at=now,
+        queue=spec.get("queue", DEFAULT_QUEUE),
+        timeout=None if timeout is None else float(timeout),
+        cwd=cwd,
+        env=spec.get("env"),
+        retry=spec.get("retry"),
+    )
+
+
+def job_problem(job: Job) -> str | None:
+    """What enqueue would reject in a stored-looking job (for ``import``)."""
+    problem = spec_problem({"id": job.id, "command": job.command,
+                            "max_retries": job.max_retries, "priority": job.priority,
+                            "queue": job.queue, "timeout": job.timeout, "cwd": job.cwd,
+                            "env": job.env, "retry": job.retry})
+    if problem is not None:
+        return problem
+    if not 0 <= job.attempts <= MAX_RETRIES_LIMIT + 1:
+        return f"attempts: must be from 0 to {MAX_RETRIES_LIMIT + 1}"
+    for key in job.time_fields():
+        value = getattr(job, key)
+        if value is not None and not 0 <= value <= MAX_EPOCH_MS:
+            return f"{key}: out of range"
+    return None
 
 
 JOB_FIELDS = Job.field_names()

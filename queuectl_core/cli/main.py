@@ -47,7 +47,7 @@ class State:
         app = self._app
         if app is not None:
             if "plugins" in app.__dict__:  # what loading them found, for the next start
-                from .startup import remember
+                from .cache import remember
 
                 remember(app)
             app.close()
@@ -80,6 +80,7 @@ COMMANDS = {
     "plugins": ("queuectl_core.cli.settings", "plugins_cmd"),
     "export": ("queuectl_core.cli.transfer", "export_cmd"),
     "import": ("queuectl_core.cli.transfer", "import_cmd"),
+    "schema": ("queuectl_core.cli.schema", "schema_cmd"),
 }
 
 SHORT_HELP = {
@@ -99,6 +100,7 @@ SHORT_HELP = {
     "plugins": "List installed plugins and what they provide.",
     "export": "Write all jobs with their history as JSON lines.",
     "import": "Load jobs from 'export' output, all or nothing.",
+    "schema": "Print the JSON Schema of a job or of the config file.",
 }
 
 
@@ -173,7 +175,7 @@ def run_click(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m queuectl_core.cli.main`` (how supervisors
     start their workers): the full CLI, with no start-up cache."""
-    from .startup import guarded
+    from .exits import guarded
 
     args = sys.argv[1:] if argv is None else argv
     sys.exit(guarded(lambda: run_click(args)))

@@ -59,8 +59,7 @@ def _write(fh: IO[str], storage: Any, jobs: list[Job]) -> None:
 
 
 def _parse(record: Any, where: str, now: int) -> tuple[Job, list[Attempt]]:
-    from ..jobspec import job_problem
-    from ..models import Attempt, Job, record_from_dict
+    from ..models import Attempt, Job, job_problem, record_from_dict
     from ..timeutil import parse_timestamp_ms
     from ..transitions import arrived
 

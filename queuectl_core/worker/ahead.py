@@ -21,20 +21,22 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol, TypeVar
 
 from ..errors import TransientStorageError
-from ..executor import Execution, Prepared
+from ..executor import Execution, Executor, Prepared
 from ..joblogs import job_log_dir
+from ..ledger import Ledger
 from ..models import Claim, ExecResult, Job, JobState, Outcome
+from ..plugins import Plugins
+from ..settings import Settings
 from ..timeutil import now_ms
+from ..wakeup import WakeupListener
 from .events import announce_recorded
 from .held import HeldFile
-
-if TYPE_CHECKING:
-    from .loop import Worker
+from .signals import StopSignal
 
 log = logging.getLogger("queuectl.worker")
 
@@ -53,12 +55,45 @@ RESULT_WAIT_MS = 50
 #: A job whose command was started before the previous result was recorded:
 #: (claim, execution, result of a failed start).
 Started = tuple[Claim, Execution | None, ExecResult | None]
+T = TypeVar("T")
+
+
+class Host(Protocol):
+    """What the strategy uses of its worker (``loop.Worker``)."""
+
+    id: str
+    ledger: Ledger
+    executor: Executor
+    plugins: Plugins
+    settings: Settings
+    stop: StopSignal
+    wakeup: WakeupListener | None
+    log_root: Path
+    worker_count: int
+    next_claim: Claim | None
+
+    @property
+    def lease_ms(self) -> int: ...
+
+    @property
+    def queues(self) -> Sequence[str] | None: ...
+
+    def chain_next(self, now: int) -> bool: ...
+
+    def housekeeping_due(self, now: int) -> bool: ...
+
+    def housekeeping(self, now: int) -> None: ...
+
+    def retry_transient(self, what: str, call: Callable[[], T]) -> T | None: ...
+
+    def start(self, claim: Claim, prepared: Prepared | None = None
+              ) -> tuple[Execution | None, ExecResult | None]: ...
 
 
 class ClaimAhead:
     """The claims a worker holds ahead and the results it has not recorded."""
 
-    def __init__(self, worker: Worker, held_dir: Path | None) -> None:
+    def __init__(self, worker: Host, held_dir: Path | None) -> None:
         self.worker = worker
         self.ledger = worker.ledger
         #: Claimed ahead, their commands not started yet, in claim order.

@@ -29,6 +29,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,22 @@ def executions(directory: Path) -> dict[str, int]:
 def appending_command(directory: Path, sleep: str = "") -> str:
     prefix = f"sleep {sleep}; " if sleep else ""
     return f"{prefix}echo $QUEUECTL_ATTEMPT >> {directory}/$QUEUECTL_JOB_ID"
+
+
+def caught_or_settled(queue: Queue, caught: Path, total: int) -> bool:
+    return (caught / "pid").is_file() or settled(total)(queue.status())
+
+
+def catching_command(held_dir: Path, caught: Path) -> str:
+    """Shell to append to a job's command: for up to about 10 ms, look
+    whether a held file of ``held_dir`` lists a claim (a JSON line); if so,
+    and no job did so before (``mkdir`` is the lock), write the worker's pid
+    (the shell's parent) to ``caught/pid`` and stop the worker."""
+    return (f"; [ -e {caught} ] || for i in 1 2 3 4 5 6 7 8 9 10; do"
+            f" for f in {held_dir}/*; do case $f in *.results) continue;; esac;"
+            f" if grep -q '\"' \"$f\" 2>/dev/null && mkdir {caught} 2>/dev/null; then"
+            f" echo $PPID > {caught}/pid.tmp && mv {caught}/pid.tmp {caught}/pid;"
+            " kill -STOP $PPID; exit 0; fi; done; sleep 0.001; done; true")
 
 
 def children(pid: int) -> list[int]:
@@ -528,36 +545,40 @@ def test_claims_ahead_of_a_killed_worker_are_given_back_uncharged(
     nor end in the DLQ. Only the command that was running may be charged
     (it ran, at most once: no retries here)."""
     row.scenario = S2C
-    total = row.jobs = 400
     execs = tmp_path / "execs"
     execs.mkdir()
+    caught = tmp_path / "caught"
     queue.fast()
     group = queue.start_workers(1)
     queue.wait_active_workers(1, timeout=30)
-    queue.enqueue_many([{"id": f"h{i:03d}", "command": appending_command(execs),
-                         "max_retries": 0} for i in range(total)])
-    wait_status(queue, 60, "40 jobs completed", lambda st: st["completed"] >= 40)
-
-    held: list[tuple[str, str]] = []
-    waiting: list[str] = []
-    victim = 0
-    for _ in range(20):  # until the worker is caught holding claims ahead
-        def live_worker() -> int | None:
-            workers = live_groups(queue).get(group.supervisor)
-            return workers[0] if workers else None
-
-        victim = queue.wait_until(live_worker, 30, "a live worker")
-        os.kill(victim, signal.SIGSTOP)
-        files = list((queue.home / "run" / "held").glob("*"))
-        held = [tuple(json.loads(line)) for f in files if not f.name.endswith(".results")
-                for line in f.read_text().splitlines() if line.strip()]
-        waiting = [json.loads(line)["job"] for f in files if f.name.endswith(".results")
-                   for line in f.read_text().splitlines() if line.strip()]
-        if held:
-            break
-        os.kill(victim, signal.SIGCONT)
-        time.sleep(0.05)
-    assert held, "the worker never held a claim ahead: the scenario tested nothing"
+    # The precondition, created rather than hoped for: every job, when it
+    # starts, looks (for a few ms) whether its worker's held file lists a
+    # claim ahead; the first job that sees one stops its worker there
+    # (SIGSTOP to its parent) and says so in ``caught``. The worker is then
+    # frozen holding those claims, however slow the machine is. More short
+    # jobs are enqueued until that happens.
+    trigger = catching_command(queue.home / "run" / "held", caught)
+    total = 0
+    deadline = time.monotonic() + 240
+    while not (caught / "pid").is_file():
+        assert time.monotonic() < deadline, (
+            "the worker never held a claim ahead in "
+            f"{total} short jobs: the scenario tested nothing")
+        batch = [{"id": f"h{total + i:04d}", "command": appending_command(execs) + trigger,
+                  "max_retries": 0} for i in range(200)]
+        total += len(batch)
+        queue.enqueue_many(batch)
+        queue.wait_until(partial(caught_or_settled, queue, caught, total), 120,
+                         "a job catching its worker with claims ahead, or the batch done")
+    row.jobs = total
+    victim = queue.wait_until(lambda: int((caught / "pid").read_text() or 0), 10, "the pid")
+    assert victim in live_groups(queue).get(group.supervisor, []), victim
+    files = list((queue.home / "run" / "held").glob("*"))
+    held = [tuple(json.loads(line)) for f in files if not f.name.endswith(".results")
+            for line in f.read_text().splitlines() if line.strip()]
+    waiting = [json.loads(line)["job"] for f in files if f.name.endswith(".results")
+               for line in f.read_text().splitlines() if line.strip()]
+    assert held, "the worker was stopped holding no claim ahead"
     killed_at = now_ms()
     sigkill(victim)  # (SIGKILL also ends a stopped process)
     row.kills = 1

@@ -469,3 +469,33 @@ def queue(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> Itera
             strays = q.cleanup()
     if strays:
         pytest.fail(f"processes outlived 'queuectl worker stop' and had to be killed: {strays}")
+
+
+def one_error(res: subprocess.CompletedProcess[str], code: int, *words: str) -> None:
+    """Exit ``code``, nothing on stdout, one ``Error:`` line naming ``words``."""
+    assert res.returncode == code, res
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), res.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert res.stdout == "", res.stdout
+
+
+def log_dir(queue: Queue, job_id: str) -> Path:
+    return queue.home / "logs" / "jobs" / job_id
+
+
+def spawn(queue: Queue, *args: str) -> subprocess.Popen[bytes]:
+    """``queuectl ARGS`` in the background with stdout and stderr kept apart
+    (the fixture kills its session at teardown if it is still there)."""
+    proc = subprocess.Popen([str(QUEUECTL), *args], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=queue.env, cwd=queue.workdir, start_new_session=True)
+    queue.popens.append(proc)
+    queue.known_pids.add(proc.pid)
+    return proc
+
+
+def finish(proc: subprocess.Popen[bytes], timeout: float) -> tuple[str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return out.decode(), err.decode()

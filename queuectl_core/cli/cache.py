@@ -1,0 +1,119 @@
+"""The CLI's start-up cache: ``$QUEUECTL_HOME/cache/startup.json``, what
+the full CLI learnt the last time it loaded the plugins (the selected
+backend's factory, the YAML ``defaults``, whether any plugin listens to job
+events), and the App seeded with it (see ``startup.py``)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
+
+    from ..app import App
+
+CACHE_FILE = "startup.json"
+
+
+def seeded_app() -> App | None:
+    """An App seeded from the cache of the current home, or None."""
+    from ..config import AppConfig, config_path_for, home_path
+    from ..errors import ConfigError
+    from ..limits import DEFAULT_BACKEND
+
+    home = home_path(None)
+    cache = load(home)
+    if cache is None:
+        return None
+    try:
+        config_path = config_path_for(home, None)
+    except ConfigError:
+        return None  # the full CLI reports it
+    text = None
+    if config_path is not None:
+        try:
+            text = config_path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+    if [str(config_path) if config_path else None, text] != cache.get("config"):
+        return None
+    backend = os.environ.get("QUEUECTL_BACKEND") or cache.get("file_backend") or DEFAULT_BACKEND
+    if backend != cache.get("backend") or not isinstance(cache.get("factory"), str):
+        return None
+    from ..app import App
+    from ..registry import BackendSpec
+
+    spec = BackendSpec(name=backend, factory=cache["factory"],
+                       distribution=cache.get("distribution"))
+    config = AppConfig(home=home, config_path=config_path, backend=backend, text=text,
+                       defaults=dict(cache.get("defaults") or {}),
+                       backend_options={spec.name: {}})
+    return App(config, backend=spec, listeners=bool(cache.get("listeners")))
+
+
+# ------------------------------------------------------------------ the cache
+
+def cache_path(home: Path | str) -> str:
+    return os.path.join(home, "cache", CACHE_FILE)
+
+
+def load(home: Path | str) -> dict[str, Any] | None:
+    """The cache of ``home`` if it is valid in this environment, else None."""
+    try:
+        with open(cache_path(home), encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    from ..installed import environment_key
+
+    if not isinstance(data, dict) or data.get("key") != environment_key():
+        return None
+    return data
+
+
+def remember(app: App) -> None:
+    """Record what the cache holds, after a command of the full CLI loaded
+    the plugins with ``app``. Never raises: a cache that cannot be written
+    only costs time."""
+    with contextlib.suppress(Exception):
+        _remember(app)
+
+
+def _remember(app: App) -> None:
+    from ..installed import environment_key
+
+    config = app.config
+    file = config.file
+    spec = app.backend
+    factory = spec.factory_path()
+    if config.backend_options(spec.name):
+        factory = None  # options need their pydantic model: the full CLI
+    data = {
+        "key": environment_key(),
+        "config": [None if config.config_path is None else str(config.config_path),
+                   config.text if config.config_path is not None else None],
+        "file_backend": file.backend if file is not None else None,
+        "backend": config.backend,
+        "factory": factory,
+        "distribution": spec.distribution,
+        "defaults": config.defaults,
+        "listeners": app.plugins.has_event_listeners(),
+    }
+    path = cache_path(config.home)
+    encoded = json.dumps(data, ensure_ascii=False, sort_keys=True)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            if fh.read() == encoded:
+                return
+    except OSError:
+        pass
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(encoded)
+    os.replace(tmp, path)

@@ -230,7 +230,7 @@ def test_zombies_do_not_keep_a_group_running() -> None:
     2 s on a firecracker VM) or never (some containers). kill() must not
     wait out its grace for it, or timeouts, cancels and forced stops would
     all take the full grace. Here the zombie is our own unreaped child."""
-    from queuectl_shell.executor import _group_running
+    from queuectl_shell.process import _group_running
 
     proc = subprocess.Popen(["true"], start_new_session=True)
     try:

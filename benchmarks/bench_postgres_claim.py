@@ -11,11 +11,12 @@ benchmark says so and exits (status 0).
 Two schemas of their own are created, one holding ``--small`` finished
 (completed) jobs and one ``--large``, each with one attempt per job; both are
 seeded with a single ``INSERT ... SELECT FROM generate_series`` per table,
-plus ``ops * rounds`` (and a few for warm-up) pending jobs to claim, then ANALYZEd. A round is
-``--ops`` claim+complete cycles through the ordinary store API (one worker,
-one connection). Rounds alternate between the two schemas so that noise
-hits both alike; the table shows the median rate of each and the slowdown
-(small rate / large rate; 1.0 = none, the target is <= 1.5). Both schemas
+plus ``ops * rounds`` (and a few for warm-up) pending jobs to claim, enqueued
+through the store, then ANALYZEd. A round is ``--ops`` claim+complete cycles
+through the core's ``Ledger`` over the store, as a worker makes them (one
+worker, one connection). Rounds alternate between the two schemas so that
+noise hits both alike; the table shows the median rate of each and the
+slowdown (small rate / large rate; 1.0 = none, the target is <= 1.5). Both schemas
 are dropped at the end, also after an error or Ctrl-C.
 """
 
@@ -30,7 +31,8 @@ import time
 import psycopg
 
 from queuectl_core.errors import StorageError
-from queuectl_core.models import ExecResult
+from queuectl_core.ledger import Ledger
+from queuectl_core.models import ExecResult, Job
 
 # (a block of its own: sorted the same whether or not the linter's settings
 # list queuectl_postgres as first-party)
@@ -48,9 +50,10 @@ WARMUP = 100
 Admin = psycopg.Connection[tuple[object, ...]]
 
 
-def seed(admin: Admin, schema: str, finished: int, pending: int) -> float:
-    """Store ``finished`` completed jobs (with their attempts) and
-    ``pending`` claimable ones; returns the seconds it took."""
+def seed(admin: Admin, store: Ledger, schema: str, finished: int, pending: int) -> float:
+    """Store ``finished`` completed jobs (with their attempts, in SQL) and
+    ``pending`` claimable ones (enqueued through the store); returns the
+    seconds it took."""
     start = time.perf_counter()
     s = f'"{schema}"'
     admin.execute(
@@ -66,18 +69,14 @@ def seed(admin: Admin, schema: str, finished: int, pending: int) -> float:
         " SELECT 'done-' || g, 1, md5(g::text), 'seeder', %(t)s - g + 1, %(t)s - g + 5,"
         " 'completed', 0 FROM generate_series(1, %(n)s) AS g",
         {"t": T0, "n": finished})
-    admin.execute(
-        f"INSERT INTO {s}.jobs (id, command, state, attempts, max_retries, priority, run_at,"
-        " created_at, updated_at)"
-        " SELECT 'todo-' || g, 'echo todo ' || g, 'pending', 0, 3, 0, %(t)s, %(t)s, %(t)s"
-        " FROM generate_series(1, %(n)s) AS g",
-        {"t": T0, "n": pending})
+    store.enqueue([Job.new(id=f"todo-{g}", command=f"echo todo {g}", max_retries=3, run_at=T0,
+                           created_at=T0) for g in range(1, pending + 1)])
     admin.execute(f"ANALYZE {s}.jobs")
     admin.execute(f"ANALYZE {s}.attempts")
     return time.perf_counter() - start
 
 
-def claim_complete_rate(store: PostgresStorage, ops: int) -> float:
+def claim_complete_rate(store: Ledger, ops: int) -> float:
     start = time.perf_counter()
     for _ in range(ops):
         claim = store.claim("bench", T0 + 1, LEASE)
@@ -107,12 +106,13 @@ def main(argv: list[str] | None = None) -> int:
 
     cases = {"small": args.small, "large": args.large}
     schemas = {name: f"qbench_{name}_{os.getpid()}" for name in cases}
-    stores: dict[str, PostgresStorage] = {}
+    stores: dict[str, Ledger] = {}
     rates: dict[str, list[float]] = {name: [] for name in cases}
     try:
         for name, finished in cases.items():
-            stores[name] = PostgresStorage(dsn, schema=schemas[name])
-            took = seed(admin, schemas[name], finished, args.ops * args.rounds + WARMUP)
+            stores[name] = Ledger(PostgresStorage(dsn, schema=schemas[name]))
+            took = seed(admin, stores[name], schemas[name], finished,
+                        args.ops * args.rounds + WARMUP)
             print(f"seeded {finished:>9,} finished jobs into {schemas[name]} in {took:5.1f} s",
                   flush=True)
         for name in cases:  # warm-up: connections, plans, caches

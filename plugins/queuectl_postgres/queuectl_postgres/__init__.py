@@ -3,9 +3,9 @@ many machines.
 
 The package imports nothing heavy (only ``dsn``: the standard library and
 the core's errors). The hook implementation is in ``plugin`` (the entry
-point), the store in ``store`` (with psycopg, imported only when a store is
-opened), and ``fast`` is the light module the CLI's fast path uses, which
-must stay importable without pluggy, pydantic or the core's models.
+point); the store, with psycopg, is imported only when a store is opened:
+``store`` (``PostgresStorage``), over ``connection`` (connections, errors,
+LISTEN), ``schema`` (versioned migrations) and ``sql`` (the statements).
 """
 
 from __future__ import annotations

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import psycopg
 import pytest
 
 from queuectl_postgres.dsn import mask_secrets
+from queuectl_postgres.store import PostgresStorage
 from tests.postgres_lock import postgres_shared
 
 DEFAULT_TEST_DSN = "postgresql://127.0.0.1:5432/test"
@@ -86,3 +89,41 @@ def new_schema(pg_admin: psycopg.Connection[tuple[object, ...]]) -> Iterator[Cal
 
     yield make
     drop_schemas(pg_admin, *names)
+
+
+@pytest.fixture
+def schema(new_schema: Callable[[], str]) -> str:
+    """A schema of the test's own (dropped afterwards)."""
+    return new_schema()
+
+
+@pytest.fixture
+def open_store(pg_dsn: str, schema: str) -> Iterator[Callable[..., PostgresStorage]]:
+    """Open stores on the test's schema (keyword arguments: those of
+    PostgresStorage, and ``dsn``); all are closed afterwards."""
+    stores: list[PostgresStorage] = []
+
+    def opener(**kw: Any) -> PostgresStorage:
+        store = PostgresStorage(kw.pop("dsn", pg_dsn), schema=kw.pop("schema", schema), **kw)
+        stores.append(store)
+        return store
+
+    yield opener
+    for store in stores:
+        store.close()
+
+
+@pytest.fixture
+def terminate(pg_admin: psycopg.Connection[tuple[object, ...]]) -> Callable[[int], None]:
+    """End a server process (``pg_terminate_backend``) and wait until it is gone."""
+
+    def kill(pid: int) -> None:
+        row = pg_admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()
+        assert row == (True,)
+        for _ in range(100):
+            if pg_admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s",
+                                (pid,)).fetchone() is None:
+                return
+            time.sleep(0.02)
+
+    return kill

@@ -10,7 +10,6 @@ loading pluggy; anything else an App is asked for is built as usual."""
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
 
 from .config import AppConfig
 from .errors import ConfigError, PluginError, QueuectlError
@@ -18,11 +17,16 @@ from .ledger import Ledger
 from .registry import PluginContext
 from .settings import Settings, settings_from_stored
 
+# typing is not imported at run time (the CLI's hot path).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .dlq_handler import DlqCommandHandler
     from .executor import Executor
     from .plugins import Plugins
-    from .registry import BackendSpec, BackoffPolicy, BackoffPolicySpec, ExecutorSpec
+    from .registry import BackendSpec, BackoffPolicySpec, ExecutorSpec
+    from .retry import BackoffPolicy
     from .storage import Storage
 
 
@@ -71,7 +75,7 @@ class App:
 
     @property
     def context(self) -> PluginContext:
-        return PluginContext(home=self.config.home)
+        return PluginContext(self.config.home_dir)
 
     @cached_property
     def plugins(self) -> Plugins:

@@ -10,19 +10,23 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Any
 
 from .errors import JobNotFoundError, UsageError, shown
 from .models import JobState
 
+# typing is not imported at run time (the CLI's hot path).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .app import App
     from .models import Job
 
+    #: A job spec and where it came from ("line 3: " prefixes its errors).
+    Spec = tuple[str, dict[str, Any]]
+
 #: Every state, in display order.
 STATE_NAMES = tuple(state.value for state in JobState)
-#: A job spec and where it came from ("line 3: " prefixes its errors).
-Spec = tuple[str, dict[str, Any]]
 
 
 def json_text(data: Any) -> str:
@@ -146,7 +150,7 @@ def enqueue(app: App, specs: list[Spec], *, as_json: bool) -> None:
         except UsageError as exc:
             raise UsageError(f"{where}{exc}") from None
     ledger.enqueue(jobs)
-    notify(app.config.home)
+    notify(app.config.home_dir)
     if as_json:
         out(json_text({"enqueued": len(jobs), "ids": [j.id for j in jobs]}))
     elif len(jobs) == 1:

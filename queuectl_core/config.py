@@ -29,13 +29,16 @@ from __future__ import annotations
 
 import os
 from functools import cached_property
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
 from .limits import DEFAULT_BACKEND
 
+# typing is not imported at run time (the CLI's hot path).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
+
     from .config_file import ConfigFile
 
 CONFIG_FILENAME = "queuectl.yaml"
@@ -49,12 +52,15 @@ class AppConfig:
     of it (``defaults``, the selected backend's options) so that a command
     that needs no more never reads it."""
 
-    def __init__(self, *, home: Path, config_path: Path | None, backend: str,
+    def __init__(self, *, home: str | os.PathLike[str],
+                 config_path: str | os.PathLike[str] | None, backend: str,
                  file: ConfigFile | None = None, text: str | None = None,
                  defaults: dict[str, Any] | None = None,
                  backend_options: dict[str, dict[str, Any]] | None = None) -> None:
-        self.home = home
-        self.config_path = config_path
+        #: QUEUECTL_HOME and the config file as text (the CLI's hot path
+        #: never needs pathlib); ``home`` and ``config_path`` as Paths.
+        self.home_dir = os.fspath(home)
+        self.config_file = None if config_path is None else os.fspath(config_path)
         self.backend = backend
         if file is not None or config_path is None:
             self.__dict__["file"] = file
@@ -62,6 +68,18 @@ class AppConfig:
         self.text = text
         self._defaults = defaults
         self._backend_options = backend_options or {}
+
+    @cached_property
+    def home(self) -> Path:
+        from pathlib import Path
+
+        return Path(self.home_dir)
+
+    @cached_property
+    def config_path(self) -> Path | None:
+        from pathlib import Path
+
+        return None if self.config_file is None else Path(self.config_file)
 
     @cached_property
     def file(self) -> ConfigFile | None:
@@ -94,12 +112,32 @@ def _options_for(section: dict[str, dict[str, Any] | None], name: str) -> dict[s
     return {}
 
 
-def default_home() -> Path:
+def clean_path(path: str) -> str:
+    """``path`` as pathlib would print it: no empty or ``.`` parts, no
+    trailing slash, ``..`` kept, and two leading slashes (but not three)
+    kept, as POSIX allows."""
+    if path.startswith("//") and not path.startswith("///"):
+        root = "//"
+    else:
+        root = "/" if path.startswith("/") else ""
+    parts = [part for part in path.split("/") if part and part != "."]
+    return (root + "/".join(parts)) or "."
+
+
+def absolute_path(path: str) -> str:
+    """``Path(path).expanduser().absolute()``, as text."""
+    path = os.path.expanduser(path)
+    if not os.path.isabs(path):
+        path = os.path.join(os.getcwd(), path)
+    return clean_path(path)
+
+
+def default_home() -> str:
     """The user's data directory: ``$XDG_DATA_HOME/queuectl`` or
     ``~/.local/share/queuectl``."""
     xdg = os.environ.get("XDG_DATA_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
-    return base / "queuectl"
+    base = xdg if xdg else os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "queuectl")
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -125,16 +163,17 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
-def home_path(option: str | None) -> Path:
+def home_dir(option: str | None) -> str:
     """QUEUECTL_HOME: ``--home``, else the environment, else the default."""
     raw = option or os.environ.get("QUEUECTL_HOME")
-    home = Path(raw).expanduser() if raw else default_home()
-    return home.absolute()
+    return absolute_path(raw if raw else default_home())
 
 
 def resolve_home(option: str | None) -> Path:
     """QUEUECTL_HOME, created (private) if it does not exist yet."""
-    return ensure_private_dir(home_path(option))
+    from pathlib import Path
+
+    return ensure_private_dir(Path(home_dir(option)))
 
 
 def load_file(path: Path) -> tuple[str, ConfigFile]:
@@ -168,22 +207,22 @@ def load_file(path: Path) -> tuple[str, ConfigFile]:
         raise ConfigError(f"config file {path}: {validation_message(exc)}") from None
 
 
-def config_path_for(home: Path, option: str | None) -> Path | None:
+def config_file_for(home: str, option: str | None) -> str | None:
     """The config file: ``--config``, else QUEUECTL_CONFIG, else
     ``$QUEUECTL_HOME/queuectl.yaml`` if it exists."""
     explicit = option or os.environ.get("QUEUECTL_CONFIG")
     if explicit:
-        path = Path(explicit).expanduser().absolute()
-        if not path.is_file():
+        path = absolute_path(explicit)
+        if not os.path.isfile(path):
             raise ConfigError(f"config file {path} does not exist")
         return path
-    candidate = home / CONFIG_FILENAME
-    return candidate if candidate.is_file() else None
+    candidate = os.path.join(home, CONFIG_FILENAME)
+    return candidate if os.path.isfile(candidate) else None
 
 
 def resolve_config(*, home: str | None, config: str | None, backend: str | None) -> AppConfig:
     home_path = resolve_home(home)
-    config_path = config_path_for(home_path, config)
+    config_path = config_file_for(str(home_path), config)
     resolved = AppConfig(home=home_path, config_path=config_path, backend="")
     file_backend = resolved.file.backend if resolved.file is not None else None
     resolved.backend = (backend or os.environ.get("QUEUECTL_BACKEND") or file_backend

@@ -11,8 +11,6 @@ claim is still held, the job still exists).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
 
 from . import transitions as rules
 from .errors import JobNotFoundError, StorageError
@@ -28,6 +26,12 @@ from .models import (
     WorkerInfo,
 )
 from .storage import Storage
+
+# typing is not imported at run time (the CLI's hot path).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
 
 #: How often one decision is made again when the job keeps changing under it.
 MAX_ROUNDS = 50
@@ -113,8 +117,15 @@ class Ledger:
 
     def import_jobs(self, records: Sequence[tuple[Job, Sequence[Attempt]]]) -> None:
         """Store exported jobs with their history, all or nothing; a job
-        that was running is first settled as ``transitions.arrived`` says."""
-        self.store.insert(records)
+        that was running is first settled as ``transitions.arrived`` says
+        (lost in the move), so that none is stored ``processing``."""
+        from .timeutil import now_ms
+
+        now = now_ms()
+        settled = [rules.arrived(job, list(history), now=now,
+                           error="exported while running; the attempt was lost in the move")
+                   for job, history in records]
+        self.store.insert(settled)
 
     # ---------------------------------------------------------- claims
     def claim(self, worker_id: str, now: int, lease_ms: int,
@@ -127,7 +138,7 @@ class Ledger:
         """Extend the claim's lease: the job as stored now, or None if the
         claim is no longer held."""
         return self._held(claim, claim.job,
-                          lambda job: rules.renewed(job, now=now, lease_ms=lease_ms))
+                          lambda job: rules.renewed(job, claim.token, now=now, lease_ms=lease_ms))
 
     def complete(self, claim: Claim, result: ExecResult, now: int) -> Job | None:
         return self.record_and_claim([Outcome(claim, result)], now, worker_id=claim.worker_id,

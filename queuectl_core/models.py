@@ -1,28 +1,35 @@
 """The records: jobs, attempts, claims, results and workers.
 
-Each record's fields are declared once, here, as frozen dataclass fields
-whose metadata says how a value is checked (``check``), whether it is a time
-(epoch ms inside queuectl, ISO-8601 in JSON), an object stored as JSON text
-(``json``), or internal to the stores (``internal``: never printed or
-exported). ``to_json``, :func:`record_from_dict` (untrusted input:
-``import`` files, files read back by the JSON store), the stores' column
-lists and export all come from these declarations.
+Each record's fields are declared once, here, with metadata that says how a
+value is checked (``check``), whether it is a time (epoch ms inside
+queuectl, ISO-8601 in JSON), an object stored as JSON text (``json``), or
+internal to the stores (``internal``: never printed or exported).
+``to_json``, :func:`record_from_dict` (untrusted input: ``import`` files,
+files read back by the JSON store), the stores' column lists and export
+all come from these declarations.
 
-The records are stdlib dataclasses, cheap to import: the CLI's hot paths
-(``enqueue``, ``status``) never load pydantic (docs/architecture.md).
+The records are :class:`~queuectl_core.records.Record` classes (frozen,
+declared like dataclasses), cheap to define: the CLI's hot paths
+(``enqueue``, ``status``) load neither pydantic nor dataclasses
+(docs/architecture.md).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal, Self, TypeVar
 
 from .jobspec import env_problem, new_job_id, retry_problem, spec_problem
 from .limits import DEFAULT_QUEUE, MAX_EPOCH_MS, MAX_RETRIES_LIMIT
+from .records import MISSING, Record, field
+
+# typing is not imported at run time (the CLI's hot path).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any, Literal, TypeVar
+
+    R = TypeVar("R", bound="Entry")
 
 
 class JobState(StrEnum):
@@ -53,7 +60,9 @@ FINISHED_STATES = (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED)
 #: ``lost``: the worker died or its lease expired (the attempt counts);
 #: ``interrupted``: an operator's forced stop killed it (it does not count);
 #: ``cancelled``: ``queuectl cancel`` stopped it.
-AttemptOutcome = Literal["running", "completed", "failed", "lost", "interrupted", "cancelled"]
+if TYPE_CHECKING:
+    AttemptOutcome = Literal["running", "completed", "failed", "lost", "interrupted",
+                             "cancelled"]
 ATTEMPT_OUTCOMES = ("running", "completed", "failed", "lost", "interrupted", "cancelled")
 
 
@@ -110,63 +119,41 @@ def _retry(value: object) -> dict[str, Any]:
     return {str(k): v for k, v in value.items()}
 
 
-_MISSING: Any = dataclasses.MISSING
-
-
-def _field(check: Callable[[object], Any], default: Any = _MISSING, *, time: bool = False,
+def _field(check: Callable[[object], Any], default: Any = MISSING, *, time: bool = False,
            json: bool = False, internal: bool = False) -> Any:
     """A record field: how its value is checked, and how it is shown."""
-    meta = {"check": check, "time": time, "json": json, "internal": internal}
-    return dataclasses.field(default=default, metadata=meta, repr=not internal)
+    return field(default, meta={"check": check, "time": time, "json": json,
+                                "internal": internal})
 
 
-R = TypeVar("R", bound="Record")
-
-
-class Record:
-    """What every record derives from its field declarations."""
-
-    __slots__ = ()
-
-    def as_dict(self) -> dict[str, Any]:
-        """Field name -> value (shallow; enums stay enums)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
-
-    def replace(self, **changes: Any) -> Self:
-        """A copy with some fields changed."""
-        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
-
-    @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+class Entry(Record):
+    """What the stored records (jobs, attempts, workers) derive from their
+    field declarations."""
 
     @classmethod
     def public_fields(cls) -> tuple[str, ...]:
         """The fields printed by ``--json`` and exported (not ``internal``)."""
-        return tuple(f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-                     if not f.metadata.get("internal"))
+        return tuple(f.name for f in cls.record_fields() if not f.meta.get("internal"))
 
     @classmethod
     def time_fields(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-                     if f.metadata.get("time"))
+        return tuple(f.name for f in cls.record_fields() if f.meta.get("time"))
 
     @classmethod
     def json_fields(cls) -> tuple[str, ...]:
         """Fields holding an object (a store keeps them as JSON text)."""
-        return tuple(f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-                     if f.metadata.get("json"))
+        return tuple(f.name for f in cls.record_fields() if f.meta.get("json"))
 
     def to_json(self) -> dict[str, Any]:
         """The stable JSON form printed by ``--json`` (ISO-8601 times)."""
         from .timeutil import iso
 
         out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            if f.metadata.get("internal"):
+        for f in self.record_fields():
+            if f.meta.get("internal"):
                 continue
             value = getattr(self, f.name)
-            if f.metadata.get("time"):
+            if f.meta.get("time"):
                 value = iso(value)
             elif isinstance(value, StrEnum):
                 value = value.value
@@ -174,8 +161,7 @@ class Record:
         return out
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Job(Record):
+class Job(Entry, kw_only=True):
     """A job as stored. Fields are in the order ``--json`` prints them."""
 
     id: str = _field(_str)
@@ -272,8 +258,7 @@ def job_problem(job: Job) -> str | None:
 JOB_FIELDS = Job.field_names()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Attempt(Record):
+class Attempt(Entry, kw_only=True):
     """One execution of a job: opened when a worker claims the job, closed
     when the command finishes or the claim is lost."""
 
@@ -290,7 +275,7 @@ class Attempt(Record):
     stderr_tail: str | None = _field(_str, None)
 
     def to_json(self) -> dict[str, Any]:
-        data = Record.to_json(self)
+        data = Entry.to_json(self)
         tails = {k: data.pop(k) for k in ("stdout_tail", "stderr_tail")}
         data["duration_ms"] = (None if self.finished_at is None
                                else self.finished_at - self.started_at)
@@ -301,7 +286,6 @@ class Attempt(Record):
 ATTEMPT_FIELDS = Attempt.field_names()
 
 
-@dataclass(frozen=True, slots=True)
 class Claim(Record):
     """What a worker holds after claiming a job. ``token`` is unique per
     claim (the job's ``claim_token``); every later change is conditional on
@@ -317,7 +301,6 @@ class Claim(Record):
     lease_expires_at: int
 
 
-@dataclass(frozen=True, slots=True)
 class ExecResult(Record):
     """How one execution ended. ``exit_code`` 0 means success."""
 
@@ -334,7 +317,6 @@ class ExecResult(Record):
         return self.exit_code == 0 and self.signal is None
 
 
-@dataclass(frozen=True, slots=True)
 class Outcome(Record):
     """A finished attempt to record: completed if ``result`` is ok, else
     failed (again at ``retry_at``, or dead when it is None; cancelled if a
@@ -358,8 +340,7 @@ class Outcome(Record):
         return self.result.ok
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WorkerInfo(Record):
+class WorkerInfo(Entry, kw_only=True):
     """A worker process as registered in the store."""
 
     id: str = _field(_str)
@@ -379,14 +360,14 @@ def record_from_dict(cls: type[R], data: object) -> R:
 
     if not isinstance(data, dict):
         raise ValueError("expected an object")
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = {f.name: f for f in cls.record_fields()}
     for key in data:
         if key not in fields:
             raise ValueError(f"{shown(str(key))}: unknown field")
     values: dict[str, object] = {}
     for name, f in fields.items():
         if name not in data:
-            if f.default is dataclasses.MISSING:
+            if f.required:
                 raise ValueError(f"{name}: is required")
             continue
         value = data[name]
@@ -396,7 +377,7 @@ def record_from_dict(cls: type[R], data: object) -> R:
             values[name] = None
             continue
         try:
-            values[name] = f.metadata["check"](value)
+            values[name] = f.meta["check"](value)
         except ValueError as exc:
             raise ValueError(f"{name}: {exc}") from None
     return cls(**values)
@@ -421,7 +402,6 @@ def validation_message(exc: Any) -> str:
 
 # ------------------------------------------------------------ changes
 
-@dataclass(frozen=True, slots=True)
 class AttemptChange(Record):
     """What a change does to the attempt a claim opened (identified by the
     claim's ``token``; while the job holds that token it is the job's
@@ -430,11 +410,10 @@ class AttemptChange(Record):
 
     token: str
     open: Attempt | None = None
-    fields: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    fields: Mapping[str, Any] = field(default_factory=dict)
     drop: bool = False
 
 
-@dataclass(frozen=True, slots=True)
 class Change(Record):
     """One job's change, as the core decided it (``transitions``), for a
     store to make if and only if the job is still as the decision saw it:
@@ -446,7 +425,7 @@ class Change(Record):
 
     job_id: str
     expect: Mapping[str, Any]
-    fields: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    fields: Mapping[str, Any] = field(default_factory=dict)
     attempt: AttemptChange | None = None
     delete: bool = False
 

@@ -12,7 +12,7 @@ import os
 import sys
 import traceback
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -97,7 +97,7 @@ class Plugins:
         self._cache.clear()
 
     # ---------------------------------------------------------- records
-    def _collect(self, hook_name: str, kind: str) -> dict[str, Any]:
+    def _collect(self, hook_name: str, kind: str, record_type: type[Any]) -> dict[str, Any]:
         if hook_name in self._cache:
             return self._cache[hook_name]
         records: dict[str, Any] = {}
@@ -112,7 +112,12 @@ class Plugins:
                 _warn(f"plugin {plugin_name!r} failed in {hook_name} and was skipped: {exc}")
                 continue
             for record in items:
-                record = replace(record, distribution=dist)
+                if not isinstance(record, record_type):
+                    _warn(f"plugin {plugin_name!r} (from {dist}) returned "
+                          f"{type(record).__name__} from {hook_name}, not a "
+                          f"{record_type.__name__}; skipped")
+                    continue
+                record = record.replace(distribution=dist)
                 other = records.get(record.name)
                 if other is not None:
                     raise PluginError(
@@ -128,13 +133,13 @@ class Plugins:
         return records
 
     def backends(self) -> dict[str, BackendSpec]:
-        return self._collect("queuectl_storage_backends", "backend")
+        return self._collect("queuectl_storage_backends", "backend", BackendSpec)
 
     def executors(self) -> dict[str, ExecutorSpec]:
-        return self._collect("queuectl_executors", "executor")
+        return self._collect("queuectl_executors", "executor", ExecutorSpec)
 
     def backoff_policies(self) -> dict[str, BackoffPolicySpec]:
-        return self._collect("queuectl_backoff_policies", "backoff policy")
+        return self._collect("queuectl_backoff_policies", "backoff policy", BackoffPolicySpec)
 
     def collect_all(self) -> None:
         self.backends()

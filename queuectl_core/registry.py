@@ -9,28 +9,32 @@ Both the model and the factory may be given as an import path
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+import os
 
-from .executor import Executor
-from .storage import Storage
+from .records import Record
 
+# typing is not imported at run time (the CLI's hot path builds a record).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+    from typing import Any
+
     from pydantic import BaseModel
 
-    from .settings import Settings
+    from .executor import Executor
+    from .retry import BackoffPolicy
+    from .storage import Storage
 
-_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-T = TypeVar("T")
+_NAME_FIRST = frozenset("abcdefghijklmnopqrstuvwxyz")
+_NAME_CHARS = _NAME_FIRST | frozenset("0123456789_-")
 
 
 def normalize_name(name: str) -> str:
-    """Names are lower case; ``-`` and ``_`` are the same."""
+    """Names are lower case; ``-`` and ``_`` are the same. A name is a
+    letter, then up to 62 letters, digits, ``-`` or ``_``."""
     norm = name.strip().lower().replace("_", "-")
-    if not _NAME.match(norm):
+    if not (0 < len(norm) <= 63 and norm[0] in _NAME_FIRST and set(norm) <= _NAME_CHARS):
         raise ValueError(f"invalid plugin record name {name!r}")
     return norm
 
@@ -46,30 +50,32 @@ def import_path(ref: str) -> Any:
     return obj
 
 
-@dataclass(frozen=True)
 class PluginContext:
-    """What a factory gets besides its options."""
+    """What a factory gets besides its options: ``home``, QUEUECTL_HOME,
+    where a plugin keeps any local state (files, sockets), as a Path, and
+    the same as text in ``home_dir`` (which needs no pathlib)."""
 
-    #: QUEUECTL_HOME: where a plugin keeps any local state (files, sockets).
-    home: Path
+    __slots__ = ("home_dir",)
+
+    def __init__(self, home: str | os.PathLike[str]) -> None:
+        self.home_dir = os.fspath(home)
+
+    @property
+    def home(self) -> Path:
+        from pathlib import Path
+
+        return Path(self.home_dir)
+
+    def __repr__(self) -> str:
+        return f"PluginContext(home={self.home_dir!r})"
 
 
-class BackoffPolicy(Protocol):
-    """Decides how long to wait before the next attempt."""
-
-    def delay_seconds(self, attempts: int, settings: Settings) -> float:
-        """Seconds to wait after a failed attempt, ``attempts`` being the
-        number of attempts made so far (1 after the first)."""
-        ...
-
-
-@dataclass(frozen=True)
-class _Record(Generic[T]):
+class _Spec(Record):
     name: str
     #: ``factory(options, context)`` builds the plugin's object; ``options``
     #: is an instance of ``options_model``, or None when the YAML gives no
     #: options for it (use defaults). A callable, or its import path.
-    factory: Callable[[Any, PluginContext], T] | str | None = None
+    factory: Callable[[Any, PluginContext], Any] | str | None = None
     description: str = ""
     #: A pydantic model (use ``extra="forbid"``) validating the plugin's
     #: options from YAML, or its import path (imported only when the YAML
@@ -77,7 +83,7 @@ class _Record(Generic[T]):
     #: it takes no options.
     options_model: type[BaseModel] | str | None = None
     #: Filled in by the plugin manager: the distribution that registered it.
-    distribution: str | None = field(default=None, compare=False)
+    distribution: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "name", normalize_name(self.name))
@@ -90,13 +96,13 @@ class _Record(Generic[T]):
             return model
         return ref
 
-    def resolve_factory(self) -> Callable[[Any, PluginContext], T]:
+    def resolve_factory(self) -> Callable[[Any, PluginContext], Any]:
         """The factory, importing it if it was given by path."""
         ref = self.factory
         if ref is None:
             raise TypeError(f"{self.name!r} has no factory")
         if isinstance(ref, str):
-            factory: Callable[[Any, PluginContext], T] = import_path(ref)
+            factory: Callable[[Any, PluginContext], Any] = import_path(ref)
             return factory
         return ref
 
@@ -113,17 +119,28 @@ class _Record(Generic[T]):
         return f"{module}:{qualname}"
 
 
-@dataclass(frozen=True)
-class BackendSpec(_Record[Storage]):
+class BackendSpec(_Spec):
     """A storage backend: ``factory(options, context)`` returns a Storage."""
 
+    factory: Callable[[Any, PluginContext], Storage] | str | None = None
 
-@dataclass(frozen=True)
-class ExecutorSpec(_Record[Executor]):
+
+class ExecutorSpec(_Spec):
     """An executor: ``factory(options, context)`` returns an Executor."""
 
+    factory: Callable[[Any, PluginContext], Executor] | str | None = None
 
-@dataclass(frozen=True)
-class BackoffPolicySpec(_Record[BackoffPolicy]):
+
+class BackoffPolicySpec(_Spec):
     """A retry delay policy: ``factory(options, context)`` returns a
     BackoffPolicy."""
+
+    factory: Callable[[Any, PluginContext], BackoffPolicy] | str | None = None
+
+
+def __getattr__(name: str) -> object:
+    if name == "BackoffPolicy":  # its home is retry.py, away from the CLI's hot path
+        from .retry import BackoffPolicy
+
+        return BackoffPolicy
+    raise AttributeError(name)

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from .limits import MAX_DELAY_SECONDS
-from .registry import BackoffPolicy
 from .settings import Settings
 from .transitions import exhausted
+
+
+class BackoffPolicy(Protocol):
+    """Decides how long to wait before the next attempt (a plugin kind:
+    ``queuectl_backoff_policies``)."""
+
+    def delay_seconds(self, attempts: int, settings: Settings) -> float:
+        """Seconds to wait after a failed attempt, ``attempts`` being the
+        number of attempts made so far (1 after the first)."""
+        ...
 
 
 def next_run_at(*, attempts: int, max_retries: int, now: int, policy: BackoffPolicy,

@@ -7,17 +7,18 @@ range and description; :data:`SETTING_SPECS`, the checks and the YAML
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass
-from typing import Any
 
 from .errors import ConfigError
 from .limits import MAX_DELAY_SECONDS, MAX_RETRIES_LIMIT, MAX_TIMEOUT_SECONDS, MIN_OUTPUT_CAP
+from .records import Record, field
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
-@dataclass(frozen=True, slots=True)
-class SettingSpec:
+class SettingSpec(Record):
     kind: type[int] | type[float]
     default: int | float
     low: int | float
@@ -28,11 +29,10 @@ class SettingSpec:
 def _setting(default: int | float, low: int | float, high: int | float,
              description: str) -> Any:
     spec = SettingSpec(type(default), default, low, high, description)
-    return dataclasses.field(default=default, metadata={"setting": spec})
+    return field(default, meta={"setting": spec})
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
+class Settings(Record):
     """Effective runtime settings: stored > YAML ``defaults`` > built-in."""
 
     max_retries: int = _setting(3, 0, MAX_RETRIES_LIMIT,
@@ -62,13 +62,10 @@ class Settings:
                                      "completed and cancelled jobs are purged this many days "
                                      "after they finish, with their logs (0: kept)")
 
-    def replace(self, **changes: Any) -> Settings:
-        return dataclasses.replace(self, **changes)
-
 
 #: Every setting's type, default, range and description, by key.
 SETTING_SPECS: dict[str, SettingSpec] = {
-    f.name: f.metadata["setting"] for f in dataclasses.fields(Settings)}
+    f.name: f.meta["setting"] for f in Settings.record_fields()}
 SETTING_KEYS = tuple(SETTING_SPECS)
 
 

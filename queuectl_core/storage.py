@@ -29,11 +29,9 @@ checks them):
 
 from __future__ import annotations
 
-import uuid
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 from .errors import TransientStorageError
 from .models import (
@@ -46,14 +44,20 @@ from .models import (
     WorkerInfo,
 )
 
+# typing is not imported at run time (the CLI's hot path).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
+
 #: How often the default :meth:`Storage.claim` tries again when other
 #: claimers took its candidates first.
 CLAIM_ROUNDS = 100
 
 
 def new_token() -> str:
-    """A claim token: unique per claim."""
-    return uuid.uuid4().hex
+    """A claim token: unique per claim (128 random bits)."""
+    return os.urandom(16).hex()
 
 
 def claim_order(job: Job) -> tuple[int, int]:
@@ -92,15 +96,17 @@ class Storage(ABC):
         """Up to ``limit`` jobs a claim could take now, in claim order: in a
         claimable state (``pending``, ``failed``), ``run_at <= now``, in one
         of ``queues`` (None: any) and not in a paused queue. A read: it
-        takes nothing. (A backend that overrides :meth:`claim` may leave
-        this to return what it can cheaply; the kit checks claims.)"""
+        takes nothing."""
 
     @abstractmethod
     def apply(self, changes: Sequence[Change]) -> list[Job | None]:
         """Make the changes, in order, in one step; each only if the job
         still meets its ``expect`` (see :class:`~queuectl_core.models.Change`).
         Returns, for each, the job as stored after it (for a deletion: as
-        it was), or None if it was not made."""
+        it was), or None if it was not made. The attempt a change names by
+        its claim token is the job's latest while the job holds that token
+        (the expectation says so); a name that is not a field of Job or
+        Attempt is a programming error (ValueError), never SQL."""
 
     @abstractmethod
     def get_settings(self) -> dict[str, Any]:

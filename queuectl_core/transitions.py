@@ -27,8 +27,6 @@ The rules, in one place:
 
 from __future__ import annotations
 
-from typing import Any
-
 from .errors import InvalidStateError
 from .models import (
     CLAIMABLE_STATES,
@@ -40,6 +38,11 @@ from .models import (
     JobState,
     Outcome,
 )
+
+# typing is not imported at run time (the CLI's hot path).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 #: The error recorded on a job cancelled before or while it ran.
 CANCELLED_ERROR = "cancelled by request"
@@ -58,6 +61,12 @@ FENCE = ("state", "claim_token", "attempts", "cancel_requested_at")
 def fence(job: Job, *extra: str) -> dict[str, Any]:
     """What ``job`` must still look like for a change decided from it."""
     return {key: getattr(job, key) for key in (*FENCE, *extra)}
+
+
+def held_fence(job: Job, token: str) -> dict[str, Any]:
+    """The fence of a change made for the claim with ``token``: the job as
+    read, and held by that claim (whatever the snapshot's own token)."""
+    return {**fence(job), "state": JobState.PROCESSING, "claim_token": token}
 
 
 def exhausted(attempts: int, max_retries: int) -> bool:
@@ -89,9 +98,9 @@ def claimed(job: Job, *, worker_id: str, token: str, now: int, lease_ms: int,
                                                   worker_id=worker_id, started_at=now)))
 
 
-def renewed(job: Job, *, now: int, lease_ms: int) -> Change:
-    """The claim holder extends its lease."""
-    return Change(job.id, fence(job), fields={"lease_expires_at": now + lease_ms})
+def renewed(job: Job, token: str, *, now: int, lease_ms: int) -> Change:
+    """The holder of the claim with ``token`` extends its lease."""
+    return Change(job.id, held_fence(job, token), fields={"lease_expires_at": now + lease_ms})
 
 
 def finished(job: Job, outcome: Outcome, now: int) -> Change:
@@ -119,7 +128,7 @@ def finished(job: Job, outcome: Outcome, now: int) -> Change:
         "stderr_tail": result.stderr_tail}
     if outcome.started_at is not None:
         fields["started_at"] = attempt["started_at"] = outcome.started_at
-    return Change(job.id, fence(job), fields=fields,
+    return Change(job.id, held_fence(job, token), fields=fields,
                   attempt=AttemptChange(token, fields=attempt))
 
 

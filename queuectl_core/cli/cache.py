@@ -5,13 +5,11 @@ events), and the App seeded with it (see ``startup.py``)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from pathlib import Path
     from typing import Any
 
     from ..app import App
@@ -21,25 +19,26 @@ CACHE_FILE = "startup.json"
 
 def seeded_app() -> App | None:
     """An App seeded from the cache of the current home, or None."""
-    from ..config import AppConfig, config_path_for, home_path
+    from ..config import AppConfig, config_file_for, home_dir
     from ..errors import ConfigError
     from ..limits import DEFAULT_BACKEND
 
-    home = home_path(None)
+    home = home_dir(None)
     cache = load(home)
     if cache is None:
         return None
     try:
-        config_path = config_path_for(home, None)
+        config_path = config_file_for(home, None)
     except ConfigError:
         return None  # the full CLI reports it
     text = None
     if config_path is not None:
         try:
-            text = config_path.read_text(encoding="utf-8")
+            with open(config_path, encoding="utf-8") as fh:
+                text = fh.read()
         except (OSError, UnicodeDecodeError):
             return None
-    if [str(config_path) if config_path else None, text] != cache.get("config"):
+    if [config_path, text] != cache.get("config"):
         return None
     backend = os.environ.get("QUEUECTL_BACKEND") or cache.get("file_backend") or DEFAULT_BACKEND
     if backend != cache.get("backend") or not isinstance(cache.get("factory"), str):
@@ -57,11 +56,11 @@ def seeded_app() -> App | None:
 
 # ------------------------------------------------------------------ the cache
 
-def cache_path(home: Path | str) -> str:
+def cache_path(home: str) -> str:
     return os.path.join(home, "cache", CACHE_FILE)
 
 
-def load(home: Path | str) -> dict[str, Any] | None:
+def load(home: str) -> dict[str, Any] | None:
     """The cache of ``home`` if it is valid in this environment, else None."""
     try:
         with open(cache_path(home), encoding="utf-8") as fh:
@@ -79,6 +78,8 @@ def remember(app: App) -> None:
     """Record what the cache holds, after a command of the full CLI loaded
     the plugins with ``app``. Never raises: a cache that cannot be written
     only costs time."""
+    import contextlib  # (the full CLI's path: it has loaded far more)
+
     with contextlib.suppress(Exception):
         _remember(app)
 
@@ -94,8 +95,7 @@ def _remember(app: App) -> None:
         factory = None  # options need their pydantic model: the full CLI
     data = {
         "key": environment_key(),
-        "config": [None if config.config_path is None else str(config.config_path),
-                   config.text if config.config_path is not None else None],
+        "config": [config.config_file, config.text if config.config_file is not None else None],
         "file_backend": file.backend if file is not None else None,
         "backend": config.backend,
         "factory": factory,
@@ -103,7 +103,7 @@ def _remember(app: App) -> None:
         "defaults": config.defaults,
         "listeners": app.plugins.has_event_listeners(),
     }
-    path = cache_path(config.home)
+    path = cache_path(config.home_dir)
     encoded = json.dumps(data, ensure_ascii=False, sort_keys=True)
     try:
         with open(path, encoding="utf-8") as fh:

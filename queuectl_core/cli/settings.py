@@ -37,12 +37,10 @@ def config() -> None:
 @pass_state
 def get(state: State, key: str | None, as_json: bool) -> None:
     """Show effective settings (all, or one KEY)."""
-    import dataclasses
-
     from ..settings import normalize_setting_key
 
     app = state.app()
-    values = dataclasses.asdict(app.settings())
+    values = app.settings().as_dict()
     if key is not None:
         norm = normalize_setting_key(key)
         values = {norm: values[norm]}

@@ -58,10 +58,9 @@ def _write(fh: IO[str], storage: Any, jobs: list[Job]) -> None:
         fh.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
-def _parse(record: Any, where: str, now: int) -> tuple[Job, list[Attempt]]:
+def _parse(record: Any, where: str) -> tuple[Job, list[Attempt]]:
     from ..models import Attempt, Job, job_problem, record_from_dict
     from ..timeutil import parse_timestamp_ms
-    from ..transitions import arrived
 
     if not isinstance(record, dict):
         raise UsageError(f"{where}: expected a job object")
@@ -92,10 +91,9 @@ def _parse(record: Any, where: str, now: int) -> tuple[Job, list[Attempt]]:
     problem = job_problem(job)
     if problem is not None:
         raise UsageError(f"{where}: {problem}")
-    # A job that was running when exported has no worker here: settled as
-    # after a crash (transitions.arrived).
-    return arrived(job, attempts, now=now,
-                   error="exported while running; the attempt was lost in the move")
+    # A job that was running when exported has no worker here: the Ledger
+    # settles it as after a crash (transitions.arrived).
+    return job, attempts
 
 
 @click.command("import")
@@ -111,11 +109,9 @@ def import_cmd(state: State, file: str, as_json: bool) -> None:
     when exported come back as failed and run again (dead if they had no
     attempts left, cancelled if a cancel had been requested).
     """
-    from ..timeutil import now_ms
     from ..wakeup import notify
 
-    now = now_ms()
-    records = [_parse(_decode(line, f"line {n}"), f"line {n}", now)
+    records = [_parse(_decode(line, f"line {n}"), f"line {n}")
                for n, line in _read_lines(file)]
     if not records:
         raise UsageError(f"{file}: no jobs found")

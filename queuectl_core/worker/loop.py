@@ -27,8 +27,7 @@ from ..joblogs import job_log_dir
 from ..ledger import Ledger
 from ..models import Claim, ExecResult, Job, Outcome, WorkerInfo
 from ..plugins import Plugins
-from ..registry import BackoffPolicy
-from ..retry import job_settings, next_run_at
+from ..retry import BackoffPolicy, job_settings, next_run_at
 from ..settings import Settings
 from ..timeutil import now_ms
 from ..wakeup import WakeupListener

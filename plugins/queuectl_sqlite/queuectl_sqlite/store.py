@@ -16,12 +16,8 @@ import json
 import os
 import sqlite3
 import time
-import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from operator import attrgetter
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from queuectl_core.errors import DuplicateJobError, StorageError
 from queuectl_core.models import (
@@ -34,12 +30,18 @@ from queuectl_core.models import (
     JobState,
     WorkerInfo,
 )
-from queuectl_core.storage import Storage
+from queuectl_core.storage import Storage, new_token
 
 from . import sql
 from .schema import SCHEMA_VERSION, connect, create_or_upgrade
 
+# typing is not imported at run time (the CLI's hot path).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
+    from types import TracebackType
+    from typing import Any
+
     from queuectl_core.registry import PluginContext
 
     from .options import SqliteOptions
@@ -99,15 +101,49 @@ def open_store(options: SqliteOptions | None, context: PluginContext) -> SqliteS
     """The backend's factory (``BackendSpec.factory``): the store in
     QUEUECTL_HOME, as the options say (None: the defaults)."""
     if options is None:  # no options in the YAML: defaults, without pydantic
-        return SqliteStorage(context.home / DEFAULT_PATH)
-    return SqliteStorage(context.home / options.path, synchronous=options.synchronous,
+        return SqliteStorage(os.path.join(context.home_dir, DEFAULT_PATH))
+    return SqliteStorage(os.path.join(context.home_dir, options.path),
+                         synchronous=options.synchronous,
                          busy_timeout_ms=options.busy_timeout_ms)
+
+
+class _WriteTransaction:
+    """``with store._write() as conn``: one write transaction, under the
+    writers' lock (see SqliteStorage._write)."""
+
+    __slots__ = ("lock", "store")
+
+    def __init__(self, store: SqliteStorage) -> None:
+        self.store = store
+        self.lock = -1
+
+    def __enter__(self) -> sqlite3.Connection:
+        store = self.store
+        self.lock = store._acquire_writer_lock()
+        try:
+            store.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            self._unlock()
+            raise StorageError(f"SQLite database {store.path} is busy: {exc}") from None
+        return store.conn
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            self.store.conn.execute("COMMIT" if kind is None else "ROLLBACK")
+        finally:
+            self._unlock()
+
+    def _unlock(self) -> None:
+        if self.lock >= 0:
+            fcntl.flock(self.lock, fcntl.LOCK_UN)
+            self.lock = -1
 
 
 class SqliteStorage(Storage):
     """A queue in one SQLite file."""
 
-    def __init__(self, path: Path, *, synchronous: str = "full",
+    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "full",
                  busy_timeout_ms: int = 30_000) -> None:
         self.path = path
         #: Writers queue on an flock of ``<db>-wlock`` (see _write); opened
@@ -116,7 +152,7 @@ class SqliteStorage(Storage):
         self._lock_pid = 0
         self._busy_timeout_s = busy_timeout_ms / 1000
         try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.makedirs(os.path.dirname(os.fspath(path)) or ".", mode=0o700, exist_ok=True)
             # Create the file private to the user before SQLite opens it;
             # SQLite gives its -wal and -shm files the same permissions.
             os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
@@ -124,7 +160,7 @@ class SqliteStorage(Storage):
             raise StorageError(f"cannot open SQLite database {path}: {exc.strerror}") from None
         try:
             try:
-                self.conn = connect(str(path), synchronous=synchronous,
+                self.conn = connect(os.fspath(path), synchronous=synchronous,
                                     busy_timeout_ms=busy_timeout_ms)
             except RuntimeError as exc:
                 raise StorageError(f"SQLite database {path}: {exc}") from None
@@ -189,8 +225,7 @@ class SqliteStorage(Storage):
             except OSError:
                 return -1
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self) -> _WriteTransaction:
         """One write transaction, holding the database's write lock from the
         start (BEGIN IMMEDIATE).
 
@@ -205,28 +240,15 @@ class SqliteStorage(Storage):
         it, with the busy timeout as before. The wait for the flock is
         bounded by the busy timeout (a holder that is stopped, not dead,
         must not hang every other writer)."""
-        lock = self._acquire_writer_lock()
-        try:
-            try:
-                self.conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise StorageError(f"SQLite database {self.path} is busy: {exc}") from None
-            try:
-                yield self.conn
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-            else:
-                self.conn.execute("COMMIT")
-        finally:
-            if lock >= 0:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        return _WriteTransaction(self)
 
     def describe(self) -> str:
         return f"sqlite {self.path}"
 
     def local_paths(self) -> list[Path]:
-        return [self.path]
+        from pathlib import Path
+
+        return [Path(self.path)]
 
     def close(self) -> None:
         self.conn.close()
@@ -243,7 +265,7 @@ class SqliteStorage(Storage):
             if job_id in seen:
                 raise DuplicateJobError(job_id)
             seen.add(job_id)
-        history = [(uuid.uuid4().hex, *attrgetter(*ATTEMPT_FIELDS)(a))
+        history = [(new_token(), *attrgetter(*ATTEMPT_FIELDS)(a))
                    for _, attempts in records for a in attempts]
         try:
             with self._write() as conn:
@@ -441,7 +463,7 @@ class SqliteStorage(Storage):
     @staticmethod
     def _claim_one_in(conn: sqlite3.Connection, worker_id: str, now: int, lease_ms: int,
                       queues: Sequence[str] | None) -> Claim | None:
-        token = uuid.uuid4().hex
+        token = new_token()
         lease = now + lease_ms
         params: dict[str, Any] = {"worker": worker_id, "token": token, "lease": lease,
                                   "now": now}
@@ -464,7 +486,7 @@ class SqliteStorage(Storage):
     def _claim_batch_in(conn: sqlite3.Connection, worker_id: str, now: int, lease_ms: int,
                         queues: list[str], limit: int) -> list[Claim]:
         lease = now + lease_ms
-        params: dict[str, Any] = {"worker": worker_id, "prefix": uuid.uuid4().hex,
+        params: dict[str, Any] = {"worker": worker_id, "prefix": new_token(),
                                   "lease": lease, "now": now, "limit": limit}
         params.update((f"q{i}", name) for i, name in enumerate(queues))
         rows = conn.execute(sql.claim_batch_sql(len(queues)), params).fetchall()

@@ -33,9 +33,11 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Check style and common bugs with ruff."""
+    """Check style, complexity and common bugs with ruff, and the structure
+    (seam size, module sizes, import circles)."""
     session.install("ruff")
     session.run("ruff", "check", ".")
+    session.run("python", "scripts/check_structure.py")
 
 
 @nox.session

@@ -25,10 +25,12 @@ from .limits import (
     MAX_TIMEOUT_SECONDS,
     RETRY_KEYS,
 )
+from .settings import SETTING_SPECS
 
 # typing is not imported at run time (it costs more than this whole module).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 
@@ -117,14 +119,89 @@ def retry_problem(retry: object) -> str | None:
             if problem is not None:
                 return f"retry.policy: {problem}"
             continue
-        from .settings import SETTING_SPECS
-
         spec = SETTING_SPECS[key]
         if not _is_number(value):
             return f"retry.{key}: must be a finite number"
         if not spec.low <= value <= spec.high:
             return f"retry.{key}: must be from {spec.low:g} to {spec.high:g}"
     return None
+
+
+def _command_problem(command: object) -> str | None:
+    if type(command) is not str:
+        return "must be a string"
+    if not command.strip():
+        return "must not be blank"
+    if len(command) > MAX_COMMAND_LENGTH:
+        return f"must be at most {MAX_COMMAND_LENGTH} characters"
+    return _text_problem(command)
+
+
+def _id_problem(job_id: object) -> str | None:
+    if type(job_id) is not str:
+        return "must be a string"
+    if not 1 <= len(job_id) <= MAX_ID_LENGTH:
+        return f"must be 1 to {MAX_ID_LENGTH} characters"
+    if job_id != job_id.strip() or not job_id.isprintable():
+        return "must be printable text without leading/trailing spaces or control characters"
+    return _text_problem(job_id)
+
+
+def _run_at_problem(run_at: object) -> str | None:
+    if _is_int(run_at) or type(run_at) is str:
+        return None  # the time itself is parsed when the job is made (spec_to_job)
+    return "must be epoch milliseconds (an integer) or an ISO-8601 string"
+
+
+def _max_retries_problem(value: object) -> str | None:
+    if not _is_int(value):
+        return "must be a whole number (a JSON integer)"
+    assert isinstance(value, int)
+    return None if 0 <= value <= MAX_RETRIES_LIMIT else f"must be from 0 to {MAX_RETRIES_LIMIT}"
+
+
+def _priority_problem(value: object) -> str | None:
+    if not _is_int(value):
+        return "must be a whole number (a JSON integer)"
+    assert isinstance(value, int)
+    if not -MAX_PRIORITY <= value <= MAX_PRIORITY:
+        return f"must be from {-MAX_PRIORITY} to {MAX_PRIORITY}"
+    return None
+
+
+def _timeout_problem(value: object) -> str | None:
+    if not _is_number(value):
+        return "must be a number of seconds"
+    assert isinstance(value, int | float)
+    if not 0 < value <= MAX_TIMEOUT_SECONDS:
+        return "must be more than 0 seconds and at most 30 days (2592000)"
+    return None
+
+
+def _cwd_problem(cwd: object) -> str | None:
+    if type(cwd) is not str or not cwd:
+        return "must be a non-empty string (a directory)"
+    if len(cwd) > MAX_PATH_LENGTH:
+        return f"must be at most {MAX_PATH_LENGTH} characters"
+    return _text_problem(cwd)
+
+
+#: Each field's check, in the order they are checked (a spec's first problem
+#: is reported); None values are checked only when they are required.
+_CHECKS: dict[str, Callable[[object], str | None]] = {
+    "command": _command_problem,
+    "id": _id_problem,
+    "run_at": _run_at_problem,
+    "max_retries": _max_retries_problem,
+    "priority": _priority_problem,
+    "queue": queue_name_problem,
+    "timeout": _timeout_problem,
+    "cwd": _cwd_problem,
+    "env": env_problem,
+    "retry": retry_problem,
+}
+#: Checks whose messages already name the field.
+_NAMED = frozenset({"env", "retry"})
 
 
 def spec_problem(data: dict[str, Any]) -> str | None:
@@ -134,72 +211,15 @@ def spec_problem(data: dict[str, Any]) -> str | None:
             return f"{shown(key)}: unknown field"
     if "command" not in data:
         return "command: is required"
-    command = data["command"]
-    if type(command) is not str:
-        return "command: must be a string"
-    if not command.strip():
-        return "command: must not be blank"
-    if len(command) > MAX_COMMAND_LENGTH:
-        return f"command: must be at most {MAX_COMMAND_LENGTH} characters"
-    if "\x00" in command:
-        return "command: must not contain NUL characters"
-    job_id = data.get("id")
-    if job_id is not None:
-        if type(job_id) is not str:
-            return "id: must be a string"
-        if not 1 <= len(job_id) <= MAX_ID_LENGTH:
-            return f"id: must be 1 to {MAX_ID_LENGTH} characters"
-        if job_id != job_id.strip() or not job_id.isprintable():
-            return ("id: must be printable text without leading/trailing spaces or control "
-                    "characters")
-    run_at = data.get("run_at")
-    if run_at is not None and not (_is_int(run_at) or type(run_at) is str):
-        return "run_at: must be epoch milliseconds (an integer) or an ISO-8601 string"
-    max_retries = data.get("max_retries")
-    if max_retries is not None:
-        if not _is_int(max_retries):
-            return "max_retries: must be a whole number (a JSON integer)"
-        if not 0 <= max_retries <= MAX_RETRIES_LIMIT:
-            return f"max_retries: must be from 0 to {MAX_RETRIES_LIMIT}"
-    priority = data.get("priority", 0)
-    if not _is_int(priority):
-        return "priority: must be a whole number (a JSON integer)"
-    if not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
-        return f"priority: must be from {-MAX_PRIORITY} to {MAX_PRIORITY}"
-    for key in ("id", "command"):
-        value = data.get(key)
-        if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                return f"{key}: must be valid Unicode text (no lone surrogates)"
-    if "queue" in data:
-        problem = queue_name_problem(data["queue"])
+    for name, check in _CHECKS.items():
+        if name not in data:
+            continue
+        value = data[name]
+        if value is None and name not in ("command", "queue", "priority"):
+            continue
+        problem = check(value)
         if problem is not None:
-            return f"queue: {problem}"
-    timeout = data.get("timeout")
-    if timeout is not None:
-        if not _is_number(timeout):
-            return "timeout: must be a number of seconds"
-        if not 0 < timeout <= MAX_TIMEOUT_SECONDS:
-            return "timeout: must be more than 0 seconds and at most 30 days (2592000)"
-    cwd = data.get("cwd")
-    if cwd is not None:
-        if type(cwd) is not str or not cwd:
-            return "cwd: must be a non-empty string (a directory)"
-        if len(cwd) > MAX_PATH_LENGTH:
-            return f"cwd: must be at most {MAX_PATH_LENGTH} characters"
-        problem = _text_problem(cwd)
-        if problem is not None:
-            return f"cwd: {problem}"
-    if data.get("env") is not None:
-        problem = env_problem(data["env"])
-        if problem is not None:
-            return problem
-    if data.get("retry") is not None:
-        problem = retry_problem(data["retry"])
-        if problem is not None:
-            return problem
+            return problem if name in _NAMED else f"{name}: {problem}"
     return None
 
 

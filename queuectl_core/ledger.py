@@ -26,6 +26,7 @@ from .models import (
     WorkerInfo,
 )
 from .storage import Storage
+from .timeutil import now_ms
 
 # typing is not imported at run time (the CLI's hot path).
 TYPE_CHECKING = False
@@ -119,8 +120,6 @@ class Ledger:
         """Store exported jobs with their history, all or nothing; a job
         that was running is first settled as ``transitions.arrived`` says
         (lost in the move), so that none is stored ``processing``."""
-        from .timeutil import now_ms
-
         now = now_ms()
         settled = [rules.arrived(job, list(history), now=now,
                            error="exported while running; the attempt was lost in the move")

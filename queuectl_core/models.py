@@ -17,11 +17,14 @@ declared like dataclasses), cheap to define: the CLI's hot paths
 from __future__ import annotations
 
 import math
+import os.path
 from enum import StrEnum
 
+from .errors import shown
 from .jobspec import env_problem, new_job_id, retry_problem, spec_problem
 from .limits import DEFAULT_QUEUE, MAX_EPOCH_MS, MAX_RETRIES_LIMIT
 from .records import MISSING, Record, field
+from .timeutil import iso, parse_timestamp_ms
 
 # typing is not imported at run time (the CLI's hot path).
 TYPE_CHECKING = False
@@ -146,8 +149,6 @@ class Entry(Record):
 
     def to_json(self) -> dict[str, Any]:
         """The stable JSON form printed by ``--json`` (ISO-8601 times)."""
-        from .timeutil import iso
-
         out: dict[str, Any] = {}
         for f in self.record_fields():
             if f.meta.get("internal"):
@@ -211,10 +212,6 @@ def spec_to_job(spec: dict[str, Any], *, default_max_retries: int, now: int,
     ``base_dir`` (the directory ``enqueue`` runs in) becomes the job's
     ``cwd`` when it gives none, and anchors a relative one. Raises
     UsageError for a bad ``run_at``."""
-    import os.path
-
-    from .timeutil import parse_timestamp_ms
-
     run_at = spec.get("run_at")
     cwd = spec.get("cwd")
     if base_dir is not None:
@@ -356,8 +353,6 @@ def record_from_dict(cls: type[R], data: object) -> R:
     """Build a record from untrusted data (a file being imported, a store
     read from disk), strictly: no unknown or missing fields, exact types,
     by each field's declared check. Raises ValueError naming the field."""
-    from .errors import shown
-
     if not isinstance(data, dict):
         raise ValueError("expected an object")
     fields = {f.name: f for f in cls.record_fields()}

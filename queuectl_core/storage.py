@@ -43,6 +43,7 @@ from .models import (
     JobState,
     WorkerInfo,
 )
+from .transitions import claimed, finished_at
 
 # typing is not imported at run time (the CLI's hot path).
 TYPE_CHECKING = False
@@ -148,8 +149,6 @@ class Storage(ABC):
         compare-and-set (:meth:`apply`), trying again when another claimer
         was first. SQL backends override it with one statement
         (``SKIP LOCKED``, ``BEGIN IMMEDIATE``)."""
-        from .transitions import claimed
-
         claims: list[Claim] = []
         for _ in range(CLAIM_ROUNDS):
             if len(claims) >= limit:
@@ -220,8 +219,6 @@ class Storage(ABC):
         ``updated_at`` when that is null; ties in enqueue order), only those
         finished before ``before`` if given, at most ``limit``: what
         ``purge`` and retention delete. Default: reads those states."""
-        from .transitions import finished_at
-
         wanted = set(states)
         found = [job for job in self.list_jobs() if job.state in wanted
                  and (before is None or finished_at(job) < before)]

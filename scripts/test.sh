@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run queuectl's checks from a fresh checkout: creates .venv if missing,
 # installs queuectl and every bundled plugin (editable) with the test tools,
-# then runs ruff, mypy and pytest. Extra arguments go to pytest.
+# then runs ruff, the structure check, mypy and pytest. Extra arguments go to
+# pytest.
 #
 # pytest runs in QUEUECTL_TEST_JOBS parallel processes (pytest-xdist; 0 =
 # serial). Default: one more than the CPUs (most tests wait on real
@@ -27,6 +28,8 @@ done
 
 echo "== ruff"
 .venv/bin/ruff check .
+echo "== structure (seam size, module sizes, import circles)"
+.venv/bin/python scripts/check_structure.py
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"

@@ -227,8 +227,7 @@ def wait(state: State, job_ids: tuple[str, ...], timeout: str | None, as_json: b
 
 def _wait(state: State, job_ids: tuple[str, ...], limit: float | None, as_json: bool) -> None:
     deadline = None if limit is None else time.monotonic() + limit
-    app = state.app()
-    storage = app.ledger
+    storage = state.app().ledger
     ids = list(dict.fromkeys(job_ids))
     jobs: dict[str, Job] = {}
     for job_id in ids:
@@ -236,34 +235,7 @@ def _wait(state: State, job_ids: tuple[str, ...], limit: float | None, as_json: 
         if job is None:
             raise JobNotFoundError(job_id)
         jobs[job_id] = job
-    finished = ("completed", "dead", "cancelled")
-    unfinished = list(ids)
-    interval = WAIT_FIRST_POLL_S
-    while True:
-        still: list[str] = []
-        for job_id in unfinished:
-            job = jobs[job_id]
-            if job.state.value not in finished:
-                still.append(job_id)
-            elif not as_json:
-                click.echo(_ended(job))
-        unfinished = still
-        if not unfinished:
-            break
-        if deadline is not None and time.monotonic() >= deadline:
-            break
-        pause = interval if deadline is None else max(0.0, min(interval,
-                                                               deadline - time.monotonic()))
-        time.sleep(pause)
-        interval = min(WAIT_MAX_POLL_S, interval * 1.5)
-        for job_id in unfinished:
-            try:
-                current = storage.get(job_id)
-            except TransientStorageError:
-                continue  # the store is briefly unreachable: ask again next round
-            if current is None:
-                raise JobNotFoundError(job_id)  # purged while we waited
-            jobs[job_id] = current
+    unfinished = _poll_until_finished(storage, jobs, deadline, as_json)
     bad = [jobs[i] for i in ids if jobs[i].state.value in ("dead", "cancelled")]
     outcome = "timeout" if unfinished else "failed" if bad else "completed"
     if as_json:
@@ -278,6 +250,38 @@ def _wait(state: State, job_ids: tuple[str, ...], limit: float | None, as_json: 
             listed = ", ".join(f"{j.id} ({j.state.value})" for j in bad)
             error_line(f"{len(bad)} of {len(ids)} job(s) did not complete: {listed}")
         raise click.exceptions.Exit(1)
+
+
+def _poll_until_finished(storage: Storage, jobs: dict[str, Job], deadline: float | None,
+                         as_json: bool) -> list[str]:
+    """Read the jobs (updating ``jobs``) until each is finished or the
+    deadline passes, saying so of each as it ends; the ids still unfinished."""
+    finished = ("completed", "dead", "cancelled")
+    unfinished = list(jobs)
+    interval = WAIT_FIRST_POLL_S
+    while True:
+        still: list[str] = []
+        for job_id in unfinished:
+            job = jobs[job_id]
+            if job.state.value not in finished:
+                still.append(job_id)
+            elif not as_json:
+                click.echo(_ended(job))
+        unfinished = still
+        if not unfinished or (deadline is not None and time.monotonic() >= deadline):
+            return unfinished
+        pause = interval if deadline is None else max(0.0, min(interval,
+                                                               deadline - time.monotonic()))
+        time.sleep(pause)
+        interval = min(WAIT_MAX_POLL_S, interval * 1.5)
+        for job_id in unfinished:
+            try:
+                current = storage.get(job_id)
+            except TransientStorageError:
+                continue  # the store is briefly unreachable: ask again next round
+            if current is None:
+                raise JobNotFoundError(job_id)  # purged while we waited
+            jobs[job_id] = current
 
 
 # ------------------------------------------------------------------ pause / resume

@@ -216,6 +216,54 @@ def _await_end(storage: Storage, attempt: Attempt) -> Attempt:
     return attempt
 
 
+def _pick_attempt(storage: Storage, job: Job, number: int | None, follow: bool) -> Attempt:
+    """The attempt asked for: ``number``, else the last one, else (with
+    --follow) the first one once it starts."""
+    attempts = storage.attempts(job.id)
+    if number is not None:
+        matches = [a for a in attempts if a.number == number]
+        if not matches:
+            have = (f"its attempts are 1 to {attempts[-1].number}" if attempts
+                    else "it has not run yet")
+            raise QueuectlError(f"job {job.id!r} has no attempt {number} ({have})")
+        return matches[-1]
+    if attempts:
+        return attempts[-1]
+    if follow:
+        return _wait_for_first_attempt(storage, job)
+    raise QueuectlError(f"job {job.id!r} has not run yet ({job.state.value}); "
+                        "there is no output")
+
+
+def _shown_without_files(storage: Storage, attempt: Attempt, streams: list[Stream],
+                         follow: bool) -> bool:
+    """An attempt with no output files on this machine: print the tails kept
+    in the store, or nothing, and say why. False if its worker runs here
+    (its files are still to come)."""
+    if attempt.outcome != "running":
+        if not _ran_here(attempt):
+            why = (f"the output files of attempt {attempt.number} are not on this "
+                   "machine (it ran on another one, or they were removed)")
+        elif attempt.stdout_tail or attempt.stderr_tail:
+            why = (f"the output files of attempt {attempt.number} were removed from "
+                   "this machine")
+        else:
+            return True  # it ran here and wrote nothing: there is nothing to print
+        _print_tails(attempt, streams, why)
+        return True
+    if _runs_here(storage, attempt):
+        return False
+    what = f"attempt {attempt.number} runs on another machine (worker {attempt.worker_id})"
+    if not follow:
+        note(f"{what}; its output is there, and its end is kept in the store when it "
+             "finishes")
+        return True
+    note(f"{what}; its output is shown when it finishes")
+    _print_tails(_await_end(storage, attempt), streams,
+                 f"attempt {attempt.number} ran on another machine")
+    return True
+
+
 @click.command()
 @click.argument("job_id", metavar="ID")
 @click.option("--attempt", "-a", "number", type=click.IntRange(min=1), metavar="N",
@@ -240,8 +288,8 @@ def logs(state: State, job_id: str, number: int | None, only_stdout: bool, only_
     attempt that ran here and wrote nothing has no files and prints
     nothing. When the attempt ran elsewhere (workers on other machines
     sharing a PostgreSQL store) or its files were removed, the end of each
-    stream kept in the store is shown instead, with a note on stderr. --follow on a job that
-    has not started yet waits for its first attempt.
+    stream kept in the store is shown instead, with a note on stderr.
+    --follow on a job that has not started yet waits for its first attempt.
     """
     from ..joblogs import STREAMS, attempt_path, job_log_dir, rotated_path
 
@@ -254,52 +302,17 @@ def logs(state: State, job_id: str, number: int | None, only_stdout: bool, only_
     job = storage.get(_stored_id(job_id))
     if job is None:
         raise JobNotFoundError(job_id)
-    attempts = storage.attempts(job.id)
     try:
-        if number is not None:
-            matches = [a for a in attempts if a.number == number]
-            if not matches:
-                have = (f"its attempts are 1 to {attempts[-1].number}" if attempts
-                        else "it has not run yet")
-                raise QueuectlError(f"job {job.id!r} has no attempt {number} ({have})")
-            attempt = matches[-1]
-        elif attempts:
-            attempt = attempts[-1]
-        elif follow:
-            attempt = _wait_for_first_attempt(storage, job)
-        else:
-            raise QueuectlError(f"job {job.id!r} has not run yet ({job.state.value}); "
-                                "there is no output")
+        attempt = _pick_attempt(storage, job, number, follow)
         log_dir = job_log_dir(app.config.home / "logs" / "jobs", job.id)
         paths = {s: attempt_path(log_dir, attempt.number, s) for s in STREAMS}
         # Files exist only for streams that wrote something (the executor
         # creates them on the first output).
         here = any(p.exists() or rotated_path(p).exists() for p in paths.values())
-        if not here:
-            if attempt.outcome != "running":
-                if not _ran_here(attempt):
-                    why = (f"the output files of attempt {attempt.number} are not on this "
-                           "machine (it ran on another one, or they were removed)")
-                elif attempt.stdout_tail or attempt.stderr_tail:
-                    why = (f"the output files of attempt {attempt.number} were removed from "
-                           "this machine")
-                else:
-                    return  # it ran here and wrote nothing: there is nothing to print
-                _print_tails(attempt, streams, why)
-                return
-            if not _runs_here(storage, attempt):
-                what = (f"attempt {attempt.number} runs on another machine (worker "
-                        f"{attempt.worker_id})")
-                if not follow:
-                    note(f"{what}; its output is there, and its end is kept in the store "
-                         "when it finishes")
-                    return
-                note(f"{what}; its output is shown when it finishes")
-                _print_tails(_await_end(storage, attempt), streams,
-                             f"attempt {attempt.number} ran on another machine")
-                return
-            # Its worker is here: the files appear when the command first
-            # writes (--follow waits for them).
+        if not here and _shown_without_files(storage, attempt, streams, follow):
+            return
+        # (Without files yet, its worker is here: the files appear when the
+        # command first writes, and --follow waits for them.)
         _report_dropped(paths, streams)
         if follow:
             _follow(storage, attempt, paths, streams)

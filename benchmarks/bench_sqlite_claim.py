@@ -38,7 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from queuectl_core.models import ExecResult, NewJob
+from queuectl_core.ledger import Ledger
+from queuectl_core.models import ExecResult, Job
 
 # (a block of its own: sorted the same whether or not the linter's settings
 # list queuectl_sqlite as first-party)
@@ -53,8 +54,8 @@ WARMUP = 100
 TEMPLATE = "template-finished-job"
 
 
-def new_job(job_id: str) -> NewJob:
-    return NewJob(id=job_id, command=f"echo {job_id}", max_retries=3, run_at=T0,
+def new_job(job_id: str) -> Job:
+    return Job.new(id=job_id, command=f"echo {job_id}", max_retries=3, run_at=T0,
                   created_at=T0)
 
 
@@ -76,7 +77,7 @@ def seed(path: Path, finished: int, pending: int) -> float:
     """Create a store with ``finished`` completed jobs (one attempt each) and
     ``pending`` claimable ones; returns the seconds it took."""
     start = time.perf_counter()
-    store = SqliteStorage(path)
+    store = Ledger(SqliteStorage(path))
     store.enqueue([new_job(TEMPLATE)])
     claim = store.claim("seeder", T0, LEASE)
     if claim is None or store.complete(claim, OK, T0 + 1) is None:
@@ -102,7 +103,7 @@ def seed(path: Path, finished: int, pending: int) -> float:
     finally:
         os.close(fd)
 
-    store = SqliteStorage(path)
+    store = Ledger(SqliteStorage(path))
     store.enqueue([new_job(f"todo-{i:07d}") for i in range(pending)])
     counts = {state.value: n for state, n in store.counts().items()}
     store.close()
@@ -111,7 +112,7 @@ def seed(path: Path, finished: int, pending: int) -> float:
     return time.perf_counter() - start
 
 
-def claim_complete_rate(store: SqliteStorage, ops: int) -> float:
+def claim_complete_rate(store: Ledger, ops: int) -> float:
     start = time.perf_counter()
     for _ in range(ops):
         claim = store.claim("bench", T0 + 1, LEASE)
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="bench-sqlite-claim-", dir=args.dir))
     root.chmod(0o700)
     cases = {"small": args.small, "large": args.large}
-    stores: dict[str, SqliteStorage] = {}
+    stores: dict[str, Ledger] = {}
     rates: dict[str, list[float]] = {name: [] for name in cases}
     try:
         for name, finished in cases.items():
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             size = path.stat().st_size / 2**20
             print(f"seeded {finished:>9,} finished jobs into {path.name} in {took:5.1f} s "
                   f"({size:,.0f} MiB)", flush=True)
-            stores[name] = SqliteStorage(path)  # default durability: synchronous=FULL
+            stores[name] = Ledger(SqliteStorage(path))  # durable: synchronous=FULL
         for name in cases:  # warm-up: page cache, statement cache
             claim_complete_rate(stores[name], WARMUP)
         for _ in range(args.rounds):

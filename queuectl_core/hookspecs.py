@@ -60,7 +60,7 @@ def queuectl_executors() -> Iterable[ExecutorSpec]:  # type: ignore[empty-body]
 def queuectl_backoff_policies() -> Iterable[BackoffPolicySpec]:  # type: ignore[empty-body]
     """Register retry delay policies.
 
-    :return: records with ``factory(options) -> BackoffPolicy``.
+    :return: records with ``factory(options, context) -> BackoffPolicy``.
         ``retry: {policy: NAME}`` in YAML selects one (default
         ``exponential``: ``backoff_base ** attempts`` seconds).
     """

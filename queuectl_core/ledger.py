@@ -140,12 +140,15 @@ class Ledger:
                           lambda job: rules.renewed(job, claim.token, now=now, lease_ms=lease_ms))
 
     def complete(self, claim: Claim, result: ExecResult, now: int) -> Job | None:
-        return self.record_and_claim([Outcome(claim, result)], now, worker_id=claim.worker_id,
-                                     lease_ms=0, limit=0)[0][0]
+        """Record the claim's attempt as completed (whatever ``result`` says)."""
+        return self.record_and_claim([Outcome(claim, result, ok=True)], now,
+                                     worker_id=claim.worker_id, lease_ms=0, limit=0)[0][0]
 
     def fail(self, claim: Claim, result: ExecResult, now: int, retry_at: int | None
              ) -> Job | None:
-        return self.record_and_claim([Outcome(claim, result, retry_at)], now,
+        """Record the claim's attempt as failed: the job runs again at
+        ``retry_at``, or is dead (None), or cancelled if that was asked."""
+        return self.record_and_claim([Outcome(claim, result, retry_at, ok=False)], now,
                                      worker_id=claim.worker_id, lease_ms=0, limit=0)[0][0]
 
     def record_and_claim(self, outcomes: Sequence[Outcome], now: int, *, worker_id: str,
@@ -269,14 +272,26 @@ class Ledger:
         if ids is None:
             jobs = self.store.finished(wanted, finished_before, limit)
         else:
-            found = (self.store.get(job_id) for job_id in dict.fromkeys(ids))
-            jobs = [job for job in found if job is not None and job.state in wanted
-                    and (finished_before is None
-                         or rules.finished_at(job) < finished_before)]
-            jobs.sort(key=rules.finished_at)
+            jobs = self._finished_by_id(ids, wanted, finished_before)
             jobs = jobs if limit is None else jobs[:limit]
         done = self.store.apply([rules.purged(job) for job in jobs]) if jobs else []
         return [job.id for job, gone in zip(jobs, done, strict=True) if gone is not None]
+
+    def _finished_by_id(self, ids: Sequence[str], wanted: list[JobState],
+                        before: int | None) -> list[Job]:
+        """The jobs of ``ids`` that ``purge`` may delete, oldest first, ties
+        in enqueue order (read from the store only when there are ties)."""
+        found = (self.store.get(job_id) for job_id in dict.fromkeys(ids))
+        jobs = [job for job in found if job is not None and job.state in wanted
+                and (before is None or rules.finished_at(job) < before)]
+        times = [rules.finished_at(job) for job in jobs]
+        if len(set(times)) < len(times):
+            chosen = {job.id for job in jobs}
+            pool = (self.store.list_jobs(wanted[0]) if len(wanted) == 1
+                    else self.store.list_jobs())
+            jobs = [job for job in pool if job.id in chosen]
+        jobs.sort(key=rules.finished_at)  # stable: ties stay in enqueue order
+        return jobs
 
     # ---------------------------------------------------------- the store
     def wakeup_fileno(self) -> int | None:

@@ -327,6 +327,9 @@ class Outcome(Record):
     retry_at: int | None = None
     finished_at: int | None = None
     started_at: int | None = None
+    #: Completed (True) or failed (False) whatever ``result`` says; None: as
+    #: ``result.ok`` says (what a worker records).
+    ok: bool | None = None
 
     def at(self, now: int) -> int:
         """The attempt's ``finished_at`` when recorded at ``now``."""
@@ -334,7 +337,7 @@ class Outcome(Record):
 
     @property
     def completed(self) -> bool:
-        return self.result.ok
+        return self.result.ok if self.ok is None else self.ok
 
 
 class WorkerInfo(Entry, kw_only=True):

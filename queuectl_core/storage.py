@@ -3,7 +3,7 @@
 The core decides every change of a job (:mod:`queuectl_core.transitions`);
 a backend only stores jobs, claims due ones, and makes the core's changes
 atomically and fenced. A backend implements the abstract methods of
-:class:`Storage` (twelve, three of them about workers); the rest have
+:class:`Storage` (thirteen, three of them about workers); the rest have
 defaults built on those, which a backend may override to be faster.
 
 Promises every backend keeps (``queuectl_core.testing.StorageConformance``

@@ -89,8 +89,10 @@ def claimed(job: Job, *, worker_id: str, token: str, now: int, lease_ms: int,
     change in their claim statement; stores that claim by compare-and-set
     use this one (``Storage.claim``'s default)."""
     lease = now + lease_ms
+    # updated_at too: a claim and a forced stop in between leave the fence's
+    # fields as read, but not the history that ``number`` counted.
     return Change(
-        job.id, fence(job),
+        job.id, fence(job, "updated_at"),
         fields={"state": JobState.PROCESSING, "attempts": job.attempts + 1,
                 "worker_id": worker_id, "claim_token": token, "lease_expires_at": lease,
                 "started_at": now, "finished_at": None, "updated_at": now},
@@ -109,7 +111,7 @@ def finished(job: Job, outcome: Outcome, now: int) -> Change:
     else failed (again at ``outcome.retry_at``) or dead (no retry time)."""
     result, token = outcome.result, outcome.claim.token
     at = outcome.at(now)
-    if result.ok:
+    if outcome.completed:
         state, attempt_outcome = JobState.COMPLETED, "completed"
     elif job.cancel_requested_at is not None:
         state, attempt_outcome = JobState.CANCELLED, "cancelled"
@@ -117,7 +119,7 @@ def finished(job: Job, outcome: Outcome, now: int) -> Change:
         state = JobState.FAILED if outcome.retry_at is not None else JobState.DEAD
         attempt_outcome = "failed"
     fields: dict[str, Any] = {
-        "state": state, "last_error": None if result.ok else result.error,
+        "state": state, "last_error": None if outcome.completed else result.error,
         "exit_code": result.exit_code, "finished_at": at, "updated_at": at,
         "lease_expires_at": None, "claim_token": None}
     if state is JobState.FAILED:

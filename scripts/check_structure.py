@@ -109,7 +109,8 @@ def seam() -> tuple[list[str], list[str]]:
     """The Storage seam's required (abstract) and optional public methods."""
     tree = ast.parse((ROOT / "queuectl_core" / "storage.py").read_text())
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Storage")
-    required, optional = [], []
+    required: list[str] = []
+    optional: list[str] = []
     for node in cls.body:
         if isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):
             abstract = any(isinstance(d, ast.Name) and d.id == "abstractmethod"

@@ -1,7 +1,7 @@
 """An in-memory store: the smallest complete backend, for tests and as an
 example for plugin authors. One process only; nothing survives it.
 
-It implements the twelve required methods of the seam and nothing more:
+It implements the thirteen required methods of the seam and nothing more:
 claims come from the default ``Storage.claim`` (``due`` candidates taken by
 compare-and-set through ``apply``)."""
 

@@ -29,9 +29,10 @@ DEFAULT_TEST_DSN = "postgresql://127.0.0.1:5432/test"
 _counter = itertools.count()
 
 #: Variables that would make the in-process CLI use another queue or config,
-#: or turn an internal error into a traceback.
+#: turn an internal error into a traceback, or turn off (or report on) the
+#: start-up cache of the console script.
 _CLI_ENV = ("QUEUECTL_BACKEND", "QUEUECTL_CONFIG", "QUEUECTL_POSTGRES_DSN",
-            "QUEUECTL_DISABLE_PLUGINS", "QUEUECTL_DEBUG")
+            "QUEUECTL_DISABLE_PLUGINS", "QUEUECTL_DEBUG", "QUEUECTL_STARTUP_CACHE")
 
 
 def configured_dsn() -> str:

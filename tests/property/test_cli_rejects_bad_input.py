@@ -12,9 +12,11 @@ Click's own usage errors (a bad option value, an unknown option or command)
 print a ``Usage:`` block before their ``Error:`` line; that is accepted only
 where the input is an option-parsing error.
 
-Most examples drive the CLI in-process (``queuectl_core.cli.main.main``,
-exactly what the console script runs) for speed; a few hand-picked ones run
-the real ``queuectl`` executable, with raw bytes in argv and in files.
+Most examples drive the CLI in-process (``queuectl_core.cli.startup.main``,
+exactly what the console script runs, start-up cache included: ``enqueue
+JSON`` takes its cached path once an earlier call of the example's test
+wrote the cache) for speed; a few hand-picked ones run the real ``queuectl``
+executable, with raw bytes in argv and in files.
 
 Also: any command text (no NUL, not blank) and any valid id come back from
 ``show --json`` exactly as written, and ``config set`` never stores an
@@ -44,13 +46,16 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from queuectl_core.cli.main import main as queuectl_main
+from queuectl_core.cli.startup import main as queuectl_main
 from queuectl_core.errors import ConfigError
-from queuectl_core.models import (
+from queuectl_core.limits import (
     MAX_COMMAND_LENGTH,
+    MAX_EPOCH_MS,
     MAX_ID_LENGTH,
     MAX_PRIORITY,
     MAX_RETRIES_LIMIT,
+)
+from queuectl_core.settings import (
     SETTING_KEYS,
     SETTING_SPECS,
     Settings,
@@ -58,7 +63,7 @@ from queuectl_core.models import (
     normalize_setting_key,
     parse_setting_value,
 )
-from queuectl_core.timeutil import MAX_EPOCH_MS, iso
+from queuectl_core.timeutil import iso
 
 QUEUECTL = Path(sys.executable).parent / "queuectl"
 JOB_FIELDS = ("id", "command", "run_at", "max_retries", "priority")
@@ -95,11 +100,12 @@ class CliResult:
 
 def run_cli(args: Sequence[str], stdin: bytes = b"") -> CliResult:
     """``queuectl ARGS`` in this process, as the console script runs it:
-    ``main()`` maps every exception to a message and an exit code, then
-    calls sys.exit."""
+    ``main()`` reads ``sys.argv``, maps every exception to a message and an
+    exit code, then calls sys.exit."""
     out, err = io.StringIO(), io.StringIO()
-    saved_stdin = sys.stdin
+    saved_stdin, saved_argv = sys.stdin, sys.argv
     sys.stdin = io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8")
+    sys.argv = ["queuectl", *args]
     code: int = 0
     # No cyclic garbage collection during the call: it could run the test
     # harness's finalizers in the middle of a deep RecursionError, and the
@@ -110,11 +116,11 @@ def run_cli(args: Sequence[str], stdin: bytes = b"") -> CliResult:
     try:
         with redirect_stdout(out), redirect_stderr(err):
             try:
-                queuectl_main(list(args))
+                queuectl_main()
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     finally:
-        sys.stdin = saved_stdin
+        sys.stdin, sys.argv = saved_stdin, saved_argv
         if gc_was_enabled:
             gc.enable()
     return CliResult(code, out.getvalue(), err.getvalue())

@@ -31,7 +31,7 @@ def test_yaml_is_read_and_overridden(tmp_path: Path, monkeypatch: pytest.MonkeyP
         "backend: json\nbackends:\n  json: {path: x.json}\n  sqlite:\n    path: q.db\n"
         "defaults:\n  max-retries: 7\n")
     cfg = resolve_config(home=str(tmp_path), config=None, backend=None)
-    assert cfg.backend == "json" and cfg.file.defaults == {"max_retries": 7}
+    assert cfg.backend == "json" and cfg.defaults == {"max_retries": 7}
     assert cfg.backend_options("sqlite") == {"path": "q.db"}
     monkeypatch.setenv("QUEUECTL_BACKEND", "postgres")
     assert resolve_config(home=str(tmp_path), config=None, backend=None).backend == "postgres"
@@ -71,6 +71,7 @@ def test_dlq_command_registers_the_builtin_handler(tmp_path: Path) -> None:
 
     (tmp_path / "queuectl.yaml").write_text("dlq:\n  command: cat > /dev/null\n  timeout: 5\n")
     cfg = resolve_config(home=str(tmp_path), config=None, backend=None)
+    assert cfg.file is not None
     assert (cfg.file.dlq.command, cfg.file.dlq.timeout) == ("cat > /dev/null", 5.0)
     app = App(cfg)
     assert app.plugins.has_listeners()

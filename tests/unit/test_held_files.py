@@ -1,6 +1,6 @@
 """The held files: the claims a worker holds ahead without having started
 them, and the results it has not recorded yet; given back uncharged and
-recorded when the worker is found dead (queuectl_core.heldclaims)."""
+recorded when the worker is found dead (``queuectl_core.worker.held``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from queuectl_core.builtin import ExponentialBackoff
-from queuectl_core.heldclaims import (
+from queuectl_core.ledger import Ledger
+from queuectl_core.models import Claim, ExecResult, Job, JobState, Outcome, WorkerInfo
+from queuectl_core.plugins import build_plugins
+from queuectl_core.settings import Settings
+from queuectl_core.testing import MemoryStorage
+from queuectl_core.timeutil import now_ms
+from queuectl_core.worker.ahead import ClaimAhead
+from queuectl_core.worker.held import (
     HeldFile,
     held_path,
     read_held,
@@ -20,28 +27,37 @@ from queuectl_core.heldclaims import (
     recover_held,
     results_path,
 )
-from queuectl_core.models import Claim, ExecResult, JobState, NewJob, Outcome, Settings, WorkerInfo
-from queuectl_core.plugins import build_plugins
-from queuectl_core.testing import MemoryStorage
-from queuectl_core.timeutil import now_ms
-from queuectl_core.worker import Worker, release_dead_worker
+from queuectl_core.worker.housekeeping import release_dead_worker
+from queuectl_core.worker.loop import Worker
 from queuectl_shell.executor import ShellExecutor
 
 LEASE = 60_000
 
 
-def store_with(*ids: str, now: int | None = None) -> MemoryStorage:
-    store = MemoryStorage()
+def store_with(*ids: str, now: int | None = None) -> Ledger:
+    store = Ledger(MemoryStorage())
     now = now_ms() if now is None else now
-    store.enqueue([NewJob(id=i, command="true", max_retries=0, run_at=now, created_at=now)
+    store.enqueue([Job.new(id=i, command="true", max_retries=0, run_at=now, created_at=now)
                    for i in ids])
     return store
 
 
-def claims(store: MemoryStorage, worker: str, count: int) -> list[Claim]:
+def claims(store: Ledger, worker: str, count: int) -> list[Claim]:
     made = [store.claim(worker, now_ms(), LEASE) for _ in range(count)]
     assert all(c is not None for c in made)
     return [c for c in made if c is not None]
+
+
+def worker_on(store: Ledger, tmp_path: Path, held_dir: Path) -> Worker:
+    return Worker(ledger=store, executor=ShellExecutor(), policy=ExponentialBackoff(),
+                  plugins=build_plugins(entry_points=False),
+                  settings_loader=lambda _: Settings(), log_root=tmp_path / "logs",
+                  held_dir=held_dir)
+
+
+def files_of(worker: Worker) -> ClaimAhead:
+    assert worker.ahead is not None, "held files belong to the claim-ahead strategy"
+    return worker.ahead
 
 
 def dead_pid() -> int:
@@ -50,7 +66,7 @@ def dead_pid() -> int:
     return proc.pid
 
 
-def test_held_file_lists_exactly_the_last_write(tmp_path: Path) -> None:
+def test_the_held_file_lists_exactly_the_last_write(tmp_path: Path) -> None:
     store = store_with("a", "b", "c with spaces\nand a newline")
     a, b, c = claims(store, "w", 3)
     held = HeldFile(tmp_path / "held", "host:1:abc")
@@ -78,7 +94,7 @@ def test_held_file_lists_exactly_the_last_write(tmp_path: Path) -> None:
     assert read_held(held.path) == [] and read_results(held.results) == []
 
 
-def test_unreadable_lines_are_skipped(tmp_path: Path) -> None:
+def test_unreadable_lines_of_held_files_are_skipped(tmp_path: Path) -> None:
     path = tmp_path / "w"
     path.write_text('["t1", "a"]\nnot json\n[1, 2]\n\n["t2", "b"]\n["t3"]\n')
     assert read_held(path) == [("t1", "a"), ("t2", "b")]
@@ -86,7 +102,7 @@ def test_unreadable_lines_are_skipped(tmp_path: Path) -> None:
     assert read_results(path) == [{"token": "t", "job": "a"}], "a torn last line is skipped"
 
 
-def test_give_back_releases_only_what_is_still_held(tmp_path: Path) -> None:
+def test_recovery_gives_back_only_what_is_still_held(tmp_path: Path) -> None:
     store = store_with("a", "b", "c", "d")
     a, b, c, _ = claims(store, "gone", 4)
     store.complete(a, ExecResult(exit_code=0), now_ms())
@@ -108,7 +124,7 @@ def test_give_back_releases_only_what_is_still_held(tmp_path: Path) -> None:
     assert recover_held(store, None, "gone", now_ms()) == ([], [])
 
 
-def test_results_not_recorded_are_recorded_once(tmp_path: Path) -> None:
+def test_results_not_recorded_are_recorded_once_by_recovery(tmp_path: Path) -> None:
     store = store_with("ok", "bad", "last", "done", "taken")
     ok, bad, last, done, taken = claims(store, "gone", 5)
     store.complete(done, ExecResult(exit_code=0), now_ms())  # committed before the crash
@@ -138,7 +154,7 @@ def test_results_not_recorded_are_recorded_once(tmp_path: Path) -> None:
     assert not results_path(tmp_path, "gone").exists()
 
 
-def test_supervisor_release_gives_back_uncharged_then_charges_the_rest(tmp_path: Path) -> None:
+def test_releasing_a_dead_worker_gives_back_uncharged_then_charges_the_rest(tmp_path: Path) -> None:
     store = store_with("run", "ahead")
     _, ahead = claims(store, "host:1:x", 2)
     HeldFile(tmp_path, "host:1:x").write([ahead])
@@ -165,11 +181,8 @@ def test_lease_expiry_recovery_reads_a_dead_local_workers_held_file(tmp_path: Pa
                                      pid=int(dead.split(":")[1]), started_at=start,
                                      heartbeat_at=start))
     HeldFile(tmp_path, dead).write([ahead])
-    worker = Worker(storage=store, executor=ShellExecutor(), policy=ExponentialBackoff(),
-                    plugins=build_plugins(entry_points=False),
-                    settings_loader=lambda _: Settings(), log_root=tmp_path / "logs",
-                    held_dir=tmp_path)
-    recovered = worker.recover(now_ms())
+    worker = worker_on(store, tmp_path, tmp_path)
+    recovered = worker.keeper.recover(now_ms())
     assert [j.id for j in recovered] == ["run"]
     ahead_job = store.get("ahead")
     assert ahead_job is not None and (ahead_job.state, ahead_job.attempts) == (
@@ -202,10 +215,7 @@ def test_housekeeping_sweeps_held_files_of_gone_unregistered_workers(tmp_path: P
     HeldFile(tmp_path, registered).write([kept])
     for other in (alive, elsewhere):
         HeldFile(tmp_path, other)
-    worker = Worker(storage=store, executor=ShellExecutor(), policy=ExponentialBackoff(),
-                    plugins=build_plugins(entry_points=False),
-                    settings_loader=lambda _: Settings(), log_root=tmp_path / "logs",
-                    held_dir=tmp_path)
+    worker = worker_on(store, tmp_path, tmp_path)
     store.register_worker(WorkerInfo(id=worker.id, hostname=host, pid=os.getpid(),
                                      started_at=start, heartbeat_at=start))
     worker.housekeeping(now_ms())
@@ -219,7 +229,8 @@ def test_housekeeping_sweeps_held_files_of_gone_unregistered_workers(tmp_path: P
         assert held_path(tmp_path, stays).exists(), stays
     kept_job = store.get("kept")
     assert kept_job is not None and kept_job.state is JobState.PROCESSING
-    assert worker.sweep_held(now_ms(), {registered, worker.id}) == [], "nothing left to sweep"
+    assert worker.keeper.sweep_held(now_ms(), {registered, worker.id}) == [], (
+        "nothing left to sweep")
 
 
 def test_a_worker_that_cannot_write_its_held_files_stops_keeping_them(
@@ -229,11 +240,9 @@ def test_a_worker_that_cannot_write_its_held_files_stops_keeping_them(
     command has started: the worker removes both files and goes on without
     them (a crash then charges, as without held files)."""
     store = store_with("a")
-    worker = Worker(storage=store, executor=ShellExecutor(), policy=ExponentialBackoff(),
-                    plugins=build_plugins(entry_points=False),
-                    settings_loader=lambda _: Settings(), log_root=tmp_path / "logs",
-                    held_dir=tmp_path / "held")
-    held = worker._held
+    worker = worker_on(store, tmp_path, tmp_path / "held")
+    ahead = files_of(worker)
+    held = ahead._files
     assert held is not None and held.path.exists() and held.results.exists()
 
     def broken(*_: object) -> None:
@@ -241,8 +250,8 @@ def test_a_worker_that_cannot_write_its_held_files_stops_keeping_them(
 
     monkeypatch.setattr(HeldFile, "write", broken)
     with caplog.at_level("WARNING", logger="queuectl.worker"):
-        worker._note_held()
-    assert worker._held is None
+        ahead._note_held()
+    assert ahead._files is None
     assert not held.path.exists() and not held.results.exists()
     assert "no longer keeping held files" in caplog.text
-    worker._note_held()  # and nothing more is tried
+    ahead._note_held()  # and nothing more is tried

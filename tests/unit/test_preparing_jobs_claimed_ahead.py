@@ -1,6 +1,7 @@
 """Jobs claimed ahead, made ready while the current command runs
 (``Executor.prepare``), and started without reading them again unless a poke
-came (docs/semantics.md, "Claiming ahead")."""
+came (docs/semantics.md, "Claiming ahead"). Against the SQLite store
+(through the Ledger), the real shell executor and real wake-up sockets."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ import pytest
 
 from queuectl_core.builtin import ExponentialBackoff
 from queuectl_core.executor import Execution, Prepared
-from queuectl_core.models import Claim, ExecResult, Job, JobState, NewJob, Settings
+from queuectl_core.ledger import Ledger
+from queuectl_core.models import Claim, ExecResult, Job, JobState
 from queuectl_core.plugins import build_plugins
+from queuectl_core.settings import Settings
 from queuectl_core.timeutil import now_ms
 from queuectl_core.wakeup import WakeupListener, notify
-from queuectl_core.worker import Worker
+from queuectl_core.worker.ahead import ClaimAhead
+from queuectl_core.worker.loop import Worker
 from queuectl_shell.executor import ShellExecutor
 from queuectl_sqlite.store import SqliteStorage
 
@@ -24,7 +28,8 @@ from queuectl_sqlite.store import SqliteStorage
 def job(job_id: str, command: str, **extra: Any) -> Job:
     now = now_ms()
     return Job(id=job_id, command=command, state=JobState.PROCESSING, attempts=1,
-               max_retries=3, created_at=now, updated_at=now, run_at=now, **extra)
+               max_retries=3, created_at=now, updated_at=now, run_at=now,
+               claim_token="t", **extra)
 
 
 def open_fds() -> set[str]:
@@ -118,9 +123,11 @@ class Recording(ShellExecutor):
         return prepared
 
 
-class CountingSqlite(SqliteStorage):
+class CountingReads(Ledger):
+    """Notes every job the worker reads (``get``)."""
+
     def __init__(self, path: Path) -> None:
-        super().__init__(path)
+        super().__init__(SqliteStorage(path))
         self.gets: list[str] = []
 
     def get(self, job_id: str) -> Job | None:
@@ -128,21 +135,27 @@ class CountingSqlite(SqliteStorage):
         return super().get(job_id)
 
 
+def strategy(worker: Worker) -> ClaimAhead:
+    assert worker.ahead is not None, "claiming ahead is on by default"
+    return worker.ahead
+
+
 def busy_worker(tmp_path: Path, jobs: dict[str, str], *, wakeup: bool = True
-                ) -> tuple[Worker, CountingSqlite, Recording, WakeupListener | None]:
+                ) -> tuple[Worker, CountingReads, Recording, WakeupListener | None]:
     home = tmp_path / "home"
-    store = CountingSqlite(home / "queue.db")
+    store = CountingReads(home / "queue.db")
     now = now_ms()
-    store.enqueue([NewJob(id=i, command=c, max_retries=0, run_at=now, created_at=now)
+    store.enqueue([Job.new(id=i, command=c, max_retries=0, run_at=now, created_at=now)
                    for i, c in jobs.items()])
     listener = WakeupListener(home) if wakeup else None
     executor = Recording()
-    worker = Worker(storage=store, executor=executor, policy=ExponentialBackoff(),
+    worker = Worker(ledger=store, executor=executor, policy=ExponentialBackoff(),
                     plugins=build_plugins(entry_points=False),
                     settings_loader=lambda _: Settings(worker_idle_delay=10),
                     log_root=home / "logs" / "jobs", wakeup=listener)
-    worker._pace_ms = 1.0  # claim ahead whatever the machine's speed
-    worker._note_end = lambda: None  # type: ignore[method-assign]
+    ahead = strategy(worker)
+    ahead._pace_ms = 1.0  # claim ahead whatever the machine's speed
+    ahead._note_end = lambda: None  # type: ignore[method-assign]
     idle = worker._idle
 
     def idle_then_stop(now: int) -> None:
@@ -153,7 +166,7 @@ def busy_worker(tmp_path: Path, jobs: dict[str, str], *, wakeup: bool = True
     return worker, store, executor, listener
 
 
-def states(store: SqliteStorage) -> dict[str, JobState]:
+def states(store: Ledger) -> dict[str, JobState]:
     return {j.id: j.state for j in store.list_jobs()}
 
 
@@ -223,13 +236,14 @@ def test_a_claim_past_half_its_lease_is_read_again(tmp_path: Path) -> None:
         return Claim(job=job("x", "true"), token="t", worker_id=worker.id, attempt=1,
                      lease_expires_at=now + lease_left_ms)
 
-    assert worker._unchanged(claim(worker.lease_ms))
-    assert not worker._unchanged(claim(worker.lease_ms // 2 - 1000))
+    ahead = strategy(worker)
+    assert ahead._unchanged(claim(worker.lease_ms))
+    assert not ahead._unchanged(claim(worker.lease_ms // 2 - 1000))
     notify(tmp_path / "home")  # new work: nothing to read again
-    assert worker._unchanged(claim(worker.lease_ms))
+    assert ahead._unchanged(claim(worker.lease_ms))
     notify(tmp_path / "home", cancel=True)
-    worker._ahead.append(claim(worker.lease_ms))
-    assert not worker._unchanged(claim(worker.lease_ms))  # poked: read it
-    assert worker._unchanged(claim(worker.lease_ms))  # ... once
+    ahead.held.append(claim(worker.lease_ms))
+    assert not ahead._unchanged(claim(worker.lease_ms))  # poked: read it
+    assert ahead._unchanged(claim(worker.lease_ms))  # ... once
     assert listener is not None
     listener.close()

@@ -1,3 +1,6 @@
+"""Workers and the CLI refuse queue files and directories that other users
+could write (``queuectl_core.security``)."""
+
 from __future__ import annotations
 
 import os
@@ -8,7 +11,7 @@ import pytest
 from queuectl_core.security import UnsafePermissionsError, check_not_writable_by_others
 
 
-def test_private_paths_pass(tmp_path: Path) -> None:
+def test_private_paths_are_accepted(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir(mode=0o700)
     db = home / "queue.db"
@@ -41,7 +44,7 @@ def test_writable_file_or_parent_is_refused(tmp_path: Path) -> None:
         check_not_writable_by_others([config])
 
 
-def test_sticky_shared_parent_is_allowed(tmp_path: Path) -> None:
+def test_a_sticky_shared_parent_is_allowed(tmp_path: Path) -> None:
     shared = tmp_path / "shared"
     shared.mkdir()
     os.chmod(shared, 0o1777)  # like /tmp

@@ -1,3 +1,6 @@
+"""Local wake-ups (``queuectl_core.wakeup``): pokes that wake idle workers,
+told apart from the pokes of a cancel."""
+
 from __future__ import annotations
 
 import select

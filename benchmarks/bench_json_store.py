@@ -28,7 +28,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from queuectl_core.models import ExecResult, JobState, NewJob
+from queuectl_core.ledger import Ledger
+from queuectl_core.models import ExecResult, Job, JobState
 from queuectl_json.store import JsonStorage
 
 OK = ExecResult(exit_code=0)
@@ -36,15 +37,20 @@ T0 = 1_800_000_000_000
 LEASE = 60_000
 
 
-def new_job(job_id: str) -> NewJob:
-    return NewJob(id=job_id, command=f"echo {job_id}", max_retries=3, run_at=T0,
-                  created_at=T0)
+def new_job(job_id: str) -> Job:
+    return Job.new(id=job_id, command=f"echo {job_id}", max_retries=3, run_at=T0,
+                   created_at=T0)
+
+
+def open_store(directory: Path, *, fsync: bool = True) -> Ledger:
+    """The store as the worker and the CLI use it: through the core's Ledger."""
+    return Ledger(JsonStorage(directory, fsync=fsync))
 
 
 def seed(directory: Path, finished: int, batch: int = 2000) -> float:
     """Store ``finished`` completed jobs; returns the seconds it took."""
     start = time.perf_counter()
-    store = JsonStorage(directory, fsync=False)
+    store = open_store(directory, fsync=False)
     done = 0
     while done < finished:
         n = min(batch, finished - done)
@@ -68,7 +74,7 @@ def rate(ops: int, fn: Callable[[int], None]) -> float:
 
 class Bench:
     def __init__(self, directory: Path, name: str) -> None:
-        self.store = JsonStorage(directory)  # fsync: true, as configured by default
+        self.store = open_store(directory)  # fsync: true, as configured by default
         self.name = name
         self.enqueued = 0
 

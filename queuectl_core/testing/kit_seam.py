@@ -4,7 +4,7 @@ the same store through the core's Ledger."""
 
 from __future__ import annotations
 
-from ..models import Attempt, AttemptChange, Change, JobState
+from ..models import Attempt, AttemptChange, Change, Job, JobState
 from ..storage import Storage
 from ..transitions import fence
 from .kit import LEASE, T0, KitBase, new_job
@@ -25,7 +25,9 @@ class SeamPromises(KitBase):
                          ) == [None]
 
     def test_apply_takes_each_change_of_a_batch_on_its_own(self, raw: Storage) -> None:
-        raw.insert([(new_job("a"), ()), (new_job("b"), ()), (new_job("c"), ())])
+        raw.insert([(new_job("a"), ()), (new_job("b").replace(state=JobState.CANCELLED,
+                                                              finished_at=T0), ()),
+                    (new_job("c"), ())])
         a, b = raw.get("a"), raw.get("b")
         assert a is not None and b is not None
         first = Change("a", fence(a), {"priority": 1, "cancel_requested_at": T0})
@@ -38,31 +40,41 @@ class SeamPromises(KitBase):
         assert [j.id for j in raw.list_jobs()] == ["a", "c"]
 
     def test_apply_opens_closes_and_drops_the_claims_attempt(self, raw: Storage) -> None:
-        raw.insert([(new_job("a"), [Attempt(job_id="a", number=1, worker_id="w0",
-                                            started_at=T0 - 9, finished_at=T0 - 8,
-                                            outcome="failed", error="old")])])
-        job = raw.get("a")
-        assert job is not None
-        opened = Attempt(job_id="a", number=2, worker_id="w1", started_at=T0)
-        [held] = raw.apply([Change("a", fence(job), {
-            "state": JobState.PROCESSING, "claim_token": "tok", "attempts": 1},
-            AttemptChange("tok", open=opened))])
-        assert held is not None and held.claim_token == "tok"
+        old = Attempt(job_id="a", number=1, worker_id="w0", started_at=T0 - 9,
+                      finished_at=T0 - 8, outcome="failed", error="old")
+        raw.insert([(new_job("a").replace(state=JobState.FAILED, attempts=1), [old]),
+                    (new_job("b"), ())])
+
+        def claimed(job_id: str, token: str, number: int) -> Job:
+            job = raw.get(job_id)
+            assert job is not None
+            [held] = raw.apply([Change(job_id, fence(job), {
+                "state": JobState.PROCESSING, "claim_token": token,
+                "attempts": job.attempts + 1, "worker_id": "w1", "started_at": T0,
+                "lease_expires_at": T0 + LEASE},
+                AttemptChange(token, open=Attempt(job_id=job_id, number=number,
+                                                  worker_id="w1", started_at=T0)))])
+            assert held is not None and held.claim_token == token
+            return held
+
+        held = claimed("a", "tok", 2)
         assert [a.number for a in raw.attempts("a")] == [1, 2]
-        [closed] = raw.apply([Change("a", fence(held), {"claim_token": None},
-                                     AttemptChange("tok", fields={"outcome": "completed",
-                                                                  "finished_at": T0 + 5,
-                                                                  "stdout_tail": "ok ✓"}))])
-        assert closed is not None
-        old, new = raw.attempts("a")
-        assert old.error == "old" and old.outcome == "failed", "only the claim's attempt"
-        assert (new.outcome, new.finished_at, new.stdout_tail) == ("completed", T0 + 5, "ok ✓")
-        [again] = raw.apply([Change("a", fence(closed), {"claim_token": "t2"},
-                                    AttemptChange("t2", open=opened.replace(number=3)))])
-        assert again is not None
-        raw.apply([Change("a", fence(again), {"claim_token": None},
-                          AttemptChange("t2", drop=True))])
-        assert [a.number for a in raw.attempts("a")] == [1, 2]
+        [closed] = raw.apply([Change("a", fence(held), {
+            "state": JobState.COMPLETED, "claim_token": None, "lease_expires_at": None,
+            "finished_at": T0 + 5}, AttemptChange("tok", fields={
+                "outcome": "completed", "finished_at": T0 + 5, "stdout_tail": "ok ✓"}))])
+        assert closed is not None and closed.state is JobState.COMPLETED
+        first, second = raw.attempts("a")
+        assert first == old, "only the claim's attempt changes"
+        assert (second.outcome, second.finished_at, second.stdout_tail) == (
+            "completed", T0 + 5, "ok ✓")
+        held = claimed("b", "t2", 1)
+        [back] = raw.apply([Change("b", fence(held), {
+            "state": JobState.PENDING, "claim_token": None, "attempts": 0,
+            "lease_expires_at": None, "worker_id": None, "started_at": None},
+            AttemptChange("t2", drop=True))])
+        assert back is not None and back.state is JobState.PENDING
+        assert raw.attempts("b") == [], "a dropped attempt is gone"
 
     def test_due_lists_claim_order_and_takes_nothing(self, raw: Storage) -> None:
         raw.insert([(new_job("z-low"), ()), (new_job("y-high", priority=5), ()),

@@ -17,8 +17,8 @@ from queuectl_core.ledger import Ledger
 from queuectl_core.models import Claim, ExecResult, JobState
 from queuectl_core.registry import PluginContext
 from queuectl_core.testing.conformance import BOOM, LEASE, OK, T0, new_job
-from queuectl_json import queuectl_storage_backends
 from queuectl_json.options import JsonOptions
+from queuectl_json.plugin import queuectl_storage_backends
 from queuectl_json.store import FORMAT_VERSION, JsonStorage, job_file_name
 
 ENV = {"LANG": "C.UTF-8", "ÜNI": "värde = \"1\"\n", "EMPTY": ""}
@@ -128,8 +128,7 @@ def test_the_plugin_opens_a_store_from_its_options(tmp_path: Path) -> None:
         JsonOptions.model_validate({"pth": "x"})
     [spec] = list(queuectl_storage_backends())
     assert spec.name == "json"
-    factory = spec.factory
-    assert callable(factory)
+    factory = spec.resolve_factory()
     for options, where, fsync in ((JsonOptions(path="sub/q", fsync=False), "sub/q", False),
                                   (None, "json", True)):
         store = factory(options, PluginContext(home=tmp_path))

@@ -152,8 +152,9 @@ def test_a_lost_claim_kills_the_command(tmp_path: Path, plugins: Plugins) -> Non
         assert not marker.exists(), "the command ran to the end instead of being killed"
         time.sleep(0.05)
     job = ledger.get("long")
-    assert job is not None and job.state is JobState.FAILED
-    assert [a.outcome for a in ledger.attempts("long")] == ["lost"]
+    history = ledger.attempts("long")
+    assert job is not None and job.state is JobState.FAILED, job
+    assert [a.outcome for a in history] == ["lost"], history
 
 
 def test_a_graceful_stop_request_ends_the_run_before_any_claim(tmp_path: Path,

@@ -26,7 +26,7 @@ def tests(session: nox.Session) -> None:
     as scripts/test.sh does (QUEUECTL_TEST_JOBS processes; 0 = serial)."""
     _install(session, "test")
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    jobs = os.environ.get("QUEUECTL_TEST_JOBS") or str(min((cpus or 1) + 1, 6))
+    jobs = os.environ.get("QUEUECTL_TEST_JOBS") or str(min((cpus or 1) + 2, 6))
     parallel = [] if jobs == "0" else ["-n", jobs, "--dist", "load"]
     session.run("pytest", *parallel, *session.posargs)
 

@@ -5,8 +5,9 @@
 # pytest.
 #
 # pytest runs in QUEUECTL_TEST_JOBS parallel processes (pytest-xdist; 0 =
-# serial). Default: one more than the CPUs (most tests wait on real
-# processes and clocks), at most 6; 3 on the project's 2-core machines.
+# serial). Default: two more than the CPUs (most tests wait on real
+# processes and clocks: the CPUs are half idle with one more), at most 6;
+# 4 on the project's 2-core machines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,7 +34,7 @@ echo "== structure (seam size, module sizes, import circles)"
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"
-jobs=${QUEUECTL_TEST_JOBS:-$(( $(nproc) + 1 > 6 ? 6 : $(nproc) + 1 ))}
+jobs=${QUEUECTL_TEST_JOBS:-$(( $(nproc) + 2 > 6 ? 6 : $(nproc) + 2 ))}
 parallel=()
 if [ "$jobs" != 0 ]; then
     parallel=(-n "$jobs" --dist load)

@@ -9,7 +9,7 @@ plugin (``--help``) do not pay for it.
 from __future__ import annotations
 
 # Not typing.TYPE_CHECKING: importing typing would cost every CLI call more
-# than the fast path's whole budget (mypy treats this name the same way).
+# than the CLI's hot path can afford (mypy treats this name the same way).
 TYPE_CHECKING = False
 
 __version__ = "0.1.0"

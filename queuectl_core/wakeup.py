@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-# Light on purpose: the CLI's fast path calls notify(), so neither pathlib nor
+# Light on purpose: the CLI's hot path (enqueue) calls notify(), so neither pathlib nor
 # typing is imported at run time here.
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -15,18 +15,6 @@ from queuectl_core.models import ExecResult, JobState, WorkerInfo
 from queuectl_core.timeutil import now_ms
 from tests.unit.cli_harness import Cli, one_error_line
 
-# ------------------------------------------------------------------ enqueue
-
-
-# ------------------------------------------------------------------ status, list, show
-
-
-# ------------------------------------------------------------------ pause / resume
-
-
-# ------------------------------------------------------------------ cancel
-
-
 # ------------------------------------------------------------------ wait
 
 def finish_later(cli: Cli, delay: float, job_id: str, ok: bool) -> threading.Thread:
@@ -43,18 +31,6 @@ def finish_later(cli: Cli, delay: float, job_id: str, ok: bool) -> threading.Thr
     thread = threading.Thread(target=finish)
     thread.start()
     return thread
-
-
-# ------------------------------------------------------------------ dlq and purge
-
-def make_dead(cli: Cli, job_id: str) -> None:
-    cli.add(job_id, "false", max_retries=0, queue=f"only-{job_id}")
-    claim = cli.claim(queue=f"only-{job_id}")
-    cli.store.fail(claim, ExecResult(exit_code=1, error="nope"), now_ms(), None)
-    (cli.log_dir(job_id) / "attempt-1.out").write_text("x")
-
-
-# ------------------------------------------------------------------ logs
 
 
 # ------------------------------------------------------------------ export / import, config

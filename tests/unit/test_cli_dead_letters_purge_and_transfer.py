@@ -4,8 +4,6 @@ logs, and export/import of every field, in process."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -16,36 +14,6 @@ from queuectl_core.models import ExecResult, JobState
 from queuectl_core.timeutil import now_ms
 from tests.unit.cli_harness import Cli, one_error_line
 
-# ------------------------------------------------------------------ enqueue
-
-
-# ------------------------------------------------------------------ status, list, show
-
-
-# ------------------------------------------------------------------ pause / resume
-
-
-# ------------------------------------------------------------------ cancel
-
-
-# ------------------------------------------------------------------ wait
-
-def finish_later(cli: Cli, delay: float, job_id: str, ok: bool) -> threading.Thread:
-    claim = cli.claim()
-    assert claim.job.id == job_id
-
-    def finish() -> None:
-        time.sleep(delay)
-        if ok:
-            cli.store.complete(claim, ExecResult(exit_code=0), now_ms())
-        else:
-            cli.store.fail(claim, ExecResult(exit_code=2, error="it broke"), now_ms(), None)
-
-    thread = threading.Thread(target=finish)
-    thread.start()
-    return thread
-
-
 # ------------------------------------------------------------------ dlq and purge
 
 def make_dead(cli: Cli, job_id: str) -> None:
@@ -53,9 +21,6 @@ def make_dead(cli: Cli, job_id: str) -> None:
     claim = cli.claim(queue=f"only-{job_id}")
     cli.store.fail(claim, ExecResult(exit_code=1, error="nope"), now_ms(), None)
     (cli.log_dir(job_id) / "attempt-1.out").write_text("x")
-
-
-# ------------------------------------------------------------------ logs
 
 
 # ------------------------------------------------------------------ export / import, config

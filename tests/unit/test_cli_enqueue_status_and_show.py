@@ -4,8 +4,6 @@ process against the in-memory store."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -13,48 +11,6 @@ import pytest
 from queuectl_core.models import ExecResult
 from queuectl_core.timeutil import now_ms
 from tests.unit.cli_harness import Cli, one_error_line
-
-# ------------------------------------------------------------------ enqueue
-
-
-# ------------------------------------------------------------------ status, list, show
-
-
-# ------------------------------------------------------------------ pause / resume
-
-
-# ------------------------------------------------------------------ cancel
-
-
-# ------------------------------------------------------------------ wait
-
-def finish_later(cli: Cli, delay: float, job_id: str, ok: bool) -> threading.Thread:
-    claim = cli.claim()
-    assert claim.job.id == job_id
-
-    def finish() -> None:
-        time.sleep(delay)
-        if ok:
-            cli.store.complete(claim, ExecResult(exit_code=0), now_ms())
-        else:
-            cli.store.fail(claim, ExecResult(exit_code=2, error="it broke"), now_ms(), None)
-
-    thread = threading.Thread(target=finish)
-    thread.start()
-    return thread
-
-
-# ------------------------------------------------------------------ dlq and purge
-
-def make_dead(cli: Cli, job_id: str) -> None:
-    cli.add(job_id, "false", max_retries=0, queue=f"only-{job_id}")
-    claim = cli.claim(queue=f"only-{job_id}")
-    cli.store.fail(claim, ExecResult(exit_code=1, error="nope"), now_ms(), None)
-    (cli.log_dir(job_id) / "attempt-1.out").write_text("x")
-
-
-# ------------------------------------------------------------------ logs
-
 
 # ------------------------------------------------------------------ export / import, config
 

@@ -17,11 +17,10 @@ command: ``cancel`` looks for it for a second and stops it.
 
 from __future__ import annotations
 
-import contextlib
 import os
 
-# Light on purpose: the CLI's hot path (enqueue) calls notify(), so neither pathlib nor
-# typing is imported at run time here.
+# Light on purpose: the CLI's hot path (enqueue) calls notify(), so neither pathlib,
+# typing nor contextlib is imported at run time here.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
@@ -59,8 +58,7 @@ class WakeupListener:
         self.path = directory / str(os.getpid())
         if len(os.fsencode(self.path)) > _MAX_SOCKET_PATH:
             raise OSError(f"socket path too long: {self.path}")
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        self.path.unlink(missing_ok=True)
         self.sock: socket.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
         self.sock.bind(os.fspath(self.path))
@@ -95,8 +93,10 @@ class WakeupListener:
 
     def close(self) -> None:
         self.sock.close()
-        with contextlib.suppress(OSError):
+        try:
             self.path.unlink()
+        except OSError:
+            pass
 
 
 def notify(home: str | os.PathLike[str], *, cancel: bool = False) -> None:
@@ -123,8 +123,10 @@ def _poke_all(directory: str, skip: str | None = None, message: bytes = WORK) ->
             try:
                 sock.sendto(message, entry.path)
             except (ConnectionRefusedError, FileNotFoundError):
-                with contextlib.suppress(OSError):
+                try:
                     os.unlink(entry.path)  # its worker is gone
+                except OSError:
+                    pass
             except OSError:
                 pass  # buffer full (already poked) or not a socket: polling covers it
     finally:

@@ -5,29 +5,18 @@ had, which another instance replays to the same state."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from json_store_helpers import claim, job_path, raw
 
 from queuectl_core.errors import StorageError
 from queuectl_core.ledger import Ledger
-from queuectl_core.models import Attempt, AttemptChange, Change, Claim, JobState, Outcome
+from queuectl_core.models import Attempt, AttemptChange, Change, JobState, Outcome
 from queuectl_core.testing.conformance import BOOM, LEASE, OK, T0, new_job
 from queuectl_core.transitions import fence
-from queuectl_json.store import JsonStorage, job_file_name
-
-
-def raw(store: Ledger) -> JsonStorage:
-    assert isinstance(store.store, JsonStorage)
-    return store.store
-
-
-def claim(store: Ledger, now: int = T0, worker: str = "w1") -> Claim:
-    got = store.claim(worker, now, LEASE)
-    assert got is not None
-    return got
+from queuectl_json.store import JsonStorage
 
 
 def lines(root: Path) -> list[list[dict[str, Any]]]:
@@ -38,11 +27,6 @@ def lines(root: Path) -> list[list[dict[str, Any]]]:
 
 def kinds(line: list[dict[str, Any]]) -> list[str]:
     return [op["op"] for op in line]
-
-
-def job_path(root: Path, job_id: str) -> Path:
-    name = job_file_name(job_id)
-    return root / "jobs" / name[:2] / name
 
 
 def everything(store: Ledger) -> dict[str, Any]:
@@ -61,18 +45,6 @@ def replayed_alike(store: Ledger, root: Path) -> None:
     assert everything(store) == before
     assert everything(Ledger(JsonStorage(root))) == before
     fresh.close()
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    return tmp_path / "store"
-
-
-@pytest.fixture
-def store(root: Path) -> Iterator[Ledger]:
-    s = Ledger(JsonStorage(root, compact_bytes=1 << 30))  # compacts only when told
-    yield s
-    s.close()
 
 
 def test_results_and_the_next_claims_are_one_line(store: Ledger, root: Path) -> None:

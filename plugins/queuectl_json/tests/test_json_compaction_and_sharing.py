@@ -12,36 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from json_store_helpers import claim, finish_some, raw
 
 from queuectl_core.errors import InvalidStateError, StorageError
 from queuectl_core.ledger import Ledger
-from queuectl_core.models import Claim, JobState, WorkerInfo
+from queuectl_core.models import JobState, WorkerInfo
 from queuectl_core.testing.conformance import BOOM, LEASE, OK, T0, new_job
 from queuectl_json.store import JsonStorage, job_file_name
 
 
-def raw(store: Ledger) -> JsonStorage:
-    assert isinstance(store.store, JsonStorage)
-    return store.store
-
-
-def claim(store: Ledger, now: int = T0, worker: str = "w1") -> Claim:
-    got = store.claim(worker, now, LEASE)
-    assert got is not None
-    return got
-
-
 def journal_size(root: Path) -> int:
     return sum(p.stat().st_size for p in root.glob("journal-*.jsonl"))
-
-
-def finish_some(store: Ledger) -> None:
-    """a: completed, b: dead, c: failed (retry later), d: processing, e: pending."""
-    store.enqueue([new_job(n, max_retries=0 if n == "b" else 3) for n in "abcde"])
-    store.complete(claim(store), OK, T0 + 1)
-    store.fail(claim(store), BOOM, T0 + 1, None)
-    store.fail(claim(store), BOOM, T0 + 1, T0 + 500)
-    claim(store, worker="w2")
 
 
 def everything(store: Ledger) -> dict[str, Any]:
@@ -56,11 +37,6 @@ def everything(store: Ledger) -> dict[str, Any]:
         "next_run_at": store.next_run_at(),
         "by_state": {s: [j.id for j in store.list_jobs(s)] for s in JobState},
     }
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    return tmp_path / "store"
 
 
 def test_compaction_keeps_everything_for_every_instance(root: Path) -> None:

@@ -14,43 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from json_store_helpers import FINISHED, Exported, claim, job_path, journal, journal_ops, raw
 
 from queuectl_core.ledger import Ledger
-from queuectl_core.models import Attempt, Claim, Job, JobState
+from queuectl_core.models import Job, JobState
 from queuectl_core.testing import MemoryStorage
 from queuectl_core.testing.conformance import BOOM, LEASE, OK, T0, new_job
 from queuectl_json.files import Files
-from queuectl_json.store import JsonStorage, job_file_name
+from queuectl_json.store import JsonStorage
 
-FINISHED = (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED)
 DONE = list(FINISHED)
-Exported = list[tuple[Job, list[Attempt]]]
-
-
-def raw(store: Ledger) -> JsonStorage:
-    assert isinstance(store.store, JsonStorage)
-    return store.store
-
-
-def claim(store: Ledger, now: int = T0, worker: str = "w1") -> Claim:
-    got = store.claim(worker, now, LEASE)
-    assert got is not None
-    return got
-
-
-def journal(root: Path) -> Path:
-    [path] = root.glob("journal-*.jsonl")
-    return path
-
-
-def journal_ops(root: Path) -> list[dict[str, Any]]:
-    return [op for path in sorted(root.glob("journal-*.jsonl"))
-            for line in path.read_text().splitlines() for op in json.loads(line)["ops"]]
-
-
-def job_path(root: Path, job_id: str) -> Path:
-    name = job_file_name(job_id)
-    return root / "jobs" / name[:2] / name
 
 
 def index_entries(root: Path) -> dict[str, list[list[Any]]]:
@@ -94,11 +67,6 @@ def fork(child: Any, *args: Any) -> int:
             os._exit(1)
     _, status = os.waitpid(pid, 0)
     return os.WEXITSTATUS(status)
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    return tmp_path / "store"
 
 
 # ------------------------------------------------------------------ finish, revive

@@ -9,42 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from json_store_helpers import finish_some, journal, raw
 
 from queuectl_core.errors import StorageError
 from queuectl_core.ledger import Ledger
-from queuectl_core.models import Claim, JobState
-from queuectl_core.testing.conformance import BOOM, LEASE, OK, T0, new_job
+from queuectl_core.models import JobState
+from queuectl_core.testing.conformance import T0, new_job
 from queuectl_json.store import FORMAT_VERSION, JsonStorage, job_file_name
-
-
-def raw(store: Ledger) -> JsonStorage:
-    assert isinstance(store.store, JsonStorage)
-    return store.store
-
-
-def claim(store: Ledger, now: int = T0, worker: str = "w1") -> Claim:
-    got = store.claim(worker, now, LEASE)
-    assert got is not None
-    return got
-
-
-def journal(root: Path) -> Path:
-    [path] = root.glob("journal-*.jsonl")
-    return path
-
-
-def finish_some(store: Ledger) -> None:
-    """a: completed, b: dead, c: failed (retry later), d: processing, e: pending."""
-    store.enqueue([new_job(n, max_retries=0 if n == "b" else 3) for n in "abcde"])
-    store.complete(claim(store), OK, T0 + 1)
-    store.fail(claim(store), BOOM, T0 + 1, None)
-    store.fail(claim(store), BOOM, T0 + 1, T0 + 500)
-    claim(store, worker="w2")
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    return tmp_path / "store"
 
 
 @pytest.fixture

@@ -6,70 +6,23 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from json_store_helpers import claim, finish_some, job_path, journal, journal_ops, raw
 
 from queuectl_core.errors import StorageError
 from queuectl_core.ledger import Ledger
-from queuectl_core.models import Claim, ExecResult, JobState
+from queuectl_core.models import ExecResult, JobState
 from queuectl_core.registry import PluginContext
-from queuectl_core.testing.conformance import BOOM, LEASE, OK, T0, new_job
+from queuectl_core.testing.conformance import LEASE, OK, T0, new_job
 from queuectl_json.options import JsonOptions
 from queuectl_json.plugin import queuectl_storage_backends
 from queuectl_json.store import FORMAT_VERSION, JsonStorage, job_file_name
 
 ENV = {"LANG": "C.UTF-8", "ÜNI": "värde = \"1\"\n", "EMPTY": ""}
 RETRY = {"policy": "linear", "backoff_base": 3.5, "max_delay": 60.0, "jitter": 0.25}
-
-
-def raw(store: Ledger) -> JsonStorage:
-    assert isinstance(store.store, JsonStorage)
-    return store.store
-
-
-def claim(store: Ledger, now: int = T0, worker: str = "w1") -> Claim:
-    got = store.claim(worker, now, LEASE)
-    assert got is not None
-    return got
-
-
-def job_path(root: Path, job_id: str) -> Path:
-    name = job_file_name(job_id)
-    return root / "jobs" / name[:2] / name
-
-
-def journal(root: Path) -> Path:
-    [path] = root.glob("journal-*.jsonl")
-    return path
-
-
-def journal_ops(root: Path) -> list[dict[str, Any]]:
-    return [op for path in sorted(root.glob("journal-*.jsonl"))
-            for line in path.read_text().splitlines() for op in json.loads(line)["ops"]]
-
-
-def finish_some(store: Ledger) -> None:
-    """a: completed, b: dead, c: failed (retry later), d: processing, e: pending."""
-    store.enqueue([new_job(n, max_retries=0 if n == "b" else 3) for n in "abcde"])
-    store.complete(claim(store), OK, T0 + 1)
-    store.fail(claim(store), BOOM, T0 + 1, None)
-    store.fail(claim(store), BOOM, T0 + 1, T0 + 500)
-    claim(store, worker="w2")
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    return tmp_path / "store"
-
-
-@pytest.fixture
-def store(root: Path) -> Iterator[Ledger]:
-    s = Ledger(JsonStorage(root, compact_bytes=1 << 30))  # compacts only when told
-    yield s
-    s.close()
 
 
 def test_layout_keeps_active_jobs_in_the_snapshot_and_finished_ones_in_files(

@@ -6,45 +6,21 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from json_store_helpers import FINISHED, Exported, claim, job_path, journal, raw
 
 from queuectl_core.errors import DuplicateJobError, StorageError
 from queuectl_core.ledger import Ledger
-from queuectl_core.models import Attempt, Claim, ExecResult, Job, JobState
+from queuectl_core.models import Attempt, ExecResult, Job, JobState
 from queuectl_core.testing import MemoryStorage
-from queuectl_core.testing.conformance import BOOM, LEASE, OK, T0, new_job
-from queuectl_json.store import JsonStorage, job_file_name
+from queuectl_core.testing.conformance import BOOM, OK, T0, new_job
+from queuectl_json.store import JsonStorage
 
 if TYPE_CHECKING:
     from queuectl_core.models import AttemptOutcome
-
-FINISHED = (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED)
-Exported = list[tuple[Job, list[Attempt]]]
-
-
-def raw(store: Ledger) -> JsonStorage:
-    assert isinstance(store.store, JsonStorage)
-    return store.store
-
-
-def claim(store: Ledger, now: int = T0, worker: str = "w1") -> Claim:
-    got = store.claim(worker, now, LEASE)
-    assert got is not None
-    return got
-
-
-def journal(root: Path) -> Path:
-    [path] = root.glob("journal-*.jsonl")
-    return path
-
-
-def job_path(root: Path, job_id: str) -> Path:
-    name = job_file_name(job_id)
-    return root / "jobs" / name[:2] / name
 
 
 def job_in(job_id: str, state: JobState = JobState.PENDING, **kw: Any) -> Job:
@@ -99,18 +75,6 @@ def assert_imported(store: Ledger, records: Exported, before: list[str]) -> None
             store.enqueue([new_job(job.id)])
         with pytest.raises(DuplicateJobError):
             store.import_jobs([(job, [])])
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    return tmp_path / "store"
-
-
-@pytest.fixture
-def store(root: Path) -> Iterator[Ledger]:
-    s = Ledger(JsonStorage(root, compact_bytes=1 << 30))  # compacts only when told
-    yield s
-    s.close()
 
 
 def test_an_import_is_one_line_then_its_files_then_a_second_line(store: Ledger,

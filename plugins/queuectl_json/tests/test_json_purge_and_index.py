@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from json_store_helpers import job_path, raw
 
 from queuectl_core.errors import StorageError
 from queuectl_core.ledger import Ledger
@@ -19,15 +20,10 @@ from queuectl_core.testing import MemoryStorage
 from queuectl_core.testing.conformance import BOOM, LEASE, OK, T0, new_job
 from queuectl_json.files import Files
 from queuectl_json.index import Index
-from queuectl_json.store import INDEX_BUCKET_MS, JsonStorage, job_file_name
+from queuectl_json.store import INDEX_BUCKET_MS, JsonStorage
 
 HOUR = INDEX_BUCKET_MS
 DONE = [JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED]
-
-
-def raw(store: Ledger) -> JsonStorage:
-    assert isinstance(store.store, JsonStorage)
-    return store.store
 
 
 def claim(store: Ledger, now: int = T0, worker: str = "w") -> Claim:
@@ -36,20 +32,10 @@ def claim(store: Ledger, now: int = T0, worker: str = "w") -> Claim:
     return got
 
 
-def job_path(root: Path, job_id: str) -> Path:
-    name = job_file_name(job_id)
-    return root / "jobs" / name[:2] / name
-
-
 def index_entries(root: Path) -> dict[str, list[list[Any]]]:
     """Index file (``state/start``) -> its entries."""
     return {f"{p.parent.name}/{p.stem}": [json.loads(line) for line in p.read_text().splitlines()]
             for p in sorted((root / "index").glob("*/*.jsonl"))}
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    return tmp_path / "store"
 
 
 @pytest.fixture

@@ -13,21 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from json_store_helpers import job_path
 
 from queuectl_core.errors import StorageError
 from queuectl_core.ledger import Ledger
 from queuectl_core.models import Attempt, Claim, ExecResult, Job, JobState, WorkerInfo
 from queuectl_core.testing.conformance import LEASE, OK, T0
-from queuectl_json.store import JsonStorage, job_file_name
+from queuectl_json.store import JsonStorage
 
 DATA = Path(__file__).parent / "data"
 HOUR = 3_600_000
 ODD = "ü/odd id ✓ \"q\""
-
-
-def job_path(root: Path, job_id: str) -> Path:
-    name = job_file_name(job_id)
-    return root / "jobs" / name[:2] / name
 
 
 def copy_store(name: str, to: Path) -> Path:

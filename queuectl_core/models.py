@@ -200,10 +200,11 @@ class Job(Entry, kw_only=True):
             cwd: str | None = None, env: dict[str, str] | None = None,
             retry: dict[str, Any] | None = None) -> Job:
         """A new job, ``pending``, as ``enqueue`` stores it."""
-        return cls(id=id, command=command, state=JobState.PENDING, max_retries=max_retries,
-                   priority=priority, run_at=run_at, created_at=created_at,
-                   updated_at=created_at, queue=queue, timeout=timeout, cwd=cwd, env=env,
-                   retry=retry)
+        return cls._with_defaults({
+            "id": id, "command": command, "state": JobState.PENDING,
+            "max_retries": max_retries, "priority": priority, "run_at": run_at,
+            "created_at": created_at, "updated_at": created_at, "queue": queue,
+            "timeout": timeout, "cwd": cwd, "env": env, "retry": retry})
 
 
 def spec_to_job(spec: dict[str, Any], *, default_max_retries: int, now: int,

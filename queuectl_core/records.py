@@ -68,6 +68,9 @@ class Record:
     _fields: tuple[Field, ...] = ()
     _names: tuple[str, ...] = ()
     _positional: tuple[str, ...] = ()
+    _name_set: frozenset[str] = frozenset()
+    _defaults: dict[str, Any] = {}  # noqa: RUF012 - set per class, never changed
+    _factories: tuple[Field, ...] = ()
 
     def __init_subclass__(cls, *, kw_only: bool = False, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -88,6 +91,9 @@ class Record:
         cls._fields = tuple(fields.values())
         cls._names = tuple(fields)
         cls._positional = tuple(f.name for f in cls._fields if not f.kw_only)
+        cls._name_set = frozenset(fields)
+        cls._defaults = {f.name: f.default for f in cls._fields if f.default is not MISSING}
+        cls._factories = tuple(f for f in cls._fields if f.factory is not None)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         cls = type(self)
@@ -99,20 +105,24 @@ class Record:
                 if name in kwargs:
                     raise TypeError(f"{cls.__name__}() got two values for {name!r}")
                 kwargs[name] = value
-        values: dict[str, Any] = {}
-        for spec in cls._fields:
-            if spec.name in kwargs:
-                values[spec.name] = kwargs.pop(spec.name)
-            elif spec.default is not MISSING:
-                values[spec.name] = spec.default
-            elif spec.factory is not None:
-                values[spec.name] = spec.factory()
-            else:
-                raise TypeError(f"{cls.__name__}() needs {spec.name!r}")
-        if kwargs:
-            raise TypeError(f"{cls.__name__}() got unknown field(s): {', '.join(kwargs)}")
+        values = {**cls._defaults, **kwargs}
+        if len(values) != len(cls._names) or not cls._name_set.issuperset(kwargs):
+            self._complete(values, kwargs)
         object.__setattr__(self, "__dict__", values)
         self.__post_init__()
+
+    def _complete(self, values: dict[str, Any], kwargs: dict[str, Any]) -> None:
+        """Fill in default factories; refuse missing and unknown fields."""
+        cls = type(self)
+        unknown = [name for name in kwargs if name not in cls._name_set]
+        if unknown:
+            raise TypeError(f"{cls.__name__}() got unknown field(s): {', '.join(unknown)}")
+        for spec in cls._factories:
+            if spec.name not in kwargs:
+                values[spec.name] = spec.factory()  # type: ignore[misc]
+        missing = [name for name in cls._names if name not in values]
+        if missing:
+            raise TypeError(f"{cls.__name__}() needs {', '.join(map(repr, missing))}")
 
     def __post_init__(self) -> None:
         """Normalise values after ``__init__`` and ``replace`` (a hook)."""
@@ -152,8 +162,18 @@ class Record:
         return copy
 
     def as_dict(self) -> dict[str, Any]:
-        """Field name -> value (shallow; enums stay enums)."""
-        return dict(self.__dict__)
+        """Field name -> value, in field order (shallow; enums stay enums)."""
+        values = self.__dict__
+        return {name: values[name] for name in self._names}
+
+    @classmethod
+    def _with_defaults(cls, values: dict[str, Any]) -> Self:
+        """A record of ``values`` over the defaults, for a constructor that
+        names every field without one itself and normalises its values (no
+        checks, no ``__post_init__``: the fast way)."""
+        made: Self = object.__new__(cls)
+        object.__setattr__(made, "__dict__", {**cls._defaults, **values})
+        return made
 
     @classmethod
     def record_fields(cls) -> tuple[Field, ...]:

@@ -3,8 +3,10 @@ hot paths; show and dlq are in history.py)."""
 
 from __future__ import annotations
 
+import gc
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -66,6 +68,20 @@ def _read_lines(path: str) -> list[tuple[int, str]]:
     # U+2029 and U+0085, which may stand raw inside JSON strings.
     lines = (line.removesuffix("\r") for line in text.split("\n"))
     return [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector around a bulk load: it makes
+    hundreds of thousands of objects and no cycles, and the collector's
+    passes over them would take a third of the time."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _env_items(items: tuple[str, ...]) -> dict[str, str]:
@@ -162,7 +178,10 @@ def enqueue(state: State, job_json: str | None, file_: str | None, command: str 
     if job_json is not None:
         specs = commands.spec_from_json(job_json, defaults)
     elif file_ is not None:
-        specs = commands.specs_from_lines(_read_lines(file_), file_, defaults)
+        with _collector_paused():
+            specs = commands.specs_from_lines(_read_lines(file_), file_, defaults)
+            commands.enqueue(state.app(), specs, as_json=as_json)
+        return
     else:
         from ..jobspec import parse_job_spec
 

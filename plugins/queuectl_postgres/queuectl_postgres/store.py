@@ -96,11 +96,10 @@ Cursor = psycopg.Cursor[DictRow]
 
 def open_store(options: PostgresOptions | None, context: PluginContext) -> PostgresStorage:
     """The backend's factory (``BackendSpec.factory``)."""
-    from .options import PostgresOptions
-
-    opts = options or PostgresOptions()
-    return PostgresStorage(resolve_dsn(opts.dsn), schema=opts.schema_name,
-                           connect_timeout_s=opts.connect_timeout_s)
+    if options is None:  # no options in the YAML: the defaults, without pydantic
+        return PostgresStorage(resolve_dsn(None))
+    return PostgresStorage(resolve_dsn(options.dsn), schema=options.schema_name,
+                           connect_timeout_s=options.connect_timeout_s)
 
 
 class PostgresStorage(Storage):

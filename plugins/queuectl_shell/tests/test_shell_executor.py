@@ -20,7 +20,7 @@ from pydantic import ValidationError
 import queuectl_shell
 from queuectl_core.executor import Execution
 from queuectl_core.joblogs import attempt_path, dropped_bytes, read_chunks, rotated_path
-from queuectl_core.models import ExecResult, Job
+from queuectl_core.models import ExecResult, Job, JobState
 from queuectl_core.plugins import build_plugins
 from queuectl_core.registry import PluginContext
 from queuectl_shell.executor import ShellExecutor
@@ -30,7 +30,7 @@ DEADLINE = 15.0  # generous: some inits reap orphaned zombies only every few sec
 
 
 def make_job(command: str, job_id: str = "job-1", **fields: Any) -> Job:
-    return Job(id=job_id, command=command, state="processing", max_retries=3,
+    return Job(id=job_id, command=command, state=JobState.PROCESSING, max_retries=3,
                run_at=0, created_at=0, updated_at=0, **fields)
 
 
@@ -404,8 +404,7 @@ def test_plugin_registration(tmp_path: Path) -> None:
     assert spec.name == "shell"
     assert spec.resolve_options_model() is ShellOptions
     assert spec.description
-    assert spec.factory is not None
-    executor = spec.factory(ShellOptions(), PluginContext(home=tmp_path))
+    executor = spec.resolve_factory()(ShellOptions(), PluginContext(home=tmp_path))
     result = run(executor.start(make_job("echo via-factory"), attempt=1, log_dir=tmp_path))
     assert result.ok
     assert (tmp_path / "attempt-1.out").read_text() == "via-factory\n"
@@ -415,8 +414,7 @@ def test_plugin_manager_selects_shell(tmp_path: Path) -> None:
     plugins = build_plugins(entry_points=False)
     plugins.register(queuectl_shell, name="shell")
     spec = plugins.executor("shell")
-    assert spec.factory is not None
-    executor = spec.factory(None, PluginContext(home=tmp_path))
+    executor = spec.resolve_factory()(None, PluginContext(home=tmp_path))
     assert run(executor.start(make_job("true"), attempt=1, log_dir=tmp_path)).ok
 
 

@@ -17,7 +17,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Sequence
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 
 from queuectl_core.errors import DuplicateJobError, StorageError
 from queuectl_core.models import (
@@ -53,6 +53,13 @@ _JSON_FIELDS = frozenset(Job.json_fields())
 _JOB_VALUES = attrgetter(*JOB_FIELDS)
 _INSERT_JOB = (f"INSERT INTO jobs ({', '.join(JOB_FIELDS)})"
                f" VALUES ({', '.join('?' * len(JOB_FIELDS))})")
+#: A job just enqueued sets only these columns (the rest are NULL or their
+#: defaults): fewer parameters to bind on a bulk enqueue.
+_NEW_FIELDS = ("id", "command", "state", "max_retries", "priority", "run_at", "created_at",
+               "updated_at", "queue", "timeout", "cwd", "env", "retry")
+_NEW_VALUES = attrgetter(*_NEW_FIELDS)
+_INSERT_NEW = (f"INSERT INTO jobs ({', '.join(_NEW_FIELDS)})"
+               f" VALUES ({', '.join('?' * len(_NEW_FIELDS))})")
 _INSERT_ATTEMPT = (f"INSERT INTO attempts (claim_token, {', '.join(ATTEMPT_FIELDS)})"
                    f" VALUES (?, {', '.join('?' * len(ATTEMPT_FIELDS))})")
 #: Columns a change may set or expect (never anything else in SQL text).
@@ -67,12 +74,29 @@ def json_text(value: dict[str, Any] | None) -> str | None:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def _row(job: Job) -> list[Any]:
-    values = list(_JOB_VALUES(job))
-    for i, name in enumerate(JOB_FIELDS):
-        if name in _JSON_FIELDS:
+_JSON_AT = tuple(i for i, name in enumerate(JOB_FIELDS) if name in _JSON_FIELDS)
+_NEW_JSON_AT = tuple(i for i, name in enumerate(_NEW_FIELDS) if name in _JSON_FIELDS)
+#: The columns that _INSERT_NEW leaves out, with what they then hold.
+_NEW_LEAVES = {name: Job.record_fields()[i].default for i, name in enumerate(JOB_FIELDS)
+               if name not in _NEW_FIELDS}
+
+
+def _row(job: Job, getter: Any = _JOB_VALUES, json_at: tuple[int, ...] = _JSON_AT
+         ) -> list[Any]:
+    values = list(getter(job))
+    for i in json_at:
+        if values[i] is not None:
             values[i] = json_text(values[i])
     return values
+
+
+_LEAVES_OF = itemgetter(*_NEW_LEAVES)
+_LEAVES_UNSET = tuple(_NEW_LEAVES.values())
+
+
+def _is_new(job: Job) -> bool:
+    """Does ``job`` hold nothing but what _INSERT_NEW stores?"""
+    return bool(_LEAVES_OF(job.__dict__) == _LEAVES_UNSET)
 
 
 def _job(row: sqlite3.Row) -> Job:
@@ -267,9 +291,14 @@ class SqliteStorage(Storage):
             seen.add(job_id)
         history = [(new_token(), *attrgetter(*ATTEMPT_FIELDS)(a))
                    for _, attempts in records for a in attempts]
+        fresh = not history and all(_is_new(job) for job, _ in records)
+        if fresh:  # enqueue: only the columns a new job sets
+            rows = [_row(job, _NEW_VALUES, _NEW_JSON_AT) for job, _ in records]
+        else:
+            rows = [_row(job) for job, _ in records]
         try:
             with self._write() as conn:
-                conn.executemany(_INSERT_JOB, [_row(job) for job, _ in records])
+                conn.executemany(_INSERT_NEW if fresh else _INSERT_JOB, rows)
                 if history:
                     conn.executemany(_INSERT_ATTEMPT, history)
         except sqlite3.IntegrityError:

@@ -6,8 +6,10 @@ Runs `python -c pass` (the baseline), `queuectl --help`, `queuectl status`
 and `queuectl enqueue '{...}'` interleaved, `--runs` times each, against a
 fresh QUEUECTL_HOME on the default SQLite backend (durable: synchronous=FULL),
 and prints the median and p95 wall time of each with its ratio to the
-baseline's median. The target (issue 7) is at most 3x for each. The machine
-is shared and noisy, so read the ratios, which are measured in the same run.
+baseline's median. The target (issues 7 and 15) is at most 3x for status
+and enqueue; --help is shown for reference (click renders it: ~25 ms of
+imports). The machine is shared and noisy, so read the ratios, which are
+measured in the same run.
 
 `status` and `enqueue` go through the CLI's start-up cache
 (queuectl_core/cli/startup.py), which runs the same command code without
@@ -36,6 +38,10 @@ from pathlib import Path
 
 QUEUECTL = Path(sys.executable).parent / "queuectl"
 TARGET = 3.0
+#: The calls scripts make in loops (issue 15). `--help` is printed by click
+#: itself (issue 15 removed the hand-kept copy that skipped click), so it
+#: costs what importing click costs; it is shown, not targeted.
+TARGETED = ("queuectl status", "queuectl enqueue '{...}'")
 
 
 def timed(argv: list[str], env: dict[str, str]) -> float:
@@ -91,7 +97,7 @@ def main() -> int:
         median = statistics.median(values)
         p95 = values[int(0.95 * (len(values) - 1))]
         ratio = median / base
-        verdict = "-" if not name.startswith("queuectl") else (
+        verdict = "-" if name not in TARGETED else (
             f"<= {TARGET:g}x {'met' if ratio <= TARGET else 'NOT met'}")
         print(f"{name:<28} {median * 1000:>7.1f}ms {p95 * 1000:>7.1f}ms {ratio:>6.2f}x  "
               f"{verdict}")

@@ -11,30 +11,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from queuectl_core.builtin import ExponentialBackoff
 from queuectl_core.executor import Execution
 from queuectl_core.ledger import Ledger
 from queuectl_core.models import Claim, Job, JobState
-from queuectl_core.plugins import build_plugins
 from queuectl_core.settings import Settings
 from queuectl_core.testing import MemoryStorage
 from queuectl_core.timeutil import now_ms
-from queuectl_core.worker.loop import Worker
 from queuectl_shell.executor import ShellExecutor
-
-
-def make_worker(ledger: Ledger, tmp_path: Path, settings: Settings | None = None,
-                executor: ShellExecutor | None = None) -> Worker:
-    s = settings or Settings(worker_idle_delay=10)
-    return Worker(ledger=ledger, executor=executor or ShellExecutor(),
-                  policy=ExponentialBackoff(), plugins=build_plugins(entry_points=False),
-                  settings_loader=lambda _: s, log_root=tmp_path / "logs")
-
-
-def add(ledger: Ledger, job_id: str, command: str) -> None:
-    now = now_ms()
-    ledger.enqueue([Job.new(id=job_id, command=command, max_retries=3, run_at=now,
-                            created_at=now)])
+from tests.unit.worker_harness import add, make_worker
 
 
 class CancelAtFirstRenewal(Ledger):

@@ -17,7 +17,7 @@ from queuectl_core.builtin import ExponentialBackoff
 from queuectl_core.errors import TransientStorageError
 from queuectl_core.executor import Execution
 from queuectl_core.ledger import Ledger
-from queuectl_core.models import Claim, ExecResult, Job, JobState, Outcome, WorkerInfo
+from queuectl_core.models import ExecResult, Job, JobState, WorkerInfo
 from queuectl_core.plugins import build_plugins
 from queuectl_core.settings import Settings
 from queuectl_core.testing import MemoryStorage
@@ -26,41 +26,7 @@ from queuectl_core.worker import ahead as ahead_module
 from queuectl_core.worker.ahead import ClaimAhead
 from queuectl_core.worker.loop import Worker
 from queuectl_shell.executor import ShellExecutor
-
-
-def add(ledger: Ledger, job_id: str, command: str, max_retries: int = 3) -> None:
-    now = now_ms()
-    ledger.enqueue([Job.new(id=job_id, command=command, max_retries=max_retries, run_at=now,
-                            created_at=now)])
-
-
-class CountingLedger(Ledger):
-    """Notes the calls the worker makes to record results, claim and give
-    back: ``record [a b] +2`` is one ``record_and_claim`` of a's and b's
-    results that claims up to 2 jobs. Keeps every outcome recorded."""
-
-    def __init__(self) -> None:
-        super().__init__(MemoryStorage())
-        self.calls: list[str] = []
-        self.outcomes: list[Outcome] = []
-
-    def claim(self, worker_id: str, now: int, lease_ms: int,
-              queues: Sequence[str] | None = None) -> Claim | None:
-        self.calls.append("claim")
-        return super().claim(worker_id, now, lease_ms, queues)
-
-    def record_and_claim(self, outcomes: Sequence[Outcome], now: int, *, worker_id: str,
-                         lease_ms: int, queues: Sequence[str] | None = None, limit: int = 1
-                         ) -> tuple[list[Job | None], list[Claim]]:
-        ids = " ".join(o.claim.job.id for o in outcomes)
-        self.calls.append(f"record [{ids}] +{limit}")
-        self.outcomes.extend(outcomes)
-        return super().record_and_claim(outcomes, now, worker_id=worker_id, lease_ms=lease_ms,
-                                        queues=queues, limit=limit)
-
-    def release(self, claim: Claim, now: int) -> Job | None:
-        self.calls.append(f"release {claim.job.id}")
-        return super().release(claim, now)
+from tests.unit.worker_harness import CountingLedger, add
 
 
 class Watched(ShellExecutor):

@@ -12,46 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from queuectl_core import hookimpl
-from queuectl_core.builtin import ExponentialBackoff
 from queuectl_core.joblogs import job_log_dir
 from queuectl_core.ledger import Ledger
-from queuectl_core.models import Attempt, Job, JobState
-from queuectl_core.plugins import Plugins, build_plugins
+from queuectl_core.models import JobState
+from queuectl_core.plugins import build_plugins
 from queuectl_core.settings import Settings
 from queuectl_core.testing import MemoryStorage
 from queuectl_core.timeutil import now_ms
 from queuectl_core.worker.housekeeping import RETENTION_EVERY_MS, kill_orphaned_commands
-from queuectl_core.worker.loop import Worker
-from queuectl_shell.executor import ShellExecutor
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str]] = []
-        self.dead: list[str] = []
-
-    @hookimpl
-    def queuectl_job_event(self, event: str, job: Job, attempt: Attempt | None) -> None:
-        self.events.append((event, job.id))
-
-    @hookimpl
-    def queuectl_job_dead(self, job: Job) -> None:
-        self.dead.append(job.id)
-
-
-def make_worker(ledger: Ledger, tmp_path: Path, settings: Settings | None = None,
-                plugins: Plugins | None = None) -> Worker:
-    s = settings or Settings(worker_idle_delay=10)
-    return Worker(ledger=ledger, executor=ShellExecutor(), policy=ExponentialBackoff(),
-                  plugins=plugins or build_plugins(entry_points=False),
-                  settings_loader=lambda _: s, log_root=tmp_path / "logs")
-
-
-def add(ledger: Ledger, job_id: str, command: str, max_retries: int = 3) -> None:
-    now = now_ms()
-    ledger.enqueue([Job.new(id=job_id, command=command, max_retries=max_retries, run_at=now,
-                            created_at=now)])
+from tests.unit.worker_harness import Recorder, add, make_worker
 
 
 def test_housekeeping_takes_back_jobs_whose_lease_expired(tmp_path: Path) -> None:

@@ -9,34 +9,15 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 from queuectl_core.builtin import ExponentialBackoff, LinearBackoff
 from queuectl_core.joblogs import attempt_path, job_log_dir
 from queuectl_core.ledger import Ledger
-from queuectl_core.models import Job, JobState
-from queuectl_core.plugins import build_plugins
+from queuectl_core.models import JobState
 from queuectl_core.retry import BackoffPolicy
 from queuectl_core.settings import Settings
 from queuectl_core.testing import MemoryStorage
-from queuectl_core.timeutil import now_ms
-from queuectl_core.worker.loop import Worker
-from queuectl_shell.executor import ShellExecutor
-
-
-def make_worker(ledger: Ledger, tmp_path: Path, settings: Settings | None = None,
-                **kwargs: Any) -> Worker:
-    s = settings or Settings(worker_idle_delay=10)
-    return Worker(ledger=ledger, executor=ShellExecutor(), policy=ExponentialBackoff(),
-                  plugins=build_plugins(entry_points=False), settings_loader=lambda _: s,
-                  log_root=tmp_path / "logs", **kwargs)
-
-
-def add(ledger: Ledger, job_id: str, command: str, max_retries: int = 3,
-        **fields: Any) -> None:
-    now = now_ms()
-    ledger.enqueue([Job.new(id=job_id, command=command, max_retries=max_retries, run_at=now,
-                            created_at=now, **fields)])
+from tests.unit.worker_harness import add, make_worker
 
 
 def state_of(ledger: Ledger, job_id: str) -> JobState:

@@ -12,14 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from queuectl_core import hookimpl
 from queuectl_core.builtin import ExponentialBackoff
 from queuectl_core.errors import TransientStorageError
 from queuectl_core.executor import Execution, Prepared
 from queuectl_core.joblogs import job_log_dir
 from queuectl_core.ledger import Ledger
 from queuectl_core.models import (
-    Attempt,
     Change,
     Claim,
     ExecResult,
@@ -33,20 +31,8 @@ from queuectl_core.testing import MemoryStorage
 from queuectl_core.timeutil import now_ms
 from queuectl_core.worker.loop import Worker
 from queuectl_shell.executor import ShellExecutor
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str]] = []
-        self.dead: list[str] = []
-
-    @hookimpl
-    def queuectl_job_event(self, event: str, job: Job, attempt: Attempt | None) -> None:
-        self.events.append((event, job.id))
-
-    @hookimpl
-    def queuectl_job_dead(self, job: Job) -> None:
-        self.dead.append(job.id)
+from tests.unit import worker_harness as harness
+from tests.unit.worker_harness import Recorder, add, make_worker, recording_plugins
 
 
 @pytest.fixture
@@ -56,23 +42,7 @@ def recorder() -> Recorder:
 
 @pytest.fixture
 def plugins(recorder: Recorder) -> Plugins:
-    p = build_plugins(entry_points=False)
-    p.register(recorder, "recorder")
-    return p
-
-
-def make_worker(ledger: Ledger, plugins: Plugins, tmp_path: Path,
-                settings: Settings | None = None, *, claim_ahead: bool = True) -> Worker:
-    s = settings or Settings(worker_idle_delay=10)
-    return Worker(ledger=ledger, executor=ShellExecutor(), policy=ExponentialBackoff(),
-                  plugins=plugins, settings_loader=lambda _: s, log_root=tmp_path / "logs",
-                  claim_ahead=claim_ahead)
-
-
-def add(ledger: Ledger, job_id: str, command: str, max_retries: int = 3) -> None:
-    now = now_ms()
-    ledger.enqueue([Job.new(id=job_id, command=command, max_retries=max_retries, run_at=now,
-                            created_at=now)])
+    return recording_plugins(recorder)
 
 
 def memory() -> Ledger:
@@ -85,7 +55,7 @@ def test_a_success_is_recorded_with_its_output_on_disk(tmp_path: Path, plugins: 
                                                        recorder: Recorder) -> None:
     ledger = memory()
     add(ledger, "ok", "echo hello; echo oops >&2")
-    worker = make_worker(ledger, plugins, tmp_path)
+    worker = make_worker(ledger, tmp_path, plugins=plugins)
     assert worker.run_once()
     job = ledger.get("ok")
     assert job is not None and job.state is JobState.COMPLETED and job.attempts == 1
@@ -99,7 +69,7 @@ def test_a_failure_is_retried_after_its_backoff_then_dies(tmp_path: Path, plugin
                                                           recorder: Recorder) -> None:
     ledger = memory()
     add(ledger, "bad", "echo broken >&2; exit 4", max_retries=1)
-    worker = make_worker(ledger, plugins, tmp_path)
+    worker = make_worker(ledger, tmp_path, plugins=plugins)
     before = now_ms()
     worker.run_once()
     job = ledger.get("bad")
@@ -121,7 +91,7 @@ def test_a_failure_is_retried_after_its_backoff_then_dies(tmp_path: Path, plugin
 def test_an_unknown_command_fails_with_a_clear_error(tmp_path: Path, plugins: Plugins) -> None:
     ledger = memory()
     add(ledger, "nf", "definitely_not_a_command_qq", max_retries=0)
-    make_worker(ledger, plugins, tmp_path).run_once()
+    make_worker(ledger, tmp_path, plugins=plugins).run_once()
     job = ledger.get("nf")
     assert job is not None and job.state is JobState.DEAD and job.exit_code == 127
     assert job.last_error is not None and "not found" in job.last_error
@@ -142,7 +112,7 @@ def test_a_lost_claim_kills_the_command(tmp_path: Path, plugins: Plugins) -> Non
     ledger = StealingLedger(MemoryStorage())
     marker = tmp_path / "finished"
     add(ledger, "long", f"sleep 3; touch {marker}")
-    worker = make_worker(ledger, plugins, tmp_path, Settings(worker_idle_delay=10,
+    worker = make_worker(ledger, tmp_path, plugins=plugins, settings=Settings(worker_idle_delay=10,
                                                              lease_seconds=3))
     started = now_ms()
     worker.run_once()
@@ -161,7 +131,7 @@ def test_a_graceful_stop_request_ends_the_run_before_any_claim(tmp_path: Path,
                                                                plugins: Plugins) -> None:
     ledger = memory()
     add(ledger, "a", "true")
-    worker = make_worker(ledger, plugins, tmp_path)
+    worker = make_worker(ledger, tmp_path, plugins=plugins)
     worker.stop.request()
     worker.run()
     job = ledger.get("a")
@@ -175,7 +145,7 @@ def test_a_running_worker_is_registered_with_what_it_runs(tmp_path: Path,
     runs and its command's process group."""
     ledger = memory()
     add(ledger, "a", "sleep 0.2")
-    worker = make_worker(ledger, plugins, tmp_path)
+    worker = make_worker(ledger, tmp_path, plugins=plugins)
     seen: list[tuple[str | None, int | None]] = []
     start = worker.start
 
@@ -233,7 +203,7 @@ def test_a_result_is_kept_until_the_store_is_back(tmp_path: Path, plugins: Plugi
     ledger = FlakyLedger()
     add(ledger, "a", "echo hi")
     ledger.down["record"] = 2  # the store is down when the job finishes
-    worker = make_worker(ledger, plugins, tmp_path)
+    worker = make_worker(ledger, tmp_path, plugins=plugins)
     worker.run_once()
     assert ledger.down["record"] == 0
     job = ledger.get("a")
@@ -244,7 +214,7 @@ def test_a_failed_renewal_does_not_kill_the_command(tmp_path: Path, plugins: Plu
     ledger = FlakyLedger()
     add(ledger, "a", "sleep 2.2")
     ledger.down["renew"] = 100  # down for the whole run; the lease (3 s) outlives it
-    worker = make_worker(ledger, plugins, tmp_path, Settings(worker_idle_delay=10,
+    worker = make_worker(ledger, tmp_path, plugins=plugins, settings=Settings(worker_idle_delay=10,
                                                              lease_seconds=3))
     worker.run_once()
     assert ledger.down["renew"] < 100, "a renewal was tried"
@@ -256,7 +226,7 @@ def test_the_worker_loop_rides_out_an_outage(tmp_path: Path, plugins: Plugins) -
     ledger = FlakyLedger()
     add(ledger, "a", "true")
     ledger.down["claim"] = 2
-    worker = make_worker(ledger, plugins, tmp_path)
+    worker = make_worker(ledger, tmp_path, plugins=plugins)
     record = ledger.record_and_claim
 
     def record_then_stop(outcomes: Sequence[Outcome], now: int, **kwargs: object
@@ -332,31 +302,9 @@ def test_a_result_recorded_before_an_outage_is_kept_without_a_claim() -> None:
 
 # ------------------------------------------------------------------ one call per job
 
-class CountingLedger(FlakyLedger):
-    """Notes the calls the worker makes to record results and claim:
-    ``record [a b] +2`` is one ``record_and_claim`` of a's and b's results
-    that claims up to 2 jobs."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[str] = []
-
-    def claim(self, worker_id: str, now: int, lease_ms: int,
-              queues: Sequence[str] | None = None) -> Claim | None:
-        self.calls.append("claim")
-        return super().claim(worker_id, now, lease_ms, queues)
-
-    def record_and_claim(self, outcomes: Sequence[Outcome], now: int, *, worker_id: str,
-                         lease_ms: int, queues: Sequence[str] | None = None, limit: int = 1
-                         ) -> tuple[list[Job | None], list[Claim]]:
-        ids = " ".join(o.claim.job.id for o in outcomes)
-        self.calls.append(f"record [{ids}] +{limit}")
-        return super().record_and_claim(outcomes, now, worker_id=worker_id, lease_ms=lease_ms,
-                                        queues=queues, limit=limit)
-
-    def release(self, claim: Claim, now: int) -> Job | None:
-        self.calls.append(f"release {claim.job.id}")
-        return super().release(claim, now)
+class CountingLedger(harness.CountingLedger, FlakyLedger):
+    """Counts the calls (``worker_harness.CountingLedger``) of a ledger
+    whose store can be down."""
 
 
 class StopOnStart(ShellExecutor):
@@ -419,7 +367,7 @@ def test_no_chaining_while_plugins_listen_for_events(tmp_path: Path, plugins: Pl
     ledger = CountingLedger()
     add(ledger, "a", "true")
     add(ledger, "b", "true")
-    worker = make_worker(ledger, plugins, tmp_path, claim_ahead=claim_ahead)
+    worker = make_worker(ledger, tmp_path, plugins=plugins, claim_ahead=claim_ahead)
     worker.chain_claims = True  # as in run()
     assert worker.run_once() and worker.run_once()
     assert ledger.calls == ["claim", "record [a] +0", "claim", "record [b] +0"]

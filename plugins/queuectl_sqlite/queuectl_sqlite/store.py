@@ -17,12 +17,11 @@ import os
 import sqlite3
 import time
 from collections.abc import Sequence
-from operator import attrgetter, itemgetter
+from operator import attrgetter
 
 from queuectl_core.errors import DuplicateJobError, StorageError
 from queuectl_core.models import (
     ATTEMPT_FIELDS,
-    JOB_FIELDS,
     Attempt,
     Change,
     Claim,
@@ -33,6 +32,21 @@ from queuectl_core.models import (
 from queuectl_core.storage import Storage, new_token
 
 from . import sql
+from .rows import (
+    ATTEMPT_COLUMNS,
+    INSERT_ATTEMPT,
+    INSERT_JOB,
+    INSERT_NEW,
+    JOB_COLUMNS,
+    JSON_FIELDS,
+    attempt_from_row,
+    checked_columns,
+    is_new,
+    job_from_row,
+    job_row,
+    json_text,
+    new_job_row,
+)
 from .schema import SCHEMA_VERSION, connect, create_or_upgrade
 
 # typing is not imported at run time (the CLI's hot path).
@@ -48,78 +62,6 @@ if TYPE_CHECKING:
 
 #: Database file, relative to QUEUECTL_HOME (the ``path`` option's default).
 DEFAULT_PATH = "queue.db"
-
-_JSON_FIELDS = frozenset(Job.json_fields())
-_JOB_VALUES = attrgetter(*JOB_FIELDS)
-_INSERT_JOB = (f"INSERT INTO jobs ({', '.join(JOB_FIELDS)})"
-               f" VALUES ({', '.join('?' * len(JOB_FIELDS))})")
-#: A job just enqueued sets only these columns (the rest are NULL or their
-#: defaults): fewer parameters to bind on a bulk enqueue.
-_NEW_FIELDS = ("id", "command", "state", "max_retries", "priority", "run_at", "created_at",
-               "updated_at", "queue", "timeout", "cwd", "env", "retry")
-_NEW_VALUES = attrgetter(*_NEW_FIELDS)
-_INSERT_NEW = (f"INSERT INTO jobs ({', '.join(_NEW_FIELDS)})"
-               f" VALUES ({', '.join('?' * len(_NEW_FIELDS))})")
-_INSERT_ATTEMPT = (f"INSERT INTO attempts (claim_token, {', '.join(ATTEMPT_FIELDS)})"
-                   f" VALUES (?, {', '.join('?' * len(ATTEMPT_FIELDS))})")
-#: Columns a change may set or expect (never anything else in SQL text).
-_JOB_COLUMNS = frozenset(JOB_FIELDS)
-_ATTEMPT_COLUMNS = frozenset(ATTEMPT_FIELDS)
-
-
-def json_text(value: dict[str, Any] | None) -> str | None:
-    """How the ``env`` and ``retry`` objects are stored."""
-    if value is None:
-        return None
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-_JSON_AT = tuple(i for i, name in enumerate(JOB_FIELDS) if name in _JSON_FIELDS)
-_NEW_JSON_AT = tuple(i for i, name in enumerate(_NEW_FIELDS) if name in _JSON_FIELDS)
-#: The columns that _INSERT_NEW leaves out, with what they then hold.
-_NEW_LEAVES = {name: Job.record_fields()[i].default for i, name in enumerate(JOB_FIELDS)
-               if name not in _NEW_FIELDS}
-
-
-def _row(job: Job, getter: Any = _JOB_VALUES, json_at: tuple[int, ...] = _JSON_AT
-         ) -> list[Any]:
-    values = list(getter(job))
-    for i in json_at:
-        if values[i] is not None:
-            values[i] = json_text(values[i])
-    return values
-
-
-_LEAVES_OF = itemgetter(*_NEW_LEAVES)
-_LEAVES_UNSET = tuple(_NEW_LEAVES.values())
-
-
-def _is_new(job: Job) -> bool:
-    """Does ``job`` hold nothing but what _INSERT_NEW stores?"""
-    return bool(_LEAVES_OF(job.__dict__) == _LEAVES_UNSET)
-
-
-def _job(row: sqlite3.Row) -> Job:
-    data = {k: row[k] for k in JOB_FIELDS}
-    for key in _JSON_FIELDS:
-        if data[key] is not None:
-            data[key] = json.loads(data[key])
-    if data["timeout"] is not None:
-        # UPDATE ... RETURNING gives a whole REAL back as an integer.
-        data["timeout"] = float(data["timeout"])
-    return Job(**data)
-
-
-def _attempt(row: sqlite3.Row) -> Attempt:
-    return Attempt(**{k: row[k] for k in ATTEMPT_FIELDS})
-
-
-def _checked(names: Sequence[str], allowed: frozenset[str]) -> list[str]:
-    bad = [n for n in names if n not in allowed]
-    if bad:
-        raise ValueError(f"not a column: {', '.join(bad)}")
-    return sorted(names)
-
 
 def open_store(options: SqliteOptions | None, context: PluginContext) -> SqliteStorage:
     """The backend's factory (``BackendSpec.factory``): the store in
@@ -291,16 +233,16 @@ class SqliteStorage(Storage):
             seen.add(job_id)
         history = [(new_token(), *attrgetter(*ATTEMPT_FIELDS)(a))
                    for _, attempts in records for a in attempts]
-        fresh = not history and all(_is_new(job) for job, _ in records)
+        fresh = not history and all(is_new(job) for job, _ in records)
         if fresh:  # enqueue: only the columns a new job sets
-            rows = [_row(job, _NEW_VALUES, _NEW_JSON_AT) for job, _ in records]
+            rows = [new_job_row(job) for job, _ in records]
         else:
-            rows = [_row(job) for job, _ in records]
+            rows = [job_row(job) for job, _ in records]
         try:
             with self._write() as conn:
-                conn.executemany(_INSERT_NEW if fresh else _INSERT_JOB, rows)
+                conn.executemany(INSERT_NEW if fresh else INSERT_JOB, rows)
                 if history:
-                    conn.executemany(_INSERT_ATTEMPT, history)
+                    conn.executemany(INSERT_ATTEMPT, history)
         except sqlite3.IntegrityError:
             raise DuplicateJobError(self._first_existing(ids)) from None
 
@@ -316,12 +258,12 @@ class SqliteStorage(Storage):
 
     def get(self, job_id: str) -> Job | None:
         row = self.conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return None if row is None else _job(row)
+        return None if row is None else job_from_row(row)
 
     def attempts(self, job_id: str) -> list[Attempt]:
         rows = self.conn.execute(
             "SELECT * FROM attempts WHERE job_id = ? ORDER BY rowid", (job_id,)).fetchall()
-        return [_attempt(r) for r in rows]
+        return [attempt_from_row(r) for r in rows]
 
     def list_jobs(self, state: JobState | None = None, limit: int | None = None, *,
                   queue: str | None = None) -> list[Job]:
@@ -340,7 +282,7 @@ class SqliteStorage(Storage):
         if limit is not None:
             query += " LIMIT ?"
             params.append(limit)
-        return [_job(r) for r in self.conn.execute(query, params)]
+        return [job_from_row(r) for r in self.conn.execute(query, params)]
 
     def counts(self, queue: str | None = None) -> dict[JobState, int]:
         counts = dict.fromkeys(JobState, 0)
@@ -371,7 +313,7 @@ class SqliteStorage(Storage):
             params.update((f"q{i}", name) for i, name in enumerate(chunk))
             rows.extend(self.conn.execute(sql.due_batch_sql(len(chunk)), params))
         rows.sort(key=lambda r: (-r["priority"], r["run_at"], r["seq"]))
-        return [_job(r) for r in rows[:limit]]
+        return [job_from_row(r) for r in rows[:limit]]
 
     def next_run_at(self, queues: Sequence[str] | None = None) -> int | None:
         if queues is None:
@@ -391,7 +333,7 @@ class SqliteStorage(Storage):
         return int(self.conn.execute(query, params).fetchone()[0])
 
     def expired(self, now: int) -> list[Job]:
-        return [_job(r) for r in self.conn.execute(sql.EXPIRED_SQL, {"now": now})]
+        return [job_from_row(r) for r in self.conn.execute(sql.EXPIRED_SQL, {"now": now})]
 
     def finished(self, states: Sequence[JobState], before: int | None = None,
                  limit: int | None = None) -> list[Job]:
@@ -403,7 +345,7 @@ class SqliteStorage(Storage):
             params = {"state": state.value, "before": before,
                       "limit": -1 if limit is None else limit}
             for row in self.conn.execute(query, params):
-                job = _job(row)
+                job = job_from_row(row)
                 done = job.finished_at if job.finished_at is not None else job.updated_at
                 rows.append((done, row["seq"], job))
         rows.sort(key=lambda r: (r[0], r[1]))
@@ -418,7 +360,7 @@ class SqliteStorage(Storage):
     @staticmethod
     def _apply_in(conn: sqlite3.Connection, change: Change) -> Job | None:
         """One compare-and-set, inside the caller's write transaction."""
-        expect = _checked(list(change.expect), _JOB_COLUMNS)
+        expect = checked_columns(list(change.expect), JOB_COLUMNS)
         where = "".join(f" AND {k} IS ?" for k in expect)
         params = [change.job_id, *(change.expect[k] for k in expect)]
         if change.delete:
@@ -426,9 +368,9 @@ class SqliteStorage(Storage):
                                params).fetchone()
             if row is not None:
                 conn.execute("DELETE FROM attempts WHERE job_id = ?", (change.job_id,))
-            return None if row is None else _job(row)
-        names = _checked(list(change.fields), _JOB_COLUMNS)
-        values = [json_text(change.fields[k]) if k in _JSON_FIELDS else change.fields[k]
+            return None if row is None else job_from_row(row)
+        names = checked_columns(list(change.fields), JOB_COLUMNS)
+        values = [json_text(change.fields[k]) if k in JSON_FIELDS else change.fields[k]
                   for k in names]
         if names:
             sets = ", ".join(f"{k} = ?" for k in names)
@@ -441,16 +383,16 @@ class SqliteStorage(Storage):
         step = change.attempt
         if step is not None:
             if step.open is not None:
-                conn.execute(_INSERT_ATTEMPT,
+                conn.execute(INSERT_ATTEMPT,
                              (step.token, *attrgetter(*ATTEMPT_FIELDS)(step.open)))
             elif step.drop:
                 conn.execute("DELETE FROM attempts WHERE claim_token = ?", (step.token,))
             elif step.fields:
-                cols = _checked(list(step.fields), _ATTEMPT_COLUMNS)
+                cols = checked_columns(list(step.fields), ATTEMPT_COLUMNS)
                 conn.execute(
                     f"UPDATE attempts SET {', '.join(f'{k} = ?' for k in cols)}"
                     " WHERE claim_token = ?", [*(step.fields[k] for k in cols), step.token])
-        return _job(row)
+        return job_from_row(row)
 
     # ---------------------------------------------------------- claims
     def claim(self, worker_id: str, now: int, lease_ms: int,
@@ -504,7 +446,7 @@ class SqliteStorage(Storage):
         row = conn.execute(query, params).fetchone()
         if row is None:
             return None
-        job = _job(row)
+        job = job_from_row(row)
         number = conn.execute(sql.OPEN_ATTEMPT_SQL, {"job": job.id, "token": token,
                                                      "worker": worker_id, "now": now},
                               ).fetchone()[0]
@@ -525,7 +467,7 @@ class SqliteStorage(Storage):
         numbers = dict(conn.execute(sql.OPEN_ATTEMPTS_SQL, {
             "worker": worker_id, "now": now,
             "seqs": json.dumps([r["seq"] for r in rows])}).fetchall())
-        return [Claim(job=(job := _job(row)), token=row["claim_token"], worker_id=worker_id,
+        return [Claim(job=(job := job_from_row(row)), token=row["claim_token"], worker_id=worker_id,
                       attempt=numbers[job.id], lease_expires_at=lease) for row in rows]
 
     # ---------------------------------------------------------- queues, settings

@@ -3,7 +3,8 @@ executor and backoff policy they select. Everything is built lazily, so a
 command pays only for what it uses.
 
 The CLI's start-up cache (``cli/startup.py``) may seed an App with what it
-already knows (the backend's record, whether plugins listen to job events),
+already knows (the backend's record and validated options, whether plugins
+listen to job events),
 so that ``enqueue`` and ``status`` run the same command code without
 loading pluggy; anything else an App is asked for is built as usual."""
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from .dlq_handler import DlqCommandHandler
     from .executor import Executor
     from .plugins import Plugins
-    from .registry import BackendSpec, BackoffPolicySpec, ExecutorSpec
+    from .registry import BackendSpec, BackoffPolicySpec, ExecutorSpec, OptionsSnapshot
     from .retry import BackoffPolicy
     from .storage import Storage
 
@@ -64,10 +65,12 @@ def _built(spec: Any, what: str, options: Any, context: PluginContext,
 
 class App:
     def __init__(self, config: AppConfig, plugins: Plugins | None = None, *,
-                 backend: BackendSpec | None = None, listeners: bool | None = None) -> None:
+                 backend: BackendSpec | None = None, listeners: bool | None = None,
+                 backend_options: OptionsSnapshot | None = None) -> None:
         self.config = config
         self._dlq_handler: DlqCommandHandler | None = None
         self._listeners = listeners
+        self._backend_options = backend_options
         if plugins is not None:
             self.__dict__["plugins"] = plugins
         if backend is not None:
@@ -108,8 +111,10 @@ class App:
         """A new store of the selected backend."""
         spec = self.backend
         what = f"backend {spec.name!r}"
-        options = validated_options(spec, self.config.backend_options(spec.name), what,
-                                    self.config)
+        options = self._backend_options
+        if options is None:
+            options = validated_options(spec, self.config.backend_options(spec.name), what,
+                                        self.config)
         store: Storage = _built(spec, what, options, self.context, "failed to open")
         return store
 

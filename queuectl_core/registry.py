@@ -70,6 +70,33 @@ class PluginContext:
         return f"PluginContext(home={self.home_dir!r})"
 
 
+class OptionsSnapshot:
+    """A plugin's validated options as the start-up cache replays them: the
+    model's fields by name, read-only (see ``_Spec.snapshot_options``)."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        object.__setattr__(self, "_values", dict(values))
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(f"options have no field {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("options are read-only")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, OptionsSnapshot) and self._values == other._values
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"OptionsSnapshot({self._values!r})"
+
+
 class _Spec(Record):
     name: str
     #: ``factory(options, context)`` builds the plugin's object; ``options``
@@ -82,6 +109,12 @@ class _Spec(Record):
     #: gives options, so that commands that need none stay fast); None if
     #: it takes no options.
     options_model: type[BaseModel] | str | None = None
+    #: True if the factory only reads its options' fields as attributes
+    #: (``options.path``): then the CLI's start-up cache may hand it an
+    #: :class:`OptionsSnapshot` of the validated options (the same names and
+    #: values) instead of the model, sparing ``enqueue`` and ``status`` the
+    #: import of pydantic (~80 ms) when the YAML gives options.
+    snapshot_options: bool = False
     #: Filled in by the plugin manager: the distribution that registered it.
     distribution: str | None = None
 

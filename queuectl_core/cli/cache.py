@@ -1,7 +1,8 @@
 """The CLI's start-up cache: ``$QUEUECTL_HOME/cache/startup.json``, what
 the full CLI learnt the last time it loaded the plugins (the selected
-backend's factory, the YAML ``defaults``, whether any plugin listens to job
-events), and the App seeded with it (see ``startup.py``)."""
+backend's factory and, if it takes them as a snapshot, its validated
+options, the YAML ``defaults``, whether any plugin listens to job events),
+and the App seeded with it (see ``startup.py``)."""
 
 from __future__ import annotations
 
@@ -44,17 +45,35 @@ def seeded_app() -> App | None:
     if backend != cache.get("backend") or not isinstance(cache.get("factory"), str):
         return None
     from ..app import App
-    from ..registry import BackendSpec
+    from ..registry import BackendSpec, OptionsSnapshot
 
+    options = cache.get("options")
     spec = BackendSpec(name=backend, factory=cache["factory"],
                        distribution=cache.get("distribution"))
     config = AppConfig(home=home, config_path=config_path, backend=backend, text=text,
                        defaults=dict(cache.get("defaults") or {}),
                        backend_options={spec.name: {}})
-    return App(config, backend=spec, listeners=bool(cache.get("listeners")))
+    return App(config, backend=spec, listeners=bool(cache.get("listeners")),
+               backend_options=OptionsSnapshot(options) if isinstance(options, dict) else None)
 
 
 # ------------------------------------------------------------------ the cache
+
+def _snapshot(app: App) -> dict[str, Any] | None:
+    """The backend's validated options, by field name, if its factory takes
+    a snapshot of them (``snapshot_options``) and they are plain JSON."""
+    from ..app import validated_options
+
+    spec = app.backend
+    if not spec.snapshot_options:
+        return None
+    model = validated_options(spec, app.config.backend_options(spec.name),
+                              f"backend {spec.name!r}", app.config)
+    values: dict[str, Any] = model.model_dump()
+    if json.loads(json.dumps(values)) != values:
+        return None
+    return values
+
 
 def cache_path(home: str) -> str:
     return os.path.join(home, "cache", CACHE_FILE)
@@ -91,14 +110,16 @@ def _remember(app: App) -> None:
     file = config.file
     spec = app.backend
     factory = spec.factory_path()
-    if config.backend_options(spec.name):
-        factory = None  # options need their pydantic model: the full CLI
+    options = _snapshot(app) if config.backend_options(spec.name) else None
+    if config.backend_options(spec.name) and options is None:
+        factory = None  # options only as their pydantic model: the full CLI
     data = {
         "key": environment_key(),
         "config": [config.config_file, config.text if config.config_file is not None else None],
         "file_backend": file.backend if file is not None else None,
         "backend": config.backend,
         "factory": factory,
+        "options": options,
         "distribution": spec.distribution,
         "defaults": config.defaults,
         "listeners": app.plugins.has_event_listeners(),

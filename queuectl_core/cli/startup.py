@@ -14,9 +14,12 @@ anything else it is asked for (plugins, options) the usual way.
 The cache is used only while it matches: the same Python and installed
 distributions (every ``sys.path`` directory's modification time), the same
 ``QUEUECTL_DISABLE_PLUGINS``, the same config file (path and whole text), the
-same backend choice, and a backend without YAML options (their pydantic
-model would cost more than the call). A stale or damaged cache costs time,
-never correctness. ``QUEUECTL_STARTUP_CACHE=0`` turns it off.
+same backend choice. A backend given options in the YAML takes the cached
+call only if its factory accepts them as an ``OptionsSnapshot`` (the
+validated values, remembered with the config text; ``snapshot_options`` in
+its record): their pydantic model would cost more than the call. A stale or
+damaged cache costs time, never correctness. ``QUEUECTL_STARTUP_CACHE=0``
+turns it off.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ click and pluggy.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -51,8 +52,8 @@ def stderr_of(result: subprocess.CompletedProcess[str], home: Path) -> str:
                    if not line.startswith(DEBUG)).replace(str(home), "HOME")
 
 
-def rows(home: Path) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(home / "queue.db")
+def rows(home: Path, db: str = "queue.db") -> list[dict[str, Any]]:
+    conn = sqlite3.connect(home / db)
     conn.row_factory = sqlite3.Row
     try:
         return [dict(r) for r in conn.execute("SELECT * FROM jobs ORDER BY seq")]
@@ -202,14 +203,29 @@ def test_yaml_defaults_apply_and_a_changed_file_is_read_again(
     assert broken.returncode == 2 and "not valid YAML" in broken.stderr
 
 
-def test_backend_options_and_another_backend_go_the_full_way(
-        homes: tuple[Path, Path]) -> None:
+def test_backend_options_are_replayed_from_the_cache(homes: tuple[Path, Path]) -> None:
+    """SQLite takes a snapshot of its validated options: after one full call
+    that reads the file, cached calls open the store the options name."""
     for home in homes:
-        (home / "queuectl.yaml").write_text("backends:\n  sqlite:\n    synchronous: normal\n")
+        (home / "queuectl.yaml").write_text(
+            "backends:\n  sqlite:\n    path: other.db\n    synchronous: normal\n")
+    same(homes, "enqueue", '{"id": "o1", "command": "x"}', expect_cache=False)
+    same(homes, "enqueue", '{"id": "o2", "command": "x"}')
+    same(homes, "status")
+    cache = json.loads((homes[0] / "cache" / "startup.json").read_text())
+    assert cache["options"] == {"path": "other.db", "synchronous": "normal",
+                                "busy_timeout_ms": 30_000}
+    for home in homes:
+        assert [r["id"] for r in rows(home, "other.db")] == ["o1", "o2"]
+        assert [r["id"] for r in rows(home)] == ["taken"]
+    for home in homes:  # a bad option: the same error, and nothing cached
+        (home / "queuectl.yaml").write_text("backends:\n  sqlite:\n    busy_timeout_ms: 1\n")
     for _ in range(2):
-        same(homes, "enqueue", '{"command": "x"}', expect_cache=False)
-    for home in homes:
-        (home / "queuectl.yaml").unlink()
+        bad = same(homes, "status", expect_cache=False)
+        assert bad.returncode == 2 and "busy_timeout_ms" in bad.stderr
+
+
+def test_another_backend_is_cached_on_its_own(homes: tuple[Path, Path]) -> None:
     env = {"QUEUECTL_BACKEND": "json"}
     same(homes, "status", expect_cache=False, env=env)
     same(homes, "status", env=env)  # cached for the json backend now

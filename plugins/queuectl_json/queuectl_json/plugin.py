@@ -20,6 +20,7 @@ def queuectl_storage_backends() -> Iterable[BackendSpec]:
             name="json",
             factory="queuectl_json.store:open_store",
             options_model="queuectl_json.options:JsonOptions",
+            snapshot_options=True,  # open_store reads options.<field> only
             description="JSON files under QUEUECTL_HOME (journal + snapshot, one machine, "
                         "many workers)",
         )

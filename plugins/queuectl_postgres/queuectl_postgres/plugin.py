@@ -22,6 +22,7 @@ def queuectl_storage_backends() -> Iterable[BackendSpec]:
             name="postgres",
             factory="queuectl_postgres.store:open_store",
             options_model="queuectl_postgres.options:PostgresOptions",
+            snapshot_options=True,  # open_store reads options.<field> only
             description="PostgreSQL database (many machines share one queue; "
                         f"dsn option or {DSN_ENV})",
         )

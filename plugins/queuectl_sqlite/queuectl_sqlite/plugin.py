@@ -19,6 +19,7 @@ def queuectl_storage_backends() -> Iterable[BackendSpec]:
             name="sqlite",
             factory="queuectl_sqlite.store:open_store",
             options_model="queuectl_sqlite.options:SqliteOptions",
+            snapshot_options=True,  # open_store reads options.<field> only
             description="SQLite file under QUEUECTL_HOME (WAL, one machine, many workers)",
         )
     ]

@@ -50,11 +50,13 @@ def seeded_app() -> App | None:
     options = cache.get("options")
     spec = BackendSpec(name=backend, factory=cache["factory"],
                        distribution=cache.get("distribution"))
+    snapshot = OptionsSnapshot(options) if isinstance(options, dict) else None
     config = AppConfig(home=home, config_path=config_path, backend=backend, text=text,
                        defaults=dict(cache.get("defaults") or {}),
-                       backend_options={spec.name: {}})
+                       # The YAML gives this backend no options: no need to read it.
+                       backend_options=None if snapshot else {spec.name: {}})
     return App(config, backend=spec, listeners=bool(cache.get("listeners")),
-               backend_options=OptionsSnapshot(options) if isinstance(options, dict) else None)
+               backend_options=snapshot)
 
 
 # ------------------------------------------------------------------ the cache
@@ -64,7 +66,7 @@ def _snapshot(app: App) -> dict[str, Any] | None:
     a snapshot of them (``snapshot_options``) and they are plain JSON."""
     from ..app import validated_options
 
-    spec = app.backend
+    spec = app.plugins.backend(app.config.backend)
     if not spec.snapshot_options:
         return None
     model = validated_options(spec, app.config.backend_options(spec.name),
@@ -108,10 +110,11 @@ def _remember(app: App) -> None:
 
     config = app.config
     file = config.file
-    spec = app.backend
+    spec = app.plugins.backend(config.backend)  # not a record the cache seeded
     factory = spec.factory_path()
-    options = _snapshot(app) if config.backend_options(spec.name) else None
-    if config.backend_options(spec.name) and options is None:
+    given = bool(config.backend_options(spec.name))
+    options = _snapshot(app) if given else None
+    if given and options is None:
         factory = None  # options only as their pydantic model: the full CLI
     data = {
         "key": environment_key(),

@@ -6,6 +6,7 @@ commands that need them, so ``queuectl --help`` stays cheap.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -27,12 +28,24 @@ class State:
         self._app: App | None = None
 
     def app(self) -> App:
+        """The App of the global options; without any, the one the start-up
+        cache seeds when it holds (no pluggy, YAML or pydantic until a
+        command needs them), as ``enqueue`` and ``status`` get it."""
         if self._app is None:
             from ..app import App
             from ..config import resolve_config
 
-            self._app = App(resolve_config(home=self.home, config=self.config,
-                                           backend=self.backend))
+            mode = os.environ.get("QUEUECTL_STARTUP_CACHE", "1")
+            if self.home is None and self.config is None and self.backend is None \
+                    and mode != "0":
+                from .cache import seeded_app
+
+                self._app = seeded_app()
+                if mode == "debug" and self._app is not None:
+                    sys.stderr.write("queuectl: start-up cache: seeded the App\n")
+            if self._app is None:
+                self._app = App(resolve_config(home=self.home, config=self.config,
+                                               backend=self.backend))
         return self._app
 
     def child_global_args(self) -> list[str]:

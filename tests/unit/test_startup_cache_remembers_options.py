@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ConfigDict
 
+from queuectl_core import hookimpl
 from queuectl_core.app import App
 from queuectl_core.cli import cache
 from queuectl_core.config import resolve_config
@@ -29,20 +30,32 @@ def open_memory(options: Any, context: PluginContext) -> MemoryStorage:
     return MemoryStorage()
 
 
+class Registers:
+    """A plugin that registers one backend record."""
+
+    def __init__(self, spec: BackendSpec) -> None:
+        self.spec = spec
+
+    @hookimpl
+    def queuectl_storage_backends(self) -> list[BackendSpec]:
+        return [self.spec]
+
+
 def remembered(tmp_path: Path, spec: BackendSpec) -> dict[str, Any]:
     (tmp_path / "queuectl.yaml").write_text(
         "backend: mem\nbackends:\n  mem:\n    size: 3\n")
     config = resolve_config(home=str(tmp_path), config=None, backend=None)
     plugins = build_plugins(entry_points=False)
-    app = App(config, plugins, backend=spec, listeners=False)
+    plugins.register(Registers(spec), "mem", distribution="test")
+    app = App(config, plugins)
+    assert app.backend.name == "mem"
     cache.remember(app)
     data: dict[str, Any] = json.loads((tmp_path / "cache" / cache.CACHE_FILE).read_text())
     return data
 
 
 def spec(**fields: Any) -> BackendSpec:
-    return BackendSpec(name="mem", factory=open_memory, options_model=Options,
-                       distribution="test", **fields)
+    return BackendSpec(name="mem", factory=open_memory, options_model=Options, **fields)
 
 
 def test_a_snapshot_is_remembered_when_the_backend_takes_one(tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ import circles (lazy imports inside functions included).
 Prints the figures and exits 1 if a rule is broken:
 - the ``Storage`` seam has at most MAX_REQUIRED abstract (required) methods;
 - no source module (tests excluded) has more than MAX_LINES non-blank lines;
-- no two modules of queuectl_core or of a bundled plugin import each other,
+- no two modules of queuectl_core, of a bundled plugin or of an example
+  plugin import each other,
   directly or through others.
 """
 
@@ -20,8 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 MAX_REQUIRED = 13
 MAX_LINES = 500
-PACKAGES = [ROOT / "queuectl_core", *sorted(p for p in (ROOT / "plugins").glob("*/queuectl_*")
-                                            if p.is_dir())]
+PACKAGES = [ROOT / "queuectl_core",
+            *sorted(p for p in (ROOT / "plugins").glob("*/queuectl_*") if p.is_dir()),
+            *sorted(p for p in (ROOT / "examples").glob("*/queuectl_*") if p.is_dir())]
 
 
 def sources() -> dict[str, Path]:
@@ -136,6 +138,8 @@ def main() -> int:
              for name, path in modules.items()}
     memory = sizes.get("queuectl_core.testing.memory", 0)
     print(f"in-memory reference store: {memory} non-blank lines")
+    redis = sum(size for name, size in sizes.items() if name.startswith("queuectl_redis"))
+    print(f"example Redis backend (examples/queuectl-redis): {redis} non-blank lines")
     largest = sorted(sizes.items(), key=lambda item: -item[1])
     shown = largest if args.verbose else largest[:8]
     print(f"modules: {len(modules)}; largest (non-blank lines, at most {MAX_LINES}):")

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Run queuectl's checks from a fresh checkout: creates .venv if missing,
-# installs queuectl and every bundled plugin (editable) with the test tools,
-# then runs ruff, the structure check, mypy and pytest. Extra arguments go to
-# pytest.
+# installs queuectl, every bundled plugin and the example plugins (editable)
+# with the test tools, then runs ruff, the structure check, mypy and pytest.
+# Extra arguments go to pytest.
 #
 # pytest runs in QUEUECTL_TEST_JOBS parallel processes (pytest-xdist; 0 =
 # serial). Default: two more than the CPUs (most tests wait on real
@@ -16,7 +16,7 @@ if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
 plugins=()
-for dir in plugins/*/; do
+for dir in plugins/*/ examples/queuectl-*/; do  # the examples are tested too
     plugins+=(-e "$dir")
 done
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]' "${plugins[@]}"

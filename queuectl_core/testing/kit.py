@@ -4,6 +4,8 @@ the base class with the fixtures (see :mod:`queuectl_core.testing.conformance`).
 from __future__ import annotations
 
 import multiprocessing
+import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +27,27 @@ def new_job(job_id: str, *, priority: int = 0, run_at: int = T0, created_at: int
     return Job.new(id=job_id, command=command or f"echo {job_id}", max_retries=max_retries,
                    priority=priority, run_at=run_at, created_at=created_at, queue=queue,
                    **extra)  # type: ignore[arg-type]
+
+
+def claim_problems(jobs: list[str], claimed: list[str]) -> str:
+    """What went wrong when ``claimed`` (every claim made, in any order)
+    should take each of ``jobs`` exactly once: the ids claimed twice or
+    more, those never claimed and those that are no job; "" if nothing."""
+    seen = Counter(claimed)
+    parts = []
+    if twice := sorted(j for j, n in seen.items() if n > 1):
+        parts.append(f"{len(twice)} claimed more than once ({_some(twice, seen)})")
+    if lost := [j for j in jobs if j not in seen]:
+        parts.append(f"{len(lost)} never claimed ({_some(lost)})")
+    known = set(jobs)
+    if strange := sorted(j for j in seen if j not in known):
+        parts.append(f"{len(strange)} claims of no such job ({_some(strange)})")
+    return "; ".join(parts)
+
+
+def _some(ids: list[str], times: Counter[str] | None = None) -> str:
+    shown = [f"{i} x{times[i]}" if times else i for i in ids[:10]]
+    return ", ".join(shown) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
 
 
 def _record_one(store: Ledger, claim: Claim, result: ExecResult, now: int, *,
@@ -54,17 +77,32 @@ class KitBase:
 
     supports_processes = True
     persistent = True
+    #: A name unique to the running test (and to this run of the suite),
+    #: set before the store is opened: what a server-backed store keys its
+    #: data by (a key prefix, a schema), so that tests never see each
+    #: other's jobs nor an earlier run's. Letters, digits and ``_`` only.
+    namespace = ""
 
     def open_storage(self, home: Path) -> Storage:
-        """Open (creating if needed) the store kept under ``home``. Called
-        once per test and again to check persistence or from child
-        processes; every call with the same ``home`` must see the same
-        data (unless ``persistent`` is False)."""
+        """Open (creating if needed) the store kept under ``home`` (a new
+        temporary directory per test) or, for a store on a server, under
+        ``self.namespace``. Called once per test and again to check
+        persistence or from child processes; every call in one test must
+        see the same data (unless ``persistent`` is False)."""
         raise NotImplementedError
 
+    def drop_storage(self, home: Path) -> None:
+        """Delete what the test stored, after its stores are closed (even
+        when it failed). Override for a store on a server (drop the
+        namespace's keys, schema or tables); files under ``home`` are
+        pytest's to clean."""
+
     @pytest.fixture
-    def home(self, tmp_path: Path) -> Path:
-        return tmp_path
+    def home(self, tmp_path: Path) -> Iterator[Path]:
+        self.namespace = f"qk_{uuid.uuid4().hex[:20]}"
+        yield tmp_path
+        # Fixtures that need ``home`` (the store) are closed before this.
+        self.drop_storage(tmp_path)
 
     @pytest.fixture
     def store(self, home: Path) -> Iterator[Ledger]:

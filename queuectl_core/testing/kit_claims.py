@@ -11,16 +11,31 @@ from ..errors import InvalidStateError, JobNotFoundError
 from ..ledger import Ledger
 from ..models import ExecResult, JobState, Outcome
 from ..transitions import CANCELLED_ERROR
-from .kit import BOOM, LEASE, OK, T0, KitBase, _claim_in_child, _record_one, new_job
+from .kit import (
+    BOOM,
+    LEASE,
+    OK,
+    T0,
+    KitBase,
+    _claim_in_child,
+    _record_one,
+    claim_problems,
+    new_job,
+)
 
 
 class ClaimPromises(KitBase):
     # ------------------------------------------------------------ claim order
     def test_claim_order_priority_then_fifo(self, store: Ledger) -> None:
-        store.enqueue([new_job("low1"), new_job("high1", priority=10), new_job("low2"),
-                       new_job("high2", priority=10), new_job("neg", priority=-1)])
-        order = [self.claim(store).job.id for _ in range(5)]
-        assert order == ["high1", "high2", "low1", "low2", "neg"]
+        """Ids sort against enqueue order, and every job has the same
+        ``created_at`` and ``run_at``: only the enqueue order can break the
+        ties (not the id, nor a clock)."""
+        store.enqueue([new_job("z-low"), new_job("y-high", priority=10), new_job("b-low"),
+                       new_job("a-high", priority=10), new_job("0-neg", priority=-1),
+                       new_job("m-low")])
+        order = [self.claim(store).job.id for _ in range(6)]
+        assert order == ["y-high", "a-high", "z-low", "b-low", "m-low", "0-neg"], (
+            "claim order: priority, then run_at, then enqueue order")
         assert store.claim("w1", T0, LEASE) is None
 
     def test_claim_respects_run_at(self, store: Ledger) -> None:
@@ -32,8 +47,8 @@ class ClaimPromises(KitBase):
         assert store.next_run_at() is None
 
     def test_earlier_run_at_first_among_equal_priority(self, store: Ledger) -> None:
-        store.enqueue([new_job("b", run_at=T0 - 10), new_job("a", run_at=T0 - 20)])
-        assert self.claim(store).job.id == "a"
+        store.enqueue([new_job("a", run_at=T0 - 10), new_job("b", run_at=T0 - 20)])
+        assert self.claim(store).job.id == "b", "the earlier run_at, not the first id"
 
     def test_claim_counts_attempt_and_opens_it(self, store: Ledger) -> None:
         store.enqueue([new_job("a")])
@@ -63,11 +78,14 @@ class ClaimPromises(KitBase):
             claimed.extend(queue.get(timeout=120))
         for p in procs:
             p.join(timeout=30)
-            assert p.exitcode == 0
-        assert len(claimed) == total, "every job claimed"
-        assert len(set(claimed)) == total, "no job claimed twice"
-        for job in store.list_jobs():
-            assert job.attempts == 1 and job.state is JobState.PROCESSING
+        exits = [p.exitcode for p in procs]
+        assert exits == [0] * len(procs), f"claiming processes exited with {exits}"
+        problems = claim_problems([f"j{i:04d}" for i in range(total)], claimed)
+        assert not problems, f"{len(claimed)} claims from 6 processes: {problems}"
+        wrong = [(job.id, job.state.value, job.attempts) for job in store.list_jobs()
+                 if job.attempts != 1 or job.state is not JobState.PROCESSING]
+        assert not wrong, (f"{len(wrong)} job(s) not processing with one attempt "
+                           f"(id, state, attempts): {wrong[:10]}")
 
     # ------------------------------------------------------------ outcomes
     def test_complete(self, store: Ledger) -> None:
@@ -191,7 +209,7 @@ class ClaimPromises(KitBase):
     def test_record_and_claim_records_in_order_then_claims(self, store: Ledger) -> None:
         store.enqueue([new_job("a", priority=5), new_job("r", priority=4),
                        new_job("d", priority=3, max_retries=0), new_job("x", priority=2),
-                       new_job("n1", priority=1), new_job("n2"), new_job("n3")])
+                       new_job("n3", priority=1), new_job("n2"), new_job("n1")])
         a, r, d, x = (self.claim(store, worker="w3") for _ in range(4))
         store.cancel("x", T0 + 5)
         dones, claims = store.record_and_claim(
@@ -213,7 +231,7 @@ class ClaimPromises(KitBase):
         # started_at (when the command started): recorded or left at the
         # claim's time, never anything else.
         assert store.attempts("a")[0].started_at in (T0, T0 + 1)
-        assert [c.job.id for c in claims] == ["n1", "n2"], "claim order, at most limit"
+        assert [c.job.id for c in claims] == ["n3", "n2"], "claim order, at most limit"
         for c in claims:
             job = store.get(c.job.id)
             assert job is not None and job.state is JobState.PROCESSING
@@ -221,7 +239,7 @@ class ClaimPromises(KitBase):
         # Claims only, and fewer than asked when fewer are due.
         nothing, last = store.record_and_claim([], T0 + 20, worker_id="w3", lease_ms=LEASE,
                                                limit=5)
-        assert nothing == [] and [c.job.id for c in last] == ["n3"]
+        assert nothing == [] and [c.job.id for c in last] == ["n1"]
         # Results only.
         dones, none = store.record_and_claim([Outcome(c, OK) for c in [*claims, *last]],
                                              T0 + 30, worker_id="w3", lease_ms=LEASE, limit=0)

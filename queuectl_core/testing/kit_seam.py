@@ -90,7 +90,8 @@ class SeamPromises(KitBase):
         assert all(j.state is JobState.PENDING for j in raw.list_jobs())
 
     def test_claims_by_one_caller_never_overlap(self, raw: Storage) -> None:
-        raw.insert([(new_job(f"j{i}"), ()) for i in range(7)])
+        ids = [f"j{9 - i}" for i in range(7)]  # enqueue order against id order
+        raw.insert([(new_job(i), ()) for i in ids])
         taken = [c.job.id for n in (1, 3, 2, 5) for c in raw.claim("w", T0, LEASE, None, n)]
-        assert taken == [f"j{i}" for i in range(7)], "claim order, each job once"
+        assert taken == ids, "claim order (enqueue order here), each job once"
         assert raw.claim("w", T0, LEASE, None, 3) == []

@@ -1,11 +1,7 @@
-"""The PostgreSQL store against the backend conformance suite. Each test
-gets a schema of its own (derived from its ``home``), dropped afterwards."""
+"""The PostgreSQL store against the backend conformance suite."""
 
 from __future__ import annotations
 
-import hashlib
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -16,22 +12,19 @@ from queuectl_core.testing import StorageConformance
 from queuectl_postgres.store import PostgresStorage
 
 
-def schema_for(home: Path) -> str:
-    """Stable for one test (its reopenings and child processes see the same
-    data), different between tests."""
-    return "qt_" + hashlib.sha256(os.fsencode(home)).hexdigest()[:20]
-
-
 class TestPostgresConformance(StorageConformance):
+    """Each test works in a schema named after ``self.namespace`` (unique to
+    the test and the run), dropped by ``drop_storage``."""
+
     dsn = ""
 
-    @pytest.fixture
-    def home(self, tmp_path: Path, pg_dsn: str,
-             pg_admin: psycopg.Connection[tuple[object, ...]]) -> Iterator[Path]:
+    @pytest.fixture(autouse=True)
+    def _server(self, pg_dsn: str, pg_admin: psycopg.Connection[tuple[object, ...]]) -> None:
         self.dsn = pg_dsn
-        yield tmp_path
-        # The store fixture (which needs home) is closed before this runs.
-        pg_admin.execute(f'DROP SCHEMA IF EXISTS "{schema_for(tmp_path)}" CASCADE')
+        self.admin = pg_admin
 
     def open_storage(self, home: Path) -> Storage:
-        return PostgresStorage(self.dsn, schema=schema_for(home))
+        return PostgresStorage(self.dsn, schema=self.namespace)
+
+    def drop_storage(self, home: Path) -> None:
+        self.admin.execute(f'DROP SCHEMA IF EXISTS "{self.namespace}" CASCADE')

@@ -1,6 +1,12 @@
-"""The shell executor: each attempt runs ``<shell> -c <command>`` in a new
-session (so it is its own process group), in the job's directory, with stdin
-from /dev/null and stdout/stderr going to pipes.
+"""Executors that run each attempt as a local process group.
+
+:class:`ProcessExecutor` is the base that does the hard part: each attempt
+runs in a new session (so it is its own process group, killed as a whole on
+a timeout, a cancel or a stop), with stdin from /dev/null, the job's
+environment, and stdout/stderr going to pipes. A subclass only says how to
+turn a job into a command (:meth:`ProcessExecutor.command_for`: argv, extra
+environment, directory). :class:`ShellExecutor`, the default executor, runs
+``<shell> -c <command>``.
 
 The execution copies both pipes to ``attempt-<N>.out`` / ``attempt-<N>.err``
 (see :mod:`queuectl_core.joblogs`) as the command runs, without threads
@@ -30,9 +36,10 @@ from queuectl_core.joblogs import (
     attempt_path,
 )
 from queuectl_core.models import ExecResult, Job
+from queuectl_core.records import Record, field
 from queuectl_core.timeutil import shown
 
-from .options import ShellOptions
+from .options import ProcessOptions, ShellOptions
 from .output import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, _Output, exit_error
 from .process import _Child, _group_running, _inheritable_fds, _signal_group, _signal_text, _Spawned
 
@@ -68,11 +75,23 @@ class FinishedExecution(Execution):
         return self._result
 
 
-class ShellExecution(Execution):
-    """One running ``<shell> -c <command>``; its pid is also its pgid."""
+class Command(Record, kw_only=True):
+    """How one attempt runs (:meth:`ProcessExecutor.command_for`)."""
+
+    #: The program and its arguments; ``argv[0]`` is looked up on PATH.
+    argv: list[str]
+    #: Variables set on top of the job's environment (the worker's, the
+    #: job's ``env``, ``QUEUECTL_JOB_ID``, ``QUEUECTL_ATTEMPT``, ``QUEUECTL_QUEUE``).
+    env: dict[str, str] = field(default_factory=dict)
+    #: Where it runs; None: the job's ``cwd`` (the worker's directory if unset).
+    cwd: str | None = None
+
+
+class ProcessExecution(Execution):
+    """One running command; its pid is also its pgid."""
 
     def __init__(self, proc: _Child, out: tuple[int, _Output],
-                 err: tuple[int, _Output], options: ShellOptions, tail_bytes: int) -> None:
+                 err: tuple[int, _Output], options: ProcessOptions, tail_bytes: int) -> None:
         self.pgid = self._pgid = proc.pid
         self._proc = proc
         self._options = options
@@ -264,17 +283,18 @@ class _Ready(Prepared):
         return self._execution
 
 
-class _ShellPrepared(Prepared):
-    """A shell command ready to spawn: its pipes are open, argv and
-    environment built."""
+class _ProcessPrepared(Prepared):
+    """A command ready to spawn: its pipes are open, argv, environment and
+    directory settled."""
 
-    def __init__(self, executor: ShellExecutor, job: Job, argv: list[str],
-                 env: dict[bytes, bytes], out: tuple[int, _Output, int],
+    def __init__(self, executor: ProcessExecutor, job: Job, argv: list[str],
+                 env: dict[bytes, bytes], cwd: str | None, out: tuple[int, _Output, int],
                  err: tuple[int, _Output, int], tail_bytes: int) -> None:
         self._shell = executor
         self.job = job
         self._argv = argv
         self._env = env
+        self._cwd = cwd
         self._out = out
         self._err = err
         self._tail_bytes = tail_bytes
@@ -290,11 +310,12 @@ class _ShellPrepared(Prepared):
         shell = self._shell
         (out_r, out, out_w), (err_r, err, err_w) = self._out, self._err
         try:
-            proc = shell._spawn(self._argv, self.job.cwd, self._env, shell._stdin(), out_w,
+            proc = shell._spawn(self._argv, self._cwd, self._env, shell._stdin(), out_w,
                                 err_w)
         except (OSError, ValueError) as exc:
             self._close_pipes()
-            return shell._not_started(self.job, exc, out, err, self._tail_bytes)
+            return shell._not_started(self._argv[0], self._cwd, exc, out, err,
+                                      self._tail_bytes)
         except BaseException:
             self._close_pipes()
             out.close()
@@ -302,7 +323,8 @@ class _ShellPrepared(Prepared):
             raise
         os.close(out_w)
         os.close(err_w)
-        return ShellExecution(proc, (out_r, out), (err_r, err), shell.options, self._tail_bytes)
+        return ProcessExecution(proc, (out_r, out), (err_r, err), shell.options,
+                                self._tail_bytes)
 
     def discard(self) -> None:
         if not self._used:
@@ -318,11 +340,21 @@ class _ShellPrepared(Prepared):
                 self.discard()
 
 
-class ShellExecutor(Executor):
-    """Starts one ``<shell> -c <command>`` process group per attempt."""
+class ProcessExecutor(Executor):
+    """Starts one local process group per attempt, running the command that
+    :meth:`command_for` makes of the job. A subclass overrides that method
+    (and usually ``options_model`` and ``label``); everything else, from the
+    process group, its timeout and kill, to the capped per-attempt logs, the
+    tails and the environment, is done here, as for the shell executor."""
 
-    def __init__(self, options: ShellOptions | None = None) -> None:
-        self.options = options or ShellOptions()
+    #: The options this executor takes (its ``ExecutorSpec.options_model``
+    #: should be the same model, or a subclass of ``ProcessOptions``).
+    options_model: type[ProcessOptions] = ProcessOptions
+    #: What ``argv[0]`` is, in messages: "program not found: 'nice': ...".
+    label = "program"
+
+    def __init__(self, options: ProcessOptions | None = None) -> None:
+        self.options = options or self.options_model()
         self._devnull = -1
         #: The worker's own directory (see _spawn).
         self._here = -1
@@ -374,6 +406,13 @@ class ShellExecutor(Executor):
                 os.fchdir(self._here)
         return _Spawned(pid)
 
+    def command_for(self, job: Job, attempt: int) -> Command:
+        """The command for attempt number ``attempt`` of ``job``: override.
+        Called in the worker, before the attempt starts (a busy worker calls
+        it for its next job while the current one runs); raising fails the
+        attempt with the exception as its error."""
+        raise NotImplementedError(f"{type(self).__name__} must define command_for()")
+
     @staticmethod
     def _environment(job: Job, attempt: int) -> dict[bytes, bytes]:
         # bytes: no decoding and re-encoding of each entry. os.environb keeps
@@ -400,13 +439,22 @@ class ShellExecutor(Executor):
         are settled at the start itself). A subclass that overrides
         :meth:`start` keeps it: its attempts are prepared the default way,
         which calls that ``start``."""
-        if type(self).start is not ShellExecutor.start:
+        if type(self).start is not ProcessExecutor.start:
             return super().prepare(job, attempt=attempt, log_dir=log_dir,
                                    output_max_bytes=output_max_bytes, tail_bytes=tail_bytes)
         return self._prepare(job, attempt, log_dir, output_max_bytes, tail_bytes)
 
     def _prepare(self, job: Job, attempt: int, log_dir: Path, output_max_bytes: int,
                  tail_bytes: int) -> Prepared:
+        try:
+            command = self.command_for(job, attempt)
+        except Exception as exc:
+            return _Ready(FinishedExecution(ExecResult(
+                error=f"{type(self).__name__}.command_for failed: {exc!r}")), job)
+        env = self._environment(job, attempt)
+        for key, value in command.env.items():
+            env[os.fsencode(key)] = os.fsencode(value)
+        cwd = command.cwd if command.cwd is not None else job.cwd
         out = _Output(attempt_path(log_dir, attempt, "out"), output_max_bytes, tail_bytes)
         err = _Output(attempt_path(log_dir, attempt, "err"), output_max_bytes,
                       max(tail_bytes, self.options.stderr_tail_bytes))
@@ -423,27 +471,25 @@ class ShellExecutor(Executor):
             err.close()
             return _Ready(FinishedExecution(
                 ExecResult(error=f"cannot create output pipes: {exc}")), job)
-        return _ShellPrepared(self, job, [self.options.shell, "-c", job.command],
-                              self._environment(job, attempt), (out_r, out, out_w),
-                              (err_r, err, err_w), tail_bytes)
+        return _ProcessPrepared(self, job, list(command.argv), env, cwd, (out_r, out, out_w),
+                                (err_r, err, err_w), tail_bytes)
 
-    def _not_started(self, job: Job, exc: Exception, out: _Output, err: _Output,
-                     tail_bytes: int) -> FinishedExecution:
-        """The attempt's result when the shell could not be started: the
+    def _not_started(self, program: str, cwd: str | None, exc: Exception, out: _Output,
+                     err: _Output, tail_bytes: int) -> FinishedExecution:
+        """The attempt's result when the command could not be started: the
         message also goes to the attempt's .err file."""
-        shell = self.options.shell
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         code: int | None
-        if (isinstance(exc, OSError) and job.cwd is not None and exc.filename == job.cwd
-                and (job.cwd != shell or not os.path.isdir(job.cwd))):
+        if (isinstance(exc, OSError) and cwd is not None and exc.filename == cwd
+                and (cwd != program or not os.path.isdir(cwd))):
             # Popen names the directory when chdir() failed in the child.
-            code, message = None, f"cannot run in {shown(job.cwd)}: {detail}"
+            code, message = None, f"cannot run in {shown(cwd)}: {detail}"
         else:
             if isinstance(exc, FileNotFoundError):
-                code, what = EXIT_NOT_FOUND, "shell not found"
+                code, what = EXIT_NOT_FOUND, f"{self.label} not found"
             else:
-                code, what = EXIT_CANNOT_EXECUTE, "cannot run the shell"
-            message = f"{what}: {shell!r}: {detail} (exit {code})"
+                code, what = EXIT_CANNOT_EXECUTE, f"cannot run the {self.label}"
+            message = f"{what}: {program!r}: {detail} (exit {code})"
         err.feed(memoryview(f"queuectl-shell: {message}\n".encode()))
         out.close()
         err.close()
@@ -452,3 +498,19 @@ class ShellExecutor(Executor):
             stdout_tail=out.tail(tail_bytes) if tail_bytes else None,
             stderr_tail=err.tail(tail_bytes) if tail_bytes else None,
         ))
+
+
+class ShellExecutor(ProcessExecutor):
+    """The default executor: ``<shell> -c <command>``, one process group per
+    attempt."""
+
+    options_model = ShellOptions
+    label = "shell"
+    options: ShellOptions
+
+    def command_for(self, job: Job, attempt: int) -> Command:
+        return Command(argv=[self.options.shell, "-c", job.command])
+
+
+#: The name this class had before ProcessExecutor was split out of it.
+ShellExecution = ProcessExecution

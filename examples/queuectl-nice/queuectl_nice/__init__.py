@@ -1,0 +1,1 @@
+"""An example executor: commands run under ``nice`` and ``ionice``."""

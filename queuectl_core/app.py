@@ -143,16 +143,28 @@ class App:
         """The configured backoff policy, or the one called ``name`` (a job's
         own choice; it gets the YAML options only if it is the configured
         one)."""
-        from .limits import DEFAULT_POLICY
-
+        spec, configured = self._policy_spec(name)
         file = self.config.file
-        configured = file.retry.policy if file is not None else DEFAULT_POLICY
-        spec = self.plugins.backoff_policy(name or configured)
         raw = file.retry.options if file is not None and spec.name == configured else {}
         what = f"backoff policy {spec.name!r}"
         options = validated_options(spec, raw, what, self.config)
         policy: BackoffPolicy = _built(spec, what, options, self.context)
         return policy
+
+    def _policy_spec(self, name: str | None) -> tuple[BackoffPolicySpec, str]:
+        """The record of the policy called ``name`` (None: the configured
+        one), and the configured one's name."""
+        from .limits import DEFAULT_POLICY
+
+        file = self.config.file
+        configured = file.retry.policy if file is not None else DEFAULT_POLICY
+        return self.plugins.backoff_policy(name or configured), configured
+
+    def backoff_policy_label(self, name: str | None = None) -> str:
+        """``retry policy 'NAME' (from DIST VERSION)``: the configured policy,
+        or the one called ``name``, for messages."""
+        spec, _ = self._policy_spec(name)
+        return f"retry policy {spec.name!r} (from {self.plugins.origin(spec)})"
 
     def close(self) -> None:
         if "ledger" in self.__dict__:

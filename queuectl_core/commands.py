@@ -112,7 +112,8 @@ def _check_policies(app: App, specs: list[Spec]) -> None:
     """A job's ``retry.policy`` must name an installed backoff policy."""
     from .registry import normalize_name
 
-    names = app.plugins.backoff_policies()
+    plugins = app.plugins
+    names = plugins.backoff_policies()
     for where, spec in specs:
         policy = (spec.get("retry") or {}).get("policy")
         if policy is None:
@@ -122,9 +123,9 @@ def _check_policies(app: App, specs: list[Spec]) -> None:
         except ValueError:
             key = policy
         if key not in names:
-            choices = ", ".join(sorted(names)) or "none installed"
-            raise UsageError(f"{where}invalid job: retry.policy: unknown backoff policy "
-                             f"{policy!r}; choose one of: {choices}")
+            why = plugins.missing(names, policy, "backoff policy", "queuectl_backoff_policies",
+                                  hint=False)
+            raise UsageError(f"{where}invalid job: retry.policy: {why}")
 
 
 def enqueue(app: App, specs: list[Spec], *, as_json: bool) -> None:

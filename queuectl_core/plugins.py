@@ -1,17 +1,20 @@
 """Plugin discovery and the typed facade over pluggy's hook relay.
 
 Built once per command that needs it (never at import time). Entry points in
-the ``queuectl`` group are loaded one by one: one that fails to import is
-reported by name and skipped. ``QUEUECTL_DISABLE_PLUGINS=a,b`` skips entry
-points by name.
+the ``queuectl`` group are loaded one by one. A broken plugin never stops the
+others: one that fails to import, or whose registration hook raises or returns
+something other than its kind of records, is skipped (for a hook: what that
+hook returned), kept in :attr:`Plugins.failures` and named on stderr as
+``plugin 'NAME' (from DIST VERSION) failed ...``; selecting a record it may
+have provided says so (:meth:`Plugins.missing`). ``QUEUECTL_DISABLE_PLUGINS=a,b``
+skips entry points by name.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,6 +24,7 @@ import pluggy
 from . import PROJECT_NAME, hookspecs
 from .errors import PluginError
 from .models import Attempt, Job
+from .records import Record
 from .registry import BackendSpec, BackoffPolicySpec, ExecutorSpec, normalize_name
 
 R = TypeVar("R", BackendSpec, ExecutorSpec, BackoffPolicySpec)
@@ -28,11 +32,23 @@ R = TypeVar("R", BackendSpec, ExecutorSpec, BackoffPolicySpec)
 
 @dataclass(frozen=True)
 class PluginFailure:
-    """An entry point that could not be loaded."""
+    """A plugin that could not be loaded (``hook`` None), or one of whose
+    registration hooks raised or returned something other than records
+    (``hook``: that hook's name; what it returned is skipped)."""
 
     name: str
     distribution: str
     error: str
+    version: str = "?"
+    hook: str | None = None
+
+    @property
+    def message(self) -> str:
+        """``plugin 'NAME' (from DIST VERSION) failed to load: ERROR``, or
+        ``... failed in HOOK: ERROR``."""
+        where = "to load" if self.hook is None else f"in {self.hook}"
+        origin = _dist_version(self.distribution, self.version)
+        return f"plugin {self.name!r} (from {origin}) failed {where}: {self.error}"
 
 
 @dataclass
@@ -45,8 +61,50 @@ class LoadedPlugin:
     provides: list[str] = field(default_factory=list)
 
 
+def _dist_version(distribution: str, version: str) -> str:
+    """``DIST VERSION``, or ``DIST`` for a plugin registered in-process."""
+    return distribution if version in ("", "-", "?") else f"{distribution} {version}"
+
+
+def _key(name: str) -> str:
+    """``name`` as records and entry points are compared."""
+    try:
+        return normalize_name(name)
+    except ValueError:
+        return name
+
+
 def _warn(message: str) -> None:
     print(f"queuectl: warning: {message}", file=sys.stderr)
+
+
+def error_text(exc: BaseException) -> str:
+    """``TypeName: message`` on one line (a SyntaxError's too)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _a(type_name: str) -> str:
+    return f"an {type_name}" if type_name[:1].lower() in "aeiou" else f"a {type_name}"
+
+
+class NotRecords(TypeError):
+    """A registration hook returned something other than records."""
+
+
+def _records(result: Any, record_type: type[Any]) -> list[Any]:
+    """What a registration hook returned, as a list of ``record_type``
+    records; :class:`NotRecords` saying what it returned otherwise."""
+    if result is None:
+        return []
+    wanted = record_type.__name__
+    if isinstance(result, str | bytes | Mapping | Record) or not isinstance(result, Iterable):
+        raise NotRecords(f"returned {_a(type(result).__name__)}, not a list of {wanted} records")
+    items = list(result)
+    for item in items:
+        if not isinstance(item, record_type):
+            raise NotRecords(f"returned {_a(type(item).__name__)}, not {_a(wanted)}")
+    return items
 
 
 class Plugins:
@@ -56,7 +114,10 @@ class Plugins:
         self.pm = pm
         self.loaded: list[LoadedPlugin] = []
         self.failures: list[PluginFailure] = []
-        self._dist_of: dict[int, str] = {}
+        #: id(plugin object) -> (distribution, version)
+        self._origin: dict[int, tuple[str, str]] = {}
+        #: distribution -> version, of the plugins loaded from entry points
+        self._versions: dict[str, str] = {}
         self._cache: dict[str, dict[str, Any]] = {}
 
     # ---------------------------------------------------------- discovery
@@ -81,20 +142,31 @@ class Plugins:
                     self.pm.unregister(module)
                     raise
             except Exception as exc:  # a broken third-party plugin must not stop us
-                err = "".join(traceback.format_exception_only(exc)).strip()
-                self.failures.append(PluginFailure(ep.name, dist_name, err))
-                _warn(f"plugin {ep.name!r} (from {dist_name} {version}) failed to load "
-                      f"and was skipped: {err}")
+                self._failed(PluginFailure(ep.name, dist_name, error_text(exc), version))
                 continue
-            self._dist_of[id(module)] = dist_name
+            self._origin[id(module)] = (dist_name, version)
+            self._versions[dist_name] = version
             self.loaded.append(LoadedPlugin(ep.name, dist_name, version))
 
     def register(self, plugin: object, name: str, distribution: str = "(registered)") -> None:
         """Register an in-process plugin (tests, embedding)."""
         self.pm.register(plugin, name=name)
-        self._dist_of[id(plugin)] = distribution
+        self._origin[id(plugin)] = (distribution, "-")
         self.loaded.append(LoadedPlugin(name, distribution, "-"))
         self._cache.clear()
+
+    def _failed(self, failure: PluginFailure) -> None:
+        self.failures.append(failure)
+        _warn(f"{failure.message}; skipped")
+
+    def failures_of(self, name: str) -> list[PluginFailure]:
+        """What went wrong with the plugin of entry-point ``name``."""
+        return [f for f in self.failures if f.name == name]
+
+    def origin(self, record: BackendSpec | ExecutorSpec | BackoffPolicySpec) -> str:
+        """``DIST VERSION`` of the plugin that registered ``record``."""
+        dist = record.distribution or "a plugin"
+        return _dist_version(dist, self._versions.get(dist, ""))
 
     # ---------------------------------------------------------- records
     def _collect(self, hook_name: str, kind: str, record_type: type[Any]) -> dict[str, Any]:
@@ -104,19 +176,14 @@ class Plugins:
         hook = getattr(self.pm.hook, hook_name)
         for impl in hook.get_hookimpls():
             plugin_name = impl.plugin_name
-            dist = self._dist_of.get(id(impl.plugin), plugin_name)
+            dist, version = self._origin.get(id(impl.plugin), (plugin_name, "?"))
             try:
-                result: Iterable[Any] | None = impl.function()
-                items = list(result or [])
-            except Exception as exc:
-                _warn(f"plugin {plugin_name!r} failed in {hook_name} and was skipped: {exc}")
+                items = _records(impl.function(), record_type)
+            except Exception as exc:  # the hook raised, or returned no records
+                error = str(exc) if isinstance(exc, NotRecords) else error_text(exc)
+                self._failed(PluginFailure(plugin_name, dist, error, version, hook_name))
                 continue
             for record in items:
-                if not isinstance(record, record_type):
-                    _warn(f"plugin {plugin_name!r} (from {dist}) returned "
-                          f"{type(record).__name__} from {hook_name}, not a "
-                          f"{record_type.__name__}; skipped")
-                    continue
                 record = record.replace(distribution=dist)
                 other = records.get(record.name)
                 if other is not None:
@@ -146,26 +213,41 @@ class Plugins:
         self.executors()
         self.backoff_policies()
 
-    def _select(self, records: dict[str, R], name: str, kind: str, hint: str) -> R:
-        try:
-            key = normalize_name(name)
-        except ValueError:
-            key = name
+    def _select(self, records: dict[str, R], name: str, kind: str, hook: str) -> R:
+        key = _key(name)
         if key in records:
             return records[key]
+        raise PluginError(self.missing(records, name, kind, hook))
+
+    def missing(self, records: dict[str, Any], name: str, kind: str, hook: str, *,
+                hint: bool = True) -> str:
+        """Why no record of ``kind`` is called ``name``. A plugin that failed
+        to load, or in ``hook``, may have provided it: if its entry point
+        has that name, the record is unavailable because of it; else all
+        such failures are named. Without any, the name is unknown."""
+        key = _key(name)
+        failed = [f for f in self.failures if f.hook in (None, hook)]
+        own = [f for f in failed if _key(f.name) == key]
+        if own:
+            return f"{kind} {name!r} is unavailable: " + "; ".join(f.message for f in own)
         choices = ", ".join(sorted(records)) or "none installed"
-        raise PluginError(f"unknown {kind} {name!r}; choose one of: {choices} "
-                          f"(is its plugin installed? {hint})")
+        if failed:
+            kinds = "backoff policies" if kind == "backoff policy" else f"{kind}s"
+            return (f"{kind} {name!r} is not installed or its plugin failed: "
+                    + "; ".join(f.message for f in failed)
+                    + f" (installed {kinds}: {choices}; see 'queuectl plugins')")
+        return (f"unknown {kind} {name!r}; choose one of: {choices}"
+                + (" (is its plugin installed? see 'queuectl plugins')" if hint else ""))
 
     def backend(self, name: str) -> BackendSpec:
-        return self._select(self.backends(), name, "backend", "see 'queuectl plugins'")
+        return self._select(self.backends(), name, "backend", "queuectl_storage_backends")
 
     def executor(self, name: str) -> ExecutorSpec:
-        return self._select(self.executors(), name, "executor", "see 'queuectl plugins'")
+        return self._select(self.executors(), name, "executor", "queuectl_executors")
 
     def backoff_policy(self, name: str) -> BackoffPolicySpec:
         return self._select(self.backoff_policies(), name, "backoff policy",
-                            "see 'queuectl plugins'")
+                            "queuectl_backoff_policies")
 
     # ---------------------------------------------------------- broadcasts
     def _broadcast(self, hook_name: str, **kwargs: Any) -> None:
@@ -175,7 +257,10 @@ class Plugins:
             try:
                 impl.function(**args)
             except Exception as exc:
-                _warn(f"plugin {impl.plugin_name!r} failed in {hook_name}: {exc!r}")
+                dist, version = self._origin.get(id(impl.plugin), (impl.plugin_name, "?"))
+                origin = _dist_version(dist, version)
+                _warn(f"plugin {impl.plugin_name!r} (from {origin}) failed in {hook_name}: "
+                      f"{error_text(exc)}")
 
     def has_listeners(self) -> bool:
         """Does any plugin implement a broadcast hook?"""

@@ -69,19 +69,33 @@ def set_(state: State, key: str, value: str) -> None:
 @json_option
 @pass_state
 def plugins_cmd(state: State, as_json: bool) -> None:
-    """List installed plugins: name, version and what each provides."""
+    """List installed plugins: name, version, status and what each provides.
+
+    A plugin that failed to load, or one of whose registration hooks raised
+    or returned something other than records, is FAILED; why is said below
+    the table."""
     plugins = state.app().plugins
     plugins.collect_all()
+    # Every plugin: those that loaded, then those that failed to.
+    rows = [(p.name, p.distribution, p.version, p.provides) for p in plugins.loaded]
+    rows += [(f.name, f.distribution, f.version, []) for f in plugins.failures
+             if f.hook is None]
+    errors = {name: "; ".join(f.message for f in plugins.failures_of(name))
+              for name, *_ in rows}
     if as_json:
         emit_json({
-            "plugins": [{"name": p.name, "distribution": p.distribution, "version": p.version,
-                         "provides": p.provides} for p in plugins.loaded],
-            "failed": [{"name": f.name, "distribution": f.distribution, "error": f.error}
+            "plugins": [{"name": name, "distribution": dist, "version": version,
+                         "provides": provides,
+                         "status": "FAILED" if errors[name] else "ok",
+                         "error": errors[name] or None}
+                        for name, dist, version, provides in rows],
+            "failed": [{"name": f.name, "distribution": f.distribution, "version": f.version,
+                        "hook": f.hook, "error": f.error, "message": f.message}
                        for f in plugins.failures],
         })
         return
-    table(["PLUGIN", "DISTRIBUTION", "VERSION", "PROVIDES"],
-          [[p.name, p.distribution, p.version, ", ".join(p.provides) or "-"]
-           for p in plugins.loaded])
+    table(["PLUGIN", "DISTRIBUTION", "VERSION", "STATUS", "PROVIDES"],
+          [[name, dist, version, "FAILED" if errors[name] else "ok",
+            ", ".join(provides) or "-"] for name, dist, version, provides in rows])
     for f in plugins.failures:
-        click.echo(f"FAILED {f.name} ({f.distribution}): {f.error}")
+        click.echo(f.message)

@@ -235,6 +235,7 @@ def child(state: State, parent_pid: int, queues: list[str] | None) -> None:
         plugins=app.plugins, settings_loader=app.settings,
         log_root=app.config.home / "logs" / "jobs", stop=stop_signal, parent_pid=parent_pid,
         wakeup=wakeup, queues=queues, policy_resolver=app.backoff_policy,
+        policy_label=app.backoff_policy_label,
         held_dir=held_dir(app.config.home),
     )
     try:

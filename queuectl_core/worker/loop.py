@@ -21,12 +21,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from ..builtin import ExponentialBackoff
 from ..errors import TransientStorageError
 from ..executor import Execution, Executor, Prepared
 from ..joblogs import job_log_dir
 from ..ledger import Ledger
 from ..models import Claim, ExecResult, Job, Outcome, WorkerInfo
-from ..plugins import Plugins
+from ..plugins import Plugins, error_text
 from ..retry import BackoffPolicy, job_settings, next_run_at
 from ..settings import Settings
 from ..timeutil import now_ms
@@ -65,6 +66,7 @@ class Worker:
         wakeup: WakeupListener | None = None,
         queues: Sequence[str] | None = None,
         policy_resolver: Callable[[str], BackoffPolicy] | None = None,
+        policy_label: Callable[[str | None], str] | None = None,
         held_dir: Path | None = None,
         claim_ahead: bool = True,
     ) -> None:
@@ -82,6 +84,7 @@ class Worker:
         self.wakeup = wakeup
         self.queues = list(queues) if queues else None
         self._resolve_policy = policy_resolver
+        self._policy_label = policy_label
         self._policies: dict[str, BackoffPolicy] = {}
         self.settings = self._load_settings(ledger)
         self._settings_at = now_ms()
@@ -430,15 +433,40 @@ class Worker:
                 return self.policy
         return self._policies[name]
 
+    def policy_name(self, job: Job, policy: BackoffPolicy) -> str:
+        """``retry policy 'NAME' (from DIST VERSION)`` for ``policy``, the
+        one :meth:`policy_for` gave ``job``, for messages."""
+        name = None if policy is self.policy else (job.retry or {}).get("policy")
+        if self._policy_label is not None:
+            with contextlib.suppress(Exception):
+                return self._policy_label(name)
+        return f"retry policy {name!r}" if name else "the configured retry policy"
+
     def outcome(self, claim: Claim, result: ExecResult, ended: int) -> Outcome:
         """What to record for a command that ended at ``ended`` (now_ms):
         the result, the retry time the policy gives a failure, and the
-        command's start and end times."""
+        command's start and end times.
+
+        A policy that raises (or returns no number) is a plugin's bug, not
+        the job's nor the worker's: the attempt stays failed, its error says
+        which policy failed and how, and the job runs again after the
+        default exponential delay."""
         job = claim.job
         retry_at: int | None = None
         if not result.ok:
-            retry_at = next_run_at(attempts=job.attempts, max_retries=job.max_retries,
-                                   now=ended, policy=self.policy_for(job),
-                                   settings=job_settings(self.settings, job.retry))
+            policy = self.policy_for(job)
+            settings = job_settings(self.settings, job.retry)
+            try:
+                retry_at = next_run_at(attempts=job.attempts, max_retries=job.max_retries,
+                                       now=ended, policy=policy, settings=settings)
+            except Exception as exc:
+                failed = (f"{self.policy_name(job, policy)} failed: {error_text(exc)}; "
+                          "retrying with the default exponential delay")
+                log.error("job %s: %s", job.id, failed)
+                retry_at = next_run_at(attempts=job.attempts, max_retries=job.max_retries,
+                                       now=ended, policy=ExponentialBackoff(),
+                                       settings=settings)
+                result = result.replace(
+                    error=f"{result.error}; {failed}" if result.error else failed)
         return Outcome(claim=claim, result=result, retry_at=retry_at, finished_at=ended,
                        started_at=self.start_ms.pop(claim.token, None))

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,18 +13,7 @@ from queuectl_core import hookimpl
 from queuectl_core.errors import PluginError
 from queuectl_core.plugins import build_plugins
 from queuectl_core.registry import BackendSpec
-
-
-def _fake_dist(root: Path, name: str, entry_points: dict[str, str], modules: dict[str, str]
-               ) -> None:
-    info = root / f"{name.replace('-', '_')}-1.2.3.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.2.3\n")
-    lines = "\n".join(f"{k} = {v}" for k, v in entry_points.items())
-    (info / "entry_points.txt").write_text(f"[queuectl]\n{lines}\n")
-    for mod, source in modules.items():
-        (root / f"{mod}.py").write_text(textwrap.dedent(source))
-
+from tests.fake_dists import fake_dist
 
 GOOD = """
 from queuectl_core import hookimpl
@@ -48,9 +36,9 @@ def site(tmp_path: Path) -> Iterator[Path]:
 
 def test_good_plugin_loads_and_broken_one_is_skipped(site: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    _fake_dist(site, "qc-good", {"good": "qc_good_plugin"}, {"qc_good_plugin": GOOD})
-    _fake_dist(site, "qc-broken", {"broken": "qc_broken_plugin"},
-               {"qc_broken_plugin": "raise ImportError('missing dependency zzz')\n"})
+    fake_dist(site, "qc-good", {"good": "qc_good_plugin"}, {"qc_good_plugin": GOOD})
+    fake_dist(site, "qc-broken", {"broken": "qc_broken_plugin"},
+              {"qc_broken_plugin": "raise ImportError('missing dependency zzz')\n"})
     plugins = build_plugins()
     assert "fake-store" in plugins.backends()
     assert plugins.backend("fake_store").distribution == "qc-good"
@@ -64,8 +52,8 @@ def test_good_plugin_loads_and_broken_one_is_skipped(site: Path,
 
 
 def test_misspelled_hook_skips_only_that_plugin(site: Path) -> None:
-    _fake_dist(site, "qc-good", {"good": "qc_good_plugin"}, {"qc_good_plugin": GOOD})
-    _fake_dist(site, "qc-typo", {"typo": "qc_broken_plugin"}, {"qc_broken_plugin": """
+    fake_dist(site, "qc-good", {"good": "qc_good_plugin"}, {"qc_good_plugin": GOOD})
+    fake_dist(site, "qc-typo", {"typo": "qc_broken_plugin"}, {"qc_broken_plugin": """
 from queuectl_core import hookimpl
 
 @hookimpl
@@ -77,16 +65,46 @@ def queuectl_storage_backend():   # missing the final s
     assert "fake-store" in plugins.backends()
 
 
+@pytest.mark.parametrize(("returns", "error"), [
+    ("BackendSpec(name='one')", "returned a BackendSpec, not a list of BackendSpec records"),
+    ("'one'", "returned a str, not a list of BackendSpec records"),
+    ("[BackendSpec(name='one'), {'name': 'two'}]", "returned a dict, not a BackendSpec"),
+    ("[ExecutorSpec(name='one')]", "returned an ExecutorSpec, not a BackendSpec"),
+    ("1 / 0", "ZeroDivisionError: division by zero"),
+])
+def test_a_hook_that_returns_no_records_is_skipped_whole_and_named(
+        site: Path, capsys: pytest.CaptureFixture[str], returns: str, error: str) -> None:
+    fake_dist(site, "qc-odd", {"odd": "qc_broken_plugin"}, {"qc_broken_plugin": f"""
+from queuectl_core import hookimpl
+from queuectl_core.registry import BackendSpec, ExecutorSpec
+
+@hookimpl
+def queuectl_storage_backends():
+    return {returns}
+"""})
+    plugins = build_plugins()
+    backends = plugins.backends()
+    assert "sqlite" in backends and "one" not in backends
+    message = f"plugin 'odd' (from qc-odd 1.2.3) failed in queuectl_storage_backends: {error}"
+    [failure] = plugins.failures
+    assert (failure.hook, failure.error, failure.message) == (
+        "queuectl_storage_backends", error, message)
+    assert capsys.readouterr().err == f"queuectl: warning: {message}; skipped\n"
+    with pytest.raises(PluginError) as info:
+        plugins.backend("odd")
+    assert str(info.value) == f"backend 'odd' is unavailable: {message}"
+
+
 def test_disabled_plugins_are_not_loaded(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _fake_dist(site, "qc-broken", {"broken": "qc_broken_plugin"},
-               {"qc_broken_plugin": "raise ImportError('nope')\n"})
+    fake_dist(site, "qc-broken", {"broken": "qc_broken_plugin"},
+              {"qc_broken_plugin": "raise ImportError('nope')\n"})
     monkeypatch.setenv("QUEUECTL_DISABLE_PLUGINS", "broken")
     assert build_plugins().failures == []
 
 
 def test_two_plugins_claiming_one_name_is_an_error(site: Path) -> None:
-    _fake_dist(site, "qc-good", {"good": "qc_good_plugin"}, {"qc_good_plugin": GOOD})
-    _fake_dist(site, "qc-dupe", {"dupe": "qc_dupe_plugin"}, {"qc_dupe_plugin": GOOD})
+    fake_dist(site, "qc-good", {"good": "qc_good_plugin"}, {"qc_good_plugin": GOOD})
+    fake_dist(site, "qc-dupe", {"dupe": "qc_dupe_plugin"}, {"qc_dupe_plugin": GOOD})
     with pytest.raises(PluginError, match=r"qc-good and qc-dupe|qc-dupe and qc-good"):
         build_plugins().backends()
 
@@ -150,7 +168,7 @@ def test_discovery_cache_hits_and_notices_new_distributions(
     # Installing a distribution adds a dist-info directory: its parent's
     # mtime changes and the next discovery sees the new plugin.
     before = os.stat(site).st_mtime_ns
-    _fake_dist(site, "qc-good", {"good": "qc_good_plugin"}, {"qc_good_plugin": GOOD})
+    fake_dist(site, "qc-good", {"good": "qc_good_plugin"}, {"qc_good_plugin": GOOD})
     os.utime(site, ns=(before + 10**9, before + 10**9))
     assert "good" in {ep.name for ep in plugins_module.discover(cache)}
     assert "fake-store" in build_plugins(cache_dir=cache).backends()

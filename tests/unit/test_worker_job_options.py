@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from queuectl_core.builtin import ExponentialBackoff, LinearBackoff
@@ -17,6 +18,7 @@ from queuectl_core.models import JobState
 from queuectl_core.retry import BackoffPolicy
 from queuectl_core.settings import Settings
 from queuectl_core.testing import MemoryStorage
+from queuectl_core.worker.loop import Worker
 from tests.unit.worker_harness import add, make_worker
 
 
@@ -107,6 +109,69 @@ def test_a_jobs_own_retry_policy_and_overrides_set_its_backoff(tmp_path: Path) -
         gaps[job_id] = job.run_at - job.finished_at
     assert gaps == {"lin": 7000, "capped": 1000,
                     "unknown": 2000}, "an unknown policy: the configured one"
+
+
+class RaisingPolicy:
+    def delay_seconds(self, attempts: int, settings: Settings) -> float:
+        raise ValueError(f"no delay after attempt {attempts}")
+
+
+def raising_worker(ledger: Ledger, tmp_path: Path,
+                   label: Callable[[str | None], str] | None = None) -> Worker:
+    worker = make_worker(ledger, tmp_path, policy_resolver=lambda name: RaisingPolicy(),
+                         policy_label=label)
+    worker.policy = RaisingPolicy()  # the configured one
+    return worker
+
+
+def test_a_policy_that_raises_fails_only_the_attempt_with_the_default_delay(
+        tmp_path: Path) -> None:
+    """The attempt is failed, its error names the policy, the job waits the
+    default exponential delay, and the worker carries on; with no retries
+    left the policy is not asked."""
+    ledger = Ledger(MemoryStorage())
+    add(ledger, "own", "exit 2", retry={"policy": "boom", "backoff_base": 3.0})
+    add(ledger, "configured", "exit 2", retry={"backoff_base": 5.0})
+    add(ledger, "last", "exit 2", max_retries=0)
+    add(ledger, "fine", "true")
+    worker = raising_worker(ledger, tmp_path)
+    for _ in range(4):
+        assert worker.run_once()
+    for job_id, gap, named in (("own", 3000, "retry policy 'boom'"),
+                               ("configured", 5000, "the configured retry policy")):
+        job = ledger.get(job_id)
+        assert job is not None and job.state is JobState.FAILED and job.finished_at is not None
+        assert job.run_at - job.finished_at == gap, "backoff_base ** 1 seconds"
+        [attempt] = ledger.attempts(job_id)
+        assert attempt.outcome == "failed" and attempt.exit_code == 2
+        assert attempt.error == job.last_error == (
+            f"command exited with code 2; {named} failed: ValueError: no delay after "
+            "attempt 1; retrying with the default exponential delay")
+    last = ledger.get("last")
+    assert last is not None and last.state is JobState.DEAD
+    assert last.last_error == "command exited with code 2"
+    assert state_of(ledger, "fine") is JobState.COMPLETED
+
+
+def test_a_raising_policy_is_named_as_the_cli_labels_it(tmp_path: Path) -> None:
+    ledger = Ledger(MemoryStorage())
+    add(ledger, "own", "exit 2", retry={"policy": "boom"})
+    add(ledger, "configured", "exit 2")
+    asked: list[str | None] = []
+
+    def label(name: str | None) -> str:
+        asked.append(name)
+        return f"retry policy {name or 'flaky'!r} (from qc-boom 1.0)"
+
+    worker = raising_worker(ledger, tmp_path, label)
+    for _ in range(2):
+        assert worker.run_once()
+    assert asked == ["boom", None]
+    for job_id, name in (("own", "boom"), ("configured", "flaky")):
+        [attempt] = ledger.attempts(job_id)
+        assert attempt.error == (
+            f"command exited with code 2; retry policy {name!r} (from qc-boom 1.0) failed: "
+            "ValueError: no delay after attempt 1; retrying with the default exponential delay")
 
 
 def test_output_is_capped_on_disk_and_its_tails_are_stored(tmp_path: Path) -> None:

@@ -23,15 +23,20 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from .dlq_handler import DlqCommandHandler
     from .executor import Executor
     from .plugins import Plugins
-    from .registry import BackendSpec, BackoffPolicySpec, ExecutorSpec, OptionsSnapshot
+    from .registry import (
+        BackendSpec,
+        BackoffPolicySpec,
+        ExecutorSpec,
+        NotifierSpec,
+        OptionsSnapshot,
+    )
     from .retry import BackoffPolicy
     from .storage import Storage
 
 
-def validated_options(spec: BackendSpec | ExecutorSpec | BackoffPolicySpec,
+def validated_options(spec: BackendSpec | ExecutorSpec | BackoffPolicySpec | NotifierSpec,
                       raw: dict[str, Any], what: str, config: AppConfig) -> Any:
     """Validated options for a plugin record, or None when the YAML gives
     none (the factory then uses its defaults)."""
@@ -68,7 +73,6 @@ class App:
                  backend: BackendSpec | None = None, listeners: bool | None = None,
                  backend_options: OptionsSnapshot | None = None) -> None:
         self.config = config
-        self._dlq_handler: DlqCommandHandler | None = None
         self._listeners = listeners
         self._backend_options = backend_options
         if plugins is not None:
@@ -78,22 +82,23 @@ class App:
 
     @property
     def context(self) -> PluginContext:
-        return PluginContext(self.config.home_dir)
+        return PluginContext(self.config.home_dir, backend=self.config.backend)
+
+    def context_for(self, spec: Any) -> PluginContext:
+        """The context a record's factory gets."""
+        return self.context.for_plugin(spec.name)
 
     @cached_property
     def plugins(self) -> Plugins:
         from .plugins import build_plugins
 
         plugins = build_plugins(cache_dir=self.config.home / "cache")
-        dlq = self.config.file.dlq if self.config.file is not None else None
-        if dlq is not None and dlq.command:
-            from .dlq_handler import DlqCommandHandler
-
-            self._dlq_handler = DlqCommandHandler(
-                dlq.command, timeout=dlq.timeout,
-                log_path=self.config.home / "logs" / "dlq-handler.log")
-            plugins.register(self._dlq_handler, name="dlq-command",
-                             distribution="queuectl (dlq.command in the config file)")
+        file = self.config.file
+        for name, raw in (file.notifier_options() if file is not None else {}).items():
+            spec = plugins.notifier(name)
+            what = f"notifier {spec.name!r}"
+            options = validated_options(spec, raw, what, self.config)
+            plugins.add_notifier(spec, _built(spec, what, options, self.context_for(spec)))
         return plugins
 
     @cached_property
@@ -115,7 +120,7 @@ class App:
         if options is None:
             options = validated_options(spec, self.config.backend_options(spec.name), what,
                                         self.config)
-        store: Storage = _built(spec, what, options, self.context, "failed to open")
+        store: Storage = _built(spec, what, options, self.context_for(spec), "failed to open")
         return store
 
     @cached_property
@@ -136,7 +141,7 @@ class App:
         what = f"executor {spec.name!r}"
         options = validated_options(spec, self.config.executor_options(spec.name), what,
                                     self.config)
-        executor: Executor = _built(spec, what, options, self.context)
+        executor: Executor = _built(spec, what, options, self.context_for(spec))
         return executor
 
     def backoff_policy(self, name: str | None = None) -> BackoffPolicy:
@@ -148,7 +153,7 @@ class App:
         raw = file.retry.options if file is not None and spec.name == configured else {}
         what = f"backoff policy {spec.name!r}"
         options = validated_options(spec, raw, what, self.config)
-        policy: BackoffPolicy = _built(spec, what, options, self.context)
+        policy: BackoffPolicy = _built(spec, what, options, self.context_for(spec))
         return policy
 
     def _policy_spec(self, name: str | None) -> tuple[BackoffPolicySpec, str]:
@@ -169,8 +174,7 @@ class App:
     def close(self) -> None:
         if "ledger" in self.__dict__:
             self.__dict__.pop("ledger").close()
-        handler = self._dlq_handler
-        if handler is not None:
-            # A DLQ handler still running gets its timeout enforced (and its
-            # end logged) before this process exits.
-            handler.join(handler.timeout + 1)
+        if "plugins" in self.__dict__:
+            # A notifier still running (the DLQ command) gets to finish, or
+            # has its timeout enforced, before this process exits.
+            self.plugins.close_notifiers()

@@ -1,6 +1,7 @@
 """The core's own hook implementations, registered through the ``queuectl``
 entry-point group like any plugin: the backoff policies ``exponential``
-(the default), ``linear`` and ``constant``. Each reads its one parameter
+(the default), ``linear`` and ``constant``, and the ``command`` notifier
+(``queuectl_core.command_notifier``, the YAML ``dlq.command``). Each reads its one parameter
 from the ``backoff_base`` setting; the ``max_delay`` cap and ``jitter`` are
 applied by the core to every policy."""
 
@@ -10,7 +11,7 @@ from collections.abc import Iterable
 
 from . import hookimpl
 from .limits import MAX_DELAY_SECONDS
-from .registry import BackoffPolicySpec
+from .registry import BackoffPolicySpec, NotifierSpec
 from .settings import Settings
 
 __all__ = ["MAX_DELAY_SECONDS", "ConstantBackoff", "ExponentialBackoff", "LinearBackoff"]
@@ -55,5 +56,17 @@ def queuectl_backoff_policies() -> Iterable[BackoffPolicySpec]:
         BackoffPolicySpec(
             name="constant", factory=lambda options, context: ConstantBackoff(),
             description="wait backoff_base seconds before each retry",
+        ),
+    ]
+
+
+@hookimpl
+def queuectl_notifiers() -> Iterable[NotifierSpec]:
+    return [
+        NotifierSpec(
+            name="command", factory="queuectl_core.command_notifier:make_command_notifier",
+            options_model="queuectl_core.command_notifier:CommandOptions",
+            description="runs a shell command with the event and the job as JSON on stdin "
+                        "(dlq.command)",
         ),
     ]

@@ -56,6 +56,21 @@ class ConfigFile(BaseModel):
         default_factory=dict, json_schema_extra=_defaults_schema,
         description="runtime settings used until `config set` stores one")
     dlq: DlqSection = Field(default_factory=DlqSection)
+    notifiers: dict[str, dict[str, Any] | None] = Field(
+        default_factory=dict,
+        description="notifiers to run (alerts, metrics), each with its options, checked by "
+                    "its plugin")
+
+    def notifier_options(self) -> dict[str, dict[str, Any]]:
+        """Each notifier to run and its options: the ``notifiers`` section,
+        and the ``command`` notifier for ``dlq.command``."""
+        wanted = {key: dict(value or {}) for key, value in self.notifiers.items()}
+        if self.dlq.command is not None:
+            if any(key.lower().replace("_", "-") == "command" for key in wanted):
+                raise ConfigError("dlq.command and notifiers.command both configure the "
+                                  "command notifier: keep one")
+            wanted["command"] = {"command": self.dlq.command, "timeout": self.dlq.timeout}
+        return wanted
 
     @field_validator("defaults")
     @classmethod

@@ -24,7 +24,7 @@ import pluggy
 
 from . import PROJECT_NAME
 from .models import Attempt, Job
-from .registry import BackendSpec, BackoffPolicySpec, ExecutorSpec
+from .registry import BackendSpec, BackoffPolicySpec, ExecutorSpec, NotifierSpec
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 
@@ -63,6 +63,18 @@ def queuectl_backoff_policies() -> Iterable[BackoffPolicySpec]:  # type: ignore[
     :return: records with ``factory(options, context) -> BackoffPolicy``.
         ``retry: {policy: NAME}`` in YAML selects one (default
         ``exponential``: ``backoff_base ** attempts`` seconds).
+    """
+
+
+@hookspec
+def queuectl_notifiers() -> Iterable[NotifierSpec]:  # type: ignore[empty-body]
+    """Register notifiers: configurable listeners of job events (alerts on
+    dead jobs, metrics, audit logs).
+
+    :return: records with ``factory(options, context) -> Notifier``. Each
+        notifier named under ``notifiers:`` in YAML is built with its
+        validated options; its ``on_event`` is called for the events in its
+        ``events``. The built-in ``command`` notifier (``dlq.command``) is one.
     """
 
 

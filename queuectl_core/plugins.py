@@ -24,10 +24,11 @@ import pluggy
 from . import PROJECT_NAME, hookspecs
 from .errors import PluginError
 from .models import Attempt, Job
+from .notify import Notifier
 from .records import Record
-from .registry import BackendSpec, BackoffPolicySpec, ExecutorSpec, normalize_name
+from .registry import BackendSpec, BackoffPolicySpec, ExecutorSpec, NotifierSpec, normalize_name
 
-R = TypeVar("R", BackendSpec, ExecutorSpec, BackoffPolicySpec)
+R = TypeVar("R", BackendSpec, ExecutorSpec, BackoffPolicySpec, NotifierSpec)
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,8 @@ class Plugins:
         #: distribution -> version, of the plugins loaded from entry points
         self._versions: dict[str, str] = {}
         self._cache: dict[str, dict[str, Any]] = {}
+        #: The notifiers built from the YAML, with how to name them in messages.
+        self._notifiers: list[tuple[str, Notifier]] = []
 
     # ---------------------------------------------------------- discovery
     def load_entry_points(self, cache_dir: Path | None = None) -> None:
@@ -163,7 +166,7 @@ class Plugins:
         """What went wrong with the plugin of entry-point ``name``."""
         return [f for f in self.failures if f.name == name]
 
-    def origin(self, record: BackendSpec | ExecutorSpec | BackoffPolicySpec) -> str:
+    def origin(self, record: BackendSpec | ExecutorSpec | BackoffPolicySpec | NotifierSpec) -> str:
         """``DIST VERSION`` of the plugin that registered ``record``."""
         dist = record.distribution or "a plugin"
         return _dist_version(dist, self._versions.get(dist, ""))
@@ -208,10 +211,14 @@ class Plugins:
     def backoff_policies(self) -> dict[str, BackoffPolicySpec]:
         return self._collect("queuectl_backoff_policies", "backoff policy", BackoffPolicySpec)
 
+    def notifiers(self) -> dict[str, NotifierSpec]:
+        return self._collect("queuectl_notifiers", "notifier", NotifierSpec)
+
     def collect_all(self) -> None:
         self.backends()
         self.executors()
         self.backoff_policies()
+        self.notifiers()
 
     def _select(self, records: dict[str, R], name: str, kind: str, hook: str) -> R:
         key = _key(name)
@@ -249,6 +256,26 @@ class Plugins:
         return self._select(self.backoff_policies(), name, "backoff policy",
                             "queuectl_backoff_policies")
 
+    def notifier(self, name: str) -> NotifierSpec:
+        return self._select(self.notifiers(), name, "notifier", "queuectl_notifiers")
+
+    def add_notifier(self, spec: NotifierSpec, notifier: Notifier) -> None:
+        """Tell ``notifier`` (built from ``spec``) of the events it wants."""
+        self._notifiers.append((f"notifier {spec.name!r} (from {self.origin(spec)})", notifier))
+
+    def running_notifiers(self) -> list[Notifier]:
+        """The notifiers built from the YAML, in its order."""
+        return [notifier for _, notifier in self._notifiers]
+
+    def close_notifiers(self) -> None:
+        """Let every notifier flush and finish (the process is exiting)."""
+        notifiers, self._notifiers = self._notifiers, []
+        for label, notifier in notifiers:
+            try:
+                notifier.close()
+            except Exception as exc:
+                _warn(f"{label} failed to close: {error_text(exc)}")
+
     # ---------------------------------------------------------- broadcasts
     def _broadcast(self, hook_name: str, **kwargs: Any) -> None:
         hook = getattr(self.pm.hook, hook_name)
@@ -263,17 +290,27 @@ class Plugins:
                       f"{error_text(exc)}")
 
     def has_listeners(self) -> bool:
-        """Does any plugin implement a broadcast hook?"""
+        """Does any plugin implement a broadcast hook, or any notifier run?"""
         return bool(self.pm.hook.queuectl_job_event.get_hookimpls()
-                    or self.pm.hook.queuectl_job_dead.get_hookimpls())
+                    or self.pm.hook.queuectl_job_dead.get_hookimpls() or self._notifiers)
 
     def has_event_listeners(self) -> bool:
-        """Does any plugin implement ``queuectl_job_event``?"""
-        return bool(self.pm.hook.queuectl_job_event.get_hookimpls())
+        """Does any plugin implement ``queuectl_job_event``, or any notifier
+        want events other than ``dead`` (which a DLQ handler alone gets
+        after the move is stored, whatever the worker does next)?"""
+        return bool(self.pm.hook.queuectl_job_event.get_hookimpls()
+                    or any(n.events - {"dead"} for _, n in self._notifiers))
 
     def job_event(self, event: str, job: Job, attempt: Attempt | None = None) -> None:
-        """Tell every plugin about a state change; never raises."""
+        """Tell every plugin and notifier about a state change; never raises."""
         self._broadcast("queuectl_job_event", event=event, job=job, attempt=attempt)
+        for label, notifier in self._notifiers:
+            if event in notifier.events:
+                try:
+                    notifier.on_event(event, job, attempt)
+                except Exception as exc:
+                    _warn(f"{label} failed on event {event!r} of job {job.id!r}: "
+                          f"{error_text(exc)}")
 
     def job_dead(self, job: Job, attempt: Attempt | None = None) -> None:
         """Tell every DLQ handler that a job is dead; never raises."""

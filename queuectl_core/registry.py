@@ -16,6 +16,7 @@ from .records import Record
 # typing is not imported at run time (the CLI's hot path builds a record).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import logging
     from collections.abc import Callable
     from pathlib import Path
     from typing import Any
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from .executor import Executor
+    from .notify import Notifier
     from .retry import BackoffPolicy
     from .storage import Storage
 
@@ -51,14 +53,21 @@ def import_path(ref: str) -> Any:
 
 
 class PluginContext:
-    """What a factory gets besides its options: ``home``, QUEUECTL_HOME,
-    where a plugin keeps any local state (files, sockets), as a Path, and
-    the same as text in ``home_dir`` (which needs no pathlib)."""
+    """What a factory gets besides its options: ``home``, QUEUECTL_HOME
+    (``--home``), where a plugin keeps any local state (files, sockets), as
+    a Path, and the same as text in ``home_dir`` (which needs no pathlib);
+    ``backend``, the name of the selected storage backend; ``plugin``, the
+    name of the record being built; and ``log``, a logger of its own
+    (``queuectl.plugins.NAME``: in a worker, its lines go to the workers'
+    log)."""
 
-    __slots__ = ("home_dir",)
+    __slots__ = ("backend", "home_dir", "plugin")
 
-    def __init__(self, home: str | os.PathLike[str]) -> None:
+    def __init__(self, home: str | os.PathLike[str], *, backend: str | None = None,
+                 plugin: str | None = None) -> None:
         self.home_dir = os.fspath(home)
+        self.backend = backend
+        self.plugin = plugin
 
     @property
     def home(self) -> Path:
@@ -66,8 +75,19 @@ class PluginContext:
 
         return Path(self.home_dir)
 
+    @property
+    def log(self) -> logging.Logger:
+        import logging
+
+        return logging.getLogger(f"queuectl.plugins.{self.plugin or 'unnamed'}")
+
+    def for_plugin(self, name: str) -> PluginContext:
+        """The same context, for the record called ``name``."""
+        return PluginContext(self.home_dir, backend=self.backend, plugin=name)
+
     def __repr__(self) -> str:
-        return f"PluginContext(home={self.home_dir!r})"
+        return (f"PluginContext(home={self.home_dir!r}, backend={self.backend!r}, "
+                f"plugin={self.plugin!r})")
 
 
 class OptionsSnapshot:
@@ -169,6 +189,15 @@ class BackoffPolicySpec(_Spec):
     BackoffPolicy."""
 
     factory: Callable[[Any, PluginContext], BackoffPolicy] | str | None = None
+
+
+class NotifierSpec(_Spec):
+    """A notifier (alerts, metrics, audit): ``factory(options, context)``
+    returns a :class:`~queuectl_core.notify.Notifier`. Every notifier named
+    under ``notifiers:`` in YAML is built, with its options, in each process
+    that changes jobs (workers and the CLI), and told of the events it wants."""
+
+    factory: Callable[[Any, PluginContext], Notifier] | str | None = None
 
 
 def __getattr__(name: str) -> object:

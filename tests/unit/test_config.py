@@ -66,8 +66,9 @@ def test_explicit_config_path(tmp_path: Path) -> None:
                        backend=None)
 
 
-def test_dlq_command_registers_the_builtin_handler(tmp_path: Path) -> None:
+def test_dlq_command_runs_the_builtin_command_notifier(tmp_path: Path) -> None:
     from queuectl_core.app import App
+    from queuectl_core.command_notifier import CommandNotifier
 
     (tmp_path / "queuectl.yaml").write_text("dlq:\n  command: cat > /dev/null\n  timeout: 5\n")
     cfg = resolve_config(home=str(tmp_path), config=None, backend=None)
@@ -75,9 +76,13 @@ def test_dlq_command_registers_the_builtin_handler(tmp_path: Path) -> None:
     assert (cfg.file.dlq.command, cfg.file.dlq.timeout) == ("cat > /dev/null", 5.0)
     app = App(cfg)
     assert app.plugins.has_listeners()
-    assert any(p.name == "dlq-command" for p in app.plugins.loaded)
+    [notifier] = app.plugins.running_notifiers()
+    assert isinstance(notifier, CommandNotifier)
+    assert (notifier.command, notifier.timeout, notifier.events) == (
+        "cat > /dev/null", 5.0, frozenset({"dead"}))
+    assert notifier.log_path == tmp_path / "logs" / "dlq-handler.log"
     bare = App(resolve_config(home=str(tmp_path / "h2"), config=None, backend=None))
-    assert not any(p.name == "dlq-command" for p in bare.plugins.loaded)
+    assert bare.plugins.running_notifiers() == [] and not bare.plugins.has_listeners()
 
 
 def test_retry_policy_by_name_with_yaml_options_only_for_the_configured(tmp_path: Path

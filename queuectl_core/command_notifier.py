@@ -1,12 +1,20 @@
-"""The built-in DLQ handler: runs a configured command for every job that
-reaches the dead letter queue, with the dead job as JSON on its stdin (for
-alerts: mail, chat webhooks, pagers).
+"""The built-in ``command`` notifier: runs a configured shell command for
+every job event it is asked for (by default: each job that reaches the dead
+letter queue), with the event and the job as JSON on its stdin (for alerts:
+mail, chat webhooks, pagers). An ordinary notifier plugin, through the same
+API as any other (``queuectl_notifiers``, ``NotifierSpec``, ``Notifier``).
 
-Configured in YAML::
+Configured in YAML, either way::
 
     dlq:
       command: "curl -fsS -X POST -d @- https://hooks.example/queue"
       timeout: 30        # seconds; the handler's process group is killed after
+
+    notifiers:
+      command:
+        command: "curl -fsS -X POST -d @- https://hooks.example/queue"
+        timeout: 30
+        events: [dead, lost]
 
 The handler runs in its own session, never blocks the worker (a thread waits
 for it), and whatever happens to it (exit code, timeout, a missing shell) is
@@ -25,28 +33,51 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Literal
 
-from . import hookimpl
+from pydantic import BaseModel, ConfigDict, Field
+
+from .limits import DEFAULT_DLQ_TIMEOUT
 from .models import Attempt, Job
+from .notify import Notifier
+from .registry import PluginContext
 from .timeutil import iso, now_ms
 
 log = logging.getLogger("queuectl.dlq")
 
 
-def dead_job_payload(job: Job, attempt: Attempt | None) -> dict[str, object]:
-    """What the handler reads on stdin."""
-    return {"event": "dead", "job": job.to_json(),
+Event = Literal["enqueued", "claimed", "completed", "failed", "dead", "lost", "cancelled",
+                "dlq_retried"]
+
+
+class CommandOptions(BaseModel):
+    """``notifiers: {command: {...}}`` (or ``dlq: {...}``) in queuectl.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command: str = Field(min_length=1, description="run with the event and job as JSON on stdin")
+    timeout: float = Field(default=DEFAULT_DLQ_TIMEOUT, gt=0, le=86_400,
+                           description="seconds the command may take")
+    events: list[Event] = Field(default=["dead"], min_length=1,
+                                description="the events that run it")
+
+
+def event_payload(event: str, job: Job, attempt: Attempt | None) -> dict[str, object]:
+    """What the command reads on stdin."""
+    return {"event": event, "job": job.to_json(),
             "attempt": None if attempt is None else attempt.to_json()}
 
 
-class DlqCommandHandler:
-    """A ``queuectl_job_dead`` implementation that runs one shell command."""
+class CommandNotifier(Notifier):
+    """Runs one shell command per event, in its own session, never blocking
+    the caller (a thread waits for it)."""
 
     def __init__(self, command: str, *, timeout: float, log_path: Path,
-                 shell: str = "/bin/sh") -> None:
+                 events: frozenset[str] = frozenset({"dead"}), shell: str = "/bin/sh") -> None:
         self.command = command
         self.timeout = timeout
         self.log_path = log_path
+        self.events = events
         self.shell = shell
         self._threads: list[threading.Thread] = []
 
@@ -56,11 +87,11 @@ class DlqCommandHandler:
             with os.fdopen(fd, "a", encoding="utf-8") as fh:
                 fh.write(f"{iso(now_ms())} {text}\n")
 
-    @hookimpl
-    def queuectl_job_dead(self, job: Job, attempt: Attempt | None) -> None:
-        payload = json.dumps(dead_job_payload(job, attempt), ensure_ascii=False)
+    def on_event(self, event: str, job: Job, attempt: Attempt | None) -> None:
+        payload = json.dumps(event_payload(event, job, attempt), ensure_ascii=False)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._note(f"job {job.id}: running the DLQ handler")
+        self._note(f"job {job.id}: running the DLQ handler"
+                   + ("" if event == "dead" else f" for event {event}"))
         try:
             # The payload goes through an unlinked temporary file, so that a
             # handler that never reads its stdin cannot block us on a pipe.
@@ -69,7 +100,7 @@ class DlqCommandHandler:
                 stdin.seek(0)
                 out_fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
                 try:
-                    env = {**os.environ, "QUEUECTL_JOB_ID": job.id, "QUEUECTL_EVENT": "dead"}
+                    env = {**os.environ, "QUEUECTL_JOB_ID": job.id, "QUEUECTL_EVENT": event}
                     proc = subprocess.Popen(
                         [self.shell, "-c", self.command], stdin=stdin, stdout=out_fd,
                         stderr=out_fd, env=env, close_fds=True, start_new_session=True)
@@ -104,8 +135,19 @@ class DlqCommandHandler:
             self._note(f"job {job_id}: the DLQ handler failed (exit {code}) after {took:.2f} s")
             log.warning("DLQ handler for job %s failed with exit code %d", job_id, code)
 
-    def join(self, timeout: float) -> None:
-        """Wait up to ``timeout`` seconds for running handlers (worker exit)."""
-        deadline = time.monotonic() + timeout
+    def close(self) -> None:
+        """Wait for running commands: each gets its timeout enforced (and its
+        end logged) before this process exits."""
+        deadline = time.monotonic() + self.timeout + 1
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def make_command_notifier(options: CommandOptions | None,
+                          context: PluginContext) -> CommandNotifier:
+    """The factory (``notifiers: {command: {command: ...}}``)."""
+    if options is None:
+        raise ValueError("give it a command: notifiers: {command: {command: ...}}")
+    return CommandNotifier(options.command, timeout=options.timeout,
+                           events=frozenset(options.events),
+                           log_path=context.home / "logs" / "dlq-handler.log")

@@ -1,4 +1,5 @@
-"""The built-in DLQ handler runs a real command with the dead job on stdin;
+"""The built-in ``command`` notifier (the DLQ handler) runs a real command
+with the event and the job on stdin, for the events it is configured for;
 its failures are logged and never raised."""
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ import json
 import time
 from pathlib import Path
 
-from queuectl_core.dlq_handler import DlqCommandHandler
+from queuectl_core.command_notifier import CommandNotifier
 from queuectl_core.models import Attempt, Job, JobState
 from queuectl_core.plugins import build_plugins
 
@@ -33,12 +34,13 @@ def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyp
 def test_handler_gets_the_dead_job_as_json(tmp_path: Path) -> None:
     out = tmp_path / "got.json"
     log = tmp_path / "logs" / "dlq-handler.log"
-    handler = DlqCommandHandler(f"cat > {out}.tmp && mv {out}.tmp {out}", timeout=10,
-                                log_path=log)
-    plugins = build_plugins(entry_points=False)
-    plugins.register(handler, "dlq-command")
+    handler = CommandNotifier(f"cat > {out}.tmp && mv {out}.tmp {out}", timeout=10,
+                              log_path=log)
+    plugins = build_plugins()
+    plugins.add_notifier(plugins.notifier("command"), handler)
     job, attempt = dead_job()
-    plugins.job_dead(job, attempt)
+    plugins.job_event("completed", job, attempt)  # not one of its events
+    plugins.job_event("dead", job, attempt)
     wait_for(out.exists)
     payload = json.loads(out.read_text())
     assert payload["event"] == "dead"
@@ -51,18 +53,18 @@ def test_handler_gets_the_dead_job_as_json(tmp_path: Path) -> None:
 def test_failing_and_hanging_handlers_are_only_logged(tmp_path: Path) -> None:
     log = tmp_path / "dlq-handler.log"
     job, attempt = dead_job()
-    failing = DlqCommandHandler("echo cannot reach pager >&2; exit 7", timeout=10,
+    failing = CommandNotifier("echo cannot reach pager >&2; exit 7", timeout=10,
                                 log_path=log)
-    failing.queuectl_job_dead(job, attempt)
+    failing.on_event("dead", job, attempt)
     wait_for(lambda: "failed (exit 7)" in log.read_text())
     assert "cannot reach pager" in log.read_text()
-    hanging = DlqCommandHandler("sleep 60", timeout=0.3, log_path=log)
+    hanging = CommandNotifier("sleep 60", timeout=0.3, log_path=log)
     started = time.monotonic()
-    hanging.queuectl_job_dead(job, None)
+    hanging.on_event("dead", job, None)
     assert time.monotonic() - started < 2, "the worker is never blocked"
     wait_for(lambda: "timed out after 0.3 s" in log.read_text())
-    missing_shell = DlqCommandHandler("true", timeout=1, log_path=log, shell="/no/such/sh")
-    missing_shell.queuectl_job_dead(job, None)
+    missing_shell = CommandNotifier("true", timeout=1, log_path=log, shell="/no/such/sh")
+    missing_shell.on_event("dead", job, None)
     assert "could not start" in log.read_text()
 
 
@@ -70,9 +72,31 @@ def test_handler_that_ignores_stdin_does_not_block(tmp_path: Path) -> None:
     log = tmp_path / "dlq-handler.log"
     job, _ = dead_job()
     big = job.replace(last_error="x" * 500_000)
-    handler = DlqCommandHandler("sleep 0.1", timeout=5, log_path=log)
+    handler = CommandNotifier("sleep 0.1", timeout=5, log_path=log)
     started = time.monotonic()
-    handler.queuectl_job_dead(big, None)
+    handler.on_event("dead", big, None)
     assert time.monotonic() - started < 2
-    handler.join(5)
+    handler.close()
     assert "finished" in log.read_text()
+
+
+def test_other_events_run_it_when_asked_for(tmp_path: Path) -> None:
+    out = tmp_path / "events.jsonl"
+    log = tmp_path / "dlq-handler.log"
+    handler = CommandNotifier(f'cat >> {out}; echo "$QUEUECTL_EVENT" >> {out}.names',
+                              timeout=5, log_path=log, events=frozenset({"lost", "dead"}))
+    plugins = build_plugins()
+    plugins.add_notifier(plugins.notifier("command"), handler)
+    assert plugins.has_event_listeners(), "it wants more than dead: no claim chaining"
+    job, _ = dead_job()
+    for event in ("claimed", "lost", "completed", "dead"):
+        plugins.job_event(event, job, None)
+    plugins.close_notifiers()
+    assert sorted(Path(f"{out}.names").read_text().split()) == ["dead", "lost"]
+
+
+def test_a_notifier_for_dead_jobs_only_lets_workers_chain_claims() -> None:
+    plugins = build_plugins()
+    plugins.add_notifier(plugins.notifier("command"),
+                         CommandNotifier("true", timeout=1, log_path=Path("/dev/null")))
+    assert plugins.has_listeners() and not plugins.has_event_listeners()

@@ -15,7 +15,7 @@ from functools import cached_property
 from .config import AppConfig
 from .errors import ConfigError, PluginError, QueuectlError
 from .ledger import Ledger
-from .registry import PluginContext
+from .registry import PluginContext, normalize_name
 from .settings import Settings, settings_from_stored
 
 # typing is not imported at run time (the CLI's hot path).
@@ -23,6 +23,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from .config_file import ConfigFile
     from .executor import Executor
     from .plugins import Plugins
     from .registry import (
@@ -68,6 +69,31 @@ def _built(spec: Any, what: str, options: Any, context: PluginContext,
                           f"{exc}") from exc
 
 
+def check_plugin_sections(file: ConfigFile, plugins: Plugins, config: AppConfig) -> None:
+    """The whole YAML file against the installed plugins, whatever the
+    command: every section of ``backends`` and ``executors`` names an
+    installed plugin and its options pass that plugin's model, selected or
+    not; the executor and the retry policy exist and their options pass.
+    (Notifiers are checked as they are built.)"""
+    where = f"config file {config.config_path}: "
+    for section, records in (("backends", plugins.backends()),
+                             ("executors", plugins.executors())):
+        kind = section[:-1]
+        for key, raw in getattr(file, section).items():
+            try:
+                spec = records[normalize_name(key)]
+            except (KeyError, ValueError):
+                choices = ", ".join(sorted(records)) or "none installed"
+                raise ConfigError(f"{where}{section}.{key}: no {kind} {key!r} is installed "
+                                  f"(installed: {choices}; see 'queuectl plugins')") from None
+            validated_options(spec, dict(raw or {}), f"{kind} {spec.name!r}", config)
+    executor = plugins.executor(file.executor)
+    validated_options(executor, config.executor_options(executor.name),
+                      f"executor {executor.name!r}", config)
+    policy = plugins.backoff_policy(file.retry.policy)
+    validated_options(policy, dict(file.retry.options), f"backoff policy {policy.name!r}", config)
+
+
 class App:
     def __init__(self, config: AppConfig, plugins: Plugins | None = None, *,
                  backend: BackendSpec | None = None, listeners: bool | None = None,
@@ -94,6 +120,8 @@ class App:
 
         plugins = build_plugins(cache_dir=self.config.home / "cache")
         file = self.config.file
+        if file is not None:
+            check_plugin_sections(file, plugins, self.config)
         for name, raw in (file.notifier_options() if file is not None else {}).items():
             spec = plugins.notifier(name)
             what = f"notifier {spec.name!r}"
@@ -134,10 +162,7 @@ class App:
         return settings_from_stored(source.get_settings(), self.config.defaults)
 
     def executor(self) -> Executor:
-        file = self.config.file
-        from .limits import DEFAULT_EXECUTOR
-
-        spec = self.plugins.executor(file.executor if file is not None else DEFAULT_EXECUTOR)
+        spec = self.plugins.executor(self.config.executor_name())
         what = f"executor {spec.name!r}"
         options = validated_options(spec, self.config.executor_options(spec.name), what,
                                     self.config)

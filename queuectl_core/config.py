@@ -103,6 +103,12 @@ class AppConfig:
     def executor_options(self, name: str) -> dict[str, Any]:
         return _options_for(self.file.executors if self.file else {}, name)
 
+    def executor_name(self) -> str:
+        """The selected executor (``executor:`` in YAML, default ``shell``)."""
+        from .limits import DEFAULT_EXECUTOR
+
+        return self.file.executor if self.file is not None else DEFAULT_EXECUTOR
+
 
 def _options_for(section: dict[str, dict[str, Any] | None], name: str) -> dict[str, Any]:
     wanted = name.lower().replace("_", "-")
@@ -187,7 +193,9 @@ def load_file(path: Path) -> tuple[str, ConfigFile]:
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not valid UTF-8") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_unique_keys_loader(yaml))  # a SafeLoader
+    except _DuplicateKey as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
@@ -207,12 +215,39 @@ def load_file(path: Path) -> tuple[str, ConfigFile]:
         raise ConfigError(f"config file {path}: {validation_message(exc)}") from None
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys_loader(yaml: Any) -> Any:
+    """yaml.SafeLoader, but a key given twice in one mapping is an error
+    (PyYAML keeps the last one silently)."""
+
+    class UniqueKeys(yaml.SafeLoader):  # type: ignore[misc]
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[object] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if not isinstance(key, str | int | float | bool):
+                    continue  # unhashable keys: the model rejects them anyway
+                if key in seen:
+                    line = key_node.start_mark.line + 1
+                    raise _DuplicateKey(f"{key} is given twice (line {line})")
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeys
+
+
 def config_file_for(home: str, option: str | None) -> str | None:
     """The config file: ``--config``, else QUEUECTL_CONFIG, else
     ``$QUEUECTL_HOME/queuectl.yaml`` if it exists."""
     explicit = option or os.environ.get("QUEUECTL_CONFIG")
     if explicit:
         path = absolute_path(explicit)
+        if os.path.isdir(path):
+            raise ConfigError(f"config file {path} is a directory: give the YAML file itself "
+                              f"(e.g. {os.path.join(path, CONFIG_FILENAME)})")
         if not os.path.isfile(path):
             raise ConfigError(f"config file {path} does not exist")
         return path

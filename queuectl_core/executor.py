@@ -64,6 +64,12 @@ class Prepared:
 class Executor(ABC):
     """Starts executions. One instance serves one worker process."""
 
+    def check(self) -> str | None:
+        """A problem of this machine's setup that would fail every attempt
+        (a missing shell), or None. ``worker start`` and ``worker run``
+        refuse to start workers when there is one. Default: None."""
+        return None
+
     def prepare(self, job: Job, *, attempt: int, log_dir: Path, output_max_bytes: int = 0,
                 tail_bytes: int = 0) -> Prepared:
         """Set up everything for :meth:`start` that can be done before the

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..errors import QueuectlError
+from ..errors import ConfigError, QueuectlError
 from .main import State, pass_state
 
 if TYPE_CHECKING:
@@ -89,7 +89,13 @@ def _check_setup(state: State) -> None:
     if app.config.config_path is not None:
         trusted.append(app.config.config_path)
     check_not_writable_by_others(trusted)
-    app.executor()
+    executor = app.executor()
+    problem = executor.check()
+    close = getattr(executor, "close", None)
+    if close is not None:
+        close()
+    if problem is not None:
+        raise ConfigError(f"executor {app.config.executor_name()!r}: {problem}")
     app.backoff_policy()
     app.settings()
 

@@ -138,3 +138,63 @@ def test_everything_in_home_is_private(queue: Queue) -> None:
             assert mode == 0o700, f"{path} is {mode:o}"
         else:
             assert mode & 0o077 == 0, f"{path} is {mode:o}"
+
+
+@pytest.mark.backends("sqlite")
+@pytest.mark.parametrize(("yaml_text", "words"), [
+    pytest.param("backends:\n  json: {colour: blue}\n", ["backend 'json'", "colour: unknown field"],
+                 id="options-of-a-backend-not-selected"),
+    pytest.param("backends:\n  sqlte: {}\n", ["backends.sqlte", "no backend 'sqlte'", "sqlite"],
+                 id="section-of-no-installed-backend"),
+    pytest.param("executors:\n  shell: {kill_grace_seconds: -1}\n",
+                 ["executor 'shell'", "kill_grace_seconds"], id="options-of-the-executor"),
+    pytest.param("executors:\n  shel: {}\n", ["executors.shel", "no executor 'shel'"],
+                 id="section-of-no-installed-executor"),
+    pytest.param("retry:\n  policy: linear\n  options: {factor: 2}\n",
+                 ["backoff policy 'linear' takes no options", "factor"],
+                 id="options-of-the-policy"),
+    pytest.param("backend: sqlite\nretry:\n  policy: linear\nbackend: json\n",
+                 ["backend is given twice (line 4)"], id="duplicate-key"),
+    pytest.param("backends:\n  sqlite:\n    path: a.db\n    path: b.db\n",
+                 ["path is given twice (line 4)"], id="duplicate-nested-key"),
+])
+def test_every_command_checks_the_whole_yaml_file(queue: Queue, yaml_text: str,
+                                                  words: list[str]) -> None:
+    """Sections of plugins that are not selected, and the executor's and the
+    policy's options, are checked by `status` and `list` too, not only when a
+    worker starts; nothing runs with a file that has a mistake."""
+    queue.home.mkdir()
+    path = queue.home / "queuectl.yaml"
+    path.write_text(yaml_text)
+    for args in (["status"], ["list"], ["enqueue", '{"command":"true"}'], ["worker", "start"]):
+        res = queue.run(*args, check=False)
+        assert res.returncode == 2, (args, res)
+        line = one_error_line(res.stderr)
+        for word in [str(path), *words]:
+            assert word in line, (args, word, line)
+    path.unlink()
+    assert queue.jobs() == []
+
+
+@pytest.mark.backends("sqlite")
+def test_config_option_naming_a_directory_says_so(queue: Queue) -> None:
+    queue.home.mkdir()
+    res = queue.run("--config", str(queue.home), "status", check=False)
+    assert res.returncode == 2
+    assert one_error_line(res.stderr) == (
+        f"Error: config file {queue.home} is a directory: give the YAML file itself "
+        f"(e.g. {queue.home / 'queuectl.yaml'})")
+
+
+@pytest.mark.backends("sqlite")
+def test_worker_start_refuses_a_shell_that_does_not_exist(queue: Queue) -> None:
+    queue.home.mkdir()
+    (queue.home / "queuectl.yaml").write_text("executors:\n  shell: {shell: /bin/no-such-sh}\n")
+    assert queue.run("status").returncode == 0  # only running commands needs the shell
+    for args in (["worker", "start"], ["worker", "run"]):
+        res = queue.run(*args, check=False, timeout=40)
+        assert res.returncode == 2, res
+        assert one_error_line(res.stderr) == (
+            "Error: executor 'shell': shell not found: '/bin/no-such-sh' is not a program on "
+            "this machine (option 'shell')")
+    assert queue.run("worker", "stop").stdout == "No workers are running.\n"

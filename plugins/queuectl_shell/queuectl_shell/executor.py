@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import select
+import shutil
 import signal
 import subprocess
 import time
@@ -405,6 +406,14 @@ class ProcessExecutor(Executor):
             if cwd is not None:
                 os.fchdir(self._here)
         return _Spawned(pid)
+
+    def check(self) -> str | None:
+        """The ``shell`` option, if the options have one, names a program
+        this machine can run."""
+        shell = getattr(self.options, "shell", None)
+        if isinstance(shell, str) and shutil.which(shell) is None:
+            return f"shell not found: {shell!r} is not a program on this machine (option 'shell')"
+        return None
 
     def command_for(self, job: Job, attempt: int) -> Command:
         """The command for attempt number ``attempt`` of ``job``: override.

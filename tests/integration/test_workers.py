@@ -32,6 +32,14 @@ def processing_job(queue: Queue, job_id: str, timeout: float = 15.0) -> dict[str
     return queue.wait_until(running, timeout, f"job {job_id} to be processing")
 
 
+def command_started(queue: Queue, marks: Path, attempt: int = 1, timeout: float = 30.0) -> None:
+    """Wait until a :func:`marked_job`'s command has started (its pid file
+    exists): a file check, so that a short command is never missed between
+    two ``queuectl list`` calls on a loaded machine."""
+    queue.wait_until(lambda: (marks / f"pid-{attempt}").exists(), timeout,
+                     f"attempt {attempt}'s command to start")
+
+
 def marked_job(marks: Path, seconds: int, *, first: int | None = None) -> str:
     """A command that records its pid and, only if it is not killed, that it
     finished: ``marks/pid-N`` at the start and ``marks/done-N`` after the
@@ -161,8 +169,8 @@ def test_sigkilled_supervisor_workers_exit_on_their_own(queue: Queue, tmp_path: 
     queue.wait_active_workers(2)
 
     queue.enqueue({"id": "long", "command": marked_job(marks, 3)})
-    running = processing_job(queue, "long")
-    wait_until(lambda: (marks / "pid-1").exists(), 10, message="attempt 1 to start")
+    command_started(queue, marks)
+    running = queue.show("long")  # its worker_id stays once it completes
     command_pid = int((marks / "pid-1").read_text())
 
     os.kill(group.supervisor, signal.SIGKILL)
@@ -255,8 +263,8 @@ def test_worker_stop_is_graceful(queue: Queue) -> None:
     queue.fast()
     queue.start_workers(1)
     queue.wait_active_workers(1)
-    queue.enqueue({"id": "busy", "command": "sleep 3"})
-    processing_job(queue, "busy")
+    queue.enqueue({"id": "busy", "command": "touch started; sleep 3"})  # in queue.workdir
+    queue.wait_until(lambda: (queue.workdir / "started").exists(), 30, "the command to start")
 
     stopper = subprocess.Popen(
         [str(QUEUECTL), "worker", "stop", "--timeout", "30"], stdout=subprocess.PIPE,
@@ -366,8 +374,8 @@ def test_worker_run_sigterm_finishes_job(queue: Queue, tmp_path: Path) -> None:
     marks = tmp_path / "marks"
     marks.mkdir()
     proc = start_foreground(queue, tmp_path, 2)
-    queue.enqueue({"id": "fg", "command": marked_job(marks, 2)})
-    processing_job(queue, "fg")
+    queue.enqueue({"id": "fg", "command": marked_job(marks, 3)})
+    command_started(queue, marks)
 
     os.kill(proc.pid, signal.SIGTERM)  # the supervisor only, not its group
     assert proc.wait(timeout=20) == 0, (tmp_path / "run.log").read_text()
@@ -384,8 +392,8 @@ def test_worker_run_ctrl_c_finishes_job(queue: Queue, tmp_path: Path) -> None:
     marks = tmp_path / "marks"
     marks.mkdir()
     proc = start_foreground(queue, tmp_path, 2)
-    queue.enqueue({"id": "fg", "command": marked_job(marks, 2)})
-    processing_job(queue, "fg")
+    queue.enqueue({"id": "fg", "command": marked_job(marks, 3)})
+    command_started(queue, marks)
 
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
     assert proc.wait(timeout=20) == 0, (tmp_path / "run.log").read_text()

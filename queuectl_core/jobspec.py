@@ -70,8 +70,12 @@ def _text_problem(value: str) -> str | None:
         return "must not contain NUL characters"
     try:
         value.encode("utf-8")
-    except UnicodeEncodeError:
-        return "must be valid Unicode text (no lone surrogates)"
+    except UnicodeEncodeError as exc:
+        code = ord(value[exc.start])
+        if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8, as Python decodes argv
+            return f"not valid UTF-8 (byte 0x{code - 0xDC00:02x} at character {exc.start + 1})"
+        return (f"not valid Unicode text (a lone surrogate \\u{code:04x} at character "
+                f"{exc.start + 1})")
     return None
 
 
@@ -142,9 +146,12 @@ def _id_problem(job_id: object) -> str | None:
         return "must be a string"
     if not 1 <= len(job_id) <= MAX_ID_LENGTH:
         return f"must be 1 to {MAX_ID_LENGTH} characters"
+    problem = _text_problem(job_id)
+    if problem is not None:
+        return problem
     if job_id != job_id.strip() or not job_id.isprintable():
         return "must be printable text without leading/trailing spaces or control characters"
-    return _text_problem(job_id)
+    return None
 
 
 def _run_at_problem(run_at: object) -> str | None:

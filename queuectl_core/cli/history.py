@@ -16,6 +16,7 @@ from .output import (
     emit_json,
     error_line,
     number,
+    printable,
     seconds_text,
     short_time,
     signal_text,
@@ -69,7 +70,13 @@ def _show_job(app: App, job_id: str, as_json: bool, *, require_dead: bool = Fals
     width = max(len(key) for key, _ in fields) + 2
     for key, value in fields:
         text = "-" if value is None else str(value)
-        click.echo(f"  {key + ':':<{width}}{text}")
+        # A command of several lines keeps them, indented under the first;
+        # control characters anywhere are shown as escapes.
+        lines = printable(text, keep="\n\t").split("\n") if key == "command" else [
+            printable(text)]
+        click.echo(f"  {key + ':':<{width}}{lines[0]}")
+        for line in lines[1:]:
+            click.echo(f"  {'':<{width}}{line}")
     if not attempts:
         click.echo("No attempts yet.")
         return

@@ -21,14 +21,43 @@ def short_time(iso_text: str | None) -> str:
     return iso_text[:10] + " " + iso_text[11:19] + "Z"
 
 
+#: Escapes of the control characters that have a short one.
+_SHORT = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\x1b": "\\e"}
+
+
+def _escaped(ch: str) -> str:
+    if ch in _SHORT:
+        return _SHORT[ch]
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str, keep: str = "") -> str:
+    """``text`` safe to print on a terminal: control and format characters
+    (escape sequences, carriage returns, bidirectional overrides) and lone
+    surrogates shown as escapes (``\\e``, ``\\x07``, ``\\u202e``), except
+    those in ``keep``."""
+    if text.isprintable() and not keep:
+        return text
+    return "".join(ch if ch.isprintable() or ch in keep or _plain_space(ch) else _escaped(ch)
+                   for ch in text)
+
+
+def _plain_space(ch: str) -> bool:
+    """A space that moves the cursor by its width only (not a line break)."""
+    return ch == " " or (ch.isspace() and ord(ch) >= 0xA0 and ch not in "\u2028\u2029")
+
+
 def clip(text: str | None, width: int) -> str:
     if not text:
         return "-"
-    flat = " ".join(text.split())
+    flat = printable(" ".join(text.split()))
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Columns padded to their widest cell; every cell made printable."""
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         for i, cell in enumerate(row):

@@ -29,12 +29,15 @@ import pytest
 pytest.register_assert_rewrite(
     "queuectl_core.testing.kit", "queuectl_core.testing.kit_seam",
     "queuectl_core.testing.kit_claims", "queuectl_core.testing.kit_operations",
+    "queuectl_core.testing.kit_limits",
     "queuectl_core.testing.installed")
 
 from .conformance import StorageConformance  # noqa: E402
 from .memory import MemoryStorage  # noqa: E402
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from _pytest.config.argparsing import Parser
 
 __all__ = ["MemoryStorage", "StorageConformance"]
@@ -61,3 +64,13 @@ def pytest_configure(config: pytest.Config) -> None:
         from .installed import selected_backend
 
         selected_backend(config)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Say where the runner left each test's data on a server."""
+    option = config.getoption("queuectl_namespace_option", None)
+    if config.getoption("queuectl_backend", None) and option:
+        terminalreporter.write_line(
+            f"queuectl kit: each test kept its data under option {option!r} = 'qk_' and 20 "
+            "hex digits; the runner cannot delete them from your server: drop them, or use "
+            "a scratch database")

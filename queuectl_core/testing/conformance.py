@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from .kit import BOOM, LEASE, OK, T0, new_job
 from .kit_claims import ClaimPromises
+from .kit_limits import LimitPromises
 from .kit_operations import OperationPromises
 from .kit_seam import SeamPromises
 
 __all__ = ["BOOM", "LEASE", "OK", "T0", "StorageConformance", "new_job"]
 
 
-class StorageConformance(SeamPromises, ClaimPromises, OperationPromises):
+class StorageConformance(SeamPromises, ClaimPromises, OperationPromises, LimitPromises):
     """Mix into a pytest test class; implement ``open_storage(home)``."""

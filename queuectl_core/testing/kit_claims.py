@@ -291,8 +291,10 @@ class ClaimPromises(KitBase):
                 assert store.release(claim, T0) is not None
             _, batch = store.record_and_claim([], T0, worker_id="w", lease_ms=LEASE,
                                               queues=queues, limit=5)
-            assert [(c.job.id, c.attempt) for c in batch] == expected, queues
-            assert [c.job.id for c in batch] == order, queues
+            asked = f"record_and_claim(limit=5, queues={queues!r})"
+            assert [(c.job.id, c.attempt) for c in batch] == expected, (
+                f"{asked} took other jobs than 5 single claims")
+            assert [c.job.id for c in batch] == order, f"{asked}: claim order, no paused queue"
             assert dict(expected)["retried"] == 3
             assert len({c.token for c in batch}) == len(batch)
             for claim in batch:
@@ -315,10 +317,11 @@ class ClaimPromises(KitBase):
         store.enqueue([new_job("a"), new_job("b"), new_job("later", run_at=T0 + 50),
                        new_job("p", queue="paused"), new_job("o", queue="other")])
         store.set_queue_paused("paused", True)
-        assert store.due_count(T0, limit=10) == 3
-        assert store.due_count(T0, limit=2) == 2
-        assert store.due_count(T0 + 50, limit=10) == 4
-        assert store.due_count(T0, queues=["other", "paused"], limit=10) == 1
+        assert store.due_count(T0, limit=10) == 3, "a, b and o: not later (not due), not p (paused)"
+        assert store.due_count(T0, limit=2) == 2, "at most limit"
+        assert store.due_count(T0 + 50, limit=10) == 4, "later is due at T0 + 50"
+        assert store.due_count(T0, queues=["other", "paused"], limit=10) == 1, (
+            "only o: p's queue is paused")
         self.claim(store)
         assert store.due_count(T0, limit=10) == 2
         assert store.due_count(T0, queues=["nothing"], limit=10) == 0

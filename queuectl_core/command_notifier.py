@@ -37,6 +37,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .durations import Seconds
 from .limits import DEFAULT_DLQ_TIMEOUT
 from .models import Attempt, Job
 from .notify import Notifier
@@ -56,8 +57,8 @@ class CommandOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     command: str = Field(min_length=1, description="run with the event and job as JSON on stdin")
-    timeout: float = Field(default=DEFAULT_DLQ_TIMEOUT, gt=0, le=86_400,
-                           description="seconds the command may take")
+    timeout: Seconds = Field(default=DEFAULT_DLQ_TIMEOUT, gt=0, le=86_400,
+                             description="seconds the command may take (or e.g. 90s, 2m)")
     events: list[Event] = Field(default=["dead"], min_length=1,
                                 description="the events that run it")
 

@@ -83,21 +83,36 @@ def spec_from_json(text: str, defaults: dict[str, Any] | None = None) -> list[Sp
     """The job of ``enqueue JSON``."""
     from .jobspec import parse_job_spec
 
-    return [("", parse_job_spec(with_defaults(decode(text, "job"), defaults or {})))]
+    try:
+        data = decode(text, "job")
+    except UsageError:
+        if text.strip()[:1] in ("", "{", "["):
+            raise  # an attempt at JSON: the precise error
+        raise UsageError(f"job: not JSON; did you mean: {plain_command_hint(text)}?"
+                         ) from None
+    return [("", parse_job_spec(with_defaults(data, defaults or {})))]
+
+
+def plain_command_hint(text: str) -> str:
+    """``queuectl enqueue -c TEXT``, quoted for a shell; a command that
+    cannot be shown on one line (control characters) as ``CMD``."""
+    import shlex
+
+    return f"queuectl enqueue -c {shlex.quote(text) if text.isprintable() else 'CMD'}"
 
 
 def specs_from_lines(lines: list[tuple[int, str]], source: str,
                      defaults: dict[str, Any]) -> list[Spec]:
     """The jobs of ``enqueue --file``: one per non-blank line."""
     from .jobspec import parse_job_spec
-    from .timeutil import parse_timestamp_ms
+    from .timeutil import parse_run_at_ms
 
     specs: list[Spec] = []
     for lineno, line in lines:
         try:
             spec = parse_job_spec(with_defaults(decode(line, f"line {lineno}"), defaults))
             if spec.get("run_at") is not None:
-                parse_timestamp_ms(spec["run_at"])  # report a bad run_at with its line
+                parse_run_at_ms(spec["run_at"])  # report a bad run_at with its line
             specs.append((f"line {lineno}: ", spec))
         except UsageError as exc:
             msg = str(exc)

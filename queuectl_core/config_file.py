@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .durations import Seconds, duration_string_schema
 from .errors import ConfigError
 from .limits import DEFAULT_DLQ_TIMEOUT, DEFAULT_EXECUTOR, DEFAULT_POLICY
 from .settings import SETTING_SPECS, check_setting, normalize_setting_key
@@ -27,15 +28,19 @@ class DlqSection(BaseModel):
 
     command: str | None = Field(default=None, min_length=1,
                                 description="run with each dead job as JSON on stdin")
-    timeout: float = Field(default=DEFAULT_DLQ_TIMEOUT, gt=0, le=86_400,
-                           description="seconds the DLQ command may take")
+    timeout: Seconds = Field(default=DEFAULT_DLQ_TIMEOUT, gt=0, le=86_400,
+                             description="seconds the DLQ command may take")
 
 
 def _defaults_schema(schema: dict[str, Any]) -> None:
-    schema["properties"] = {
-        key: {"type": "integer" if spec.kind is int else "number", "minimum": spec.low,
-              "maximum": spec.high, "default": spec.default, "description": spec.description}
-        for key, spec in SETTING_SPECS.items()}
+    properties: dict[str, Any] = {}
+    for key, spec in SETTING_SPECS.items():
+        number = {"type": "integer" if spec.kind is int else "number", "minimum": spec.low,
+                  "maximum": spec.high}
+        shape = number if spec.unit is None else {
+            "anyOf": [number, duration_string_schema(spec.unit)]}
+        properties[key] = {**shape, "default": spec.default, "description": spec.description}
+    schema["properties"] = properties
     schema["additionalProperties"] = False
 
 

@@ -26,6 +26,11 @@ from .limits import (
     RETRY_KEYS,
 )
 from .settings import SETTING_SPECS
+from .timeutil import duration_value
+
+#: The keys of a job's ``retry`` object that are durations (in seconds, or
+#: strings such as "90s", as ``timeout`` is).
+DURATION_KEYS = ("max_delay",)
 
 # typing is not imported at run time (it costs more than this whole module).
 TYPE_CHECKING = False
@@ -39,12 +44,14 @@ if TYPE_CHECKING:
 SPEC_FIELDS: dict[str, str] = {
     "id": "unique id (1 to 255 printable characters; default: 12 random hex digits)",
     "command": "the shell command to run (required)",
-    "run_at": "when to run: epoch milliseconds or an ISO-8601 time (default: now)",
+    "run_at": "when to run: epoch milliseconds (2001 or later: a smaller number is taken "
+              "for seconds and refused) or an ISO-8601 time (default: now)",
     "max_retries": "retries after the first attempt before the job is dead "
                    "(default: the max_retries setting)",
     "priority": "higher runs first (default 0)",
     "queue": "the named queue to put the job in (default: default)",
-    "timeout": "seconds an attempt may run before it is killed",
+    "timeout": "seconds an attempt may run before it is killed, or a duration such as "
+               "\"90s\" or \"1h30m\"",
     "cwd": "the directory to run in (default: the directory enqueue runs in)",
     "env": "environment variables to set for the command (an object of strings)",
     "retry": "per-job retry settings: policy, backoff_base, max_delay, jitter",
@@ -124,11 +131,42 @@ def retry_problem(retry: object) -> str | None:
                 return f"retry.policy: {problem}"
             continue
         spec = SETTING_SPECS[key]
-        if not _is_number(value):
+        if key in DURATION_KEYS:
+            value, problem = _seconds(value)
+            if problem is not None:
+                return f"retry.{key}: {problem}"
+        elif not _is_number(value):
             return f"retry.{key}: must be a finite number"
         if not spec.low <= value <= spec.high:
             return f"retry.{key}: must be from {spec.low:g} to {spec.high:g}"
     return None
+
+
+def _seconds(value: object) -> tuple[Any, str | None]:
+    """A duration field: (its seconds, None), or (None, why it is not one):
+    a number of seconds or a duration string ("90s", "1h30m")."""
+    try:
+        return duration_value(value, "s"), None
+    except UsageError as exc:
+        return None, str(exc)
+
+
+def retry_in_seconds(retry: dict[str, Any]) -> dict[str, Any]:
+    """A valid ``retry`` object with a duration string ("90s") turned into
+    seconds (a copy if there was one)."""
+    strings = [k for k in DURATION_KEYS if type(retry.get(k)) is str]
+    return {**retry, **{k: duration_value(retry[k], "s") for k in strings}} if strings else retry
+
+
+def in_seconds(spec: dict[str, Any]) -> dict[str, Any]:
+    """A valid job spec with its durations given as strings ("90s")
+    turned into seconds (a copy if any was)."""
+    retry = spec.get("retry")
+    if isinstance(retry, dict) and (normal := retry_in_seconds(retry)) is not retry:
+        spec = {**spec, "retry": normal}
+    if type(spec.get("timeout")) is str:
+        spec = {**spec, "timeout": duration_value(spec["timeout"], "s")}
+    return spec
 
 
 def _command_problem(command: object) -> str | None:
@@ -177,10 +215,10 @@ def _priority_problem(value: object) -> str | None:
 
 
 def _timeout_problem(value: object) -> str | None:
-    if not _is_number(value):
-        return "must be a number of seconds"
-    assert isinstance(value, int | float)
-    if not 0 < value <= MAX_TIMEOUT_SECONDS:
+    seconds, problem = _seconds(value)
+    if problem is not None:
+        return problem
+    if not 0 < seconds <= MAX_TIMEOUT_SECONDS:
         return "must be more than 0 seconds and at most 30 days (2592000)"
     return None
 
@@ -231,11 +269,11 @@ def spec_problem(data: dict[str, Any]) -> str | None:
 
 
 def parse_job_spec(data: object) -> dict[str, Any]:
-    """Validate one decoded JSON value as a job spec: the value itself, a
-    dict with only the spec's fields (raises UsageError)."""
+    """Validate one decoded JSON value as a job spec: a dict with only the
+    spec's fields (raises UsageError), its durations in seconds."""
     if not isinstance(data, dict):
         raise UsageError("a job must be a JSON object, e.g. {\"command\": \"echo hi\"}")
     problem = spec_problem(data)
     if problem is not None:
         raise UsageError(f"invalid job: {problem}")
-    return data
+    return in_seconds(data)

@@ -264,18 +264,24 @@ class Ledger:
         otherwise), finished before ``finished_before`` if given, with an id
         in ``ids`` if given, at most ``limit`` (oldest first). Returns the
         ids deleted."""
+        jobs = self.purgeable(states=states, finished_before=finished_before, ids=ids,
+                              limit=limit)
+        done = self.store.apply([rules.purged(job) for job in jobs]) if jobs else []
+        return [job.id for job, gone in zip(jobs, done, strict=True) if gone is not None]
+
+    def purgeable(self, *, states: Sequence[JobState], finished_before: int | None = None,
+                  ids: Sequence[str] | None = None, limit: int | None = None) -> list[Job]:
+        """The jobs :meth:`purge` would delete with the same arguments, in the
+        order it deletes them (a read: ``purge --dry-run``)."""
         wanted = [JobState(s) for s in states]
         if any(s not in FINISHED_STATES for s in wanted):
             raise ValueError("only completed, dead and cancelled jobs can be purged")
         if not wanted or limit == 0 or (ids is not None and not ids):
             return []
         if ids is None:
-            jobs = self.store.finished(wanted, finished_before, limit)
-        else:
-            jobs = self._finished_by_id(ids, wanted, finished_before)
-            jobs = jobs if limit is None else jobs[:limit]
-        done = self.store.apply([rules.purged(job) for job in jobs]) if jobs else []
-        return [job.id for job, gone in zip(jobs, done, strict=True) if gone is not None]
+            return self.store.finished(wanted, finished_before, limit)
+        jobs = self._finished_by_id(ids, wanted, finished_before)
+        return jobs if limit is None else jobs[:limit]
 
     def _finished_by_id(self, ids: Sequence[str], wanted: list[JobState],
                         before: int | None) -> list[Job]:

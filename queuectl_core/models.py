@@ -21,10 +21,10 @@ import os.path
 from enum import StrEnum
 
 from .errors import shown
-from .jobspec import env_problem, new_job_id, retry_problem, spec_problem
+from .jobspec import env_problem, new_job_id, retry_in_seconds, retry_problem, spec_problem
 from .limits import DEFAULT_QUEUE, MAX_EPOCH_MS, MAX_RETRIES_LIMIT
 from .records import MISSING, Record, field
-from .timeutil import iso, parse_timestamp_ms
+from .timeutil import iso, parse_run_at_ms
 
 # typing is not imported at run time (the CLI's hot path).
 TYPE_CHECKING = False
@@ -119,7 +119,7 @@ def _retry(value: object) -> dict[str, Any]:
     if problem is not None:
         raise ValueError(problem.removeprefix("retry").lstrip(":. "))
     assert isinstance(value, dict)
-    return {str(k): v for k, v in value.items()}
+    return {str(k): v for k, v in retry_in_seconds(value).items()}
 
 
 def _field(check: Callable[[object], Any], default: Any = MISSING, *, time: bool = False,
@@ -220,7 +220,7 @@ def spec_to_job(spec: dict[str, Any], *, default_max_retries: int, now: int,
     max_retries = spec.get("max_retries")
     timeout = spec.get("timeout")
     job_id = spec.get("id")
-    when = now if run_at is None else parse_timestamp_ms(run_at)
+    when = now if run_at is None else parse_run_at_ms(run_at)
     return Job.new(
         id=new_job_id() if job_id is None else job_id,
         command=spec["command"],

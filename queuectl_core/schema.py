@@ -15,7 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
 
-from .jobspec import SPEC_FIELDS, spec_problem
+from .durations import seconds
+from .jobspec import DURATION_KEYS, SPEC_FIELDS, spec_problem
 from .limits import (
     DEFAULT_QUEUE,
     MAX_COMMAND_LENGTH,
@@ -40,6 +41,10 @@ def _retry_model() -> type[BaseModel]:
     }
     for key in ("backoff_base", "max_delay", "jitter"):
         spec = SETTING_SPECS[key]
+        if key in DURATION_KEYS:
+            fields[key] = (seconds(ge=spec.low, le=spec.high, allow_inf_nan=False) | None,
+                           Field(None, description=spec.description))
+            continue
         fields[key] = (float | None, Field(None, ge=spec.low, le=spec.high, allow_inf_nan=False,
                                            description=spec.description))
     return create_model("JobRetry", __config__=ConfigDict(extra="forbid", strict=True),
@@ -77,8 +82,8 @@ def job_spec_model() -> type[BaseModel]:
         "priority": (int, Field(0, ge=-MAX_PRIORITY, le=MAX_PRIORITY, description=d["priority"])),
         "queue": (str, Field(DEFAULT_QUEUE, min_length=1, max_length=MAX_QUEUE_NAME_LENGTH,
                              pattern=NAME_PATTERN, description=d["queue"])),
-        "timeout": (float | None, Field(None, gt=0, le=MAX_TIMEOUT_SECONDS, allow_inf_nan=False,
-                                        description=d["timeout"])),
+        "timeout": (seconds(gt=0, le=MAX_TIMEOUT_SECONDS, allow_inf_nan=False) | None,
+                    Field(None, description=d["timeout"])),
         "cwd": (str | None, Field(None, min_length=1, max_length=MAX_PATH_LENGTH,
                                   description=d["cwd"])),
         "env": (dict[str, str] | None, Field(None, max_length=MAX_ENV_ENTRIES,

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 
-from .errors import ConfigError
+from .errors import ConfigError, UsageError
 from .limits import MAX_DELAY_SECONDS, MAX_RETRIES_LIMIT, MAX_TIMEOUT_SECONDS, MIN_OUTPUT_CAP
 from .records import Record, field
+from .timeutil import duration_value
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -24,11 +25,14 @@ class SettingSpec(Record):
     low: int | float
     high: int | float
     description: str
+    #: For a duration: the unit of a bare number (a key of
+    #: ``timeutil.DURATION_UNITS_MS``); it may also be given as "90s", "1h30m".
+    unit: str | None = None
 
 
 def _setting(default: int | float, low: int | float, high: int | float,
-             description: str) -> Any:
-    spec = SettingSpec(type(default), default, low, high, description)
+             description: str, unit: str | None = None) -> Any:
+    spec = SettingSpec(type(default), default, low, high, description, unit)
     return field(default, meta={"setting": spec})
 
 
@@ -42,15 +46,16 @@ class Settings(Record):
                                    "(exponential), backoff_base * attempts (linear), or "
                                    "backoff_base (constant)")
     worker_idle_delay: int = _setting(2000, 1, 3_600_000,
-                                      "ms an idle worker waits between polls (at most)")
+                                      "ms an idle worker waits between polls (at most)", "ms")
     lease_seconds: int = _setting(15, 3, 86_400,
-                                  "seconds a claim stays valid without a heartbeat")
+                                  "seconds a claim stays valid without a heartbeat", "s")
     max_delay: float = _setting(0.0, 0.0, MAX_DELAY_SECONDS,
-                                "longest retry delay in seconds (0: no cap)")
+                                "longest retry delay in seconds (0: no cap)", "s")
     jitter: float = _setting(0.0, 0.0, 1.0,
                              "each retry delay is cut by a random fraction up to this")
     job_timeout: float = _setting(0.0, 0.0, MAX_TIMEOUT_SECONDS,
-                                  "seconds a job without its own timeout may run (0: no limit)")
+                                  "seconds a job without its own timeout may run (0: no limit)",
+                                  "s")
     output_max_bytes: int = _setting(10 * 1024 * 1024, 0, 2**40,
                                      "cap on each attempt's stdout and on its stderr on disk; "
                                      "the newest output is kept (0: no cap, else at least "
@@ -60,7 +65,7 @@ class Settings(Record):
                                       "store, for `logs` on any machine")
     retention_days: float = _setting(0.0, 0.0, 36_500.0,
                                      "completed and cancelled jobs are purged this many days "
-                                     "after they finish, with their logs (0: kept)")
+                                     "after they finish, with their logs (0: kept)", "d")
 
 
 #: Every setting's type, default, range and description, by key.
@@ -77,6 +82,8 @@ def check_setting(key: str, value: object) -> int | float:
     """Validate one (normalized) setting value; returns it, as a float for
     float settings. Raises ConfigError with a one-line message."""
     spec = SETTING_SPECS[key]
+    if spec.unit is not None and type(value) is str:
+        value = _duration(key, value, spec.unit, spec.kind)
     if spec.kind is int:
         if not _is_int(value):
             raise ConfigError(f"{key}: {value!r} is not a whole number")
@@ -90,6 +97,19 @@ def check_setting(key: str, value: object) -> int | float:
     if key == "output_max_bytes" and 0 < value < MIN_OUTPUT_CAP:
         raise ConfigError(f"{key}: must be 0 (no cap) or at least {MIN_OUTPUT_CAP}, "
                           f"got {value:g}")
+    return value
+
+
+def _duration(key: str, text: str, unit: str, kind: type) -> int | float:
+    """A duration setting given as text ("90s", "1h30m"; a bare number in
+    the setting's own unit), as a number in that unit."""
+    try:
+        value = duration_value(text, unit)
+    except UsageError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+    if kind is int and not _is_int(value):
+        names = {"s": "seconds", "ms": "milliseconds"}
+        raise ConfigError(f"{key}: {text!r} is not a whole number of {names.get(unit, unit)}")
     return value
 
 
@@ -108,6 +128,8 @@ def parse_setting_value(key: str, text: str) -> int | float:
     try:
         value: int | float = int(raw, 10) if spec.kind is int else float(raw)
     except ValueError:
+        if spec.unit is not None:  # a duration: "90s", "1h30m"
+            return check_setting(key, text)
         kind = "a whole number" if spec.kind is int else "a finite number"
         raise ConfigError(f"{key}: {text!r} is not {kind}") from None
     return check_setting(key, value)

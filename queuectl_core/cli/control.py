@@ -14,6 +14,7 @@ from ..errors import InvalidStateError, JobNotFoundError, TransientStorageError,
 from .jobs import _check_queue_name, _stored_id, json_option
 from .main import State, pass_state
 from .output import clip, emit_json, error_line
+from .params import DURATION, DURATION_WITH_UNIT
 
 if TYPE_CHECKING:
     from ..app import App
@@ -179,15 +180,8 @@ def cancel(state: State, job_ids: tuple[str, ...], as_json: bool) -> None:
 
 # ------------------------------------------------------------------ wait
 
-def _timeout_seconds(timeout: str | None) -> float | None:
-    if timeout is None:
-        return None
-    from ..timeutil import parse_duration_ms
-
-    try:
-        return parse_duration_ms(timeout) / 1000
-    except UsageError as exc:
-        raise UsageError(f"--timeout: {exc}") from None
+def _timeout_seconds(timeout: int | None) -> float | None:
+    return None if timeout is None else timeout / 1000
 
 
 def _ended(job: Job) -> str:
@@ -200,11 +194,11 @@ def _ended(job: Job) -> str:
 
 @click.command()
 @click.argument("job_ids", metavar="ID...", nargs=-1, required=True)
-@click.option("--timeout", metavar="DURATION",
-              help="Give up after this long (seconds, or e.g. 30s, 5m, 2h): exit 124.")
+@click.option("--timeout", type=DURATION, metavar="DURATION",
+              help="Give up after this long (seconds, or e.g. 30s, 5m, 1h30m): exit 124.")
 @json_option
 @pass_state
-def wait(state: State, job_ids: tuple[str, ...], timeout: str | None, as_json: bool) -> None:
+def wait(state: State, job_ids: tuple[str, ...], timeout: int | None, as_json: bool) -> None:
     """Block until every job has finished: completed, dead or cancelled.
 
     \b
@@ -332,17 +326,31 @@ def resume(state: State, queue_name: str, as_json: bool) -> None:
 
 PURGEABLE = ("completed", "dead", "cancelled")
 
+dry_run_option = click.option("--dry-run", is_flag=True,
+                              help="Only say which jobs would be purged; delete nothing.")
+
+
+def say_would_purge(ids: list[str], what: str, as_json: bool, **extra: object) -> None:
+    """What ``--dry-run`` prints: the ids ``purge`` would delete, in its order."""
+    if as_json:
+        emit_json({"dry_run": True, "would_purge": len(ids), "ids": ids, **extra})
+    else:
+        listed = f": {', '.join(ids)}" if ids else "."
+        click.echo(f"Would purge {len(ids)} {what}{listed}")
+
 
 @click.command()
 @click.option("--state", "state_names", type=click.Choice(STATE_NAMES), multiple=True,
               metavar="STATE", help="completed, dead or cancelled: purge jobs in this "
               "state (repeatable; default: completed and cancelled).")
-@click.option("--older-than", metavar="DURATION",
-              help="Only jobs that finished longer ago than this, e.g. 7d, 12h, 30m.")
+@click.option("--older-than", type=DURATION_WITH_UNIT, metavar="DURATION",
+              help="Only jobs that finished longer ago than this, e.g. 7d, 12h, 30m "
+                   "(a unit is required).")
+@dry_run_option
 @json_option
 @pass_state
-def purge(state: State, state_names: tuple[str, ...], older_than: str | None,
-          as_json: bool) -> None:
+def purge(state: State, state_names: tuple[str, ...], older_than: int | None,
+          dry_run: bool, as_json: bool) -> None:
     """Delete finished jobs, with their attempt history and their output on
     this machine. Irreversible.
 
@@ -350,12 +358,13 @@ def purge(state: State, state_names: tuple[str, ...], older_than: str | None,
       queuectl purge                                 # completed and cancelled
       queuectl purge --state completed --older-than 7d
       queuectl purge --state dead --older-than 30d   # dead only when asked
+      queuectl purge --older-than 1w --dry-run       # only say which jobs
 
     Only completed, dead and cancelled jobs can be purged. Jobs are deleted
     in batches of 1000, each in its own short transaction.
     """
     from ..models import JobState
-    from ..timeutil import iso, now_ms, parse_duration_ms
+    from ..timeutil import iso, now_ms
 
     refused = [s for s in state_names if s not in PURGEABLE]
     if refused:
@@ -363,22 +372,22 @@ def purge(state: State, state_names: tuple[str, ...], older_than: str | None,
                          "jobs can be purged")
     names = list(dict.fromkeys(state_names)) or ["completed", "cancelled"]
     now = now_ms()
-    if older_than is not None:
-        try:
-            cutoff = now - parse_duration_ms(older_than)
-        except UsageError as exc:
-            raise UsageError(f"--older-than: {exc}") from None
-    else:
-        cutoff = now + 1  # everything that finished before this command started
+    # Without --older-than: everything that finished before this command started.
+    cutoff = max(0, now - older_than) if older_than is not None else now + 1
+    finished_before = iso(cutoff) if older_than is not None else None
     app = state.app()
     states = [JobState(n) for n in names]
+    if dry_run:
+        jobs = app.ledger.purgeable(states=states, finished_before=cutoff)
+        say_would_purge([j.id for j in jobs], "job(s)", as_json, states=names,
+                        finished_before=finished_before)
+        return
     total = 0
     while batch := app.ledger.purge(states=states, finished_before=cutoff, limit=PURGE_BATCH):
         total += len(batch)
         remove_job_logs(app, batch)
     if as_json:
-        emit_json({"purged": total, "states": names,
-                   "finished_before": iso(cutoff) if older_than is not None else None})
+        emit_json({"purged": total, "states": names, "finished_before": finished_before})
         return
     click.echo(f"Purged {total} job(s).")
 

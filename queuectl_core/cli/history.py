@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import InvalidStateError, JobNotFoundError, QueuectlError, UsageError
+from .control import dry_run_option
 from .jobs import _stored_id, json_option, queue_filter_option
 from .main import State, pass_state
 from .output import (
@@ -211,17 +212,19 @@ def dlq_retry(state: State, job_ids: tuple[str, ...], all_: bool, as_json: bool)
 @dlq.command("purge")
 @click.argument("job_ids", metavar="ID...", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Purge every dead job.")
+@dry_run_option
 @json_option
 @pass_state
-def dlq_purge(state: State, job_ids: tuple[str, ...], all_: bool, as_json: bool) -> None:
+def dlq_purge(state: State, job_ids: tuple[str, ...], all_: bool, dry_run: bool,
+              as_json: bool) -> None:
     """Delete dead jobs, with their attempt history and their output on
-    this machine. Irreversible.
+    this machine. Irreversible (--dry-run only says which).
 
     An id that is unknown or not dead is reported and nothing happens to
     it (exit 1 at the end); the other ids are still purged.
     """
     from ..models import JobState
-    from .control import PURGE_BATCH, remove_job_logs
+    from .control import PURGE_BATCH, remove_job_logs, say_would_purge
 
     _ids_or_all(job_ids, all_)
     app = state.app()
@@ -233,15 +236,22 @@ def dlq_purge(state: State, job_ids: tuple[str, ...], all_: bool, as_json: bool)
 
         # Every job dead before this command started, a batch at a time.
         cutoff = now_ms() + 1
-        while batch := storage.purge(states=[JobState.DEAD], finished_before=cutoff,
-                                     limit=PURGE_BATCH):
-            gone += batch
-            remove_job_logs(app, batch)
+        if dry_run:
+            gone = [j.id for j in storage.purgeable(states=[JobState.DEAD],
+                                                    finished_before=cutoff)]
+        else:
+            while batch := storage.purge(states=[JobState.DEAD], finished_before=cutoff,
+                                         limit=PURGE_BATCH):
+                gone += batch
+                remove_job_logs(app, batch)
     else:
         wanted = list(dict.fromkeys(_stored_id_or_none(i) for i in job_ids))
         valid = [i for i in wanted if i is not None]
-        gone = storage.purge(states=[JobState.DEAD], ids=valid) if valid else []
-        remove_job_logs(app, gone)
+        if dry_run:
+            gone = [j.id for j in storage.purgeable(states=[JobState.DEAD], ids=valid)]
+        else:
+            gone = storage.purge(states=[JobState.DEAD], ids=valid) if valid else []
+            remove_job_logs(app, gone)
         purged = set(gone)
         for job_id in dict.fromkeys(job_ids):
             if job_id in purged:
@@ -252,7 +262,9 @@ def dlq_purge(state: State, job_ids: tuple[str, ...], all_: bool, as_json: bool)
             else:
                 error_line(f"job {job_id!r} is {job.state.value}, not dead; not purged")
             failed = True
-    if as_json:
+    if dry_run:
+        say_would_purge(gone, "dead job(s)", as_json)
+    elif as_json:
         emit_json({"purged": len(gone), "ids": gone})
     else:
         click.echo(f"Purged {len(gone)} dead job(s).")

@@ -18,6 +18,7 @@ from ..errors import UsageError
 from ..timeutil import shown
 from .main import State, pass_state
 from .output import clip, emit_json, number, short_time, table
+from .params import DURATION
 
 if TYPE_CHECKING:
     from ..models import Job
@@ -94,22 +95,16 @@ def _env_items(items: tuple[str, ...]) -> dict[str, str]:
     return env
 
 
-def _flag_defaults(queue_name: str | None, timeout: str | None, cwd: str | None,
+def _flag_defaults(queue_name: str | None, timeout: int | None, cwd: str | None,
                    env_items: tuple[str, ...]) -> dict[str, Any]:
-    """Job fields given by --queue, --timeout, --cwd and --env."""
-    from ..timeutil import parse_duration_ms
-
+    """Job fields given by --queue, --timeout (ms), --cwd and --env."""
     fields: dict[str, Any] = {}
     if queue_name is not None:
         fields["queue"] = queue_name
     if timeout is not None:
-        try:
-            ms = parse_duration_ms(timeout)
-        except UsageError as exc:
-            raise UsageError(f"--timeout: {exc}") from None
-        if ms <= 0:
-            raise UsageError(f"--timeout: must be more than 0, got {timeout!r}")
-        fields["timeout"] = ms / 1000
+        if timeout <= 0:
+            raise UsageError("--timeout: must be more than 0")
+        fields["timeout"] = timeout / 1000
     if cwd is not None:
         fields["cwd"] = cwd
     if env_items:
@@ -123,14 +118,16 @@ def _flag_defaults(queue_name: str | None, timeout: str | None, cwd: str | None,
               help="Enqueue every line of FILE (JSON lines; '-' for stdin), all or nothing.")
 @click.option("--command", "-c", metavar="CMD", help="Shell command (instead of JSON).")
 @click.option("--id", "job_id", metavar="ID", help="Job id (default: generated).")
-@click.option("--run-at", metavar="TIME", help="When to run: ISO-8601 or epoch milliseconds.")
-@click.option("--delay", metavar="DURATION", help="Run after a delay, e.g. 30s, 5m, 2h.")
+@click.option("--run-at", metavar="TIME",
+              help="When to run: ISO-8601 or epoch milliseconds (not seconds).")
+@click.option("--delay", type=DURATION, metavar="DURATION",
+              help="Run after a delay, e.g. 30s, 5m, 1h30m.")
 @click.option("--max-retries", type=int, metavar="N", help="Retries before the DLQ.")
 @click.option("--priority", type=int, metavar="N", help="Higher runs first (default 0).")
 @click.option("--queue", "-q", "queue_name", metavar="QUEUE",
               help="Queue to put the job in (default: default).")
-@click.option("--timeout", metavar="DURATION",
-              help="Kill the job if an attempt runs longer: seconds, or e.g. 30s, 5m, 2h.")
+@click.option("--timeout", type=DURATION, metavar="DURATION",
+              help="Kill the job if an attempt runs longer: seconds, or e.g. 30s, 5m, 1h30m.")
 @click.option("--cwd", metavar="DIR",
               help="Directory to run in (default: the current directory).")
 @click.option("--env", "env_items", multiple=True, metavar="KEY=VALUE",
@@ -138,16 +135,17 @@ def _flag_defaults(queue_name: str | None, timeout: str | None, cwd: str | None,
 @json_option
 @pass_state
 def enqueue(state: State, job_json: str | None, file_: str | None, command: str | None,
-            job_id: str | None, run_at: str | None, delay: str | None,
+            job_id: str | None, run_at: str | None, delay: int | None,
             max_retries: int | None, priority: int | None, queue_name: str | None,
-            timeout: str | None, cwd: str | None, env_items: tuple[str, ...],
+            timeout: int | None, cwd: str | None, env_items: tuple[str, ...],
             as_json: bool) -> None:
     """Add a job to the queue.
 
     \b
-    JSON fields: command (required), id, run_at (epoch ms or ISO-8601),
-    max_retries, priority, queue, timeout (seconds), cwd, env (an object of
-    strings), retry (policy, backoff_base, max_delay, jitter). Examples:
+    JSON fields: command (required), id, run_at (epoch ms, 2001 or later, or
+    ISO-8601), max_retries, priority, queue, timeout (seconds, or e.g. "90s"),
+    cwd, env (an object of strings), retry (policy, backoff_base, max_delay,
+    jitter). Examples:
       queuectl enqueue '{"id":"job1","command":"echo hi"}'
       queuectl enqueue --command 'make backup' --delay 10m --max-retries 5
       queuectl enqueue -c './render.sh' --queue render --timeout 2h --env SCALE=2
@@ -161,7 +159,7 @@ def enqueue(state: State, job_json: str | None, file_: str | None, command: str 
     Prints 'Job enqueued with ID: <id>'. A duplicate id is rejected (exit 1)
     and the stored job stays as it was.
     """
-    from ..timeutil import now_ms, parse_duration_ms
+    from ..timeutil import now_ms, parse_run_at_ms
 
     flags = {"--id": job_id, "--run-at": run_at, "--delay": delay,
              "--max-retries": max_retries, "--priority": priority}
@@ -192,8 +190,9 @@ def enqueue(state: State, job_json: str | None, file_: str | None, command: str 
             digits = run_at.strip()
             data["run_at"] = (int(digits) if digits.isascii() and digits.isdigit()
                               and len(digits) <= 20 else run_at)
+            parse_run_at_ms(data["run_at"], "--run-at")  # its errors name the option
         if delay is not None:
-            data["run_at"] = now_ms() + parse_duration_ms(delay)
+            data["run_at"] = now_ms() + delay
         if max_retries is not None:
             data["max_retries"] = max_retries
         if priority is not None:

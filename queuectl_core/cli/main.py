@@ -66,6 +66,12 @@ class State:
             app.close()
 
 
+#: The group's options that a command also takes after its name, with the
+#: same meaning: the group's parameter -> the State attribute it sets.
+#: (--version and --help are actions, not settings: after a command, --help
+#: is that command's.)
+GLOBAL_OPTIONS = {"backend": "backend", "config_path": "config", "home": "home"}
+
 # Original spellings kept as hidden aliases: name -> (group, subcommand).
 ALIASES = {
     "worker-start": ("worker", "start"),
@@ -74,6 +80,22 @@ ALIASES = {
     "dlq-retry": ("dlq", "retry"),
     "config-get": ("config", "get"),
     "config-set": ("config", "set"),
+}
+
+# Other queues' command names (pueue, ts) -> the queuectl command line that
+# does that, suggested by "No such command" rather than run as aliases: their
+# flags and arguments differ from ours, so running ours would surprise.
+OTHER_TOOLS = {
+    "add": "queuectl enqueue -c",
+    "log": "queuectl logs",
+    "ls": "queuectl list",
+    "kill": "queuectl cancel",
+    "follow": "queuectl logs --follow",
+    "rm": "queuectl purge",
+    "clean": "queuectl purge",
+    "remove": "queuectl purge",
+    "start": "queuectl worker start",
+    "stop": "queuectl worker stop",
 }
 
 COMMANDS = {
@@ -135,7 +157,15 @@ class LazyGroup(click.Group):
 
         module_name, attr = COMMANDS[cmd_name]
         command: click.Command = getattr(importlib.import_module(module_name), attr)
-        return command
+        return with_global_options(command)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]
+                        ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0]
+        if not ctx.resilient_parsing and not name.startswith("-") \
+                and self.get_command(ctx, name) is None:
+            raise click.UsageError(no_such_command(name), ctx)
+        return super().resolve_command(ctx, args)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, SHORT_HELP[name]) for name in COMMANDS]
@@ -160,13 +190,57 @@ def cli(ctx: click.Context, backend: str | None, config_path: str | None,
 
     Enqueue commands as jobs, start workers, and each job runs once, with
     retries (exponential backoff) and a dead letter queue for jobs that keep
-    failing. Global options go before the command:
+    failing. Global options go before or after the command:
 
+    \b
         queuectl --backend sqlite status
+        queuectl status --backend sqlite
     """
     state = State(home, config_path, backend)
     ctx.obj = state
     ctx.call_on_close(state.close)
+
+
+def no_such_command(name: str) -> str:
+    """click's "No such command" message, with what to type instead: the
+    queuectl command line for another queue's command name, else the
+    closest command name or alias, if one is close."""
+    message = f"No such command {name!r}."
+    if name in OTHER_TOOLS:
+        return f"{message} Did you mean {OTHER_TOOLS[name]!r}?"
+    from difflib import get_close_matches
+
+    close = get_close_matches(name, [*COMMANDS, *ALIASES], n=1)
+    return f"{message} Did you mean {close[0]!r}?" if close else message
+
+
+def _global_option_after(ctx: click.Context, param: click.Parameter, value: str | None
+                         ) -> None:
+    """A global option given after the command: set it in the State as the
+    group did (the group's callback ran first, so the later one wins)."""
+    state = ctx.find_object(State)
+    if value is not None and state is not None and param.name is not None:
+        setattr(state, param.name, value)
+
+
+def with_global_options(command: click.Command) -> click.Command:
+    """``command`` (and, for a group, its subcommands) taking the global
+    options after its name too, hidden from its help, unless it has an
+    option of that name itself: then its own wins."""
+    if getattr(command, "_queuectl_global_options", False):
+        return command
+    own = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+    for option in cli.params:
+        if isinstance(option, click.Option) and option.name in GLOBAL_OPTIONS \
+                and not own & set(option.opts):
+            command.params.append(click.Option(
+                [*option.opts, GLOBAL_OPTIONS[option.name]], metavar=option.metavar,
+                hidden=True, expose_value=False, callback=_global_option_after))
+    command._queuectl_global_options = True  # type: ignore[attr-defined]
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            with_global_options(sub)
+    return command
 
 
 def run_click(argv: list[str]) -> int:

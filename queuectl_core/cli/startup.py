@@ -69,6 +69,8 @@ def hot_call(argv: list[str]) -> tuple[Callable[[], None] | None, str]:
     as_json = rest.count("--json") == 1
     if as_json:
         rest.remove("--json")
+    # Any other option, the global ones after the command (--home, --backend,
+    # --config) included, takes the full CLI: never this home's cache.
     if "--json" in rest or any(arg.startswith("-") for arg in rest):
         return None, "options"
     if (argv[0] == "status" and rest) or (argv[0] == "enqueue" and len(rest) != 1):

@@ -10,6 +10,7 @@ import click
 
 from ..errors import ConfigError, QueuectlError
 from .main import State, pass_state
+from .params import DURATION
 
 if TYPE_CHECKING:
     from ..app import App
@@ -163,12 +164,12 @@ def start(state: State, count: int, queues: list[str] | None) -> None:
 
 
 @worker.command("stop")
-@click.option("--timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
-              metavar="SECONDS",
+@click.option("--timeout", type=DURATION, default="60s", show_default=True,
+              metavar="DURATION",
               help="How long running jobs may take to finish before they are killed "
-                   "(and released to run again).")
+                   "(and released to run again): seconds, or e.g. 30s, 5m, 1h30m.")
 @pass_state
-def stop(state: State, timeout: float) -> None:
+def stop(state: State, timeout: int) -> None:
     """Stop every worker of this QUEUECTL_HOME, from any terminal.
 
     Workers stop claiming, finish their current job and exit; this returns
@@ -183,7 +184,7 @@ def stop(state: State, timeout: float) -> None:
         click.echo("No workers are running.")
         return
     click.echo("Stopping all workers...")
-    stop_groups(groups, timeout,
+    stop_groups(groups, timeout / 1000,
                 on_forced=lambda pids: _release_dead(state, pids, charge_attempt=False),
                 echo=click.echo)
     click.echo("All workers stopped.")

@@ -145,6 +145,10 @@ JOBS = [
     '{"command": "x",}',
     '{"command": "x", "queue": "-bad"}',
     'echo hello',
+    'make',
+    'ls -l && echo "it\'s done"',
+    '',
+    '  [1,',
 ]
 
 
@@ -245,6 +249,44 @@ def test_other_commands_are_the_same_on_the_seeded_app(homes: tuple[Path, Path],
     cache seeds (their plugins, YAML and pydantic only when they need them)."""
     result = same(homes, *args, expect_cache=False)
     assert DEBUG + "seeded the App" in result.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["status", "--backend", "json"],
+    ["status", "--json", "--backend=json"],
+    ["status", "--home", "sub"],
+    ["status", "--json", "--home", "sub", "--backend", "sqlite"],
+    ["status", "--config", "none.yaml"],
+    ["status", "--queue", "default", "--home", "sub"],
+    ["enqueue", '{"id": "g1", "command": "x"}', "--backend", "json"],
+    ["enqueue", "--backend=json", '{"id": "g1", "command": "x"}', "--json"],
+    ["enqueue", '{"id": "g1", "command": "x"}', "--home", "sub"],
+    ["enqueue", '{"id": "taken", "command": "x"}', "--home", "sub"],
+    ["enqueue", "--json", "--home", "sub", '{"id": "g1", "command": "x"}'],
+    ["enqueue", '{"id": "g1", "command": "x"}', "--config", "none.yaml"],
+    ["enqueue", "echo hello", "--backend", "json"],
+    ["--home", "sub", "status", "--home", "."],
+])
+def test_global_options_after_the_command_go_the_full_way(homes: tuple[Path, Path],
+                                                          args: list[str]) -> None:
+    """A global option after ``enqueue`` or ``status`` means what it means
+    before it, and such a call never takes the cache of this home."""
+    same(homes, *args, expect_cache=False)
+
+
+def test_status_after_enqueue_into_the_other_backend(homes: tuple[Path, Path]) -> None:
+    same(homes, "enqueue", '{"id": "in-json", "command": "x"}', "--backend", "json",
+         expect_cache=False)
+    in_json = same(homes, "status", "--json", "--backend", "json", expect_cache=False)
+    assert json.loads(in_json.stdout)["pending"] == 1
+    # The cache now holds for json: one full call caches sqlite again.
+    same(homes, "enqueue", '{"id": "in-sqlite", "command": "x"}', expect_cache=False)
+    in_sqlite = same(homes, "status", "--json")
+    assert json.loads(in_sqlite.stdout)["pending"] == 2
+    for home in homes:
+        assert [r["id"] for r in rows(home)] == ["taken", "in-sqlite"]
+    in_sub = same(homes, "status", "--json", "--home", "sub", expect_cache=False)
+    assert json.loads(in_sub.stdout)["pending"] == 0
 
 
 def test_another_backend_is_cached_on_its_own(homes: tuple[Path, Path]) -> None:

@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ from queuectl_core.settings import (
     normalize_setting_key,
     parse_setting_value,
 )
-from queuectl_core.timeutil import iso
+from queuectl_core.timeutil import MIN_RUN_AT_MS, iso
 
 QUEUECTL = Path(sys.executable).parent / "queuectl"
 JOB_FIELDS = ("id", "command", "run_at", "max_retries", "priority")
@@ -202,7 +203,7 @@ valid_iso = st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9998
     lambda d: d.strftime("%Y-%m-%dT%H:%M:%S") + "Z")
 valid_fields: dict[str, st.SearchStrategy[Any]] = {
     "id": valid_ids,
-    "run_at": st.integers(0, MAX_EPOCH_MS) | valid_iso,
+    "run_at": st.integers(MIN_RUN_AT_MS, MAX_EPOCH_MS) | valid_iso,
     "max_retries": st.integers(0, MAX_RETRIES_LIMIT),
     "priority": st.integers(-MAX_PRIORITY, MAX_PRIORITY),
 }
@@ -275,7 +276,8 @@ bad_values: dict[str, st.SearchStrategy[Any]] = {
     "priority": st.one_of(not_ints, st.none(), st.integers(max_value=-MAX_PRIORITY - 1),
                           st.integers(min_value=MAX_PRIORITY + 1), huge_ints),
     "run_at": st.one_of(st.booleans(), st.floats(), containers, st.integers(max_value=-1),
-                        st.integers(min_value=MAX_EPOCH_MS + 1), huge_ints, bad_iso),
+                        st.integers(min_value=MAX_EPOCH_MS + 1), huge_ints, bad_iso,
+                        st.integers(0, MIN_RUN_AT_MS - 1)),  # epoch seconds, not ms
 }
 #: Number tokens that are never a JSON integer, spliced into the JSON text.
 bad_number_tokens = st.sampled_from(["NaN", "Infinity", "-Infinity", "1e400", "-1e400",
@@ -420,20 +422,33 @@ def _not_an_int(text: str) -> bool:
     return False
 
 
+#: The duration grammar: a bare number (seconds), or numbers with units from
+#: the largest down, each unit at most once.
+_DURATION_UNITS = {"w": 604_800_000, "d": 86_400_000, "h": 3_600_000, "m": 60_000,
+                   "s": 1000, "ms": 1}
+_NUMBER = r"([0-9]+(?:\.[0-9]+)?)"
+_DURATION_RE = re.compile(r"^\s*(?:" + _NUMBER + r"\s*$|(?=[0-9])" + "".join(
+    rf"(?:{_NUMBER}\s*{unit}\s*)?" for unit in _DURATION_UNITS) + "$)")
+
+
 def _bad_duration(text: str) -> bool:
-    """Not in the --delay grammar: a number with an optional unit."""
-    m = re.match(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", text)
+    """Not in the --delay grammar, or longer than any time can be."""
+    m = _DURATION_RE.match(text)
     if not m:
         return True
-    units = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-    return float(m.group(1)) * units[m.group(2) or "s"] > MAX_EPOCH_MS
+    bare, *parts = m.groups()
+    if bare is not None:
+        return Fraction(bare) * 1000 > MAX_EPOCH_MS
+    total = sum(Fraction(n) * size for n, size in zip(parts, _DURATION_UNITS.values(),
+                                                      strict=True) if n is not None)
+    return int(total) > MAX_EPOCH_MS
 
 
 def _run_at_flag_is_bad(text: str) -> bool:
     """Not epoch milliseconds (ASCII digits, in range) nor a valid ISO time."""
     stripped = text.strip()
     if stripped.isascii() and stripped.isdigit():
-        return len(stripped) > 20 or int(stripped) > MAX_EPOCH_MS
+        return len(stripped) > 20 or not MIN_RUN_AT_MS <= int(stripped) <= MAX_EPOCH_MS
     return not _parses_as_iso(text)
 
 
@@ -468,10 +483,13 @@ def bad_enqueue_flags(draw: st.DrawFn) -> tuple[list[str], bool]:
     if kind == "run-at":
         odd_digits = st.sampled_from(["²", "1²", "٣", "9" * 5000])
         return [*cmd, "--run-at", draw((unicode_text | surrogates | odd_digits | st.integers(
-            min_value=MAX_EPOCH_MS + 1, max_value=10**MAX_SAFE_DIGITS).map(str)).filter(
-            _run_at_flag_is_bad))], False
+            min_value=MAX_EPOCH_MS + 1, max_value=10**MAX_SAFE_DIGITS).map(str)
+            | st.integers(0, MIN_RUN_AT_MS - 1).map(str)).filter(_run_at_flag_is_bad))], False
     if kind == "delay":
-        return [*cmd, "--delay", draw((unicode_text | surrogates).filter(_bad_duration))], False
+        odd_durations = st.sampled_from(["1h30", "30m1h", "1h1h", "1.s", ".5s", "1H", "5 weeks",
+                                         "99999999w", "-5s", "٣s"])
+        return [*cmd, "--delay", draw((unicode_text | surrogates | odd_durations).filter(
+            _bad_duration))], False
     if kind == "conflict":
         job = json.dumps(draw(valid_jobs))
         return draw(st.sampled_from([

@@ -20,7 +20,9 @@ MODEL = job_spec_model()
 
 texts = st.one_of(st.text(max_size=8), st.sampled_from(
     ["", " ", "x", " x", "default", "-bad", ".x", "a.b-c_d", "x\x00y", "\ud800", "q" * 65,
-     "linear", "exponential", "2030-01-02T03:04:05Z"]))
+     "linear", "exponential", "2030-01-02T03:04:05Z",
+     # durations (timeout, retry.max_delay), good, bad and out of range
+     "90s", "1h30m", "1.5s", "0s", "31d", "20000w", "1h30", "30m1h", "soon", "250"]))
 numbers = st.one_of(st.integers(-10**10, 10**10), st.floats(allow_nan=True),
                     st.sampled_from([0, 1, 3, 10_000, 10_001, 0.5, 2592000, 2592001]))
 scalars = st.one_of(st.none(), st.booleans(), texts, numbers)

@@ -58,7 +58,7 @@ def test_enqueue_new_fields_from_flags_and_json(cli: Cli, tmp_path: Path) -> Non
      ["retry.policy", "fibonacci", "exponential"]),
     (['{"command":"true","retry":{"policy":"linear","jitter":2}}'], ["retry.jitter"]),
     (['{"command":"true","env":{"A":1}}'], ["env"]),
-    (['{"command":"true","timeout":"5m"}'], ["timeout"]),
+    (['{"command":"true","timeout":"5 minutes"}'], ["timeout", "invalid duration"]),
 ])
 def test_enqueue_bad_new_fields_exit_2(cli: Cli, args: list[str], words: list[str]) -> None:
     one_error_line(cli("enqueue", *args), 2, *words)

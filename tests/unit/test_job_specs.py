@@ -18,9 +18,9 @@ def test_defaults_are_filled_in_when_the_job_is_made() -> None:
     assert (job.state, job.attempts, job.created_at, job.updated_at) == (
         JobState.PENDING, 0, 1000, 1000)
     own = spec_to_job(parse_job_spec({"id": "j", "command": "x", "max_retries": 0,
-                                      "run_at": 5000, "priority": 9}),
+                                      "run_at": 1_700_000_000_000, "priority": 9}),
                       default_max_retries=5, now=1000, base_dir=None)
-    assert (own.id, own.max_retries, own.run_at, own.priority) == ("j", 0, 5000, 9)
+    assert (own.id, own.max_retries, own.run_at, own.priority) == ("j", 0, 1_700_000_000_000, 9)
 
 
 @pytest.mark.parametrize("data", [

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from queuectl_core.durations import Milliseconds
+
 from . import DEFAULT_PATH
 
 
@@ -24,4 +26,4 @@ class JsonOptions(BaseModel):
     #: bytes (or than the snapshot itself, whichever is larger).
     compact_bytes: int = Field(default=1_048_576, ge=4096, le=1 << 30)
     #: How long an operation waits for the store's lock before giving up, in ms.
-    lock_timeout_ms: int = Field(default=30_000, ge=100, le=600_000)
+    lock_timeout_ms: Milliseconds = Field(default=30_000, ge=100, le=600_000)

@@ -7,6 +7,8 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from queuectl_core.durations import WholeSeconds
+
 #: Lower-case SQL identifiers only: no quoting surprises, no case folding.
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -24,7 +26,7 @@ class PostgresOptions(BaseModel):
     #: Several queues can share one database under different schemas.
     schema_name: str = Field(default="queuectl", alias="schema")
     #: Seconds to wait for a connection before the server counts as unreachable.
-    connect_timeout_s: int = Field(default=5, ge=1, le=300)
+    connect_timeout_s: WholeSeconds = Field(default=5, ge=1, le=300)
 
     @field_validator("schema_name")
     @classmethod

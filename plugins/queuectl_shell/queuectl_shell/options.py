@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from queuectl_core.durations import Seconds
+
 #: Upper bound for ``stderr_tail_bytes`` (1 MiB).
 MAX_STDERR_TAIL_BYTES = 1024 * 1024
 
@@ -22,7 +24,7 @@ class ProcessOptions(BaseModel):
     stderr_tail_bytes: int = Field(default=4096, ge=0, le=MAX_STDERR_TAIL_BYTES)
     #: Seconds between SIGTERM and SIGKILL when a command is stopped and the
     #: caller does not pass its own grace period.
-    kill_grace_seconds: float = Field(default=2.0, ge=0, allow_inf_nan=False)
+    kill_grace_seconds: Seconds = Field(default=2.0, ge=0, allow_inf_nan=False)
 
 
 class ShellOptions(ProcessOptions):

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from queuectl_core.durations import Milliseconds
+
 DEFAULT_PATH = "queue.db"
 
 
@@ -22,4 +24,4 @@ class SqliteOptions(BaseModel):
     #: process crash) and is faster.
     synchronous: Literal["full", "normal"] = "full"
     #: How long a writer waits for the lock before giving up, in ms.
-    busy_timeout_ms: int = Field(default=30_000, ge=100, le=600_000)
+    busy_timeout_ms: Milliseconds = Field(default=30_000, ge=100, le=600_000)

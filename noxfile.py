@@ -10,7 +10,9 @@ import nox
 nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
 
-PLUGINS = sorted(str(p) for p in Path("plugins").iterdir() if (p / "pyproject.toml").exists())
+#: The bundled plugins and the example ones (whose tests run too).
+PLUGINS = sorted(str(p) for d in ("plugins", "examples") for p in Path(d).iterdir()
+                 if (p / "pyproject.toml").exists())
 
 
 def _install(session: nox.Session, extra: str) -> None:
@@ -26,8 +28,8 @@ def tests(session: nox.Session) -> None:
     as scripts/test.sh does (QUEUECTL_TEST_JOBS processes; 0 = serial)."""
     _install(session, "test")
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    jobs = os.environ.get("QUEUECTL_TEST_JOBS") or str(min((cpus or 1) + 2, 6))
-    parallel = [] if jobs == "0" else ["-n", jobs, "--dist", "load"]
+    jobs = os.environ.get("QUEUECTL_TEST_JOBS") or str(min((cpus or 1) * 3, 8))
+    parallel = [] if jobs == "0" else ["-n", jobs, "--dist", "worksteal"]
     session.run("pytest", *parallel, *session.posargs)
 
 

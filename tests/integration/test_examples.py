@@ -1,13 +1,19 @@
 """The "Usage Examples" of the original README, adapted to this CLI. Each is
 run with the alias spellings the README uses (worker-start, worker-stop,
 dlq-list, dlq-retry, config-get, config-set) and, where it matters, with the
-canonical commands too."""
+canonical commands too.
+
+They check the CLI's spellings and output, which do not depend on the
+backend: they run on SQLite, the default (every backend runs the same flows
+in test_jobs, test_workers and the other integration tests)."""
 
 from __future__ import annotations
 
 import pytest
 
 from .conftest import Queue, iso_ms, now_ms
+
+pytestmark = pytest.mark.backends("sqlite")
 
 
 def test_example1_simple_job_processing(queue: Queue) -> None:

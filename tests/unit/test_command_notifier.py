@@ -100,3 +100,14 @@ def test_a_notifier_for_dead_jobs_only_lets_workers_chain_claims() -> None:
     plugins.add_notifier(plugins.notifier("command"),
                          CommandNotifier("true", timeout=1, log_path=Path("/dev/null")))
     assert plugins.has_listeners() and not plugins.has_event_listeners()
+
+
+def test_every_factory_gets_the_home_the_backend_and_its_own_logger(tmp_path: Path) -> None:
+    from queuectl_core.app import App
+    from queuectl_core.config import resolve_config
+
+    (tmp_path / "queuectl.yaml").write_text("backend: json\n")
+    app = App(resolve_config(home=str(tmp_path), config=None, backend=None))
+    context = app.context_for(app.plugins.notifier("command"))
+    assert (context.home, context.backend, context.plugin) == (tmp_path, "json", "command")
+    assert context.log.name == "queuectl.plugins.command"

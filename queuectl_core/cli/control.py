@@ -15,6 +15,7 @@ from .jobs import _check_queue_name, _stored_id, json_option
 from .main import State, pass_state
 from .output import clip, emit_json, error_line
 from .params import DURATION, DURATION_WITH_UNIT
+from .stalls import StallNotes
 
 if TYPE_CHECKING:
     from ..app import App
@@ -229,7 +230,8 @@ def _wait(state: State, job_ids: tuple[str, ...], limit: float | None, as_json: 
         if job is None:
             raise JobNotFoundError(job_id)
         jobs[job_id] = job
-    unfinished = _poll_until_finished(storage, jobs, deadline, as_json)
+    notes = StallNotes(storage, state.app().settings().lease_seconds * 1000)
+    unfinished = _poll_until_finished(storage, jobs, deadline, as_json, notes)
     bad = [jobs[i] for i in ids if jobs[i].state.value in ("dead", "cancelled")]
     outcome = "timeout" if unfinished else "failed" if bad else "completed"
     if as_json:
@@ -247,9 +249,11 @@ def _wait(state: State, job_ids: tuple[str, ...], limit: float | None, as_json: 
 
 
 def _poll_until_finished(storage: Storage, jobs: dict[str, Job], deadline: float | None,
-                         as_json: bool) -> list[str]:
+                         as_json: bool, notes: StallNotes) -> list[str]:
     """Read the jobs (updating ``jobs``) until each is finished or the
-    deadline passes, saying so of each as it ends; the ids still unfinished."""
+    deadline passes, saying so of each as it ends (and, on stderr, why the
+    waiting ones do not run when nothing runs them); the ids still
+    unfinished."""
     finished = ("completed", "dead", "cancelled")
     unfinished = list(jobs)
     interval = WAIT_FIRST_POLL_S
@@ -264,6 +268,7 @@ def _poll_until_finished(storage: Storage, jobs: dict[str, Job], deadline: float
         unfinished = still
         if not unfinished or (deadline is not None and time.monotonic() >= deadline):
             return unfinished
+        notes.check(jobs[job_id] for job_id in unfinished)
         pause = interval if deadline is None else max(0.0, min(interval,
                                                                deadline - time.monotonic()))
         time.sleep(pause)

@@ -18,6 +18,7 @@ from ..errors import JobNotFoundError, QueuectlError, TransientStorageError, Usa
 from .jobs import _stored_id
 from .main import State, pass_state
 from .output import note
+from .stalls import StallNotes
 
 if TYPE_CHECKING:
     from ..joblogs import Stream
@@ -117,9 +118,11 @@ def _find_attempt(storage: Storage, job_id: str, number: int) -> Attempt | None:
     return matches[-1] if matches else None
 
 
-def _wait_for_first_attempt(storage: Storage, job: Job) -> Attempt:
-    """--follow on a job that has not run yet: wait for its first attempt."""
+def _wait_for_first_attempt(storage: Storage, job: Job, lease_ms: int) -> Attempt:
+    """--follow on a job that has not run yet: wait for its first attempt
+    (saying why it does not start, if nothing runs it)."""
     note(f"job {job.id} has not started yet ({job.state.value}); waiting for it to run")
+    notes = StallNotes(storage, lease_ms)
     while True:
         time.sleep(STORE_POLL_S)
         try:
@@ -131,6 +134,7 @@ def _wait_for_first_attempt(storage: Storage, job: Job) -> Attempt:
             return attempts[-1]
         if current is None:
             raise JobNotFoundError(job.id)
+        notes.check([current])
         if current.state.value in ("completed", "dead", "cancelled"):
             raise QueuectlError(f"job {job.id!r} ended {current.state.value} without running")
 
@@ -216,7 +220,8 @@ def _await_end(storage: Storage, attempt: Attempt) -> Attempt:
     return attempt
 
 
-def _pick_attempt(storage: Storage, job: Job, number: int | None, follow: bool) -> Attempt:
+def _pick_attempt(storage: Storage, job: Job, number: int | None, follow: bool,
+                  lease_ms: int) -> Attempt:
     """The attempt asked for: ``number``, else the last one, else (with
     --follow) the first one once it starts."""
     attempts = storage.attempts(job.id)
@@ -230,7 +235,7 @@ def _pick_attempt(storage: Storage, job: Job, number: int | None, follow: bool) 
     if attempts:
         return attempts[-1]
     if follow:
-        return _wait_for_first_attempt(storage, job)
+        return _wait_for_first_attempt(storage, job, lease_ms)
     raise QueuectlError(f"job {job.id!r} has not run yet ({job.state.value}); "
                         "there is no output")
 
@@ -303,7 +308,8 @@ def logs(state: State, job_id: str, number: int | None, only_stdout: bool, only_
     if job is None:
         raise JobNotFoundError(job_id)
     try:
-        attempt = _pick_attempt(storage, job, number, follow)
+        attempt = _pick_attempt(storage, job, number, follow,
+                                app.settings().lease_seconds * 1000 if follow else 0)
         log_dir = job_log_dir(app.config.home / "logs" / "jobs", job.id)
         paths = {s: attempt_path(log_dir, attempt.number, s) for s in STREAMS}
         # Files exist only for streams that wrote something (the executor

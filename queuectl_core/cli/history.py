@@ -145,8 +145,9 @@ def dlq_list(state: State, queue_name: str | None, limit: int | None, as_json: b
 @json_option
 @pass_state
 def dlq_show(state: State, job_id: str, as_json: bool) -> None:
-    """Show a dead job with every attempt (like 'show'; exit 1 if the job is
-    not dead)."""
+    """Show a dead job with every attempt.
+
+    Like 'show', but exits 1 if the job is not dead."""
     _show_job(state.app(), job_id, as_json, require_dead=True)
 
 
@@ -217,8 +218,10 @@ def dlq_retry(state: State, job_ids: tuple[str, ...], all_: bool, as_json: bool)
 @pass_state
 def dlq_purge(state: State, job_ids: tuple[str, ...], all_: bool, dry_run: bool,
               as_json: bool) -> None:
-    """Delete dead jobs, with their attempt history and their output on
-    this machine. Irreversible (--dry-run only says which).
+    """Delete dead jobs, their attempt history and their output.
+
+    Irreversible (--dry-run only says which). The output deleted is the
+    one kept on this machine.
 
     An id that is unknown or not dead is reported and nothing happens to
     it (exit 1 at the end); the other ids are still purged.

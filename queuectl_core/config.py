@@ -201,7 +201,10 @@ def load_file(path: Path) -> tuple[str, ConfigFile]:
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise ConfigError(f"config file {path} is not valid YAML{where}") from None
     if data is None:
-        data = {}
+        # Empty (or only comments): most likely a file that lost its content,
+        # and running on the defaults would be another queue (SQLite here).
+        raise ConfigError(f"config file {path} is empty: give its settings, or remove it to "
+                          "use the defaults")
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: the top level must be a mapping of keys")
     from pydantic import ValidationError
@@ -256,6 +259,8 @@ def config_file_for(home: str, option: str | None) -> str | None:
 
 
 def resolve_config(*, home: str | None, config: str | None, backend: str | None) -> AppConfig:
+    if backend is not None and not backend.strip():
+        raise ConfigError("--backend: give a backend's name (e.g. sqlite), not an empty string")
     home_path = resolve_home(home)
     config_path = config_file_for(str(home_path), config)
     resolved = AppConfig(home=home_path, config_path=config_path, backend="")

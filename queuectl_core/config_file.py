@@ -50,7 +50,8 @@ class ConfigFile(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: str | None = Field(default=None, description="the storage backend to use")
+    backend: str | None = Field(default=None, min_length=1,
+                                description="the storage backend to use")
     backends: dict[str, dict[str, Any] | None] = Field(
         default_factory=dict, description="options per backend, checked by its plugin")
     executor: str = Field(default=DEFAULT_EXECUTOR, description="how commands run")
@@ -76,6 +77,14 @@ class ConfigFile(BaseModel):
                                   "command notifier: keep one")
             wanted["command"] = {"command": self.dlq.command, "timeout": self.dlq.timeout}
         return wanted
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _named(cls, value: object) -> object:
+        # ``backend:`` with no value: a name that was lost, not "the default".
+        if value is None:
+            raise ValueError("give a backend's name (e.g. sqlite), or remove the key")
+        return value
 
     @field_validator("defaults")
     @classmethod

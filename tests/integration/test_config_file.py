@@ -198,3 +198,28 @@ def test_worker_start_refuses_a_shell_that_does_not_exist(queue: Queue) -> None:
             "Error: executor 'shell': shell not found: '/bin/no-such-sh' is not a program on "
             "this machine (option 'shell')")
     assert queue.run("worker", "stop").stdout == "No workers are running.\n"
+
+
+@pytest.mark.backends("sqlite")
+@pytest.mark.parametrize(("yaml_text", "args", "message"), [
+    pytest.param("", [], "config file {path} is empty: give its settings, or remove it to use "
+                 "the defaults", id="empty-file"),
+    pytest.param("# backend: postgres\n", [], "config file {path} is empty: give its "
+                 "settings, or remove it to use the defaults", id="only-comments"),
+    pytest.param("backend:\n", [], "config file {path}: backend: give a backend's name "
+                 "(e.g. sqlite), or remove the key", id="backend-without-a-name"),
+    pytest.param(None, ["--backend", ""], "--backend: give a backend's name (e.g. sqlite), "
+                 "not an empty string", id="empty-backend-option"),
+])
+def test_a_lost_backend_name_never_means_sqlite(queue: Queue, yaml_text: str | None,
+                                                args: list[str], message: str) -> None:
+    """A file that lost its content, or a backend name left empty, would
+    otherwise run on a new, empty SQLite queue."""
+    queue.home.mkdir()
+    path = queue.home / "queuectl.yaml"
+    if yaml_text is not None:
+        path.write_text(yaml_text)
+    res = queue.run(*args, "status", check=False)
+    assert res.returncode == 2
+    assert one_error_line(res.stderr) == "Error: " + message.format(path=path)
+    assert not (queue.home / "queue.db").exists()

@@ -42,6 +42,7 @@ from .limits import DEFAULT_DLQ_TIMEOUT
 from .models import Attempt, Job
 from .notify import Notifier
 from .registry import PluginContext
+from .safefs import open_below
 from .timeutil import iso, now_ms
 
 log = logging.getLogger("queuectl.dlq")
@@ -82,9 +83,16 @@ class CommandNotifier(Notifier):
         self.shell = shell
         self._threads: list[threading.Thread] = []
 
+    def _open_log(self) -> int:
+        """The log, opened for appending through no symbolic link (neither
+        the file nor its directory, ``logs`` in the home)."""
+        path = self.log_path
+        return open_below(path.parent.parent, [path.parent.name, path.name],
+                          os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+
     def _note(self, text: str) -> None:
         with contextlib.suppress(OSError):
-            fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = self._open_log()
             with os.fdopen(fd, "a", encoding="utf-8") as fh:
                 fh.write(f"{iso(now_ms())} {text}\n")
 
@@ -99,7 +107,7 @@ class CommandNotifier(Notifier):
             with tempfile.TemporaryFile() as stdin:
                 stdin.write(payload.encode("utf-8"))
                 stdin.seek(0)
-                out_fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                out_fd = self._open_log()
                 try:
                     env = {**os.environ, "QUEUECTL_JOB_ID": job.id, "QUEUECTL_EVENT": event}
                     proc = subprocess.Popen(

@@ -17,18 +17,24 @@ on disk, and at least the newest half of that is kept; reading the ``.1``
 file and then the live file gives the output in order. The file
 ``attempt-<N>.out.dropped`` then holds the number of bytes dropped so far.
 
-Every file is created 0600: job output is private to its user.
+Every file is created 0600: job output is private to its user. No
+symbolic link below the home is followed (:mod:`queuectl_core.safefs`):
+not ``logs``, ``logs/jobs``, a job's directory nor one of its files.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
+
+from .safefs import NOFOLLOW, SymlinkRefusedError, open_below, open_dir, open_file, opened_dir
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -79,12 +85,24 @@ def attempt_numbers(log_dir: Path) -> list[int]:
     return sorted(numbers)
 
 
+def open_for_reading(path: Path) -> int:
+    """A descriptor of the regular file ``path`` for reading, its own name
+    never followed: a symbolic link raises SymlinkRefusedError, a FIFO or
+    device (which could block or act on being opened) OSError."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
+    os.set_blocking(fd, True)
+    return fd
+
+
 def read_chunks(live: Path, chunk: int = 65536) -> Iterator[bytes]:
     """The stream's kept output, in order: the rotated part, then the live
     file. Yields nothing if neither exists."""
     for path in (rotated_path(live), live):
         try:
-            fh = path.open("rb")
+            fh = os.fdopen(open_for_reading(path), "rb")
         except FileNotFoundError:
             continue
         with fh:
@@ -92,14 +110,36 @@ def read_chunks(live: Path, chunk: int = 65536) -> Iterator[bytes]:
                 yield data
 
 
+_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+
+
+def _chain(path: Path) -> tuple[Path, list[str]]:
+    """``path`` as a trusted base and the names below it that are never
+    followed: the file, its job directory and the two above it
+    (``logs/jobs/<job>/attempt-N.out`` below ``$QUEUECTL_HOME``)."""
+    parents = path.parents
+    depth = min(3, len(parents) - 1)
+    return parents[depth], [*path.parts[len(path.parts) - depth - 1:]]
+
+
 def open_private_append(path: Path) -> int:
-    """Open ``path`` for appending, created 0600; returns the descriptor."""
-    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    """Open ``path`` for appending, created 0600, following no symbolic
+    link (the file itself, ``logs``, ``jobs`` or the job's directory);
+    returns the descriptor."""
+    base, parts = _chain(path)
+    return open_below(base, parts, _APPEND, create_dirs=False)
 
 
-def make_private_dirs(directory: Path) -> None:
-    """Create ``directory`` and any missing parents, each private to the
-    user (0700, whatever the umask); existing ones keep their mode."""
+def open_private_write(path: Path) -> int:
+    """Open ``path`` for writing (not truncated), created 0600, following no
+    symbolic link, as :func:`open_private_append`."""
+    base, parts = _chain(path)
+    return open_below(base, parts, os.O_WRONLY | os.O_CREAT, create_dirs=False)
+
+
+def make_home_dirs(directory: Path) -> None:
+    """Create ``directory`` and any missing parents, each 0700 (whatever the
+    umask); existing ones keep their mode."""
     missing = []
     current = directory
     while not current.is_dir():
@@ -118,13 +158,25 @@ def make_private_dirs(directory: Path) -> None:
 def open_output_file(path: Path) -> int:
     """Open a stream's live file for appending, created 0600, creating its
     job directory (and missing parents, 0700) on first use; returns the
-    descriptor. The executor calls this when the stream first produces
-    output."""
+    descriptor. No symbolic link is followed: not the file, nor its job
+    directory, ``jobs`` or ``logs`` (SymlinkRefusedError, an OSError). The
+    executor calls this when the stream first produces output."""
+    base, parts = _chain(path)
     try:
-        return open_private_append(path)
+        return open_below(base, parts, _APPEND, create_dirs=True)
     except FileNotFoundError:
-        make_private_dirs(path.parent)
-        return open_private_append(path)
+        make_home_dirs(base)
+        return open_below(base, parts, _APPEND, create_dirs=True)
+
+
+def rotate_output_file(live: Path) -> int:
+    """Rename ``live`` to its ``.1`` name (replacing an older one) and open
+    a new live file; both relative to the job directory's descriptor, no
+    symbolic link followed. Returns the new descriptor."""
+    base, parts = _chain(live)
+    with opened_dir(base, parts[:-1]) as dir_fd:
+        os.rename(live.name, rotated_path(live).name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        return open_file(dir_fd, live.name, _APPEND, shown=live)
 
 
 def worker_host(worker_id: str) -> str:
@@ -134,9 +186,35 @@ def worker_host(worker_id: str) -> str:
     return parts[0] if len(parts) == 3 else worker_id
 
 
-def remove_job_logs(root: Path, job_ids: list[str]) -> None:
-    """Delete the output of purged jobs (those on this machine)."""
+def remove_job_logs(root: Path, job_ids: list[str]) -> list[str]:
+    """Delete the output of purged jobs (those on this machine), never
+    outside ``root`` (``$QUEUECTL_HOME/logs/jobs``): nothing is followed, so
+    a symbolic ``logs``, ``jobs`` or job directory is left alone. Returns a
+    one-line warning for each thing left alone."""
     import shutil
 
-    for job_id in job_ids:
-        shutil.rmtree(job_log_dir(root, job_id), ignore_errors=True)
+    warnings: list[str] = []
+    try:
+        dir_fd = open_dir(root.parent.parent, [root.parent.name, root.name])
+    except FileNotFoundError:
+        return warnings
+    except OSError as exc:
+        return [f"job output not deleted: {exc}"]
+    try:
+        for job_id in job_ids:
+            name = job_log_dir(root, job_id).name
+            try:
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                warnings.append(f"job output not deleted: {root / name}: {exc.strerror}")
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                warnings.append(f"job output not deleted: {SymlinkRefusedError(root / name)}")
+                continue
+            # With dir_fd, rmtree works on descriptors and never follows a link.
+            shutil.rmtree(name, dir_fd=dir_fd, ignore_errors=True)
+    finally:
+        os.close(dir_fd)
+    return warnings

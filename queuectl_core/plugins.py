@@ -394,13 +394,12 @@ def discover(cache_dir: Path | None = None) -> list[EntryPoint]:
         pass  # missing or unreadable: scan again and rewrite it
     found = _scan()
     try:
-        cache_dir.mkdir(mode=0o700, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"key": key, "entry_points": [
-                [e.name, e.value, e.distribution, e.version] for e in found]}, fh)
-        os.replace(tmp, path)
+        from .safefs import write_atomic
+
+        # No symbolic link followed below the home (``cache`` nor the file).
+        write_atomic(cache_dir.parent, [cache_dir.name, CACHE_FILE], json.dumps(
+            {"key": key, "entry_points": [
+                [e.name, e.value, e.distribution, e.version] for e in found]}))
     except OSError:
         pass  # a cache we cannot write only costs time
     return found

@@ -135,9 +135,8 @@ def _remember(app: App) -> None:
                 return
     except OSError:
         pass
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(encoded)
-    os.replace(tmp, path)
+    from ..safefs import write_atomic
+
+    # Following no symbolic link below the home (``cache`` nor the file).
+    write_atomic(config.home_dir, [os.path.basename(os.path.dirname(path)),
+                                   os.path.basename(path)], encoded)

@@ -39,7 +39,8 @@ def remove_job_logs(app: App, job_ids: list[str]) -> None:
     """Delete the output directories of purged jobs on this machine."""
     from .. import joblogs
 
-    joblogs.remove_job_logs(app.config.home / "logs" / "jobs", job_ids)
+    for warning in joblogs.remove_job_logs(app.config.home / "logs" / "jobs", job_ids):
+        click.echo(f"Warning: {warning}", err=True)
 
 
 # ------------------------------------------------------------------ cancel
@@ -381,6 +382,10 @@ def purge(state: State, state_names: tuple[str, ...], older_than: int | None,
     cutoff = max(0, now - older_than) if older_than is not None else now + 1
     finished_before = iso(cutoff) if older_than is not None else None
     app = state.app()
+    if not dry_run:
+        from ..security import check_home_trusted
+
+        check_home_trusted(app, "purge")
     states = [JobState(n) for n in names]
     if dry_run:
         jobs = app.ledger.purgeable(states=states, finished_before=cutoff)

@@ -231,6 +231,10 @@ def dlq_purge(state: State, job_ids: tuple[str, ...], all_: bool, dry_run: bool,
 
     _ids_or_all(job_ids, all_)
     app = state.app()
+    if not dry_run:
+        from ..security import check_home_trusted
+
+        check_home_trusted(app, "purge")
     storage = app.ledger
     failed = False
     gone: list[str] = []

@@ -60,8 +60,10 @@ class Follower:
         self.ino: int | None = None
 
     def _open(self, path: Path) -> bool:
+        from ..joblogs import open_for_reading
+
         try:
-            fh = path.open("rb")
+            fh = os.fdopen(open_for_reading(path), "rb")
         except OSError:
             return False
         ino = os.fstat(fh.fileno()).st_ino

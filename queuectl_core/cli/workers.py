@@ -82,14 +82,10 @@ def _release_dead(state: State, pids: list[int], *, charge_attempt: bool) -> Non
 def _check_setup(state: State) -> None:
     """Open everything a worker needs, so that a broken backend, executor or
     retry policy is reported here and not only in a log file."""
-    from ..security import check_not_writable_by_others
+    from ..security import check_home_trusted
 
     app = state.app()
-    storage = app.ledger
-    trusted = [app.config.home, *storage.local_paths()]
-    if app.config.config_path is not None:
-        trusted.append(app.config.config_path)
-    check_not_writable_by_others(trusted)
+    check_home_trusted(app, "run workers")
     executor = app.executor()
     problem = executor.check()
     close = getattr(executor, "close", None)
@@ -136,16 +132,31 @@ def run(state: State, count: int, queues: list[str] | None) -> None:
 @worker.command("start")
 @count_option
 @queue_option
+@click.option("--add", is_flag=True,
+              help="Start these workers beside those already running for this queue.")
 @pass_state
-def start(state: State, count: int, queues: list[str] | None) -> None:
+def start(state: State, count: int, queues: list[str] | None, add: bool) -> None:
     """Start workers in the background and return at once.
 
     Prints the worker PIDs. Output of the workers goes to
     $QUEUECTL_HOME/logs/workers.log. Stop them with 'queuectl worker stop'.
+    While workers of this queue run on this machine, starting more takes
+    --add.
     """
-    from ..worker.supervisor import spawn_detached, wait_for_group
+    from ..security import check_home_trusted
+    from ..worker.supervisor import read_groups, spawn_detached, wait_for_group
 
     app = state.app()
+    # Before reading its run files; the store is checked by _check_setup.
+    check_home_trusted(app, "run workers", store=False)
+    running = read_groups(app.config.home)
+    if running and not add:
+        workers = sum(p != group.pid for group in running for p in group.live_pids())
+        pids = ", ".join(str(group.pid) for group in running)
+        raise QueuectlError(
+            f"workers are already running for this queue: {workers} worker(s) under "
+            f"supervisor{'s' if len(running) > 1 else ''} {pids}; to start more beside them: "
+            "queuectl worker start --add (or stop them first: queuectl worker stop)")
     _check_setup(state)
     log_path = app.config.home / "logs" / "workers.log"
     argv = [sys.executable, "-P", "-m", "queuectl_core.cli.main", *state.child_global_args(),
@@ -176,9 +187,12 @@ def stop(state: State, timeout: int) -> None:
     when they have exited. After --timeout, running jobs are killed and
     released, so they run again later.
     """
+    from ..security import check_home_trusted
     from ..worker.supervisor import read_groups, stop_groups
 
     app = state.app()
+    # The run files name the processes to signal: only from a trusted home.
+    check_home_trusted(app, "stop workers", store=False)
     groups = read_groups(app.config.home)
     if not groups:
         click.echo("No workers are running.")

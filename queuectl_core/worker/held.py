@@ -47,6 +47,7 @@ from typing import Any
 from ..config import ensure_private_dir
 from ..ledger import Ledger
 from ..models import Claim, ExecResult, Job, JobState, Outcome
+from ..safefs import open_below
 
 log = logging.getLogger("queuectl.worker")
 
@@ -75,10 +76,13 @@ class HeldFile:
         ensure_private_dir(directory)
         self.path = held_path(directory, worker_id)
         self.results = results_path(directory, worker_id)
+        # Never through a symbolic link (the files, ``run`` nor ``held``).
+        base, parts = directory.parent.parent, [directory.parent.name, directory.name]
         flags = os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-        self._fd = os.open(self.path, os.O_RDWR | flags, 0o600)
+        self._fd = open_below(base, [*parts, self.path.name], os.O_RDWR | flags)
         try:
-            self._results_fd = os.open(self.results, os.O_WRONLY | os.O_APPEND | flags, 0o600)
+            self._results_fd = open_below(base, [*parts, self.results.name],
+                                          os.O_WRONLY | os.O_APPEND | flags)
         except OSError:
             os.close(self._fd)
             raise

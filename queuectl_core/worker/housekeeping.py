@@ -121,7 +121,8 @@ class Housekeeping:
         gone = self.ledger.purge(states=[JobState.COMPLETED, JobState.CANCELLED],
                                  finished_before=cutoff, limit=RETENTION_BATCH)
         if gone:
-            remove_job_logs(self.log_root, gone)
+            for warning in remove_job_logs(self.log_root, gone):
+                log.warning("%s", warning)
             log.info("retention: purged %d job(s) finished before %s days ago", len(gone),
                      f"{days:g}")
             if len(gone) == RETENTION_BATCH:

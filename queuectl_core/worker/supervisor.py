@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import ensure_private_dir
+from ..safefs import open_below, write_atomic
 from .procs import kill_group, pid_alive
 from .signals import StopSignal
 
@@ -112,11 +113,8 @@ def read_groups(home: Path) -> list[GroupRecord]:
 
 
 def _write_json_atomic(path: Path, data: object) -> None:
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh)
-    os.replace(tmp, path)
+    # Relative to the home, following no symbolic link (``run`` nor the file).
+    write_atomic(path.parent.parent, [path.parent.name, path.name], json.dumps(data))
 
 
 class Supervisor:
@@ -220,8 +218,9 @@ class Supervisor:
 def spawn_detached(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
     """Start ``argv`` in a new session, detached from the caller's terminal
     and output (so a pipe on the caller's stdout closes when it returns)."""
-    ensure_private_dir(log_path.parent)
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    # Following no symbolic link below the home (``logs`` nor the file).
+    fd = open_below(log_path.parent.parent, [log_path.parent.name, log_path.name],
+                    os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
                                 start_new_session=True, close_fds=True)

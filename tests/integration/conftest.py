@@ -290,6 +290,9 @@ class Queue:
     def start_workers(self, count: int = 1, *global_args: str, alias: bool = False
                       ) -> WorkerGroup:
         cmd = ["worker-start"] if alias else ["worker", "start"]
+        # A second group beside one this test started takes --add.
+        if any(pid_running(p) for p in self.known_pids):
+            cmd.append("--add")
         out = self.run(*global_args, *cmd, "--count", str(count), timeout=30).stdout
         workers = [int(p) for _, p in
                    re.findall(r"^Worker (\d+) started with PID: (\d+)$", out, re.M)]

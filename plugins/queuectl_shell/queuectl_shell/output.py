@@ -12,7 +12,8 @@ from queuectl_core.joblogs import (
     dropped_bytes,
     dropped_path,
     open_output_file,
-    open_private_append,
+    open_private_write,
+    rotate_output_file,
     rotated_path,
 )
 
@@ -141,11 +142,10 @@ class _Output:
         bytes this drops (the older ``.1``)."""
         rotated = rotated_path(self.path)
         try:
-            older = os.stat(rotated).st_size
+            older = os.stat(rotated, follow_symlinks=False).st_size
         except FileNotFoundError:
             older = 0
-        os.rename(self.path, rotated)
-        fd = open_private_append(self.path)
+        fd = rotate_output_file(self.path)
         os.close(self.fd)
         self.fd = fd
         self.size = 0
@@ -154,8 +154,7 @@ class _Output:
     def _add_dropped(self, count: int) -> None:
         if self.dropped_fd < 0:
             self.dropped = dropped_bytes(self.path)
-            self.dropped_fd = os.open(dropped_path(self.path),
-                                      os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self.dropped_fd = open_private_write(dropped_path(self.path))
             self.dropped_len = -1
         self.dropped += count
         text = f"{self.dropped}\n".encode()

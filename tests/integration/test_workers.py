@@ -15,7 +15,17 @@ from typing import Any
 
 import pytest
 
-from .conftest import QUEUECTL, Queue, iso_ms, now_ms, pid_running, read_line, wait_until
+from .conftest import (
+    QUEUECTL,
+    Queue,
+    iso_ms,
+    kill_hard,
+    now_ms,
+    pid_running,
+    processes_with_home,
+    read_line,
+    wait_until,
+)
 
 
 def worker_pid(worker_id: str) -> int:
@@ -55,11 +65,15 @@ def marked_job(marks: Path, seconds: int, *, first: int | None = None) -> str:
             f"echo done > {marks}/done-$QUEUECTL_ATTEMPT")
 
 
-def kill_leftover(pid: int) -> None:
-    """Clean up after a failed check: a surviving command must not outlive
-    its test."""
-    if pid_running(pid):
-        os.kill(pid, signal.SIGKILL)
+def kill_leftover(queue: Queue, *pids: int) -> None:
+    """Clean up after a failed check: a surviving command (and its process
+    group) must not outlive its test. Only a process of this test's home:
+    a pid whose command ended may already be another test's job (pid_max
+    can be 32768, and the suite starts tens of thousands of processes)."""
+    mine = processes_with_home(queue.home)
+    for pid in pids:
+        if pid in mine:
+            kill_hard(pid)
 
 
 # ------------------------------------------------------------------ exactly once
@@ -150,7 +164,7 @@ def test_sigkilled_worker_job_runs_again(queue: Queue, tmp_path: Path) -> None:
         assert (marks / "done-2").exists()
         queue.stop_workers()
     finally:
-        kill_leftover(command_pid)
+        kill_leftover(queue, command_pid)
 
 
 @pytest.mark.slow
@@ -217,9 +231,7 @@ def test_worker_stop_reaches_workers_of_a_dead_supervisor(queue: Queue,
                            f"worker {orphan} / its command {command_pid} still run: {alive}")
         assert queue.show("long")["state"] != "processing"
     finally:
-        for pid in (orphan, command_pid):
-            if pid_running(pid):
-                os.killpg(pid, signal.SIGKILL)
+        kill_leftover(queue, orphan, command_pid)
 
 
 @pytest.mark.slow
@@ -253,7 +265,7 @@ def test_dead_worker_command_is_killed_when_lease_expires(queue: Queue,
         assert not (marks / "done-1").exists()
         queue.stop_workers()
     finally:
-        kill_leftover(command_pid)
+        kill_leftover(queue, command_pid)
 
 
 # ------------------------------------------------------------------ stopping

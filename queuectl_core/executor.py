@@ -91,7 +91,8 @@ class Executor(ABC):
 
         The command runs in ``job.cwd`` (the worker's directory if None) with
         the worker's environment plus ``job.env``, plus ``QUEUECTL_JOB_ID``,
-        ``QUEUECTL_ATTEMPT`` (= ``attempt``) and ``QUEUECTL_QUEUE``. A missing
+        ``QUEUECTL_ATTEMPT`` (= ``attempt``), ``QUEUECTL_QUEUE`` and
+        ``QUEUECTL_WORKER_ID`` (= ``job.worker_id``). A missing
         ``cwd`` ends the attempt as failed, with an error naming it.
 
         Output is streamed to the files named by

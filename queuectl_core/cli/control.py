@@ -57,10 +57,12 @@ def _proc_stat(pid: int) -> tuple[int, int] | None:
     return int(fields[1]), int(fields[2])
 
 
-def _group_is_the_jobs(pgid: int, job_id: str, worker_pid: int) -> bool:
+def _group_is_the_jobs(pgid: int, job_id: str, worker: WorkerInfo) -> bool:
     """Is process group ``pgid`` on this machine still the job's command?
     Its leader must lead that group and be the worker's child or carry
-    QUEUECTL_JOB_ID=<job id>, so a reused pid is never signalled."""
+    QUEUECTL_JOB_ID=<job id> and QUEUECTL_WORKER_ID=<worker id>, so a reused
+    pid (another queue's job of the same id, even) is never signalled."""
+    worker_pid = worker.pid
     if pgid <= 1:
         return False
     if not os.path.isdir("/proc/self"):
@@ -75,7 +77,8 @@ def _group_is_the_jobs(pgid: int, job_id: str, worker_pid: int) -> bool:
             environ = fh.read().split(b"\0")
     except OSError:
         return False
-    return b"QUEUECTL_JOB_ID=" + job_id.encode() in environ
+    return (b"QUEUECTL_JOB_ID=" + os.fsencode(job_id) in environ
+            and b"QUEUECTL_WORKER_ID=" + os.fsencode(worker.id) in environ)
 
 
 def _groups_by_environment(storage: Storage, job: Job) -> set[int]:
@@ -83,7 +86,9 @@ def _groups_by_environment(storage: Storage, job: Job) -> set[int]:
 
     running = [a for a in storage.attempts(job.id)
                if a.outcome == "running" and a.worker_id == job.worker_id]
-    return job_process_groups(job.id, running[-1].number) if running else set()
+    if not running or job.worker_id is None:
+        return set()
+    return job_process_groups(job.id, running[-1].number, job.worker_id)
 
 
 def _local_group(storage: Storage, job: Job) -> tuple[WorkerInfo | None, int | None]:
@@ -98,7 +103,7 @@ def _local_group(storage: Storage, job: Job) -> tuple[WorkerInfo | None, int | N
             return holder, None
         if holder.current_job == job.id and holder.job_pgid:
             pgid = holder.job_pgid
-            return holder, pgid if _group_is_the_jobs(pgid, job.id, holder.pid) else None
+            return holder, pgid if _group_is_the_jobs(pgid, job.id, holder) else None
         # Workers record the group only at their next heartbeat; until then
         # the command is found by the job id and attempt in its environment.
         groups = _groups_by_environment(storage, job)

@@ -14,7 +14,7 @@ from ..models import Job, JobState, WorkerInfo
 from ..plugins import Plugins
 from .events import announce_held, announce_recovered
 from .held import held_workers, recover_held
-from .procs import job_process_groups, kill_group, pid_alive
+from .procs import is_workers_group, job_process_groups, kill_group, pid_alive
 
 log = logging.getLogger("queuectl.worker")
 
@@ -35,7 +35,7 @@ def release_dead_worker(ledger: Ledger, plugins: Plugins, record: WorkerInfo, no
     back uncharged the jobs it had claimed ahead without starting them (its
     held files in ``held_dir``, see :mod:`.held`); then take back the rest
     of its jobs and forget the worker."""
-    if record.current_job and record.job_pgid:
+    if record.current_job and is_workers_group(record.job_pgid, record.id):
         job = ledger.get(record.current_job)
         if (job is not None and job.state is JobState.PROCESSING
                 and job.worker_id == record.id):
@@ -58,7 +58,7 @@ def kill_orphaned_commands(ledger: Ledger, worker_id: str) -> None:
         running = [a for a in ledger.attempts(job.id)
                    if a.outcome == "running" and a.worker_id == worker_id]
         for attempt in running:
-            for pgid in job_process_groups(job.id, attempt.number):
+            for pgid in job_process_groups(job.id, attempt.number, worker_id):
                 kill_group(pgid)
 
 
@@ -98,7 +98,7 @@ class Housekeeping:
             owner = workers.get(job.worker_id or "")
             if (owner is not None and owner.hostname == self.hostname
                     and not pid_alive(owner.pid)):
-                if owner.current_job == job.id:
+                if owner.current_job == job.id and is_workers_group(owner.job_pgid, owner.id):
                     kill_group(owner.job_pgid)
                 kill_orphaned_commands(self.ledger, owner.id)
                 dead.add(owner.id)

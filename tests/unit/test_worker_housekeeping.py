@@ -77,17 +77,22 @@ def test_an_orphaned_command_of_a_dead_worker_is_found_by_its_environment() -> N
     add(ledger, "orphan", "sleep 60")
     claim = ledger.claim("dead-worker", now_ms(), 60_000)
     assert claim is not None
-    env = {**os.environ, "QUEUECTL_JOB_ID": "orphan", "QUEUECTL_ATTEMPT": str(claim.attempt)}
-    other = {**os.environ, "QUEUECTL_JOB_ID": "orphan", "QUEUECTL_ATTEMPT": "99"}
+    env = {**os.environ, "QUEUECTL_JOB_ID": "orphan", "QUEUECTL_ATTEMPT": str(claim.attempt),
+           "QUEUECTL_WORKER_ID": "dead-worker"}
+    other = {**env, "QUEUECTL_ATTEMPT": "99"}
+    # Another queue's job of the same id and attempt, under another worker.
+    twin = {**env, "QUEUECTL_WORKER_ID": "host:1:elsewhere"}
     victim = subprocess.Popen(["/bin/sh", "-c", "sleep 60 & wait"], env=env,
                               start_new_session=True)
-    bystander = subprocess.Popen(["sleep", "60"], env=other, start_new_session=True)
+    bystanders = [subprocess.Popen(["sleep", "60"], env=e, start_new_session=True)
+                  for e in (other, twin)]
     try:
         kill_orphaned_commands(ledger, "dead-worker")
         assert victim.wait(timeout=10) == -signal.SIGKILL
-        assert bystander.poll() is None, "another attempt's process is left alone"
+        assert [b.poll() for b in bystanders] == [None, None], (
+            "another attempt's process, and another worker's, are left alone")
     finally:
-        for proc in (victim, bystander):
+        for proc in (victim, *bystanders):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()

@@ -82,7 +82,8 @@ class Command(Record, kw_only=True):
     #: The program and its arguments; ``argv[0]`` is looked up on PATH.
     argv: list[str]
     #: Variables set on top of the job's environment (the worker's, the
-    #: job's ``env``, ``QUEUECTL_JOB_ID``, ``QUEUECTL_ATTEMPT``, ``QUEUECTL_QUEUE``).
+    #: job's ``env``, ``QUEUECTL_JOB_ID``, ``QUEUECTL_ATTEMPT``, ``QUEUECTL_QUEUE``,
+    #: ``QUEUECTL_WORKER_ID``).
     env: dict[str, str] = field(default_factory=dict)
     #: Where it runs; None: the job's ``cwd`` (the worker's directory if unset).
     cwd: str | None = None
@@ -435,6 +436,10 @@ class ProcessExecutor(Executor):
         env[b"QUEUECTL_JOB_ID"] = os.fsencode(job.id)
         env[b"QUEUECTL_ATTEMPT"] = str(attempt).encode()
         env[b"QUEUECTL_QUEUE"] = os.fsencode(job.queue)
+        if job.worker_id:
+            # Unique to this worker (host:pid:random): what tells this queue's
+            # commands from another queue's job of the same id and attempt.
+            env[b"QUEUECTL_WORKER_ID"] = os.fsencode(job.worker_id)
         return env
 
     def start(self, job: Job, *, attempt: int, log_dir: Path, output_max_bytes: int = 0,

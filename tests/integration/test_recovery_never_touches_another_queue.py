@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -31,8 +32,11 @@ def test_taking_back_a_dead_workers_job_spares_another_queues_twin(queue: Queue,
             q.fast(lease_seconds=3)
             groups[q] = q.start_workers(1)
             q.enqueue({"id": "twin", "command": sleeper(m), "max_retries": 1})
-        pids = {q: wait_until(lambda m=m: (m / "pid-1").exists() and
-                              int((m / "pid-1").read_text()), 20, message="twin to start")
+
+        def started(m: Path) -> int:
+            return int((m / "pid-1").read_text()) if (m / "pid-1").exists() else 0
+
+        pids = {q: wait_until(partial(started, m), 20, message="twin to start")
                 for q, m in marks.items()}
         victim = groups[queue]
         os.kill(victim.supervisor, signal.SIGKILL)

@@ -63,7 +63,11 @@ def pg_restart() -> None:
 def test_database_restart_mid_run(queue: Queue, tmp_path: Path) -> None:
     marks = tmp_path / "marks"
     marks.mkdir()
-    queue.fast()
+    # Leases longer than any restart, however loaded the machine: this test is
+    # about workers living through the outage and recording every result
+    # once; a lease that expires meanwhile rightly runs a job again (the
+    # crash suite's test_postgres_restart_mid_run covers that case).
+    queue.fast(lease_seconds=120)
     total = 40
     queue.enqueue_many([marker_job(f"r{i:03d}", marks, "0.2") for i in range(total)])
     queue.start_workers(2)

@@ -72,13 +72,9 @@ def _group_is_the_jobs(pgid: int, job_id: str, worker: WorkerInfo) -> bool:
         return False
     if stat[0] == worker_pid:
         return True
-    try:
-        with open(f"/proc/{pgid}/environ", "rb") as fh:
-            environ = fh.read().split(b"\0")
-    except OSError:
-        return False
-    return (b"QUEUECTL_JOB_ID=" + os.fsencode(job_id) in environ
-            and b"QUEUECTL_WORKER_ID=" + os.fsencode(worker.id) in environ)
+    from ..worker.procs import is_workers_group
+
+    return is_workers_group(pgid, worker.id, job_id)
 
 
 def _groups_by_environment(storage: Storage, job: Job) -> set[int]:

@@ -53,9 +53,8 @@ def job_process_groups(job_id: str, attempt: int, worker_id: str) -> set[int]:
     for name in entries:
         if not name.isdigit():
             continue
+        environ = environ_of(int(name)) or []
         try:
-            with open(f"/proc/{name}/environ", "rb") as fh:
-                environ = fh.read().split(b"\0")
             if want_job in environ and want_attempt in environ and want_worker in environ:
                 pgid = os.getpgid(int(name))
                 if pgid > 1 and pgid != own:
@@ -65,15 +64,25 @@ def job_process_groups(job_id: str, attempt: int, worker_id: str) -> set[int]:
     return groups
 
 
-def is_workers_group(pgid: int | None, worker_id: str) -> bool:
+def environ_of(pid: int) -> list[bytes] | None:
+    """The environment of process ``pid`` (``NAME=value`` entries), or None
+    if it is gone or not ours to read."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            return fh.read().split(b"\0")
+    except OSError:
+        return None
+
+
+def is_workers_group(pgid: int | None, worker_id: str, job_id: str | None = None) -> bool:
     """Is ``pgid`` still a group that the worker ``worker_id`` started (its
-    leader carries ``QUEUECTL_WORKER_ID``)? False for a reused pid, a group
-    whose leader is gone, or without /proc."""
+    leader carries ``QUEUECTL_WORKER_ID``, and ``QUEUECTL_JOB_ID`` when
+    ``job_id`` is given)? False for a reused pid, a group whose leader is
+    gone, or without /proc."""
     if not pgid or pgid <= 1:
         return False
-    try:
-        with open(f"/proc/{pgid}/environ", "rb") as fh:
-            environ = fh.read().split(b"\0")
-    except OSError:
-        return False
-    return b"QUEUECTL_WORKER_ID=" + os.fsencode(worker_id) in environ
+    environ = environ_of(pgid) or []
+    wanted = [b"QUEUECTL_WORKER_ID=" + os.fsencode(worker_id)]
+    if job_id is not None:
+        wanted.append(b"QUEUECTL_JOB_ID=" + os.fsencode(job_id))
+    return all(entry in environ for entry in wanted)

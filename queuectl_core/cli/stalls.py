@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from ..errors import TransientStorageError
 from ..ledger import Ledger
 from ..models import Job
-from ..timeutil import iso, now_ms
+from ..timeutil import now_ms
 from .output import note
 
 #: How long a wait goes before it says why nothing runs.
@@ -21,7 +21,8 @@ CHECK_EVERY_S = 1.0
 
 def stall_reasons(ledger: Ledger, lease_ms: int, jobs: list[Job], now: int) -> list[str]:
     """Why ``jobs`` that wait to run (pending or failed) do not: their queue
-    is paused, no worker is running, or (else) they are not due yet."""
+    is paused, or no worker is running. (A job not due yet is waiting as
+    asked: not a reason to say anything.)"""
     waiting = [j for j in jobs if j.state.value in ("pending", "failed")]
     if not waiting:
         return []
@@ -35,9 +36,6 @@ def stall_reasons(ledger: Ledger, lease_ms: int, jobs: list[Job], now: int) -> l
         if names:
             reasons.append(f"no worker is running for queue {names} "
                            "(start one: queuectl worker start)")
-    if not reasons:
-        reasons += [f"job {j.id!r} is not due until {iso(j.run_at)}"
-                    for j in waiting if j.run_at > now + 1000][:3]
     return reasons
 
 

@@ -139,8 +139,12 @@ def test_logs_follow_across_the_size_cap(queue: Queue) -> None:
     out, err = finish(follower, 60)
     assert follower.returncode == 0, err
     assert out == "".join(lines), "--follow saw every byte, across each rotation"
-    assert err == "Note: job chatty has not started yet (pending); waiting for it to run\n" \
-        or err == "", err
+    # Notes only: the job had not started, and (on a loaded machine, if the
+    # worker took over 3 s to come up) that no worker was running yet.
+    allowed = {"Note: job chatty has not started yet (pending); waiting for it to run",
+               "Note: still waiting: no worker is running for queue 'default' (start one: "
+               "queuectl worker start)"}
+    assert set(err.splitlines()) <= allowed, err
 
     kept = queue.run("logs", "chatty", "--stdout")
     assert "".join(lines).endswith(kept.stdout) and len(kept.stdout) >= 2048

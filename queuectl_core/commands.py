@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-from .errors import JobNotFoundError, UsageError, shown
+from .errors import JobNotFoundError, UniqueKeyError, UsageError, shown
 from .models import JobState
 
 # typing is not imported at run time (the CLI's hot path).
@@ -143,8 +143,10 @@ def _check_policies(app: App, specs: list[Spec]) -> None:
             raise UsageError(f"{where}invalid job: retry.policy: {why}")
 
 
-def enqueue(app: App, specs: list[Spec], *, as_json: bool) -> None:
-    """Store the jobs, all or nothing; wake the local workers; say so."""
+def enqueue(app: App, specs: list[Spec], *, as_json: bool, skip_held: bool = False) -> None:
+    """Store the jobs, all or nothing; wake the local workers; say so.
+    ``skip_held``: a job whose unique key another unfinished job holds is
+    not an error; say the holder's id instead (one job only)."""
     from .models import spec_to_job
     from .timeutil import now_ms
     from .wakeup import notify
@@ -165,7 +167,13 @@ def enqueue(app: App, specs: list[Spec], *, as_json: bool) -> None:
                                     base_dir=base_dir))
         except UsageError as exc:
             raise UsageError(f"{where}{exc}") from None
-    ledger.enqueue(jobs)
+    try:
+        jobs = ledger.enqueue(jobs)
+    except UniqueKeyError as exc:
+        if not skip_held or len(jobs) != 1:
+            raise
+        _say_held(exc, as_json)
+        return
     notify(app.config.home_dir)
     if as_json:
         out(json_text({"enqueued": len(jobs), "ids": [j.id for j in jobs]}))
@@ -173,6 +181,9 @@ def enqueue(app: App, specs: list[Spec], *, as_json: bool) -> None:
         out(f"Job enqueued with ID: {jobs[0].id}\n")
     else:
         out(f"Enqueued {len(jobs)} jobs.\n")
+    for job in jobs:
+        if job.state is JobState.SKIPPED:
+            sys.stderr.write(f"Warning: job {shown(job.id)} is {job.last_error}\n")
     missing = sorted({j.cwd for j in jobs if j.cwd is not None and j.cwd != base_dir
                       and not os.path.isdir(j.cwd)})
     if missing:
@@ -184,6 +195,14 @@ def enqueue(app: App, specs: list[Spec], *, as_json: bool) -> None:
             stored = ledger.get(new.id)
             if stored is not None:
                 app.plugins.job_event("enqueued", stored, None)
+
+
+def _say_held(exc: UniqueKeyError, as_json: bool) -> None:
+    """``enqueue --if-exists skip`` when the unique key is held."""
+    if as_json:
+        out(json_text({"enqueued": 0, "ids": [], "existing": exc.holder}))
+    else:
+        out(f"Job with unique key {exc.key!r} exists already, ID: {exc.holder}\n")
 
 
 # ------------------------------------------------------------------ status

@@ -58,6 +58,31 @@ class InvalidStateError(QueuectlError):
     """The job exists but is not in a state that allows the operation."""
 
 
+class UniqueKeyError(QueuectlError):
+    """An unfinished job holds the ``unique_key`` asked for; nothing was
+    stored (or changed)."""
+
+    def __init__(self, key: str, holder: str) -> None:
+        super().__init__(f"unique key {key!r} is held by job {holder!r}, which is not "
+                         "finished (nothing was stored)")
+        self.key = key
+        self.holder = holder
+
+
+class UnknownParentError(JobNotFoundError):
+    """A job to enqueue runs after a job that does not exist."""
+
+    def __init__(self, job_id: str, parent_id: str) -> None:
+        QueuectlError.__init__(self, f"job {job_id!r} runs after {parent_id!r}, which does "
+                               "not exist (nothing was stored)")
+        self.job_id = parent_id
+
+
+class ChangedMeanwhile(StorageError):
+    """A guarded write found a job changed since it was read; nothing was
+    written. The core reads again and decides again."""
+
+
 def shown(text: str) -> str:
     """User text for a one-line message: as is when printable, else its
     escaped repr (a newline in a field name or path must not break the

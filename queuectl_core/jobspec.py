@@ -55,7 +55,18 @@ SPEC_FIELDS: dict[str, str] = {
     "cwd": "the directory to run in (default: the directory enqueue runs in)",
     "env": "environment variables to set for the command (an object of strings)",
     "retry": "per-job retry settings: policy, backoff_base, max_delay, jitter",
+    "after": "ids of jobs this one runs after (stored already, or in the same batch)",
+    "after_mode": "success (default: run once every job in after completed; skipped if "
+                  "one is dead, cancelled or skipped) or finished (run once they all "
+                  "ended, whatever the outcome)",
+    "concurrency_key": "at most N jobs with this key run at once (queuectl limit set KEY N; "
+                       "1 if no limit is set)",
+    "unique_key": "refuse this job while another job with this key is pending, waiting, "
+                  "processing or failed",
 }
+#: The most jobs one job may run after.
+MAX_AFTER = 100_000
+AFTER_MODES = ("success", "finished")
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
@@ -192,6 +203,11 @@ def _id_problem(job_id: object) -> str | None:
     return None
 
 
+def key_problem(key: object) -> str | None:
+    """Why ``key`` is not a valid concurrency or unique key (as an id), or None."""
+    return _id_problem(key)
+
+
 def _run_at_problem(run_at: object) -> str | None:
     if _is_int(run_at) or type(run_at) is str:
         return None  # the time itself is parsed when the job is made (spec_to_job)
@@ -231,6 +247,24 @@ def _cwd_problem(cwd: object) -> str | None:
     return _text_problem(cwd)
 
 
+def _after_problem(value: object) -> str | None:
+    if not isinstance(value, list):
+        return "must be a list of job ids, e.g. [\"fetch\", \"build\"]"
+    if len(value) > MAX_AFTER:
+        return f"at most {MAX_AFTER} job ids"
+    for item in value:
+        problem = _id_problem(item)
+        if problem is not None:
+            return f"{shown(str(item))}: {problem}"
+    if len(set(value)) < len(value):
+        return "names a job twice"
+    return None
+
+
+def _after_mode_problem(value: object) -> str | None:
+    return None if value in AFTER_MODES else "must be success or finished"
+
+
 #: Each field's check, in the order they are checked (a spec's first problem
 #: is reported); None values are checked only when they are required.
 _CHECKS: dict[str, Callable[[object], str | None]] = {
@@ -244,6 +278,10 @@ _CHECKS: dict[str, Callable[[object], str | None]] = {
     "cwd": _cwd_problem,
     "env": env_problem,
     "retry": retry_problem,
+    "after": _after_problem,
+    "after_mode": _after_mode_problem,
+    "concurrency_key": _id_problem,
+    "unique_key": _id_problem,
 }
 #: Checks whose messages already name the field.
 _NAMED = frozenset({"env", "retry"})
@@ -256,6 +294,8 @@ def spec_problem(data: dict[str, Any]) -> str | None:
             return f"{shown(key)}: unknown field"
     if "command" not in data:
         return "command: is required"
+    if data.get("after_mode") is not None and not data.get("after"):
+        return "after_mode: needs after (the jobs to run after)"
     for name, check in _CHECKS.items():
         if name not in data:
             continue

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from . import dependencies as graph
 from . import transitions as rules
-from .errors import JobNotFoundError, StorageError
+from .errors import ChangedMeanwhile, JobNotFoundError, StorageError, UsageError
 from .models import (
     FINISHED_STATES,
     Attempt,
@@ -61,6 +62,10 @@ class Ledger:
 
     def counts(self, queue: str | None = None) -> dict[JobState, int]:
         return self.store.counts(queue)
+
+    def dependents(self, job_id: str) -> list[Job]:
+        """The jobs that run after ``job_id``."""
+        return self.store.dependents(job_id)
 
     def next_run_at(self, queues: Sequence[str] | None = None) -> int | None:
         return self.store.next_run_at(queues)
@@ -112,9 +117,29 @@ class Ledger:
         return len(stale)
 
     # ---------------------------------------------------------- new jobs
-    def enqueue(self, jobs: Sequence[Job]) -> None:
-        """Store new (pending) jobs, all or nothing."""
-        self.store.insert([(job, ()) for job in jobs])
+    def enqueue(self, jobs: Sequence[Job]) -> list[Job]:
+        """Store new (pending) jobs, all or nothing; those with ``after``
+        are placed by ``dependencies.placed`` (waiting, pending or skipped),
+        guarded against their parents changing meanwhile. Returns the jobs
+        as stored."""
+        keys: dict[str, str] = {}
+        for job in jobs:
+            if job.unique_key is not None:
+                if job.unique_key in keys:
+                    raise UsageError(f"jobs {keys[job.unique_key]!r} and {job.id!r} share the "
+                                     f"unique key {job.unique_key!r} (nothing was stored)")
+                keys[job.unique_key] = job.id
+        if not any(job.after for job in jobs):
+            self.store.insert([(job, ()) for job in jobs])
+            return list(jobs)
+        for _ in range(MAX_ROUNDS):
+            ready, guards = graph.placed(self.store, jobs, now_ms())
+            try:
+                self.store.insert([(job, ()) for job in ready], guards)
+            except ChangedMeanwhile:
+                continue
+            return ready
+        raise StorageError("the jobs to run after kept changing; try again")
 
     def import_jobs(self, records: Sequence[tuple[Job, Sequence[Attempt]]]) -> None:
         """Store exported jobs with their history, all or nothing; a job
@@ -158,14 +183,33 @@ class Ledger:
         to ``limit`` jobs, in one store call where the store can. Returns,
         for each outcome, the job as recorded (None: the claim was no longer
         held), and the claims made, in claim order."""
-        changes = [rules.finished(o.claim.job, o, now) for o in outcomes]
-        done, claims = self.store.apply_and_claim(changes, worker_id=worker_id, now=now,
-                                                  lease_ms=lease_ms, queues=queues,
-                                                  limit=limit)
-        for i, (outcome, job) in enumerate(zip(outcomes, done, strict=True)):
+        # A job others run after is recorded with their changes, on its own
+        # (all or nothing); the rest in one batch with the claims.
+        plain = [o for o in outcomes if not o.claim.job.dependents]
+        changes = [rules.finished(o.claim.job, o, now) for o in plain]
+        recorded, claims = self.store.apply_and_claim(changes, worker_id=worker_id, now=now,
+                                                      lease_ms=lease_ms, queues=queues,
+                                                      limit=limit)
+        by_outcome = {id(o): job for o, job in zip(plain, recorded, strict=True)}
+        done: list[Job | None] = []
+        for outcome in outcomes:
+            job = by_outcome.get(id(outcome))
             if job is None:
-                done[i] = self._held(outcome.claim, None, _deciding_finish(outcome, now))
+                job = self._held(outcome.claim, None, _deciding_finish(outcome, now))
+            done.append(job)
         return done, claims
+
+    def _apply_decided(self, decided: Sequence[tuple[Job, Change]]) -> list[Job | None]:
+        """Make the changes decided for jobs as read, with what they mean
+        for the jobs that run after them (``dependencies.consequences``),
+        in one store call: all or nothing when there are such jobs."""
+        changes = [change for _, change in decided]
+        if not any(job.dependents for job, _ in decided):
+            return self.store.apply(changes)
+        follow = graph.consequences(self.store, decided, now_ms())
+        if not follow:
+            return self.store.apply(changes)
+        return self.store.apply([*changes, *follow], atomic=True)[:len(changes)]
 
     def release(self, claim: Claim, now: int) -> Job | None:
         """Give back a claim whose command never started (``transitions.
@@ -186,7 +230,7 @@ class Ledger:
             if not rules.holds(job, claim.token):
                 return None
             assert job is not None
-            [done] = self.store.apply([decide(job)])
+            [done] = self._apply_decided([(job, decide(job))])
             if done is not None:
                 return done
             job = None
@@ -220,7 +264,7 @@ class Ledger:
         that changed meanwhile are read and decided again while ``still``
         holds for them."""
         jobs = [job for job in jobs if still(job)]
-        done = self.store.apply([decide(job) for job in jobs]) if jobs else []
+        done = self._apply_decided([(job, decide(job)) for job in jobs]) if jobs else []
         for i, (job, result) in enumerate(zip(jobs, done, strict=True)):
             rounds = 0
             while result is None and rounds < MAX_ROUNDS:
@@ -229,7 +273,7 @@ class Ledger:
                 if not still(current):
                     break
                 assert current is not None
-                [result] = self.store.apply([decide(current)])
+                [result] = self._apply_decided([(current, decide(current))])
             done[i] = result
         return done
 
@@ -252,7 +296,7 @@ class Ledger:
             change = decide(job)
             if change is None:
                 return job
-            [done] = self.store.apply([change])
+            [done] = self._apply_decided([(job, change)])
             if done is not None:
                 return done
         raise StorageError(f"job {job_id!r} kept changing; try again")
@@ -260,7 +304,7 @@ class Ledger:
     def purge(self, *, states: Sequence[JobState], finished_before: int | None = None,
               ids: Sequence[str] | None = None, limit: int | None = None) -> list[str]:
         """Delete finished jobs with their history, in one step: those in
-        one of ``states`` (``completed``, ``dead``, ``cancelled``; ValueError
+        one of ``states`` (``completed``, ``dead``, ``cancelled``, ``skipped``; ValueError
         otherwise), finished before ``finished_before`` if given, with an id
         in ``ids`` if given, at most ``limit`` (oldest first). Returns the
         ids deleted."""
@@ -275,7 +319,7 @@ class Ledger:
         order it deletes them (a read: ``purge --dry-run``)."""
         wanted = [JobState(s) for s in states]
         if any(s not in FINISHED_STATES for s in wanted):
-            raise ValueError("only completed, dead and cancelled jobs can be purged")
+            raise ValueError("only completed, dead, cancelled and skipped jobs can be purged")
         if not wanted or limit == 0 or (ids is not None and not ids):
             return []
         if ids is None:

@@ -45,6 +45,11 @@ class JobState(StrEnum):
     ``dead``: it used up its retries; it sits in the dead letter queue (DLQ)
     until ``dlq retry`` puts it back.
     ``cancelled``: ``queuectl cancel`` stopped it (final).
+    ``waiting``: it runs after other jobs (``after``) that have not all
+    finished yet; never claimed until they have.
+    ``skipped``: a job it runs after ended in a way that rules it out (dead,
+    cancelled or skipped, under ``after_mode`` success); final, but a ``dlq
+    retry`` of that job waits for it again.
     """
 
     PENDING = "pending"
@@ -53,12 +58,20 @@ class JobState(StrEnum):
     FAILED = "failed"
     DEAD = "dead"
     CANCELLED = "cancelled"
+    WAITING = "waiting"
+    SKIPPED = "skipped"
 
 
 #: States from which a worker may claim a job (when ``run_at <= now``).
 CLAIMABLE_STATES = (JobState.PENDING, JobState.FAILED)
 #: States a job never leaves by itself (``purge`` removes jobs in these).
-FINISHED_STATES = (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED)
+FINISHED_STATES = (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED, JobState.SKIPPED)
+#: States that hold a job's ``unique_key``: another job with that key is
+#: refused while one is in these.
+UNFINISHED_STATES = (JobState.PENDING, JobState.WAITING, JobState.PROCESSING, JobState.FAILED)
+#: ``after_mode``: run once every parent completed (``success``), or once
+#: every parent is final, whatever its outcome (``finished``).
+AFTER_MODES = ("success", "finished")
 
 #: ``lost``: the worker died or its lease expired (the attempt counts);
 #: ``interrupted``: an operator's forced stop killed it (it does not count);
@@ -98,6 +111,18 @@ def _state(value: object) -> JobState:
     if value not in JobState.__members__.values():
         raise ValueError(f"must be one of: {', '.join(s.value for s in JobState)}")
     return JobState(str(value))
+
+
+def _ids(value: object) -> list[str]:
+    if not isinstance(value, list) or not all(type(v) is str for v in value):
+        raise ValueError("must be a list of job ids")
+    return list(value)
+
+
+def _after_mode(value: object) -> str:
+    if value not in AFTER_MODES:
+        raise ValueError(f"must be one of: {', '.join(AFTER_MODES)}")
+    return str(value)
 
 
 def _outcome(value: object) -> str:
@@ -186,6 +211,19 @@ class Job(Entry, kw_only=True):
     env: dict[str, str] | None = _field(_env, None, json=True)
     retry: dict[str, Any] | None = _field(_retry, None, json=True)
     cancel_requested_at: int | None = _field(_int, None, time=True)
+    #: The jobs this one runs after (dependencies), and how.
+    after: list[str] | None = _field(_ids, None, json=True)
+    after_mode: str | None = _field(_after_mode, None)
+    #: At most ``limit set KEY N`` jobs with this key run at once (1 if unset).
+    concurrency_key: str | None = _field(_str, None)
+    #: No two unfinished jobs share it.
+    unique_key: str | None = _field(_str, None)
+    #: How many of ``after`` the job still waits for (``waiting`` only).
+    waiting_on: int = _field(_int, 0, internal=True)
+    #: How many jobs name this one in their ``after``: part of every
+    #: change's fence, so that a job enqueued after this one is never missed
+    #: when this one finishes.
+    dependents: int = _field(_int, 0, internal=True)
     #: The token of the claim that holds the job (None unless processing):
     #: every change after a claim is conditional on it (fencing).
     claim_token: str | None = _field(_str, None, internal=True)
@@ -198,13 +236,18 @@ class Job(Entry, kw_only=True):
     def new(cls, *, id: str, command: str, max_retries: int, run_at: int, created_at: int,
             priority: int = 0, queue: str = DEFAULT_QUEUE, timeout: float | None = None,
             cwd: str | None = None, env: dict[str, str] | None = None,
-            retry: dict[str, Any] | None = None) -> Job:
-        """A new job, ``pending``, as ``enqueue`` stores it."""
+            retry: dict[str, Any] | None = None, after: list[str] | None = None,
+            after_mode: str | None = None, concurrency_key: str | None = None,
+            unique_key: str | None = None) -> Job:
+        """A new job, ``pending`` (its dependencies are settled when it is
+        stored: ``dependencies.placed``), as ``enqueue`` makes it."""
         return cls._with_defaults({
             "id": id, "command": command, "state": JobState.PENDING,
             "max_retries": max_retries, "priority": priority, "run_at": run_at,
             "created_at": created_at, "updated_at": created_at, "queue": queue,
-            "timeout": timeout, "cwd": cwd, "env": env, "retry": retry})
+            "timeout": timeout, "cwd": cwd, "env": env, "retry": retry, "after": after,
+            "after_mode": (after_mode or "success") if after else None,
+            "concurrency_key": concurrency_key, "unique_key": unique_key})
 
 
 def spec_to_job(spec: dict[str, Any], *, default_max_retries: int, now: int,
@@ -233,6 +276,10 @@ def spec_to_job(spec: dict[str, Any], *, default_max_retries: int, now: int,
         cwd=cwd,
         env=spec.get("env"),
         retry=spec.get("retry"),
+        after=spec.get("after") or None,
+        after_mode=spec.get("after_mode"),
+        concurrency_key=spec.get("concurrency_key"),
+        unique_key=spec.get("unique_key"),
     )
 
 

@@ -11,12 +11,12 @@ validation in agreement. Imported only for ``queuectl schema``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
 
 from .durations import seconds
-from .jobspec import DURATION_KEYS, SPEC_FIELDS, spec_problem
+from .jobspec import AFTER_MODES, DURATION_KEYS, MAX_AFTER, SPEC_FIELDS, spec_problem
 from .limits import (
     DEFAULT_QUEUE,
     MAX_COMMAND_LENGTH,
@@ -58,7 +58,8 @@ class _SpecRules(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    @field_validator("id", "command", "cwd", "env", check_fields=False)
+    @field_validator("id", "command", "cwd", "env", "after", "concurrency_key", "unique_key",
+                     check_fields=False)
     @classmethod
     def _by_hand(cls, value: Any, info: ValidationInfo) -> Any:
         if value is not None:
@@ -89,6 +90,12 @@ def job_spec_model() -> type[BaseModel]:
         "env": (dict[str, str] | None, Field(None, max_length=MAX_ENV_ENTRIES,
                                              description=d["env"])),
         "retry": (_retry_model() | None, Field(None, description=d["retry"])),
+        "after": (list[str] | None, Field(None, max_length=MAX_AFTER, description=d["after"])),
+        "after_mode": (Literal[AFTER_MODES] | None, Field(None, description=d["after_mode"])),
+        "concurrency_key": (str | None, Field(None, min_length=1, max_length=MAX_ID_LENGTH,
+                                              description=d["concurrency_key"])),
+        "unique_key": (str | None, Field(None, min_length=1, max_length=MAX_ID_LENGTH,
+                                         description=d["unique_key"])),
     }
     assert set(fields) == set(SPEC_FIELDS), "every spec field, once"
     return create_model("JobSpec", __base__=_SpecRules, **fields)

@@ -21,6 +21,14 @@ checks them):
 * **All or nothing.** :meth:`Storage.insert` stores every job or none; a
   duplicate id (stored already, or twice in the batch) raises
   :class:`~queuectl_core.errors.DuplicateJobError` and changes nothing.
+  With ``atomic=True``, :meth:`Storage.apply` makes every change or none.
+* **Unique keys.** No two jobs in an unfinished state (``UNFINISHED_STATES``)
+  share a ``unique_key``: an insert or change that would make two raises
+  :class:`~queuectl_core.errors.UniqueKeyError` and changes nothing.
+* **Concurrency limits.** A claim never takes a job whose
+  ``concurrency_key`` already has as many ``processing`` jobs as its limit
+  (:func:`concurrency_limit`), across every claimer; it takes the next job
+  instead (no head-of-line blocking).
 * **Transient failures.** A backend whose server is unreachable raises
   :class:`~queuectl_core.errors.TransientStorageError` from any method (and
   reconnects on a later call); nothing was changed by that call, or all of
@@ -51,6 +59,18 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any
 
+#: The setting that holds the concurrency limits (an object of key: N).
+LIMITS_SETTING = "concurrency_limits"
+#: The limit of a concurrency key with none set: a mutex.
+DEFAULT_CONCURRENCY_LIMIT = 1
+
+
+def concurrency_limit(limits: dict[str, Any] | None, key: str) -> int:
+    """How many jobs with ``key`` may run at once, by the stored limits."""
+    value = (limits or {}).get(key)
+    return value if type(value) is int else DEFAULT_CONCURRENCY_LIMIT
+
+
 #: How often the default :meth:`Storage.claim` tries again when other
 #: claimers took its candidates first.
 CLAIM_ROUNDS = 100
@@ -72,11 +92,15 @@ class Storage(ABC):
 
     # ------------------------------------------------------------ required
     @abstractmethod
-    def insert(self, records: Sequence[tuple[Job, Sequence[Attempt]]]) -> None:
+    def insert(self, records: Sequence[tuple[Job, Sequence[Attempt]]],
+               changes: Sequence[Change] = ()) -> None:
         """Store new jobs, each with its attempt history (empty for a job
         just enqueued; ``import`` brings history), all or nothing, in the
-        order given (enqueue order, for claims). The core has validated
-        every field; no job is ``processing``. Raises DuplicateJobError."""
+        order given (enqueue order, for claims), and make ``changes`` (the
+        parents' ``dependents``) in the same step. The core has validated
+        every field; no job is ``processing``. Raises DuplicateJobError,
+        UniqueKeyError, or ChangedMeanwhile if a change does not apply;
+        then nothing was stored."""
 
     @abstractmethod
     def get(self, job_id: str) -> Job | None:
@@ -100,11 +124,14 @@ class Storage(ABC):
         takes nothing."""
 
     @abstractmethod
-    def apply(self, changes: Sequence[Change]) -> list[Job | None]:
+    def apply(self, changes: Sequence[Change], *, atomic: bool = False
+              ) -> list[Job | None]:
         """Make the changes, in order, in one step; each only if the job
-        still meets its ``expect`` (see :class:`~queuectl_core.models.Change`).
-        Returns, for each, the job as stored after it (for a deletion: as
-        it was), or None if it was not made. The attempt a change names by
+        still meets its ``expect`` (see :class:`~queuectl_core.models.Change`)
+        as left by the changes before it; with ``atomic``, all of them or
+        none (then every result is None). Returns, for each, the job as
+        stored after it (for a deletion: as it was), or None if it was not
+        made. The attempt a change names by
         its claim token is the job's latest while the job holds that token
         (the expectation says so); a name that is not a field of Job or
         Attempt is a programming error (ValueError), never SQL."""
@@ -184,6 +211,11 @@ class Storage(ABC):
             if not changes:
                 raise
             return done, []
+
+    def dependents(self, job_id: str) -> list[Job]:
+        """The jobs that name ``job_id`` in their ``after``, in enqueue
+        order. Default: reads every job (SQL stores keep an index)."""
+        return [job for job in self.list_jobs() if job.after and job_id in job.after]
 
     def counts(self, queue: str | None = None) -> dict[JobState, int]:
         """Number of jobs in each state (every state, zeros included),

@@ -23,6 +23,8 @@ The rules, in one place:
   operator's forced stop) and a claim given back unstarted do not.
 * ``dlq retry`` puts a dead job back with ``attempts = 0``, keeping its
   ``max_retries`` and its history.
+* What a change means for the jobs that run after the changed one is
+  decided in :mod:`queuectl_core.dependencies`, and made with it.
 """
 
 from __future__ import annotations
@@ -55,7 +57,9 @@ INTERRUPTED_ATTEMPT_ERROR = "stopped by force on worker {worker}; the attempt do
 #: The fields every decision reads: a change applies only if they are still
 #: as read. Together they pin down the job's place in the state machine
 #: (a claim, a release, a cancel or a retry each changes one of them).
-FENCE = ("state", "claim_token", "attempts", "cancel_requested_at")
+#: ``dependents`` is there so that a job enqueued to run after this one
+#: (which raises it) is never missed by a change decided before it came.
+FENCE = ("state", "claim_token", "attempts", "cancel_requested_at", "dependents")
 
 
 def fence(job: Job, *extra: str) -> dict[str, Any]:
@@ -198,7 +202,7 @@ def cancelled(job: Job, *, now: int) -> Change | None:
         if job.cancel_requested_at is not None:
             return None
         return Change(job.id, fence(job), fields={"cancel_requested_at": now, "updated_at": now})
-    assert job.state in CLAIMABLE_STATES
+    assert job.state in CLAIMABLE_STATES or job.state is JobState.WAITING
     return Change(job.id, fence(job), fields={
         "state": JobState.CANCELLED, "finished_at": now, "updated_at": now,
         "last_error": CANCELLED_ERROR, "cancel_requested_at": now})

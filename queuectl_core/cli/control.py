@@ -192,6 +192,8 @@ def _ended(job: Job) -> str:
         return f"Job {job.id} completed."
     if job.state.value == "cancelled":
         return f"Job {job.id} was cancelled."
+    if job.state.value == "skipped":
+        return f"Job {job.id} was {clip(job.last_error, 100)}"
     return f"Job {job.id} is dead (in the DLQ): {clip(job.last_error, 100)}"
 
 
@@ -202,12 +204,13 @@ def _ended(job: Job) -> str:
 @json_option
 @pass_state
 def wait(state: State, job_ids: tuple[str, ...], timeout: int | None, as_json: bool) -> None:
-    """Block until every job has finished: completed, dead or cancelled.
+    """Block until every job has finished: completed, dead, cancelled or skipped.
 
     \b
     Exit status:
       0    every job completed
-      1    some job ended dead or cancelled (they are named), or an id is unknown
+      1    some job ended dead, cancelled or skipped (they are named), or an id
+           is unknown
       124  --timeout passed first (the unfinished jobs are named)
       130  interrupted (Ctrl-C)
 
@@ -234,7 +237,7 @@ def _wait(state: State, job_ids: tuple[str, ...], limit: float | None, as_json: 
         jobs[job_id] = job
     notes = StallNotes(storage, state.app().settings().lease_seconds * 1000)
     unfinished = _poll_until_finished(storage, jobs, deadline, as_json, notes)
-    bad = [jobs[i] for i in ids if jobs[i].state.value in ("dead", "cancelled")]
+    bad = [jobs[i] for i in ids if jobs[i].state.value in ("dead", "cancelled", "skipped")]
     outcome = "timeout" if unfinished else "failed" if bad else "completed"
     if as_json:
         emit_json({"outcome": outcome, "jobs": [jobs[i].to_json() for i in ids]})
@@ -256,7 +259,7 @@ def _poll_until_finished(storage: Storage, jobs: dict[str, Job], deadline: float
     deadline passes, saying so of each as it ends (and, on stderr, why the
     waiting ones do not run when nothing runs them); the ids still
     unfinished."""
-    finished = ("completed", "dead", "cancelled")
+    finished = ("completed", "dead", "cancelled", "skipped")
     unfinished = list(jobs)
     interval = WAIT_FIRST_POLL_S
     while True:
@@ -331,7 +334,7 @@ def resume(state: State, queue_name: str, as_json: bool) -> None:
 
 # ------------------------------------------------------------------ purge
 
-PURGEABLE = ("completed", "dead", "cancelled")
+PURGEABLE = ("completed", "dead", "cancelled", "skipped")
 
 dry_run_option = click.option("--dry-run", is_flag=True,
                               help="Only say which jobs would be purged; delete nothing.")
@@ -348,8 +351,8 @@ def say_would_purge(ids: list[str], what: str, as_json: bool, **extra: object) -
 
 @click.command()
 @click.option("--state", "state_names", type=click.Choice(STATE_NAMES), multiple=True,
-              metavar="STATE", help="completed, dead or cancelled: purge jobs in this "
-              "state (repeatable; default: completed and cancelled).")
+              metavar="STATE", help="completed, dead, cancelled or skipped: purge jobs in "
+              "this state (repeatable; default: completed, cancelled and skipped).")
 @click.option("--older-than", type=DURATION_WITH_UNIT, metavar="DURATION",
               help="Only jobs that finished longer ago than this, e.g. 7d, 12h, 30m "
                    "(a unit is required).")
@@ -362,12 +365,12 @@ def purge(state: State, state_names: tuple[str, ...], older_than: int | None,
     this machine. Irreversible.
 
     \b
-      queuectl purge                                 # completed and cancelled
+      queuectl purge                                 # completed, cancelled, skipped
       queuectl purge --state completed --older-than 7d
       queuectl purge --state dead --older-than 30d   # dead only when asked
       queuectl purge --older-than 1w --dry-run       # only say which jobs
 
-    Only completed, dead and cancelled jobs can be purged. Jobs are deleted
+    Only completed, dead, cancelled and skipped jobs can be purged. Jobs are deleted
     in batches of 1000, each in its own short transaction.
     """
     from ..models import JobState
@@ -377,7 +380,7 @@ def purge(state: State, state_names: tuple[str, ...], older_than: int | None,
     if refused:
         raise UsageError(f"cannot purge {refused[0]} jobs: only {', '.join(PURGEABLE)} "
                          "jobs can be purged")
-    names = list(dict.fromkeys(state_names)) or ["completed", "cancelled"]
+    names = list(dict.fromkeys(state_names)) or ["completed", "cancelled", "skipped"]
     now = now_ms()
     # Without --older-than: everything that finished before this command started.
     cutoff = max(0, now - older_than) if older_than is not None else now + 1

@@ -132,24 +132,39 @@ def _flag_defaults(queue_name: str | None, timeout: int | None, cwd: str | None,
               help="Directory to run in (default: the current directory).")
 @click.option("--env", "env_items", multiple=True, metavar="KEY=VALUE",
               help="Set an environment variable for the job (repeatable).")
+@click.option("--after", metavar="ID,ID", help="Run after these jobs (comma-separated ids).")
+@click.option("--after-mode", type=click.Choice(["success", "finished"]),
+              help="success: run once they all completed (default); finished: once they "
+                   "all ended, whatever the outcome.")
+@click.option("--concurrency-key", metavar="KEY",
+              help="Run at most N jobs with KEY at once (queuectl limit set KEY N; 1 if unset).")
+@click.option("--unique-key", metavar="KEY",
+              help="Refuse the job while another job with KEY is not finished.")
+@click.option("--if-exists", type=click.Choice(["error", "skip"]), default="error",
+              show_default=True,
+              help="When the unique key is held: fail (exit 1), or print the holder's id "
+                   "and exit 0.")
 @json_option
 @pass_state
 def enqueue(state: State, job_json: str | None, file_: str | None, command: str | None,
             job_id: str | None, run_at: str | None, delay: int | None,
             max_retries: int | None, priority: int | None, queue_name: str | None,
             timeout: int | None, cwd: str | None, env_items: tuple[str, ...],
-            as_json: bool) -> None:
+            after: str | None, after_mode: str | None, concurrency_key: str | None,
+            unique_key: str | None, if_exists: str, as_json: bool) -> None:
     """Add a job to the queue.
 
     \b
     JSON fields: command (required), id, run_at (epoch ms, 2001 or later, or
     ISO-8601), max_retries, priority, queue, timeout (seconds, or e.g. "90s"),
     cwd, env (an object of strings), retry (policy, backoff_base, max_delay,
-    jitter). Examples:
+    jitter), after (job ids), after_mode (success or finished),
+    concurrency_key, unique_key. Examples:
       queuectl enqueue '{"id":"job1","command":"echo hi"}'
       queuectl enqueue --command 'make backup' --delay 10m --max-retries 5
       queuectl enqueue -c './render.sh' --queue render --timeout 2h --env SCALE=2
       queuectl enqueue --file jobs.jsonl      # one JSON object per line
+      queuectl enqueue -c './convert.sh' --id convert --after fetch
 
     A job runs in the directory enqueue is called from unless it gives its
     own cwd (a relative one is taken from there). --queue, --timeout, --cwd
@@ -162,7 +177,9 @@ def enqueue(state: State, job_json: str | None, file_: str | None, command: str 
     from ..timeutil import now_ms, parse_run_at_ms
 
     flags = {"--id": job_id, "--run-at": run_at, "--delay": delay,
-             "--max-retries": max_retries, "--priority": priority}
+             "--max-retries": max_retries, "--priority": priority, "--after": after,
+             "--after-mode": after_mode, "--concurrency-key": concurrency_key,
+             "--unique-key": unique_key}
     sources = [s for s in (job_json is not None, file_ is not None, command is not None) if s]
     if len(sources) != 1:
         raise UsageError("give exactly one of: a JSON argument, --file FILE, or --command CMD")
@@ -173,12 +190,13 @@ def enqueue(state: State, job_json: str | None, file_: str | None, command: str 
         raise UsageError("use --run-at or --delay, not both")
     defaults = _flag_defaults(queue_name, timeout, cwd, env_items)
 
+    skip = if_exists == "skip"
     if job_json is not None:
         specs = commands.spec_from_json(job_json, defaults)
     elif file_ is not None:
         with _collector_paused():
             specs = commands.specs_from_lines(_read_lines(file_), file_, defaults)
-            commands.enqueue(state.app(), specs, as_json=as_json)
+            commands.enqueue(state.app(), specs, as_json=as_json, skip_held=skip)
         return
     else:
         from ..jobspec import parse_job_spec
@@ -197,8 +215,14 @@ def enqueue(state: State, job_json: str | None, file_: str | None, command: str 
             data["max_retries"] = max_retries
         if priority is not None:
             data["priority"] = priority
+        if after is not None:
+            data["after"] = [p.strip() for p in after.split(",") if p.strip()]
+        for key, value in (("after_mode", after_mode), ("concurrency_key", concurrency_key),
+                           ("unique_key", unique_key)):
+            if value is not None:
+                data[key] = value
         specs = [("", parse_job_spec(data))]
-    commands.enqueue(state.app(), specs, as_json=as_json)
+    commands.enqueue(state.app(), specs, as_json=as_json, skip_held=skip)
 
 
 @click.command()

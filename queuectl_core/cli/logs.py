@@ -137,7 +137,7 @@ def _wait_for_first_attempt(storage: Storage, job: Job, lease_ms: int) -> Attemp
         if current is None:
             raise JobNotFoundError(job.id)
         notes.check([current])
-        if current.state.value in ("completed", "dead", "cancelled"):
+        if current.state.value in ("completed", "dead", "cancelled", "skipped"):
             raise QueuectlError(f"job {job.id!r} ended {current.state.value} without running")
 
 

@@ -29,7 +29,7 @@ import pytest
 pytest.register_assert_rewrite(
     "queuectl_core.testing.kit", "queuectl_core.testing.kit_seam",
     "queuectl_core.testing.kit_claims", "queuectl_core.testing.kit_operations",
-    "queuectl_core.testing.kit_limits",
+    "queuectl_core.testing.kit_limits", "queuectl_core.testing.kit_graph",
     "queuectl_core.testing.installed")
 
 from .conformance import StorageConformance  # noqa: E402

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from .kit import BOOM, LEASE, OK, T0, new_job
 from .kit_claims import ClaimPromises
+from .kit_graph import GraphPromises
 from .kit_limits import LimitPromises
 from .kit_operations import OperationPromises
 from .kit_seam import SeamPromises
@@ -24,5 +25,6 @@ from .kit_seam import SeamPromises
 __all__ = ["BOOM", "LEASE", "OK", "T0", "StorageConformance", "new_job"]
 
 
-class StorageConformance(SeamPromises, ClaimPromises, OperationPromises, LimitPromises):
+class StorageConformance(SeamPromises, ClaimPromises, OperationPromises, LimitPromises,
+                         GraphPromises):
     """Mix into a pytest test class; implement ``open_storage(home)``."""

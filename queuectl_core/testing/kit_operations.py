@@ -100,9 +100,9 @@ class OperationPromises(KitBase):
         store.fail(self.claim(store), BOOM, T0, T0 + 100)
         store.fail(self.claim(store), BOOM, T0, None)
         self.claim(store)
-        assert store.counts() == {JobState.PENDING: 1, JobState.PROCESSING: 1,
-                                  JobState.COMPLETED: 1, JobState.FAILED: 1, JobState.DEAD: 1,
-                                  JobState.CANCELLED: 0}
+        assert store.counts() == {**dict.fromkeys(JobState, 0), JobState.PENDING: 1,
+                                  JobState.PROCESSING: 1, JobState.COMPLETED: 1,
+                                  JobState.FAILED: 1, JobState.DEAD: 1}
         store.cancel("e", T0)
         assert store.counts()[JobState.CANCELLED] == 1
 

@@ -1,9 +1,10 @@
 """An in-memory store: the smallest complete backend, for tests and as an
 example for plugin authors. One process only; nothing survives it.
 
-It implements the thirteen required methods of the seam and nothing more:
-claims come from the default ``Storage.claim`` (``due`` candidates taken by
-compare-and-set through ``apply``)."""
+It implements the thirteen required methods of the seam, and ``claim`` under
+its lock (``due`` candidates taken by compare-and-set through ``apply``, as
+the default ``Storage.claim`` does), which keeps concurrency limits exact
+among threads."""
 
 from __future__ import annotations
 
@@ -11,9 +12,18 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import DuplicateJobError
-from ..models import CLAIMABLE_STATES, Attempt, Change, Job, JobState, WorkerInfo
-from ..storage import Storage, claim_order
+from ..errors import ChangedMeanwhile, DuplicateJobError, UniqueKeyError
+from ..models import (
+    CLAIMABLE_STATES,
+    UNFINISHED_STATES,
+    Attempt,
+    Change,
+    Claim,
+    Job,
+    JobState,
+    WorkerInfo,
+)
+from ..storage import LIMITS_SETTING, Storage, claim_order, concurrency_limit
 
 
 class MemoryStorage(Storage):
@@ -25,12 +35,20 @@ class MemoryStorage(Storage):
         self._workers: dict[str, WorkerInfo] = {}
         self._paused: set[str] = set()
 
-    def insert(self, records: Sequence[tuple[Job, Sequence[Attempt]]]) -> None:
+    def insert(self, records: Sequence[tuple[Job, Sequence[Attempt]]],
+               changes: Sequence[Change] = ()) -> None:
         with self._lock:
             ids = [job.id for job, _ in records]
-            for i, job_id in enumerate(ids):
-                if job_id in self._jobs or job_id in ids[:i]:
+            seen: set[str] = set()
+            for job_id in ids:
+                if job_id in self._jobs or job_id in seen:
                     raise DuplicateJobError(job_id)
+                seen.add(job_id)
+            for job, _ in records:
+                self._check_unique(job)
+            if not all(c.applies_to(self._jobs.get(c.job_id)) for c in changes):
+                raise ChangedMeanwhile("a job changed meanwhile")
+            self.apply(changes)
             for job, history in records:
                 self._jobs[job.id] = job
                 self._history[job.id] = [(f"imported-{a.number}", a) for a in history]
@@ -53,10 +71,49 @@ class MemoryStorage(Storage):
             ready = [j for j in self._jobs.values()
                      if j.state in CLAIMABLE_STATES and j.run_at <= now
                      and j.queue not in self._paused and (queues is None or j.queue in queues)]
-        ready.sort(key=claim_order)  # stable: ties stay in enqueue order
-        return ready[:limit]
+            ready.sort(key=claim_order)  # stable: ties stay in enqueue order
+            limits = self._settings.get(LIMITS_SETTING)
+            running: dict[str, int] = {}
+            for job in self._jobs.values():
+                if job.concurrency_key is not None and job.state is JobState.PROCESSING:
+                    running[job.concurrency_key] = running.get(job.concurrency_key, 0) + 1
+            picked = []
+            for job in ready:
+                key = job.concurrency_key
+                if key is not None:
+                    if running.get(key, 0) >= concurrency_limit(limits, key):
+                        continue
+                    running[key] = running.get(key, 0) + 1
+                picked.append(job)
+        return picked[:limit]
 
-    def apply(self, changes: Sequence[Change]) -> list[Job | None]:
+    def claim(self, worker_id: str, now: int, lease_ms: int,
+              queues: Sequence[str] | None = None, limit: int = 1) -> list[Claim]:
+        with self._lock:
+            return super().claim(worker_id, now, lease_ms, queues, limit)
+
+    def _check_unique(self, job: Job, replacing: str | None = None) -> None:
+        if job.unique_key is None or job.state not in UNFINISHED_STATES:
+            return
+        for other in self._jobs.values():
+            if (other.unique_key == job.unique_key and other.id != replacing
+                    and other.state in UNFINISHED_STATES):
+                raise UniqueKeyError(job.unique_key, other.id)
+
+    def apply(self, changes: Sequence[Change], *, atomic: bool = False) -> list[Job | None]:
+        with self._lock:
+            jobs, history = dict(self._jobs), {k: list(v) for k, v in self._history.items()}
+            try:
+                done = self._apply(changes)
+            except UniqueKeyError:
+                self._jobs, self._history = jobs, history
+                raise
+            if atomic and None in done:
+                self._jobs, self._history = jobs, history
+                return [None] * len(changes)
+            return done
+
+    def _apply(self, changes: Sequence[Change]) -> list[Job | None]:
         with self._lock:
             done: list[Job | None] = []
             for change in changes:
@@ -70,7 +127,9 @@ class MemoryStorage(Storage):
                     del self._history[job.id]
                     done.append(job)
                     continue
-                self._jobs[job.id] = job = change.applied(job)
+                new = change.applied(job)
+                self._check_unique(new, replacing=job.id)
+                self._jobs[job.id] = job = new
                 if change.attempt is not None:
                     self._change_attempt(job.id, change)
                 done.append(job)

@@ -239,6 +239,14 @@ class MJob:
     env: dict[str, str] | None = None
     retry: dict[str, Any] | None = None
     cancel_requested_at: int | None = None
+    # Dependencies, limits and unique keys (never used here: the graph has
+    # its own model, tests/property/test_graph_matches_a_model.py).
+    after: list[str] | None = None
+    after_mode: str | None = None
+    concurrency_key: str | None = None
+    unique_key: str | None = None
+    waiting_on: int = 0
+    dependents: int = 0
     #: The current claim's token (only while processing).
     claim_token: str | None = None
     # ---- model only
@@ -1191,16 +1199,16 @@ class IgnoresTheFence(MemoryStorage):
     """Makes every change, whatever the job looks like now (no
     compare-and-set): a stale claim's result, renewal or release lands."""
 
-    def apply(self, changes: Sequence[Change]) -> list[Job | None]:
+    def apply(self, changes: Sequence[Change], *, atomic: bool = False) -> list[Job | None]:
         return super().apply([Change(c.job_id, {}, c.fields, c.attempt, c.delete)
-                              if c.job_id in self._jobs else c for c in changes])
+                              if c.job_id in self._jobs else c for c in changes], atomic=atomic)
 
 
 class ForgetsCancelRequests(MemoryStorage):
     """Does not keep a cancel requested of a running job (so a recovery or
     a failure that follows does not cancel it)."""
 
-    def apply(self, changes: Sequence[Change]) -> list[Job | None]:
+    def apply(self, changes: Sequence[Change], *, atomic: bool = False) -> list[Job | None]:
         kept = []
         for c in changes:
             job = self._jobs.get(c.job_id)
@@ -1209,7 +1217,7 @@ class ForgetsCancelRequests(MemoryStorage):
                 c = Change(c.job_id, c.expect, {"updated_at": c.fields["updated_at"]},
                            c.attempt, c.delete)
             kept.append(c)
-        return super().apply(kept)
+        return super().apply(kept, atomic=atomic)
 
 
 class NumbersAttemptsByRetryCount(MemoryStorage):
@@ -1240,17 +1248,18 @@ class PurgesTheEdge(MemoryStorage):
 class KeepsPartOfABatch(MemoryStorage):
     """Stores the jobs of a batch before the duplicate it meets."""
 
-    def insert(self, records: Sequence[tuple[Job, Sequence[Attempt]]]) -> None:
+    def insert(self, records: Sequence[tuple[Job, Sequence[Attempt]]],
+               changes: Sequence[Change] = ()) -> None:
         for record in records:
-            super().insert([record])
+            super().insert([record], changes)
 
 
 class ReturnsTheJobAsRead(MemoryStorage):
     """``apply`` returns each job as it was before the change."""
 
-    def apply(self, changes: Sequence[Change]) -> list[Job | None]:
+    def apply(self, changes: Sequence[Change], *, atomic: bool = False) -> list[Job | None]:
         before = [self._jobs.get(c.job_id) for c in changes]
-        done = super().apply(changes)
+        done = super().apply(changes, atomic=atomic)
         return [old if new is not None else None for old, new in zip(before, done, strict=True)]
 
 

@@ -87,7 +87,7 @@ def test_purge_states_age_batches_and_logs(cli: Cli, monkeypatch: pytest.MonkeyP
     one_error_line(cli("purge", "--older-than", "a while"), 2, "--older-than")
     assert cli.ok("purge", "--older-than", "7d").out == "Purged 0 job(s).\n"
     data = cli.ok("purge", "--older-than", "1d", "--json").json()
-    assert data["purged"] == 0 and data["states"] == ["completed", "cancelled"]
+    assert data["purged"] == 0 and data["states"] == ["completed", "cancelled", "skipped"]
     assert data["finished_before"].endswith("Z")
     assert cli.ok("purge").out == "Purged 6 job(s).\n"
     assert not (cli.home / "logs" / "jobs" / "c3").exists()

@@ -97,10 +97,10 @@ def expects_fence(change: Change, job: Job, *extra: str, held_by: str | None = N
 
 
 def test_the_fence_is_the_fields_that_place_a_job_in_the_state_machine() -> None:
-    assert FENCE == ("state", "claim_token", "attempts", "cancel_requested_at")
+    assert FENCE == ("state", "claim_token", "attempts", "cancel_requested_at", "dependents")
     job = make_job(JobState.PROCESSING, cancel=True)
     assert rules.fence(job) == {"state": JobState.PROCESSING, "claim_token": TOKEN,
-                                "attempts": 1, "cancel_requested_at": T0 + 7}
+                                "attempts": 1, "cancel_requested_at": T0 + 7, "dependents": 0}
     assert rules.fence(job, "lease_expires_at")["lease_expires_at"] == T0 + 5 + LEASE
     pending = make_job(JobState.PENDING, attempts=0)
     assert rules.held_fence(pending, "mine") == {

@@ -6,11 +6,13 @@ import sqlite3
 
 #: Version 1: the first release. Version 2: named queues (and pausing them),
 #: cancellation, per-job timeout/cwd/env/retry, output tails on attempts,
-#: attempt numbers over a job's whole history, purge.
-SCHEMA_VERSION = 2
+#: attempt numbers over a job's whole history, purge. Version 3: jobs that
+#: run after others (``waiting``, ``skipped``), concurrency keys, unique keys.
+SCHEMA_VERSION = 3
 
 CLAIMABLE = "state IN ('pending', 'failed')"
-FINISHED = "state IN ('completed', 'dead', 'cancelled')"
+FINISHED = "state IN ('completed', 'dead', 'cancelled', 'skipped')"
+UNFINISHED = "state IN ('pending', 'waiting', 'processing', 'failed')"
 #: When a finished job finished, for ``purge`` (imported jobs may lack
 #: ``finished_at``). Queries must spell it exactly so to use jobs_finished.
 DONE_AT = "coalesce(finished_at, updated_at)"
@@ -27,9 +29,26 @@ CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (queue, priority DESC, run_at, seq
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (queue, run_at) WHERE {CLAIMABLE};
 CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (lease_expires_at) WHERE state = 'processing';
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
-CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (state, {DONE_AT}, seq) WHERE {FINISHED};
 CREATE INDEX IF NOT EXISTS attempts_job ON attempts (job_id, rowid);
 CREATE TABLE IF NOT EXISTS paused_queues (queue TEXT PRIMARY KEY) WITHOUT ROWID;
+"""
+
+#: Version 3: the edges of the dependency graph (children by parent, for the
+#: release of a parent's children; by child, for a purge), the index that
+#: keeps unique keys unique among unfinished jobs, the running jobs by
+#: concurrency key (claims count them), and jobs_finished with ``skipped``.
+_V3_OBJECTS = f"""
+CREATE TABLE IF NOT EXISTS job_parents (
+    parent_id TEXT NOT NULL,
+    child_id  TEXT NOT NULL,
+    PRIMARY KEY (parent_id, child_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS job_parents_child ON job_parents (child_id);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique ON jobs (unique_key)
+    WHERE unique_key IS NOT NULL AND {UNFINISHED};
+CREATE INDEX IF NOT EXISTS jobs_keyed_running ON jobs (concurrency_key)
+    WHERE concurrency_key IS NOT NULL AND state = 'processing';
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (state, {DONE_AT}, seq) WHERE {FINISHED};
 """
 
 #: A new store. The columns added in version 2 come last, in the order the
@@ -58,7 +77,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     cwd              TEXT,
     env              TEXT,
     retry            TEXT,
-    cancel_requested_at INTEGER
+    cancel_requested_at INTEGER,
+    after            TEXT,
+    after_mode       TEXT,
+    concurrency_key  TEXT,
+    unique_key       TEXT,
+    waiting_on       INTEGER NOT NULL DEFAULT 0,
+    dependents       INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS attempts (
     rowid        INTEGER PRIMARY KEY,
@@ -85,7 +110,7 @@ CREATE TABLE IF NOT EXISTS workers (
     current_job  TEXT,
     job_pgid     INTEGER
 );
-""" + _V2_OBJECTS
+""" + _V2_OBJECTS + _V3_OBJECTS
 
 #: In-place upgrades, by the version they start from; each runs inside the
 #: opening transaction, with the version bump. ``ALTER TABLE ... ADD COLUMN``
@@ -103,6 +128,15 @@ ALTER TABLE attempts ADD COLUMN stderr_tail TEXT;
 DROP INDEX IF EXISTS jobs_ready;
 DROP INDEX IF EXISTS jobs_due;
 """ + _V2_OBJECTS,
+    2: """
+ALTER TABLE jobs ADD COLUMN after TEXT;
+ALTER TABLE jobs ADD COLUMN after_mode TEXT;
+ALTER TABLE jobs ADD COLUMN concurrency_key TEXT;
+ALTER TABLE jobs ADD COLUMN unique_key TEXT;
+ALTER TABLE jobs ADD COLUMN waiting_on INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN dependents INTEGER NOT NULL DEFAULT 0;
+DROP INDEX IF EXISTS jobs_finished;
+""" + _V3_OBJECTS,
 }
 
 

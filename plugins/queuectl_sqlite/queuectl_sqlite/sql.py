@@ -11,7 +11,20 @@ waiting jobs (one index seek or two each).
 
 from __future__ import annotations
 
+from queuectl_core.storage import DEFAULT_CONCURRENCY_LIMIT, LIMITS_SETTING
+
 from .schema import CLAIMABLE, DONE_AT, FINISHED
+
+#: Concurrency limits: the setting that holds them (an object of key: N), and
+#: the condition a claimable row of ``jobs`` must meet: no key, or fewer of
+#: its key running than the key's limit (1 when none is set).
+KEY_FREE = f"""(jobs.concurrency_key IS NULL OR (
+    SELECT count(*) FROM jobs AS running INDEXED BY jobs_keyed_running
+    WHERE running.concurrency_key = jobs.concurrency_key AND running.state = 'processing'
+  ) < coalesce((SELECT CAST(lim.value AS INTEGER)
+                FROM settings, json_each(settings.value) AS lim
+                WHERE settings.key = '{LIMITS_SETTING}' AND lim.key = jobs.concurrency_key),
+               {DEFAULT_CONCURRENCY_LIMIT}))"""
 
 # The queues a claim (or next_run_at) may take from, as the CTE ``open_q``:
 # the queues named in the JSON array parameter :queues, or every queue with
@@ -44,7 +57,7 @@ _LISTED_QUEUE_CTE = """WITH
 #: those, in claim order.
 _PICK = f"""SELECT seq FROM jobs WHERE seq IN (
     SELECT (SELECT seq FROM jobs INDEXED BY jobs_ready
-            WHERE {CLAIMABLE} AND queue = open_q.name AND run_at <= :now
+            WHERE {CLAIMABLE} AND queue = open_q.name AND run_at <= :now AND {KEY_FREE}
             ORDER BY priority DESC, run_at, seq LIMIT 1)
     FROM open_q)
   ORDER BY priority DESC, run_at, seq LIMIT 1"""
@@ -55,7 +68,8 @@ NEXT_DUE_SQL = _ANY_QUEUE_CTE + _PICK
 NEXT_DUE_LISTED_SQL = _LISTED_QUEUE_CTE + _PICK
 
 _EARLIEST = f"""SELECT min((SELECT run_at FROM jobs INDEXED BY jobs_due
-                    WHERE {CLAIMABLE} AND queue = open_q.name ORDER BY run_at LIMIT 1))
+                    WHERE {CLAIMABLE} AND queue = open_q.name AND {KEY_FREE}
+                    ORDER BY run_at LIMIT 1))
   FROM open_q"""
 NEXT_RUN_AT_SQL = _ANY_QUEUE_CTE + _EARLIEST
 NEXT_RUN_AT_LISTED_SQL = _LISTED_QUEUE_CTE + _EARLIEST
@@ -63,7 +77,7 @@ NEXT_RUN_AT_LISTED_SQL = _LISTED_QUEUE_CTE + _EARLIEST
 #: How many jobs are due now (:now) in the open queues, up to :limit.
 _DUE = f"""SELECT count(*) FROM (SELECT 1 FROM jobs INDEXED BY jobs_due
     WHERE {CLAIMABLE} AND queue IN (SELECT name FROM open_q) AND run_at <= :now
-    LIMIT :limit)"""
+    AND {KEY_FREE} LIMIT :limit)"""
 DUE_COUNT_SQL = _ANY_QUEUE_CTE + _DUE
 DUE_COUNT_LISTED_SQL = _LISTED_QUEUE_CTE + _DUE
 
@@ -94,35 +108,38 @@ _CLAIM_PICKED_SQL = (
 _DUE_PICKED_SQL = "SELECT * FROM jobs WHERE seq IN ({pick})"
 
 
-def _best_due(queue: str, columns: str = "seq") -> str:
-    """The best :limit due jobs of the queue named by the parameter
-    ``queue``, in claim order: a seek in ``jobs_ready``, read in index order."""
+def _best_due(queue: str, columns: str = "seq", keyed: str = "concurrency_key IS NULL"
+              ) -> str:
+    """The best :limit due jobs without a concurrency key of the queue named
+    by the parameter ``queue``, in claim order: a seek in ``jobs_ready``,
+    read in index order. (Keyed jobs are claimed one at a time, each
+    counting the claims before it.)"""
     return (f"SELECT {columns} FROM jobs INDEXED BY jobs_ready WHERE {CLAIMABLE}"
-            f" AND queue = {queue} AND run_at <= :now ORDER BY priority DESC, run_at, seq"
-            " LIMIT :limit")
+            f" AND queue = {queue} AND run_at <= :now AND {keyed}"
+            " ORDER BY priority DESC, run_at, seq LIMIT :limit")
 
 
 #: Most open queues a batch claim takes from in one statement; with more,
 #: it claims one job at a time.
 MAX_BATCH_QUEUES = 8
-_picks: dict[int, str] = {}
+_picks: dict[tuple[int, str], str] = {}
 
 
-def _pick_sql(queues: int) -> str:
+def _pick_sql(queues: int, keyed: str = "concurrency_key IS NULL") -> str:
     """The best :limit due jobs from ``queues`` open queues, named by the
     parameters :q0, :q1, ...: the best :limit of each, then the best :limit
     of those, which are the jobs that many single claims would take in
     turn. With one queue, its best :limit in index order."""
-    pick = _picks.get(queues)
+    pick = _picks.get((queues, keyed))
     if pick is None:
         if queues == 1:
-            pick = _best_due(":q0")
+            pick = _best_due(":q0", keyed=keyed)
         else:
             best = " UNION ALL ".join(
-                f"SELECT * FROM ({_best_due(f':q{i}', 'seq, priority, run_at')})"
+                f"SELECT * FROM ({_best_due(f':q{i}', 'seq, priority, run_at', keyed)})"
                 for i in range(queues))
             pick = f"SELECT seq FROM ({best}) ORDER BY priority DESC, run_at, seq LIMIT :limit"
-        _picks[queues] = pick
+        _picks[queues, keyed] = pick
     return pick
 
 
@@ -132,8 +149,9 @@ def claim_batch_sql(queues: int) -> str:
 
 
 def due_batch_sql(queues: int) -> str:
-    """Read what :func:`_pick_sql` picks (unsorted: the caller sorts)."""
-    return _DUE_PICKED_SQL.format(pick=_pick_sql(queues))
+    """Read what :func:`_pick_sql` picks, keyed jobs included where their
+    key has a free slot (unsorted: the caller sorts)."""
+    return _DUE_PICKED_SQL.format(pick=_pick_sql(queues, KEY_FREE))
 
 
 #: The attempts of the jobs just claimed in a batch (their seqs in the JSON

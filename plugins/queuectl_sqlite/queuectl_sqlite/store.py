@@ -31,20 +31,15 @@ from queuectl_core.models import (
 )
 from queuectl_core.storage import Storage, new_token
 
-from . import sql
+from . import sql, writes
 from .rows import (
-    ATTEMPT_COLUMNS,
     INSERT_ATTEMPT,
     INSERT_JOB,
     INSERT_NEW,
-    JOB_COLUMNS,
-    JSON_FIELDS,
     attempt_from_row,
-    checked_columns,
     is_new,
     job_from_row,
     job_row,
-    json_text,
     new_job_row,
 )
 from .schema import SCHEMA_VERSION, connect, create_or_upgrade
@@ -224,7 +219,8 @@ class SqliteStorage(Storage):
         self._lock_pid = 0
 
     # ---------------------------------------------------------- jobs
-    def insert(self, records: Sequence[tuple[Job, Sequence[Attempt]]]) -> None:
+    def insert(self, records: Sequence[tuple[Job, Sequence[Attempt]]],
+               changes: Sequence[Change] = ()) -> None:
         ids = [job.id for job, _ in records]
         seen: set[str] = set()
         for job_id in ids:
@@ -240,10 +236,17 @@ class SqliteStorage(Storage):
             rows = [job_row(job) for job, _ in records]
         try:
             with self._write() as conn:
+                writes.guard(conn, changes)
                 conn.executemany(INSERT_NEW if fresh else INSERT_JOB, rows)
                 if history:
                     conn.executemany(INSERT_ATTEMPT, history)
+                writes.insert_edges(conn, [job for job, _ in records])
         except sqlite3.IntegrityError:
+            # Rolled back: what is stored now is what the batch met.
+            keys = [job.unique_key for job, _ in records]
+            taken = writes.unique_error(self.conn, keys) if any(keys) else None
+            if taken is not None:
+                raise taken from None
             raise DuplicateJobError(self._first_existing(ids)) from None
 
     def _first_existing(self, ids: list[str]) -> str:
@@ -353,46 +356,16 @@ class SqliteStorage(Storage):
         return jobs if limit is None else jobs[:limit]
 
     # ---------------------------------------------------------- changes
-    def apply(self, changes: Sequence[Change]) -> list[Job | None]:
-        with self._write() as conn:
-            return [self._apply_in(conn, change) for change in changes]
+    def apply(self, changes: Sequence[Change], *, atomic: bool = False
+              ) -> list[Job | None]:
+        try:
+            with self._write() as conn:
+                return writes.apply_changes(conn, changes, atomic=atomic)
+        except writes.Undo:
+            return [None] * len(changes)
 
-    @staticmethod
-    def _apply_in(conn: sqlite3.Connection, change: Change) -> Job | None:
-        """One compare-and-set, inside the caller's write transaction."""
-        expect = checked_columns(list(change.expect), JOB_COLUMNS)
-        where = "".join(f" AND {k} IS ?" for k in expect)
-        params = [change.job_id, *(change.expect[k] for k in expect)]
-        if change.delete:
-            row = conn.execute(f"DELETE FROM jobs WHERE id = ?{where} RETURNING *",
-                               params).fetchone()
-            if row is not None:
-                conn.execute("DELETE FROM attempts WHERE job_id = ?", (change.job_id,))
-            return None if row is None else job_from_row(row)
-        names = checked_columns(list(change.fields), JOB_COLUMNS)
-        values = [json_text(change.fields[k]) if k in JSON_FIELDS else change.fields[k]
-                  for k in names]
-        if names:
-            sets = ", ".join(f"{k} = ?" for k in names)
-            row = conn.execute(f"UPDATE jobs SET {sets} WHERE id = ?{where} RETURNING *",
-                               [*values, *params]).fetchone()
-        else:
-            row = conn.execute(f"SELECT * FROM jobs WHERE id = ?{where}", params).fetchone()
-        if row is None:
-            return None
-        step = change.attempt
-        if step is not None:
-            if step.open is not None:
-                conn.execute(INSERT_ATTEMPT,
-                             (step.token, *attrgetter(*ATTEMPT_FIELDS)(step.open)))
-            elif step.drop:
-                conn.execute("DELETE FROM attempts WHERE claim_token = ?", (step.token,))
-            elif step.fields:
-                cols = checked_columns(list(step.fields), ATTEMPT_COLUMNS)
-                conn.execute(
-                    f"UPDATE attempts SET {', '.join(f'{k} = ?' for k in cols)}"
-                    " WHERE claim_token = ?", [*(step.fields[k] for k in cols), step.token])
-        return job_from_row(row)
+    def dependents(self, job_id: str) -> list[Job]:
+        return [job_from_row(r) for r in self.conn.execute(writes.DEPENDENTS_SQL, (job_id,))]
 
     # ---------------------------------------------------------- claims
     def claim(self, worker_id: str, now: int, lease_ms: int,
@@ -406,7 +379,7 @@ class SqliteStorage(Storage):
         """Both in one transaction: one commit (one fsync) and one write
         lock for a batch of results and claims."""
         with self._write() as conn:
-            done = [self._apply_in(conn, change) for change in changes]
+            done = writes.apply_changes(conn, changes, atomic=False)
             if limit <= 0:
                 return done, []
             return done, self._claim_in(conn, worker_id, now, lease_ms, queues, limit)
@@ -422,8 +395,17 @@ class SqliteStorage(Storage):
             if not names:
                 return []
             if len(names) <= sql.MAX_BATCH_QUEUES:
-                return self._claim_batch_in(conn, worker_id, now, lease_ms, names, limit)
-        claims: list[Claim] = []
+                claims = self._claim_batch_in(conn, worker_id, now, lease_ms, names, limit)
+                if len(claims) == limit:
+                    return claims
+                # The batch takes no keyed jobs: those, one at a time.
+                while len(claims) < limit:
+                    keyed = self._claim_one_in(conn, worker_id, now, lease_ms, names)
+                    if keyed is None:
+                        break
+                    claims.append(keyed)
+                return claims
+        claims = []
         while len(claims) < limit:
             following = self._claim_one_in(conn, worker_id, now, lease_ms, queues)
             if following is None:

@@ -113,7 +113,7 @@ def test_v1_store_is_upgraded_in_place_and_keeps_its_data(tmp_path: Path) -> Non
     store = Ledger(SqliteStorage(path))
     try:
         version = store.store.conn.execute("PRAGMA user_version").fetchone()[0]  # type: ignore[attr-defined]
-        assert version == SCHEMA_VERSION == 2
+        assert version == SCHEMA_VERSION == 3
         # Every job, as it was, with the new fields at their defaults.
         assert [j.id for j in store.list_jobs()] == ["done", "dead", "waiting", "retry",
                                                      "running", ODD_ID]

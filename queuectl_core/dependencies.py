@@ -87,31 +87,43 @@ def _placed_fields(state: JobState, left: int, blame: Job | None, now: int
 
 # ------------------------------------------------------------------ enqueue
 
-def placed(store: Storage, jobs: Sequence[Job], now: int) -> tuple[list[Job], list[Change]]:
+def placed(store: Storage, jobs: Sequence[Job], now: int, *, imported: bool = False
+           ) -> tuple[list[Job], list[Change]]:
     """New jobs with their dependencies settled, and the changes that raise
     the stored parents' ``dependents`` (to make with the insert, all or
     nothing). Parents may be stored already or come in the same batch, in
     any order. Raises UsageError for a cycle in the batch, and
-    JobNotFoundError for an unknown parent (nothing is stored)."""
+    JobNotFoundError for an unknown parent (nothing is stored).
+    ``imported``: jobs brought by ``import`` keep their state, except that
+    a ``waiting`` one is placed again (its parents may have moved on); the
+    parents of jobs in other states need not exist any more."""
     batch = {job.id: job for job in jobs}
     stored: dict[str, Job] = {}
     bumps: dict[str, int] = {}
     for job in jobs:
+        needs = not imported or job.state is JobState.WAITING
         for parent_id in job.after or ():
             if parent_id in batch:
                 continue
             if parent_id not in stored:
                 parent = store.get(parent_id)
                 if parent is None:
-                    raise UnknownParentError(job.id, parent_id)
+                    if needs:
+                        raise UnknownParentError(job.id, parent_id)
+                    continue
                 stored[parent_id] = parent
             bumps[parent_id] = bumps.get(parent_id, 0) + 1
     ready: dict[str, Job] = {}
+    children_of: dict[str, int] = {}
+    for job in jobs:
+        for parent_id in job.after or ():
+            children_of[parent_id] = children_of.get(parent_id, 0) + 1
     for job_id in _in_order(batch):
         job = batch[job_id]
-        children = sum(1 for other in jobs if job_id in (other.after or ()))
-        if job.after:
-            parents = [ready[p] if p in ready else stored[p] for p in job.after]
+        children = children_of.get(job_id, 0)
+        if job.after and (not imported or job.state is JobState.WAITING):
+            parents = [ready[p] if p in ready else stored[p] for p in job.after
+                       if p in ready or p in stored]
             state, left, blame = readiness(mode_of(job), parents)
             job = job.replace(**_placed_fields(state, left, blame, job.updated_at))
         ready[job_id] = job.replace(dependents=children) if children else job
@@ -124,6 +136,7 @@ def _in_order(batch: Mapping[str, Job]) -> list[str]:
     """The batch's ids, parents before children (UsageError on a cycle)."""
     order: list[str] = []
     state: dict[str, int] = {}  # 1: being visited, 2: done
+    inside: dict[str, list[str]] = {}  # each job's parents in the batch
     for root in batch:
         if state.get(root):
             continue
@@ -131,7 +144,9 @@ def _in_order(batch: Mapping[str, Job]) -> list[str]:
         state[root] = 1
         while stack:
             job_id, i = stack.pop()
-            after = [p for p in batch[job_id].after or () if p in batch]
+            after = inside.get(job_id)
+            if after is None:
+                after = inside[job_id] = [p for p in batch[job_id].after or () if p in batch]
             if i < len(after):
                 stack.append((job_id, i + 1))
                 parent = after[i]

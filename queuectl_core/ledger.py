@@ -144,12 +144,25 @@ class Ledger:
     def import_jobs(self, records: Sequence[tuple[Job, Sequence[Attempt]]]) -> None:
         """Store exported jobs with their history, all or nothing; a job
         that was running is first settled as ``transitions.arrived`` says
-        (lost in the move), so that none is stored ``processing``."""
+        (lost in the move), so that none is stored ``processing``, and the
+        dependencies are counted again (``dependencies.placed``)."""
         now = now_ms()
         settled = [rules.arrived(job, list(history), now=now,
                            error="exported while running; the attempt was lost in the move")
                    for job, history in records]
-        self.store.insert(settled)
+        if not any(job.after for job, _ in settled):
+            self.store.insert(settled)
+            return
+        history_of = {job.id: history for job, history in settled}
+        for _ in range(MAX_ROUNDS):
+            ready, guards = graph.placed(self.store, [job for job, _ in settled], now,
+                                         imported=True)
+            try:
+                self.store.insert([(job, history_of[job.id]) for job in ready], guards)
+            except ChangedMeanwhile:
+                continue
+            return
+        raise StorageError("the jobs to run after kept changing; try again")
 
     # ---------------------------------------------------------- claims
     def claim(self, worker_id: str, now: int, lease_ms: int,

@@ -64,8 +64,8 @@ class Settings(Record):
                                       "bytes of each attempt's stdout and stderr kept in the "
                                       "store, for `logs` on any machine")
     retention_days: float = _setting(0.0, 0.0, 36_500.0,
-                                     "completed and cancelled jobs are purged this many days "
-                                     "after they finish, with their logs (0: kept)", "d")
+                                     "completed, cancelled and skipped jobs are purged this many "
+                                     "days after they finish, with their logs (0: kept)", "d")
 
 
 #: Every setting's type, default, range and description, by key.

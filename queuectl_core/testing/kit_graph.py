@@ -138,6 +138,16 @@ class GraphPromises(KitBase):
         store.enqueue([new_job("c", after=["p"])])
         assert _states(store, "c") == {"c": "pending"}
 
+    def test_an_import_counts_the_graph_again(self, store: Ledger) -> None:
+        """Exports carry ``after`` but not the internal counts: ``import``
+        places a waiting job again, whatever order the lines come in."""
+        child = new_job("b", after=["a"]).replace(state=JobState.WAITING)
+        store.import_jobs([(child, []), (new_job("a"), [])])
+        got = store.get("b")
+        assert got is not None and got.state is JobState.WAITING and got.waiting_on == 1
+        store.complete(self.claim(store), OK, T0)
+        assert _states(store, "b") == {"b": "pending"}
+
     def test_an_atomic_apply_makes_every_change_or_none(self, raw: Storage) -> None:
         raw.insert([(new_job("a"), ()), (new_job("b"), ())])
         a, b = raw.get("a"), raw.get("b")

@@ -111,14 +111,15 @@ class Housekeeping:
         return recovered
 
     def apply_retention(self, now: int, days: float) -> list[str]:
-        """Purge completed and cancelled jobs older than ``days`` (the
+        """Purge completed, cancelled and skipped jobs older than ``days`` (the
         ``retention_days`` setting; 0: never), with their output on this
         machine, a batch at a time, at most every RETENTION_EVERY_MS."""
         if days <= 0 or now - self._retention_at < RETENTION_EVERY_MS:
             return []
         self._retention_at = now
         cutoff = now - round(days * 86_400_000)
-        gone = self.ledger.purge(states=[JobState.COMPLETED, JobState.CANCELLED],
+        gone = self.ledger.purge(states=[JobState.COMPLETED, JobState.CANCELLED,
+                                         JobState.SKIPPED],
                                  finished_before=cutoff, limit=RETENTION_BATCH)
         if gone:
             for warning in remove_job_logs(self.log_root, gone):

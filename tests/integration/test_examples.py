@@ -26,7 +26,8 @@ def test_example1_simple_job_processing(queue: Queue) -> None:
 
     status = queue.wait_counts(completed=3)
     assert status == {"pending": 0, "processing": 0, "completed": 3, "failed": 0, "dead": 0,
-                      "cancelled": 0, "active_workers": 1, "paused_queues": [], "queue": None}
+                      "cancelled": 0, "waiting": 0, "skipped": 0, "active_workers": 1,
+                      "paused_queues": [], "queue": None}
     human = queue.run("status").stdout
     assert "completed" in human and "Active workers: 1" in human
     for i in (1, 2, 3):
@@ -105,8 +106,8 @@ def test_example3_delayed_job(queue: Queue) -> None:
     started = iso_ms(done["attempts_history"][0]["started_at"])
     assert started >= run_at, f"started {run_at - started} ms before run_at"
     assert queue.json("status") == {"pending": 0, "processing": 0, "completed": 1, "failed": 0,
-                                    "dead": 0, "cancelled": 0, "active_workers": 1,
-                                    "paused_queues": [], "queue": None}
+                                    "dead": 0, "cancelled": 0, "waiting": 0, "skipped": 0,
+                                    "active_workers": 1, "paused_queues": [], "queue": None}
     queue.stop_workers(alias=True)
 
 

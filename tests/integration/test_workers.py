@@ -123,8 +123,8 @@ def test_state_and_config_survive_restart(queue: Queue) -> None:
     assert queue.show("later")["max_retries"] == 5
     queue.enqueue({"id": "second", "command": "echo second"})
     assert queue.status() == {"pending": 2, "processing": 0, "completed": 1, "failed": 0,
-                              "dead": 0, "active_workers": 0, "cancelled": 0,
-                              "paused_queues": [], "queue": None}
+                              "dead": 0, "active_workers": 0, "cancelled": 0, "waiting": 0,
+                              "skipped": 0, "paused_queues": [], "queue": None}
 
     queue.start_workers(1)
     queue.wait_state("second", "completed")
@@ -133,8 +133,8 @@ def test_state_and_config_survive_restart(queue: Queue) -> None:
     assert queue.show("later")["state"] == "pending"
     queue.stop_workers()
     assert queue.status() == {"pending": 1, "processing": 0, "completed": 2, "failed": 0,
-                              "dead": 0, "active_workers": 0, "cancelled": 0,
-                              "paused_queues": [], "queue": None}
+                              "dead": 0, "active_workers": 0, "cancelled": 0, "waiting": 0,
+                              "skipped": 0, "paused_queues": [], "queue": None}
 
 
 # ------------------------------------------------------------------ crashes

@@ -79,8 +79,8 @@ def test_status_and_list_by_queue_and_paused_queues(cli: Cli) -> None:
     cli.store.set_queue_paused("mail", True)
     data = cli.ok("status", "--json").json()
     assert data == {"pending": 3, "processing": 0, "completed": 0, "failed": 0, "dead": 0,
-                    "cancelled": 0, "active_workers": 0, "paused_queues": ["mail"],
-                    "queue": None}
+                    "cancelled": 0, "waiting": 0, "skipped": 0, "active_workers": 0,
+                    "paused_queues": ["mail"], "queue": None}
     data = cli.ok("status", "--queue", "mail", "--json").json()
     assert data["pending"] == 2 and data["queue"] == "mail"
     text = cli.ok("status").out

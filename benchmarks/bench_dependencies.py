@@ -60,7 +60,7 @@ def _cli(home: Path, *args: str, stdin: str | None = None) -> str:
                           env=env, check=True, timeout=600).stdout
 
 
-def _drain(jobs: list[dict[str, Any]], workers: list[int], setup: Callable[[Path], None]
+def _drain(jobs: list[dict[str, Any]], workers: list[int], setup: Callable[[Path], object]
            ) -> list[dict[str, Any]]:
     home = private_dir("qbench-deps-")
     try:
@@ -139,15 +139,15 @@ def _fan(opener: Callable[[], Storage], n: int, background: int) -> dict[str, fl
         out: dict[str, float] = {}
         # Baseline: recording a job nobody runs after.
         ledger.enqueue([_job("plain")])
-        claim = ledger.claim("w", T0, 60_000)
-        assert claim is not None
-        out["plain"] = _timed(lambda: ledger.complete(claim, OK, T0))
+        first = ledger.claim("w", T0, 60_000)
+        assert first is not None
+        out["plain"] = _timed(lambda: ledger.complete(first, OK, T0))
         # Fan-out: one parent, n children.
         out["fan-out enqueue"] = _timed(lambda: ledger.enqueue(
             [_job("root")] + [_job(f"c{i}", after=["root"]) for i in range(n)]))
-        claim = ledger.claim("w", T0, 60_000)
-        assert claim is not None and claim.job.id == "root"
-        out["fan-out release"] = _timed(lambda: ledger.complete(claim, OK, T0))
+        root = ledger.claim("w", T0, 60_000)
+        assert root is not None and root.job.id == "root"
+        out["fan-out release"] = _timed(lambda: ledger.complete(root, OK, T0))
         assert ledger.counts()[JobState.PENDING] == n
         # Fan-in: n parents, one child (parents in another queue, so the
         # released children above do not get in the way).
@@ -156,9 +156,9 @@ def _fan(opener: Callable[[], Storage], n: int, background: int) -> dict[str, fl
             + [_job("sink", after=[f"p{i}" for i in range(n)], queue="sink")]))
         claims = [ledger.claim("w", T0, 60_000, ["in"]) for _ in range(n)]
         start = time.perf_counter()
-        for c in claims:
-            assert c is not None
-            ledger.complete(c, OK, T0)
+        for held in claims:
+            assert held is not None
+            ledger.complete(held, OK, T0)
         out["fan-in per parent"] = (time.perf_counter() - start) / n
         sink = ledger.get("sink")
         assert sink is not None and sink.state is JobState.PENDING
@@ -188,7 +188,7 @@ def bench_fan(backends: list[str], n: int, background: int) -> None:
                   f"({got['fan-in per parent'] / base:.1f}x the baseline)")
 
 
-def _opener(name: str) -> tuple[Callable[[], Storage], Callable[[], None]]:
+def _opener(name: str) -> tuple[Callable[[], Storage], Callable[[], object]]:
     if name == "sqlite":
         from queuectl_sqlite.store import SqliteStorage
 
@@ -217,7 +217,7 @@ def _opener(name: str) -> tuple[Callable[[], Storage], Callable[[], None]]:
     raise Skip(f"unknown backend {name}")
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="chain,fan,limits")
     parser.add_argument("--backends", default="sqlite,postgres")
@@ -232,6 +232,7 @@ def main() -> None:
                   10_000 if args.quick else 100_000)
     if "limits" in only:
         bench_limits(50 if args.quick else 200)
+    return 0
 
 
 if __name__ == "__main__":

@@ -48,6 +48,10 @@ class Ledger:
 
     def __init__(self, store: Storage) -> None:
         self.store = store
+        #: Called after a store call that made jobs ``pending`` by releasing
+        #: them (their parents finished): a worker pokes the idle workers of
+        #: its machine, as ``enqueue`` does.
+        self.on_release: Callable[[], None] | None = None
 
     # ---------------------------------------------------------- reading
     def get(self, job_id: str) -> Job | None:
@@ -196,18 +200,22 @@ class Ledger:
         to ``limit`` jobs, in one store call where the store can. Returns,
         for each outcome, the job as recorded (None: the claim was no longer
         held), and the claims made, in claim order."""
-        # A job others run after is recorded with their changes, on its own
-        # (all or nothing); the rest in one batch with the claims.
+        # A job others run after is recorded first, with their changes, on
+        # its own (all or nothing), so that the claim below can take a job
+        # it released; the rest in one batch with the claims.
+        by_outcome: dict[int, Job | None] = {
+            id(o): self._held(o.claim, None, _deciding_finish(o, now))
+            for o in outcomes if o.claim.job.dependents}
         plain = [o for o in outcomes if not o.claim.job.dependents]
         changes = [rules.finished(o.claim.job, o, now) for o in plain]
         recorded, claims = self.store.apply_and_claim(changes, worker_id=worker_id, now=now,
                                                       lease_ms=lease_ms, queues=queues,
                                                       limit=limit)
-        by_outcome = {id(o): job for o, job in zip(plain, recorded, strict=True)}
+        by_outcome.update((id(o), job) for o, job in zip(plain, recorded, strict=True))
         done: list[Job | None] = []
         for outcome in outcomes:
-            job = by_outcome.get(id(outcome))
-            if job is None:
+            job = by_outcome[id(outcome)]
+            if job is None and not outcome.claim.job.dependents:
                 job = self._held(outcome.claim, None, _deciding_finish(outcome, now))
             done.append(job)
         return done, claims
@@ -222,7 +230,11 @@ class Ledger:
         follow = graph.consequences(self.store, decided, now_ms())
         if not follow:
             return self.store.apply(changes)
-        return self.store.apply([*changes, *follow], atomic=True)[:len(changes)]
+        done = self.store.apply([*changes, *follow], atomic=True)
+        if self.on_release is not None and done[0] is not None and any(
+                c.fields.get("state") is JobState.PENDING for c in follow):
+            self.on_release()
+        return done[:len(changes)]
 
     def release(self, claim: Claim, now: int) -> Job | None:
         """Give back a claim whose command never started (``transitions.

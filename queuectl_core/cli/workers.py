@@ -251,6 +251,8 @@ def child(state: State, parent_pid: int, queues: list[str] | None) -> None:
         logging.getLogger("queuectl.worker").warning(
             "no wake-up socket (%s); new jobs are noticed by polling only", exc)
         wakeup = None
+    if wakeup is not None:
+        app.ledger.on_release = wakeup.poke_others
     w = Worker(
         ledger=app.ledger, executor=app.executor(), policy=app.backoff_policy(),
         plugins=app.plugins, settings_loader=app.settings,

@@ -21,7 +21,7 @@ def test_a_pipeline_runs_in_order_and_its_failures_and_cancels_cascade(queue: Qu
     queue.fast()
     flag = queue.workdir / "fixed"
     queue.run("pause", "parked")
-    lines = [
+    lines: list[dict[str, object]] = [
         {"id": "join", "command": "true", "after": ["left", "right"]},  # parents come later
         {"id": "top", "command": "true"},
         {"id": "left", "command": "sleep 0.3", "after": ["top"]},

@@ -11,12 +11,16 @@ before and after it (the core decides the change; this only stores it):
   record, as an ``enqueue`` line does;
 * active -> finished: the job's file is written first, then ``finish``
   takes it out of the active set (the line is the commit point);
-* finished -> active: ``revive`` for a dead job (its file is removed after
-  the line); from another finished state, ``purge`` then ``enqueue``;
+* finished -> active: ``revive`` for a dead or skipped job (its file is
+  removed after the line); from another finished state, ``purge`` then
+  ``enqueue``;
 * finished -> finished: ``purge`` then ``import`` (its new file is written
   after the line, as for any import);
 * deleted: ``purge`` (files removed after the line); an active job is first
   taken out of the active set by a ``finish`` in the same line.
+
+A change or a new job that would give a unique key a second unfinished
+(active) holder raises ``UniqueKeyError`` before anything is written.
 """
 
 from __future__ import annotations
@@ -24,15 +28,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from queuectl_core.errors import StorageError
+from queuectl_core.errors import StorageError, UniqueKeyError
 from queuectl_core.models import Change, Claim, Job
 from queuectl_core.storage import new_token
 from queuectl_core.transitions import claimed
 
+from .derived import Derived
 from .records import (
     ACTIVE_STATES,
     ATTEMPT_KEYS,
     FINISHED_STATES,
+    REVIVABLE_STATES,
     SETTABLE,
     Damaged,
     Record,
@@ -53,12 +59,24 @@ def _stored(values: Mapping[str, Any]) -> Record:
     return stored
 
 
+def _held_key(rec: Record | None) -> str | None:
+    """The unique key ``rec`` holds (an unfinished job's), if any."""
+    if rec is None or rec["state"] not in ACTIVE_STATES:
+        return None
+    key: str | None = rec["unique_key"]
+    return key
+
+
 class Batch:
     """Operations for one journal line, and what they do to the jobs."""
 
-    def __init__(self, lookup: Callable[[str], Record | None]) -> None:
+    def __init__(self, lookup: Callable[[str], Record | None], derived: Derived) -> None:
         #: The job's record as stored (active or finished), or None.
         self._lookup = lookup
+        self._derived = derived
+        #: Unique key -> its holder once the line is committed (None: free),
+        #: where this line changes it.
+        self._unique: dict[str, str | None] = {}
         self.ops: list[Record] = []
         #: Job id -> its record once the line is committed (None: deleted).
         self.records: dict[str, Record | None] = {}
@@ -91,6 +109,27 @@ class Batch:
             if after is not None and after["state"] in ACTIVE_STATES:
                 yield after
 
+    # ---------------------------------------------------------- unique keys
+    def hold(self, old: Record | None, new: Record | None) -> None:
+        """A job's record goes from ``old`` to ``new`` (None: none): raises
+        UniqueKeyError if ``new`` is active with a unique key another active
+        job holds, else notes who holds the keys."""
+        old_key, new_key = _held_key(old), _held_key(new)
+        if old_key == new_key:
+            return
+        if new is not None and new_key is not None:
+            holder = self._holder(new_key)
+            if holder is not None and holder != new["id"]:
+                raise UniqueKeyError(new_key, holder)
+            self._unique[new_key] = new["id"]
+        if old is not None and old_key is not None and self._holder(old_key) == old["id"]:
+            self._unique[old_key] = None
+
+    def _holder(self, key: str) -> str | None:
+        if key in self._unique:
+            return self._unique[key]
+        return self._derived.unique.get(key)
+
     # ---------------------------------------------------------- changes
     def apply(self, change: Change, known: tuple[Record, Job] | None = None) -> Job | None:
         """Add ``change`` if the job meets its expectation (as stored, after
@@ -105,9 +144,11 @@ class Batch:
         if not change.applies_to(job):
             return None
         if change.delete:
+            self.hold(rec, None)
             self._delete(rec)
             return job
         new, fields, attempt, drop = self._changed(rec, change)
+        self.hold(rec, new)
         job_id = rec["id"]
         was_active, now_active = rec["state"] in ACTIVE_STATES, new["state"] in ACTIVE_STATES
         if was_active and now_active:
@@ -124,8 +165,11 @@ class Batch:
             self.ops.append({"op": "finish", "id": job_id, "state": new["state"],
                              "key": finish_key(new)})
         elif now_active:
-            if rec["state"] == "dead":
-                self.ops.append({"op": "revive", "job": new})
+            if rec["state"] in REVIVABLE_STATES:
+                revive: Record = {"op": "revive", "job": new}
+                if rec["state"] != "dead":  # (format 2 revived only dead jobs)
+                    revive["from"] = rec["state"]
+                self.ops.append(revive)
             else:
                 self._purge(job_id, rec["state"], rec["queue"])
                 self.ops.append({"op": "enqueue", "jobs": [new]})
@@ -170,7 +214,7 @@ class Batch:
             if drop:
                 new["history"] = history[:-1]
             check_job(new, ACTIVE_STATES if new["state"] not in FINISHED_STATES
-                      else FINISHED_STATES)
+                      else FINISHED_STATES, after_checked="after" not in fields)
         except Damaged as exc:
             raise StorageError(f"cannot store the change of {exc}") from None
         return new, fields, attempt, drop

@@ -9,7 +9,7 @@ from queuectl_core.errors import StorageError
 from .files import Files
 from .index import Index
 from .journal import SNAPSHOT, Journal
-from .state import FORMAT_VERSION, State
+from .state import INDEX_VERSION, State
 
 
 def create(files: Files, index: Index, journal: Journal) -> bool:
@@ -46,12 +46,12 @@ def compact(files: Files, index: Index, journal: Journal) -> None:
     snapshot forgets the journal, so first everything the journal alone
     stood for is put in files: purged jobs' files are removed (a crash may
     have left some), imported jobs' files are written, and the jobs that
-    finished since the last snapshot go into the index (for a store of an
-    older format, or one whose index was removed, the index is built)."""
+    finished since the last snapshot go into the index (for a store of a
+    format without the index, or one whose index was removed, it is built)."""
     state = journal.state
     files.remove_finished(state.purged)
     files.write_finished(state.unwritten.values())
-    if state.version < FORMAT_VERSION or not index.exists():
+    if state.version < INDEX_VERSION or not index.exists():
         rebuild_index(index, state)
     index.append(state.fresh)
     journal.write_snapshot(journal.generation + 1)

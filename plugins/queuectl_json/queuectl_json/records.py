@@ -14,18 +14,25 @@ from queuectl_core.models import Attempt, Job, JobState, WorkerInfo, record_from
 
 Record = dict[str, Any]
 
-ACTIVE_STATES = frozenset({"pending", "processing", "failed"})
-FINISHED_STATES = frozenset({"completed", "dead", "cancelled"})
-FINISHED_ORDER = ("completed", "dead", "cancelled")
+#: Active jobs live in the snapshot and the journal: the unfinished states
+#: (``UNFINISHED_STATES``, which hold unique keys); finished ones in files.
+ACTIVE_STATES = frozenset({"pending", "waiting", "processing", "failed"})
+FINISHED_STATES = frozenset({"completed", "dead", "cancelled", "skipped"})
+FINISHED_ORDER = ("completed", "dead", "cancelled", "skipped")
 CLAIMABLE_STATES = frozenset({"pending", "failed"})
 IMPORTABLE_STATES = (ACTIVE_STATES - {"processing"}) | FINISHED_STATES
-#: What format 1 knew.
+#: Finished jobs that a change may make active again (``revive``): a dead
+#: job retried from the DLQ, a skipped one whose parent was.
+REVIVABLE_STATES = frozenset({"dead", "skipped"})
+#: What formats 1 and 2 knew.
 V1_FINISHED_STATES = frozenset({"completed", "dead"})
+V2_FINISHED_STATES = frozenset({"completed", "dead", "cancelled"})
 
 #: The job fields every record has (``claim_token`` is kept beside them:
 #: active records have it, finished files leave it out).
 JOB_FIELDS = tuple(name for name in Job.field_names() if name != "claim_token")
-_INT_FIELDS = ("attempts", "max_retries", "priority", "run_at", "created_at", "updated_at")
+_INT_FIELDS = ("attempts", "max_retries", "priority", "run_at", "created_at", "updated_at",
+               "waiting_on", "dependents")
 _OPT_INT_FIELDS = ("started_at", "finished_at", "lease_expires_at", "exit_code",
                    "cancel_requested_at")
 #: What a ``set`` operation may change.
@@ -35,6 +42,10 @@ ATTEMPT_KEYS = frozenset(Attempt.field_names()) - {"job_id"}
 V2_JOB_FIELDS: dict[str, Any] = {"queue": DEFAULT_QUEUE, "timeout": None, "cwd": None,
                                  "env": None, "retry": None, "cancel_requested_at": None}
 V2_ATTEMPT_FIELDS: dict[str, Any] = {"stdout_tail": None, "stderr_tail": None}
+#: Fields that format 3 added (dependencies, concurrency and unique keys),
+#: with the value an older record means: a record without them gets them.
+V3_JOB_FIELDS: dict[str, Any] = {"after": None, "after_mode": None, "concurrency_key": None,
+                                 "unique_key": None, "waiting_on": 0, "dependents": 0}
 
 
 class Damaged(Exception):
@@ -51,7 +62,7 @@ def upgrade_v1(rec: Any) -> Any:
     it is, for the checks to reject."""
     if not isinstance(rec, dict):
         return rec
-    new = {**V2_JOB_FIELDS, **rec}
+    new = {**V2_JOB_FIELDS, **V3_JOB_FIELDS, **rec}
     history = rec.get("history")
     if isinstance(history, list):
         new["history"] = [{**V2_ATTEMPT_FIELDS, **h} if isinstance(h, dict) else h
@@ -59,16 +70,26 @@ def upgrade_v1(rec: Any) -> Any:
     return new
 
 
-def check_job(rec: Any, states: frozenset[str]) -> Record:
+def _add_v3_fields(rec: Record) -> None:
+    """Give a record written by format 1 or 2 the fields format 3 added."""
+    for key, default in V3_JOB_FIELDS.items():
+        if key not in rec:
+            rec[key] = default
+
+
+def check_job(rec: Any, states: frozenset[str], *, after_checked: bool = False) -> Record:
     """A job record as stored (job fields + ``seq``, ``claim_token``,
     ``history``), or Damaged. ``claim_token`` is text only while the job is
-    ``processing`` (and absent from finished jobs' files)."""
+    ``processing`` (and absent from finished jobs' files). ``after_checked``:
+    its ``after`` is the list of a record checked before (a change that left
+    it alone: a join of 10,000 jobs changes 10,000 times)."""
     if not isinstance(rec, dict):
         raise Damaged("a job record is not a JSON object")
     job_id = rec.get("id")
     if not isinstance(job_id, str):
         raise Damaged("a job record has no text 'id'")
     what = f"job {job_id!r}"
+    _add_v3_fields(rec)
     missing = [k for k in (*JOB_FIELDS, "seq", "history") if k not in rec]
     if missing:
         raise Damaged(f"{what}: missing {', '.join(missing)}")
@@ -84,20 +105,29 @@ def check_job(rec: Any, states: frozenset[str]) -> Record:
     token = rec.get("claim_token")
     if token is not None and (not isinstance(token, str) or rec["state"] != "processing"):
         raise Damaged(f"{what}: claim_token does not match state {rec['state']!r}")
-    history = rec["history"]
+    values = {k: rec[k] for k in JOB_FIELDS}
+    if after_checked:
+        values["after"] = None
+    try:
+        record_from_dict(Job, values)
+    except ValueError as exc:
+        raise Damaged(f"{what}: {exc}") from None
+    _check_history(what, job_id, rec["history"])
+    if is_int(rec["timeout"]):  # written by hand: keep the type exact
+        rec["timeout"] = float(rec["timeout"])
+    return rec
+
+
+def _check_history(what: str, job_id: str, history: Any) -> None:
     if not isinstance(history, list):
         raise Damaged(f"{what}: history is not a list")
     try:
-        record_from_dict(Job, {k: rec[k] for k in JOB_FIELDS})
         for entry in history:
             if not isinstance(entry, dict) or set(entry) != ATTEMPT_KEYS:
                 raise Damaged(f"{what}: a history entry is not an attempt record")
             record_from_dict(Attempt, {**entry, "job_id": job_id})
     except ValueError as exc:
         raise Damaged(f"{what}: {exc}") from None
-    if is_int(rec["timeout"]):  # written by hand: keep the type exact
-        rec["timeout"] = float(rec["timeout"])
-    return rec
 
 
 def check_worker(rec: Any) -> Record:
@@ -113,6 +143,8 @@ def check_worker(rec: Any) -> Record:
 
 
 def check_counts(value: Any, states: frozenset[str]) -> dict[str, int]:
+    """Finished jobs counted by state (``states``: those the format knew),
+    with every state of today (0 for those it did not know)."""
     if (not isinstance(value, dict) or set(value) != states
             or not all(is_int(n) for n in value.values())):
         raise Damaged(f"'finished' must count {', '.join(sorted(states))} jobs")
@@ -160,6 +192,8 @@ def to_job(rec: Record) -> Job:
     for key in ("env", "retry"):  # the caller gets its own copy
         if values[key] is not None:
             values[key] = dict(values[key])
+    if values["after"] is not None:
+        values["after"] = list(values["after"])
     return Job(**values, claim_token=rec.get("claim_token"))
 
 
@@ -177,6 +211,8 @@ def stored_value(value: Any) -> Any:
         return value.value
     if isinstance(value, Mapping):
         return dict(value)
+    if isinstance(value, list):
+        return list(value)
     return value
 
 

@@ -9,13 +9,16 @@ from typing import Any
 
 from queuectl_core.limits import DEFAULT_QUEUE
 
+from .derived import Derived
 from .files import dumps
 from .records import (
     ACTIVE_STATES,
     FINISHED_ORDER,
     FINISHED_STATES,
     IMPORTABLE_STATES,
+    REVIVABLE_STATES,
     V1_FINISHED_STATES,
+    V2_FINISHED_STATES,
     Damaged,
     Record,
     check_counts,
@@ -30,9 +33,13 @@ from .records import (
 FORMAT = "queuectl-json"
 #: 2: jobs have queue, timeout, cwd, env, retry and cancel_requested_at,
 #: attempts have output tails; cancelled jobs; paused queues; purge; the
-#: finished-job index. A version 1 store is read as it is, and upgraded by the
-#: first change (opening a store is one).
-FORMAT_VERSION = 2
+#: finished-job index. 3: jobs that run after others (``after``, ``waiting``
+#: and ``skipped`` jobs, ``finished_after`` in the snapshot, ``revive`` of a
+#: skipped job), concurrency and unique keys. An older store is read as it
+#: is, and upgraded by the first change (opening a store is one).
+FORMAT_VERSION = 3
+#: The first format with the finished-job index.
+INDEX_VERSION = 2
 
 
 class State:
@@ -48,8 +55,11 @@ class State:
         self.settings: dict[str, Any] = {}
         self.workers: dict[str, Record] = {}
         self.paused: set[str] = set()
-        #: Active jobs (pending, processing, failed), in no particular order.
+        #: Active jobs (pending, waiting, processing, failed), in no
+        #: particular order; changed only through ``put`` and ``pop``.
         self.jobs: dict[str, Record] = {}
+        #: Running jobs per concurrency key, unique keys' holders, children.
+        self.derived = Derived()
         #: Finished jobs committed by an ``import`` line whose files may not
         #: be written yet (until an ``imported`` line or a compaction). They
         #: count in ``finished`` and are read like files; never active.
@@ -83,7 +93,8 @@ class State:
         else:
             if not isinstance(finished, dict):
                 raise Damaged("'finished' must map queue names to counts")
-            counts = {queue: check_counts(n, FINISHED_STATES) for queue, n in finished.items()}
+            known = V2_FINISHED_STATES if version == 2 else FINISHED_STATES
+            counts = {queue: check_counts(n, known) for queue, n in finished.items()}
             paused = doc.get("paused")
             if not isinstance(paused, list) or not all(isinstance(q, str) for q in paused):
                 raise Damaged("'paused' must be a list of queue names")
@@ -92,6 +103,11 @@ class State:
         if not (isinstance(settings, dict) and isinstance(workers, list)
                 and isinstance(jobs, list)):
             raise Damaged("settings, workers or jobs missing")
+        finished_after = doc.get("finished_after") if version >= 3 else {}
+        if not (isinstance(finished_after, dict)
+                and all(isinstance(a, list) and a and all(isinstance(p, str) for p in a)
+                        for a in finished_after.values())):
+            raise Damaged("'finished_after' must map job ids to lists of job ids")
         state = cls()
         for rec in jobs:
             if version == 1:
@@ -99,7 +115,11 @@ class State:
             check_job(rec, ACTIVE_STATES)
             if rec["id"] in state.jobs:
                 raise Damaged(f"job {rec['id']!r} appears twice")
-            state.jobs[rec["id"]] = rec
+            state.put(rec)
+        for job_id, after in finished_after.items():
+            if job_id in state.jobs:
+                raise Damaged(f"job {job_id!r} is active and in 'finished_after'")
+            state.derived.finished(job_id, after)
         state.version, state.generation, state.next_seq = version, generation, next_seq
         state.finished, state.paused, state.settings = counts, set(paused), settings
         state.workers = {w["id"]: w for w in map(check_worker, workers)}
@@ -111,7 +131,8 @@ class State:
                     if any(counts.values())}
         head = dumps({"format": FORMAT, "version": FORMAT_VERSION, "generation": generation,
                       "next_seq": self.next_seq, "finished": finished,
-                      "paused": sorted(self.paused), "settings": self.settings})
+                      "paused": sorted(self.paused), "settings": self.settings,
+                      "finished_after": dict(sorted(self.derived.finished_after.items()))})
         workers = sorted(self.workers.values(), key=lambda w: (w["started_at"], w["id"]))
         jobs = sorted(self.jobs.values(), key=lambda r: r["seq"])
         parts = [head[:-1], b',\n"workers":[']
@@ -128,6 +149,28 @@ class State:
         self.fresh = {}
         self.version = FORMAT_VERSION
         self.generation = generation
+
+    # ---------------------------------------------------------- active jobs
+    def put(self, rec: Record) -> None:
+        """Make ``rec`` an active job's record (new, or replacing one)."""
+        job_id = rec["id"]
+        derived = self.derived
+        old = self.jobs.get(job_id)
+        if old is not None:
+            derived.deactivate(old)
+            derived.relink(job_id, old["after"], rec["after"])
+        else:
+            derived.relink(job_id, derived.finished_after.pop(job_id, None), rec["after"])
+        self.jobs[job_id] = rec
+        derived.activate(rec)
+
+    def pop(self, job_id: str) -> Record | None:
+        """Take a job out of the active set (it finished): its record."""
+        rec = self.jobs.pop(job_id, None)
+        if rec is not None:
+            self.derived.deactivate(rec)
+            self.derived.finished(job_id, rec["after"])
+        return rec
 
     # ---------------------------------------------------------- replay
     def apply(self, op: Any, *, check: bool) -> None:
@@ -160,7 +203,7 @@ class State:
                 rec = upgrade_v1(rec)
             if check:
                 check_job(rec, ACTIVE_STATES)
-            self.jobs[rec["id"]] = rec
+            self.put(rec)
             self.purged.discard(rec["id"])
             self.next_seq = max(self.next_seq, rec["seq"] + 1)
 
@@ -173,8 +216,8 @@ class State:
         if v1:
             new = upgrade_v1(new)
         if check:
-            check_job(new, ACTIVE_STATES)
-        self.jobs[job_id] = new
+            check_job(new, ACTIVE_STATES, after_checked="after" not in op["fields"])
+        self.put(new)
 
     def _finish(self, op: Record, check: bool, v1: bool) -> None:
         state = op["state"]
@@ -183,7 +226,7 @@ class State:
         key = op.get("key")
         if not v1 and not is_int(key):
             raise Damaged("a 'finish' operation needs the whole-number 'key'")
-        rec = self.jobs.pop(op["id"], None)
+        rec = self.pop(op["id"])
         if rec is not None:
             self.count(rec["queue"], state, 1)
             if is_int(key):
@@ -195,11 +238,14 @@ class State:
             rec = upgrade_v1(rec)
         if check:
             check_job(rec, ACTIVE_STATES)
+        left = op.get("from", "dead")  # format 3 revives skipped jobs too
+        if left not in REVIVABLE_STATES:
+            raise Damaged(f"a job cannot be revived from {left!r}")
         if rec["id"] not in self.jobs:
-            self.jobs[rec["id"]] = rec
+            self.put(rec)
             self.unwritten.pop(rec["id"], None)
             self.fresh.pop(rec["id"], None)
-            self.count(rec["queue"], "dead", -1)
+            self.count(rec["queue"], left, -1)
             self.next_seq = max(self.next_seq, rec["seq"] + 1)
 
     def _imported(self, op: Record, check: bool, v1: bool) -> None:
@@ -261,10 +307,11 @@ class State:
                     self.count(old["queue"], old["state"], -1)
                 self.unwritten[job_id] = rec
                 self.count(rec["queue"], rec["state"], 1)
+                self.derived.finished(job_id, rec["after"])
                 if not v1:
                     self.fresh[job_id] = (finish_key(rec), rec["seq"], rec["state"])
             else:
-                self.jobs[job_id] = rec
+                self.put(rec)
             self.next_seq = max(self.next_seq, rec["seq"] + 1)
 
     def _purge(self, op: Record, check: bool, v1: bool) -> None:
@@ -281,6 +328,7 @@ class State:
             if job_id in self.purged:
                 continue
             self.purged.add(job_id)
+            self.derived.forget(job_id)
             self.unwritten.pop(job_id, None)
             self.fresh.pop(job_id, None)
             self.count(queue, state, -1)

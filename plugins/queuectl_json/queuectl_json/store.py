@@ -9,7 +9,10 @@ call. A job that finishes is first written to its own file (:mod:`.files`);
 the line that takes it out of the active set is the commit point. Only
 active jobs are in the snapshot and the journal, so the cost of an operation
 does not grow with the number of finished jobs; purges find old finished
-jobs through the index (:mod:`.index`).
+jobs through the index (:mod:`.index`). What claims, unique keys and
+dependencies look up (running jobs per concurrency key, unique keys'
+holders, a job's children) is kept in memory as lines are replayed
+(:mod:`.derived`); claims pick within concurrency limits (:mod:`.claims`).
 
 The store decides nothing about jobs: :mod:`queuectl_core.transitions`
 does, and this stores it.
@@ -17,7 +20,6 @@ does, and this stores it.
 
 from __future__ import annotations
 
-import heapq
 import json
 import logging
 from collections.abc import Iterator, Sequence
@@ -26,11 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from queuectl_core.errors import DuplicateJobError, StorageError
+from queuectl_core.errors import ChangedMeanwhile, DuplicateJobError, StorageError
 from queuectl_core.models import Attempt, Change, Claim, Job, JobState, WorkerInfo
 from queuectl_core.storage import Storage
 
-from . import compaction
+from . import claims, compaction
 from .changes import Batch
 from .files import Files, dumps, job_file_name
 from .index import INDEX_BUCKET_MS, INDEX_DIR, Index, IndexFile
@@ -38,14 +40,12 @@ from .journal import Journal
 from .lock import StoreLock
 from .records import (
     ACTIVE_STATES,
-    CLAIMABLE_STATES,
     FINISHED_STATES,
     IMPORTABLE_STATES,
     Damaged,
     Record,
     check_job,
     check_worker,
-    claim_key,
     job_record,
     to_attempts,
     to_job,
@@ -186,7 +186,7 @@ class JsonStorage(Storage):
 
     # ---------------------------------------------------------- committing
     def _batch(self) -> Batch:
-        return Batch(self._lookup)
+        return Batch(self._lookup, self._state.derived)
 
     def _commit(self, batch: Batch) -> None:
         """Write the batch's finished jobs' files, append its line (the commit
@@ -348,50 +348,22 @@ class JsonStorage(Storage):
         return [to_job(r) for r in found.records]
 
     # ---------------------------------------------------------- claims
-    def _claimable(self, queues: Sequence[str] | None, batch: Batch | None = None
-                   ) -> Iterator[Record]:
-        """Jobs a claim from ``queues`` could take once due. Under the lock."""
-        allowed = None if queues is None else set(queues)
-        paused = self._state.paused
-        jobs = self._state.jobs
-        for rec in (jobs.values() if batch is None else batch.active(jobs)):
-            if rec["state"] in CLAIMABLE_STATES:
-                name = rec["queue"]
-                if name not in paused and (allowed is None or name in allowed):
-                    yield rec
-
-    def _due(self, now: int, queues: Sequence[str] | None, limit: int,
-             batch: Batch | None = None) -> list[Record]:
-        """Up to ``limit`` due jobs, in claim order (one pass over the
-        active jobs: the hot loop of every claim)."""
-        if limit <= 0:
-            return []
-        allowed = None if queues is None else set(queues)
-        paused = self._state.paused
-        jobs = self._state.jobs
-        ready = [r for r in (jobs.values() if batch is None else batch.active(jobs))
-                 if r["run_at"] <= now and r["state"] in CLAIMABLE_STATES
-                 and r["queue"] not in paused and (allowed is None or r["queue"] in allowed)]
-        if limit == 1:
-            return [min(ready, key=claim_key)] if ready else []
-        return heapq.nsmallest(limit, ready, key=claim_key)
-
     def due(self, now: int, queues: Sequence[str] | None = None, limit: int = 1) -> list[Job]:
         with self._locked(exclusive=False):
-            return [to_job(r) for r in self._due(now, queues, limit)]
+            return [to_job(r) for r in claims.due(self._state, now, queues, limit)]
 
     def due_count(self, now: int, queues: Sequence[str] | None = None, limit: int = 1) -> int:
-        n = 0
+        if limit <= 0:
+            return 0
         with self._locked(exclusive=False):
-            for rec in self._claimable(queues):
-                if n >= limit:
-                    break
-                n += rec["run_at"] <= now
-        return n
+            due = (r for r in claims.claimable(self._state, queues) if r["run_at"] <= now)
+            return claims.slots(self._state).count(due, limit)
 
     def next_run_at(self, queues: Sequence[str] | None = None) -> int | None:
         with self._locked(exclusive=False):
-            return min((r["run_at"] for r in self._claimable(queues)), default=None)
+            slots = claims.slots(self._state)
+            return min((r["run_at"] for r in claims.claimable(self._state, queues)
+                        if slots.open(r)), default=None)
 
     def claim(self, worker_id: str, now: int, lease_ms: int,
               queues: Sequence[str] | None = None, limit: int = 1) -> list[Claim]:
@@ -401,16 +373,18 @@ class JsonStorage(Storage):
             return []
         with self._locked(exclusive=True):
             batch = self._batch()
-            claims = batch.claim(self._due(now, queues, limit), worker_id=worker_id, now=now,
-                                 lease_ms=lease_ms)
+            taken = batch.claim(claims.due(self._state, now, queues, limit),
+                                worker_id=worker_id, now=now, lease_ms=lease_ms)
             self._commit(batch)
-        return claims
+        return taken
 
     # ---------------------------------------------------------- changes
-    def insert(self, records: Sequence[tuple[Job, Sequence[Attempt]]]) -> None:
-        """New jobs are one ``enqueue`` line; a batch with history or jobs
-        in other states (an import) is one ``import`` line, after which the
-        finished jobs' files are written (see the README)."""
+    def insert(self, records: Sequence[tuple[Job, Sequence[Attempt]]],
+               changes: Sequence[Change] = ()) -> None:
+        """New jobs are one ``enqueue`` line; a batch with history or
+        finished jobs (an import, or a job skipped at once) is one ``import``
+        line, after which the finished jobs' files are written (see the
+        README). ``changes`` (to the parents) come first in the same line."""
         seen: set[str] = set()
         for job, _ in records:
             if job.id in seen:
@@ -418,12 +392,16 @@ class JsonStorage(Storage):
             seen.add(job.id)
         if not records:
             return
-        new = all(job.state is JobState.PENDING and not history for job, history in records)
+        new = all(job.state.value in ACTIVE_STATES and job.state is not JobState.PROCESSING
+                  and not history for job, history in records)
         with self._locked(exclusive=True):
             for job, _ in records:
                 if self._exists(job.id):
                     raise DuplicateJobError(job.id)
             batch = self._batch()
+            for change in changes:
+                if batch.apply(change) is None:
+                    raise ChangedMeanwhile(f"job {change.job_id!r} changed meanwhile")
             stored = []
             for seq, (job, history) in enumerate(records, start=self._state.next_seq):
                 try:
@@ -434,20 +412,32 @@ class JsonStorage(Storage):
                 except Damaged as exc:
                     raise StorageError(f"cannot {'enqueue' if new else 'import'} {exc}"
                                        ) from None
+                batch.hold(None, stored[-1])
             # One line commits every job. An import's finished jobs are kept
             # in memory (and read like files) until their files exist.
             batch.ops.append({"op": "enqueue" if new else "import", "jobs": stored})
             batch.settle = True
             self._commit(batch)
 
-    def apply(self, changes: Sequence[Change]) -> list[Job | None]:
+    def apply(self, changes: Sequence[Change], *, atomic: bool = False
+              ) -> list[Job | None]:
         if not changes:
             return []
         with self._locked(exclusive=True):
             batch = self._batch()
             done = [batch.apply(change) for change in changes]
+            if atomic and None in done:
+                return [None] * len(changes)  # nothing is written
             self._commit(batch)
         return done
+
+    def dependents(self, job_id: str) -> list[Job]:
+        """Through the children index (``derived.Derived``): reads only the
+        children, active ones from memory, finished ones from their files."""
+        with self._locked(exclusive=False):
+            found = [self._lookup(i) for i in self._state.derived.children.get(job_id, ())]
+        children = sorted((r for r in found if r is not None), key=lambda r: r["seq"])
+        return [to_job(r) for r in children]
 
     def apply_and_claim(self, changes: Sequence[Change], *, worker_id: str, now: int,
                         lease_ms: int, queues: Sequence[str] | None = None, limit: int = 0
@@ -458,10 +448,11 @@ class JsonStorage(Storage):
         with self._locked(exclusive=True):
             batch = self._batch()
             done = [batch.apply(change) for change in changes]
-            claims = batch.claim(self._due(now, queues, limit, batch), worker_id=worker_id,
-                                 now=now, lease_ms=lease_ms) if limit > 0 else []
+            taken = batch.claim(claims.due(self._state, now, queues, limit, batch),
+                                worker_id=worker_id, now=now, lease_ms=lease_ms
+                                ) if limit > 0 else []
             self._commit(batch)
-        return done, claims
+        return done, taken
 
     # ---------------------------------------------------------- settings, queues
     def get_settings(self) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from queuectl_core.models import Attempt, Claim, Job, JobState
 from queuectl_core.testing.conformance import BOOM, LEASE, OK, T0, new_job
 from queuectl_json.store import JsonStorage, job_file_name
 
-FINISHED = (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED)
+FINISHED = (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED, JobState.SKIPPED)
 
 
 Exported = list[tuple[Job, list[Attempt]]]

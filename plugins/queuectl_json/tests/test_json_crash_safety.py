@@ -159,8 +159,9 @@ def test_a_crash_between_an_import_and_its_files_loses_nothing(root: Path,
     assert all(job_path(root, i).exists() for i in finished)
     assert not (root / "journal-1.jsonl").exists()
     snap = json.loads((root / "snapshot.json").read_text())
-    assert snap["finished"] == {"default": {"completed": 1, "dead": 1, "cancelled": 0},
-                                "mail.out": {"completed": 0, "dead": 0, "cancelled": 1}}
+    assert snap["finished"] == {
+        "default": {"completed": 1, "dead": 1, "cancelled": 0, "skipped": 0},
+        "mail.out": {"completed": 0, "dead": 0, "cancelled": 1, "skipped": 0}}
     assert sorted(j["id"] for j in snap["jobs"]) == ["c", "d", "old"]
     for s in (viewer, fresh, store):
         assert everything(s) == before

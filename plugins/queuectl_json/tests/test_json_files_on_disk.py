@@ -34,7 +34,8 @@ def test_layout_keeps_active_jobs_in_the_snapshot_and_finished_ones_in_files(
     raw(store).compact()
     snap = json.loads((root / "snapshot.json").read_text())
     assert snap["format"] == "queuectl-json" and snap["version"] == FORMAT_VERSION
-    assert snap["finished"] == {"default": {"completed": 2, "dead": 1, "cancelled": 0}}
+    assert snap["finished"] == {"default": {"completed": 2, "dead": 1, "cancelled": 0,
+                                            "skipped": 0}}
     assert snap["paused"] == []
     assert sorted(j["id"] for j in snap["jobs"]) == ["c", "d", "e"], "only active jobs"
     [held] = [j for j in snap["jobs"] if j["id"] == "d"]
@@ -131,9 +132,10 @@ def test_every_job_field_is_in_every_file_and_reads_back_exactly(store: Ledger,
     assert observed(other) == before
     raw(store).compact()
     snap = json.loads((root / "snapshot.json").read_text())
-    assert snap["version"] == FORMAT_VERSION == 2 and snap["paused"] == ["slow"]
-    assert snap["finished"] == {"default": {"completed": 0, "dead": 0, "cancelled": 1},
-                                "mail.out-2": {"completed": 1, "dead": 0, "cancelled": 0}}
+    assert snap["version"] == FORMAT_VERSION == 3 and snap["paused"] == ["slow"]
+    assert snap["finished"] == {
+        "default": {"completed": 0, "dead": 0, "cancelled": 1, "skipped": 0},
+        "mail.out-2": {"completed": 1, "dead": 0, "cancelled": 0, "skipped": 0}}
     [waiting] = snap["jobs"]
     assert waiting["env"] == {"X": "ÿ"} and waiting["timeout"] == 30.0
     for s in (store, other, Ledger(JsonStorage(root))):

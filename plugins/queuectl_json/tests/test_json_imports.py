@@ -35,7 +35,8 @@ def exported() -> Exported:
     """Jobs in every importable state, with histories, as another store
     exports them: a completed, b dead, c failed, d failed (lost attempt),
     e pending, then f dead and g completed with odd ids (g with output
-    tails), and h cancelled, in its own queue with every optional field."""
+    tails), h cancelled, in its own queue with every optional field, then
+    i waiting for e, and j skipped (it ran after b)."""
     mem = Ledger(MemoryStorage())
     mem.enqueue([new_job(n, max_retries=0 if n in "bf" else 3) for n in "abcde"])
     mem.complete(claim(mem), OK, T0 + 1)
@@ -51,6 +52,8 @@ def exported() -> Exported:
     mem.enqueue([new_job("h", queue="mail.out", timeout=2.5, cwd="/srv/ü",
                          env={"A": "1", "Ü": ""}, retry={"policy": "linear", "max_delay": 9.0})])
     mem.cancel("h", T0 + 4)
+    mem.enqueue([new_job("i", after=["e"], concurrency_key="k", unique_key="u"),
+                 new_job("j", after=["b"])])
     records = [(j, mem.attempts(j.id)) for j in mem.list_jobs()]
     assert {j.state for j, _ in records} == set(JobState) - {JobState.PROCESSING}
     return records

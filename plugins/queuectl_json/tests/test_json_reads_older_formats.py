@@ -1,6 +1,6 @@
 """Stores written by earlier versions open with everything kept and work on:
-a format-1 store (upgraded to format 2 by the first change) and a format-2
-store written by the version before the thin storage seam. Both were
+a format-1 store and a format-2 store written by the version before the thin
+storage seam (both upgraded to the current format by the first change). Both were
 written once by that code and are kept in ``data/`` (see its README), with
 what that code showed of them (``*.expected.json``)."""
 
@@ -19,7 +19,7 @@ from queuectl_core.errors import StorageError
 from queuectl_core.ledger import Ledger
 from queuectl_core.models import Attempt, Claim, ExecResult, Job, JobState, WorkerInfo
 from queuectl_core.testing.conformance import LEASE, OK, T0
-from queuectl_json.store import JsonStorage
+from queuectl_json.store import FORMAT_VERSION, JsonStorage
 
 DATA = Path(__file__).parent / "data"
 HOUR = 3_600_000
@@ -46,7 +46,9 @@ def view_of(doc: dict[str, Any], held: dict[str, Any]) -> dict[str, Any]:
     return {
         "jobs": [job(j) for j in doc["jobs"]],
         "attempts": {k: [Attempt(**a) for a in v] for k, v in doc["attempts"].items()},
-        "counts": {JobState(k): v for k, v in doc["counts"].items()},
+        # (states added since count 0)
+        "counts": {**dict.fromkeys(JobState, 0),
+                   **{JobState(k): v for k, v in doc["counts"].items()}},
         "settings": doc["settings"],
         "workers": [WorkerInfo(**w) for w in doc["workers"]],
         "next_run_at": doc["next_run_at"],
@@ -81,7 +83,7 @@ def test_a_format_1_store_opens_with_everything_kept_and_works_on(tmp_path: Path
     store = Ledger(JsonStorage(root, compact_bytes=1 << 30))
     assert everything(store) == want
     snap = json.loads((root / "snapshot.json").read_text())
-    assert snap["version"] == 2 and snap["generation"] == 3, "upgraded on opening"
+    assert snap["version"] == FORMAT_VERSION and snap["generation"] == 3, "upgraded on opening"
     assert [p.name for p in root.glob("journal-*.jsonl")] == []
     assert job_path(root, "a").read_bytes() == old_file, "old job files are kept as they are"
     assert job_path(root, "g").exists() and job_path(root, "h").exists()
@@ -102,9 +104,8 @@ def test_a_format_1_store_opens_with_everything_kept_and_works_on(tmp_path: Path
     assert store.purge(states=[JobState.COMPLETED], finished_before=T0 + 8) == ["g", "a", "f"]
     assert store.purge(states=[JobState.DEAD]) == ["h", "b"]
     assert reopened.cancel("e", T0 + 10).state is JobState.CANCELLED
-    assert store.counts() == {JobState.PENDING: 2, JobState.PROCESSING: 0,
-                              JobState.COMPLETED: 2, JobState.FAILED: 0, JobState.DEAD: 0,
-                              JobState.CANCELLED: 1}
+    assert store.counts() == {**dict.fromkeys(JobState, 0), JobState.PENDING: 2,
+                              JobState.COMPLETED: 2, JobState.CANCELLED: 1}
     assert [j.id for j in Ledger(JsonStorage(root)).list_jobs()] == ["c", "d", "e", ODD, "i"]
     for s in (store, reopened):
         s.close()
@@ -126,7 +127,7 @@ def test_a_format_1_store_read_without_writing_is_left_alone(tmp_path: Path) -> 
     assert everything(store) == want
     assert json.loads((new / "snapshot.json").read_text())["version"] == 1
     store.set_setting("k", 1)
-    assert json.loads((new / "snapshot.json").read_text())["version"] == 2
+    assert json.loads((new / "snapshot.json").read_text())["version"] == FORMAT_VERSION
     assert {**everything(store), "settings": want["settings"]} == want
     store.close()
 
@@ -152,18 +153,23 @@ def test_a_format_2_store_from_the_previous_version_opens_and_works_on(tmp_path:
     files, job files and a journal with every kind of line (a cancel asked
     of a running job, a finish, a revive, purges, one whose file lingers, an
     import whose files were never written, the old heartbeat line, a torn
-    last line). It reads as it did, and going on agrees with what that
-    version did next (``follow_up``)."""
+    last line). Opening it replays all that and upgrades it (a compaction);
+    it reads as it did, and going on agrees with what that version did next
+    (``follow_up``)."""
     root = copy_store("store_format2", tmp_path / "store")
     doc = json.loads((DATA / "store_format2.expected.json").read_text(encoding="utf-8"))
     journal = root / "journal-2.jsonl"
     lines = journal.read_bytes()
+    torn = lines[lines.rfind(b"\n") + 1:]
+    assert torn and job_path(root, "cancel-me").exists(), "a purged job's file lingers"
     store = Ledger(JsonStorage(root, compact_bytes=1 << 30))
     assert everything(store) == expected("store_format2")
-    assert journal.read_bytes() == lines[:lines.rfind(b"\n") + 1], "only the torn line cut"
-    assert len(list(root.glob("journal-2.jsonl.torn-*"))) == 1
-    assert json.loads((root / "snapshot.json").read_text())["generation"] == 2, "no upgrade"
-    assert job_path(root, "cancel-me").exists(), "a purged job's file lingers, hidden"
+    [kept] = root.glob("journal-2.jsonl.torn-*")
+    assert kept.read_bytes() == torn, "only the torn line was left out"
+    snap = json.loads((root / "snapshot.json").read_text())
+    assert (snap["version"], snap["generation"]) == (FORMAT_VERSION, 3), "upgraded on opening"
+    assert not journal.exists(), "folded into the new snapshot"
+    assert not job_path(root, "cancel-me").exists(), "the upgrade removes what purges left"
     assert store.get("cancel-me") is None and store.get("done-2") is None
 
     then = doc["follow_up"]
@@ -195,5 +201,5 @@ def test_a_format_2_store_from_the_previous_version_opens_and_works_on(tmp_path:
     raw = store.store
     assert isinstance(raw, JsonStorage)
     raw.compact()
-    assert not job_path(root, "cancel-me").exists(), "compaction removes what purges left"
+    assert everything(Ledger(JsonStorage(root))) == everything(store)
     store.close()

@@ -23,8 +23,10 @@ from typing import Any
 import pytest
 import redis
 
+from queuectl_core.ledger import Ledger
 from queuectl_core.storage import Storage
 from queuectl_core.testing import StorageConformance
+from queuectl_core.testing.conformance import LEASE, OK, T0, new_job
 from queuectl_redis.store import RedisStorage
 
 URL = os.environ.get("QUEUECTL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -127,3 +129,24 @@ def test_workers_run_retry_and_dead_letter_jobs_stored_in_redis(cli: Cli) -> Non
 
     cli.wait("the retried job dead again", dead_again)
     assert cli("worker", "stop").returncode == 0
+
+
+def test_an_idle_worker_does_not_wait_for_a_job_held_back_by_its_key(redis_url: str) -> None:
+    """``next_run_at`` skips keys at their limit (the seam's default would
+    name the held-back job, due now: an idle worker would poll in a loop)."""
+    prefix = f"qnext_{uuid.uuid4().hex[:12]}"
+    store = Ledger(RedisStorage(redis_url, prefix=prefix))
+    try:
+        store.enqueue([new_job("k1", concurrency_key="gpu"),
+                       new_job("k2", concurrency_key="gpu", run_at=T0 + 5)])
+        claim = store.claim("w", T0 + 10, LEASE)
+        assert claim is not None and store.next_run_at() is None
+        store.complete(claim, OK, T0 + 11)
+        assert store.next_run_at() == T0 + 5
+    finally:
+        store.close()
+        client = redis.Redis.from_url(redis_url)
+        keys = list(client.scan_iter(match=f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
+        client.close()

@@ -111,6 +111,40 @@ CREATE TABLE {s}.paused_queues (
     queue text PRIMARY KEY
 );
 """),
+    (3, """
+-- Jobs that run after others (waiting, skipped), concurrency keys, unique keys.
+ALTER TABLE {s}.jobs
+    ADD COLUMN after           json,
+    ADD COLUMN after_mode      text,
+    ADD COLUMN concurrency_key text,
+    ADD COLUMN unique_key      text,
+    ADD COLUMN waiting_on      integer NOT NULL DEFAULT 0,
+    ADD COLUMN dependents      integer NOT NULL DEFAULT 0,
+    DROP CONSTRAINT jobs_state_check,
+    ADD CONSTRAINT jobs_state_check CHECK (
+        state IN ('pending', 'processing', 'completed', 'failed', 'dead', 'cancelled',
+                  'waiting', 'skipped'));
+-- The dependency graph's edges: children by parent (a parent's release),
+-- parents by child (a deletion).
+CREATE TABLE {s}.job_parents (
+    parent_id text NOT NULL,
+    child_id  text NOT NULL,
+    PRIMARY KEY (parent_id, child_id)
+);
+CREATE INDEX job_parents_child ON {s}.job_parents (child_id, parent_id);
+-- No two unfinished jobs share a unique key.
+CREATE UNIQUE INDEX jobs_unique ON {s}.jobs (unique_key)
+    WHERE unique_key IS NOT NULL AND state IN ('pending', 'waiting', 'processing', 'failed');
+-- Claims count the running jobs of a key, and find the next job of a key.
+CREATE INDEX jobs_keyed_running ON {s}.jobs (concurrency_key)
+    WHERE concurrency_key IS NOT NULL AND state = 'processing';
+CREATE INDEX jobs_keyed_ready ON {s}.jobs (concurrency_key, priority DESC, run_at, seq)
+    WHERE concurrency_key IS NOT NULL AND state IN ('pending', 'failed');
+-- Retention sweeps: skipped jobs are finished too.
+DROP INDEX {s}.jobs_finished;
+CREATE INDEX jobs_finished ON {s}.jobs ((COALESCE(finished_at, updated_at)), seq)
+    WHERE state IN ('completed', 'dead', 'cancelled', 'skipped');
+"""),
 ]
 
 

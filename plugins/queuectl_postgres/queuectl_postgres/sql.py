@@ -19,6 +19,7 @@ from psycopg.rows import DictRow
 from psycopg.types.json import Json
 
 from queuectl_core.models import Attempt, Change, Job, JobState, WorkerInfo
+from queuectl_core.storage import DEFAULT_CONCURRENCY_LIMIT, LIMITS_SETTING
 
 JOB_FIELDS = Job.field_names()
 JOB_COLUMNS = ", ".join(JOB_FIELDS)
@@ -48,7 +49,9 @@ def quoted(schema: str) -> str:
 CLAIMABLE = "state IN ('pending', 'failed')"
 #: Spelled out wherever finished jobs are read, so that the planner can use
 #: ``jobs_finished``.
-FINISHED = "state IN ('completed', 'dead', 'cancelled')"
+FINISHED = "state IN ('completed', 'dead', 'cancelled', 'skipped')"
+#: The states that hold a job's unique key (``jobs_unique``).
+UNFINISHED = "state IN ('pending', 'waiting', 'processing', 'failed')"
 #: Not in a paused queue: the paused queues are read once per statement (an
 #: InitPlan) and compared per row. Not ``queue <> ALL(...)``: with most jobs
 #: in one queue, the planner's estimate for that is "no row passes", and it
@@ -69,12 +72,47 @@ def queue_choice(queues: Sequence[str] | None) -> tuple[int, dict[str, Any]]:
     return 2, {"queues": list(queues)}
 
 
+# ---------------------------------------------------------------- limits
+#
+# A job with a concurrency key runs only while fewer jobs with that key are
+# processing than the key's limit. Reading the count is not enough to keep
+# it under concurrent claims (each transaction sees the others' claims only
+# once they commit): keyed jobs are claimed by KEYED_CLAIM_SQLS, under a
+# transaction-scoped advisory lock of the key taken by LOCK_KEY_SQL in the
+# statement before (so that the count's snapshot sees every claim of the key
+# made under the lock before). Elsewhere the count only tells which keyed
+# jobs are worth trying: those whose key has a free slot (KEY_FREE), so that
+# a key at its limit never holds back the jobs behind it.
+
+#: The stored limits, read once per statement.
+_LIMITS = f"(SELECT value::jsonb FROM {{s}}.settings WHERE key = '{LIMITS_SETTING}')"
+
+
+def _limit_of(key: str) -> str:
+    """The limit of the key ``key`` (SQL): an integer stored, else 1."""
+    return (f"COALESCE(CASE WHEN ({_LIMITS} -> {key})::text ~ '^-?[0-9]+$'"
+            f" THEN ({_LIMITS} ->> {key})::bigint END, {DEFAULT_CONCURRENCY_LIMIT})")
+
+
+def _running(key: str) -> str:
+    """How many jobs with the key ``key`` are processing (``jobs_keyed_running``)."""
+    return (f"(SELECT count(*) FROM {{s}}.jobs AS r WHERE r.concurrency_key = {key}"
+            " AND r.state = 'processing')")
+
+
+#: A row of ``jobs`` without a key, or whose key has a free slot (as read).
+KEY_FREE = ("(concurrency_key IS NULL OR"
+            f" {_running('jobs.concurrency_key')} < {_limit_of('jobs.concurrency_key')})")
+#: Taken before a keyed claim (parameters ``schema``, ``key``); held until commit.
+LOCK_KEY_SQL = "SELECT pg_advisory_xact_lock(hashtext(%(schema)s), hashtext(%(key)s))"
+
+
 def _due(queue_filter: str) -> str:
-    return f"{CLAIMABLE} AND run_at <= %(now)s AND {NOT_PAUSED}{queue_filter}"
+    return f"{CLAIMABLE} AND run_at <= %(now)s AND {NOT_PAUSED}{queue_filter} AND {KEY_FREE}"
 
 
-def _next_due_sql(queue_filter: str, limit: str = "1") -> str:
-    return (f"SELECT seq FROM {{s}}.jobs WHERE {_due(queue_filter)}"
+def _next_due_sql(queue_filter: str, limit: str = "1", columns: str = "seq") -> str:
+    return (f"SELECT {columns} FROM {{s}}.jobs WHERE {_due(queue_filter)}"
             f" ORDER BY priority DESC, run_at, seq LIMIT {limit} FOR UPDATE SKIP LOCKED")
 
 
@@ -87,11 +125,21 @@ NEXT_DUE_SQL = _next_due_sql("")
 NEXT_DUE_IN_QUEUE_SQL = _next_due_sql(_QUEUE_FILTERS[1])
 
 
-def _claim_sql(next_due: str, token: str = "%(token)s") -> str:
+def _claim_sql(next_due: str, token: str = "%(token)s", keyed: bool = False) -> str:
     """Claim what ``next_due`` selects and open the attempts, in one
     statement: the change ``transitions.claimed`` describes, with the
     attempt numbered from ``attempt_records`` (read under the row lock).
-    ``token`` is the SQL of each claim's token."""
+    ``token`` is the SQL of each claim's token. Unless ``keyed``, it takes
+    only the jobs without a concurrency key, and returns the keys of the
+    others it selected as rows of their own (``wanted_key``), to claim
+    next, one key at a time (KEYED_CLAIM_SQLS)."""
+    if keyed:
+        mine, wanted = "", "SELECT claimed.*, NULL::text AS wanted_key FROM claimed"
+    else:
+        mine = " AND next.concurrency_key IS NULL"
+        wanted = ("SELECT claimed.*, keyed.key AS wanted_key FROM claimed FULL JOIN"
+                  " (SELECT concurrency_key AS key FROM next WHERE concurrency_key IS NOT NULL)"
+                  " AS keyed ON false")
     return f"""
 WITH next AS ({next_due}),
 claimed AS (
@@ -102,25 +150,34 @@ claimed AS (
            worker_id = %(worker)s, claim_token = {token}, lease_expires_at = %(lease)s,
            started_at = %(now)s, finished_at = NULL, updated_at = %(now)s
       FROM next
-     WHERE j.seq = next.seq
+     WHERE j.seq = next.seq{mine}
  RETURNING j.seq, j.attempt_records AS attempt_number, {_J_COLUMNS}
 ),
 opened AS (
     INSERT INTO {{s}}.attempts (job_id, number, claim_token, worker_id, started_at, outcome)
     SELECT id, attempt_number, claim_token, %(worker)s, %(now)s, 'running' FROM claimed
 )
-SELECT * FROM claimed
+{wanted}
 """
 
 
+_WITH_KEY = "seq, concurrency_key"
+_BATCH_TOKEN = "%(token)s || '.' || j.seq"
 #: One claim (parameters ``now``, ``worker``, ``token``, ``lease`` and the
 #: queue parameter), for any queue, one queue, several queues.
-CLAIM_SQLS = tuple(_claim_sql(_next_due_sql(f)) for f in _QUEUE_FILTERS)
+CLAIM_SQLS = tuple(_claim_sql(_next_due_sql(f, columns=_WITH_KEY)) for f in _QUEUE_FILTERS)
 #: Up to ``limit`` claims in one statement, each with its own token:
 #: ``<random>.<seq>``. The rows come back in no particular order; the
 #: caller sorts them into claim order.
-CLAIM_BATCH_SQLS = tuple(_claim_sql(_next_due_sql(f, "%(limit)s"), "%(token)s || '.' || j.seq")
+CLAIM_BATCH_SQLS = tuple(_claim_sql(_next_due_sql(f, "%(limit)s", _WITH_KEY), _BATCH_TOKEN)
                          for f in _QUEUE_FILTERS)
+#: Up to ``limit`` claims of jobs with the key ``key``, as many as the key
+#: has free slots: under the key's lock (LOCK_KEY_SQL), from ``jobs_keyed_ready``.
+KEYED_CLAIM_SQLS = tuple(_claim_sql(
+    f"SELECT seq FROM {{s}}.jobs WHERE concurrency_key = %(key)s AND {CLAIMABLE}"
+    f" AND run_at <= %(now)s AND {NOT_PAUSED}{f} ORDER BY priority DESC, run_at, seq"
+    f" LIMIT LEAST(%(limit)s, GREATEST(0, {_limit_of('%(key)s')} - {_running('%(key)s')}))"
+    " FOR UPDATE SKIP LOCKED", _BATCH_TOKEN, keyed=True) for f in _QUEUE_FILTERS)
 #: What a claim could take now, in claim order, without taking it (``due``).
 DUE_SQLS = tuple(f"SELECT {JOB_COLUMNS} FROM {{s}}.jobs WHERE {_due(f)}"
                  " ORDER BY priority DESC, run_at, seq LIMIT %(limit)s"
@@ -134,7 +191,7 @@ DUE_COUNT_SQLS = tuple(f"SELECT count(*) AS n FROM (SELECT 1 FROM {{s}}.jobs WHE
 _FIRST_DUE_PER_QUEUE = (
     "SELECT min(first.run_at) AS t FROM {queues} AS q(name)"
     " CROSS JOIN LATERAL (SELECT run_at FROM {s}.jobs"
-    f" WHERE {CLAIMABLE} AND queue = q.name ORDER BY run_at LIMIT 1) AS first"
+    f" WHERE {CLAIMABLE} AND queue = q.name AND {KEY_FREE} ORDER BY run_at LIMIT 1) AS first"
     " WHERE q.name <> ALL(ARRAY(SELECT queue FROM {s}.paused_queues))"
 )
 #: When an idle worker of any queue should look again. The queues that have
@@ -196,6 +253,20 @@ INSERT_ATTEMPT_SQL = (
 FIRST_EXISTING_SQL = ("SELECT u.id FROM unnest(%s::text[]) WITH ORDINALITY AS u(id, n)"
                       " JOIN {s}.jobs AS j ON j.id = u.id ORDER BY u.n LIMIT 1")
 NOTIFY_SQL = "SELECT pg_notify(%s, '')"
+#: The edges of the dependency graph (parameters: the parents' ids, the
+#: children's ids, as arrays).
+INSERT_EDGES_SQL = ("INSERT INTO {s}.job_parents (parent_id, child_id)"
+                    " SELECT * FROM unnest(%s::text[], %s::text[]) ON CONFLICT DO NOTHING")
+#: The jobs that run after one (parameter: its id), in enqueue order.
+DEPENDENTS_SQL = (f"SELECT {_J_COLUMNS} FROM {{s}}.job_parents AS e"
+                  " JOIN {s}.jobs AS j ON j.id = e.child_id WHERE e.parent_id = %s ORDER BY j.seq")
+#: The unfinished job that holds a unique key, other than a given job
+#: (parameters: the key, the id or NULL).
+HOLDER_SQL = (f"SELECT id FROM {{s}}.jobs WHERE unique_key = %s AND {UNFINISHED}"
+              " AND id IS DISTINCT FROM %s LIMIT 1")
+#: The unique keys of stored jobs (parameter: their ids).
+KEYS_OF_SQL = ("SELECT id, unique_key FROM {s}.jobs WHERE id = ANY(%s::text[])"
+               " AND unique_key IS NOT NULL")
 
 PUT_WORKER_SQL = (
     f"INSERT INTO {{s}}.workers ({WORKER_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)"
@@ -221,7 +292,9 @@ JOB_TYPES = {"id": "text", "command": "text", "state": "text", "attempts": "inte
              "finished_at": "bigint", "worker_id": "text", "lease_expires_at": "bigint",
              "last_error": "text", "exit_code": "integer", "queue": "text",
              "timeout": "double precision", "cwd": "text", "env": "json", "retry": "json",
-             "cancel_requested_at": "bigint", "claim_token": "text"}
+             "cancel_requested_at": "bigint", "after": "json", "after_mode": "text",
+             "concurrency_key": "text", "unique_key": "text", "waiting_on": "integer",
+             "dependents": "integer", "claim_token": "text"}
 
 AttemptStep = Literal["open", "set", "drop"] | None
 
@@ -302,18 +375,24 @@ def run_sql(shape: Shape, single: bool) -> str:
     if shape.delete:
         return (f"{head}done AS (DELETE FROM {{s}}.jobs AS j USING i WHERE {where}"
                 f" RETURNING i.n, {_J_COLUMNS}),"
-                " history AS (DELETE FROM {s}.attempts AS a USING done WHERE a.job_id = done.id)"
-                " SELECT * FROM done")
+                " history AS (DELETE FROM {s}.attempts AS a USING done WHERE a.job_id = done.id),"
+                " up AS (DELETE FROM {s}.job_parents AS e USING done WHERE e.child_id = done.id),"
+                " down AS (DELETE FROM {s}.job_parents AS e USING done"
+                " WHERE e.parent_id = done.id) SELECT * FROM done")
     sets = [f"{name} = i.f_{name}" for name in shape.fields]
     if shape.step == "open":
         sets.append(f"attempt_records = {_RECORDS} + 1")
     elif shape.step == "drop":
         sets.append(f"attempt_records = {_RECORDS} - 1")
+    # A keyed job that stops processing frees a slot of its key: wake idle
+    # workers then too (a claim may now take a job with that key).
+    was = ", i.e_state AS was_state" if "state" in shape.expect else ""
     if sets:
         done = (f"UPDATE {{s}}.jobs AS j SET {', '.join(sets)} FROM i WHERE {where}"
-                f" RETURNING i.n, {_J_COLUMNS}")
+                f" RETURNING i.n{was}, {_J_COLUMNS}")
     else:
-        done = f"SELECT i.n, {_J_COLUMNS} FROM {{s}}.jobs AS j JOIN i ON {where} FOR UPDATE OF j"
+        done = (f"SELECT i.n{was}, {_J_COLUMNS} FROM {{s}}.jobs AS j JOIN i ON {where}"
+                " FOR UPDATE OF j")
     mine = "FROM done JOIN i ON i.n = done.n"
     held = "a.claim_token = i.token AND a.job_id = done.id"
     if shape.step == "open":
@@ -330,7 +409,9 @@ def run_sql(shape: Shape, single: bool) -> str:
                    f" JOIN i ON i.n = done.n WHERE {held})")
     else:
         attempt = ""
-    woke = (f", CASE WHEN done.{CLAIMABLE} THEN pg_notify(%(channel)s, '') END AS woke"
+    freed = (" OR (done.concurrency_key IS NOT NULL AND done.was_state = 'processing'"
+             " AND done.state <> 'processing')" if was else "")
+    woke = (f", CASE WHEN done.{CLAIMABLE}{freed} THEN pg_notify(%(channel)s, '') END AS woke"
             if notifies(shape) else "")
     return f"{head}done AS ({done}){attempt} SELECT done.*{woke} FROM done"
 
@@ -394,8 +475,8 @@ def runs(changes: Sequence[Change], channel: str) -> list[tuple[str, dict[str, A
 
 # ---------------------------------------------------------------- values
 
-def json_value(value: dict[str, Any] | None) -> Json | None:
-    """A dict for a ``json`` column (kept as written: key order and all)."""
+def json_value(value: dict[str, Any] | list[str] | None) -> Json | None:
+    """A dict or list for a ``json`` column (kept as written: key order and all)."""
     return None if value is None else Json(value)
 
 

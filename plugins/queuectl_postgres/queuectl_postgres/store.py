@@ -11,8 +11,10 @@ What is PostgreSQL's own: a claim locks the next due job with
 machines each take a different row without waiting for one another, and
 opens the attempt in the same statement (one claim or a batch);
 ``apply_and_claim`` records a busy worker's results and claims its next
-jobs in one transaction. Changes that may make work due (new jobs, a job
-left pending or failed, a resumed queue) ``pg_notify`` the queue's channel
+jobs in one transaction. Keyed jobs (concurrency limits) are claimed apart,
+one key at a time under the key's advisory lock (see ``sql``). Changes that
+may make work due (new jobs, a job left pending or failed, a keyed job that
+stops running, a resumed queue) ``pg_notify`` the queue's channel
 in their transaction; :meth:`PostgresStorage.wakeup_fileno` gives idle
 workers a socket that becomes readable on such news.
 
@@ -33,7 +35,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.rows import DictRow
 
-from queuectl_core.errors import DuplicateJobError
+from queuectl_core.errors import ChangedMeanwhile, DuplicateJobError, StorageError
 from queuectl_core.models import (
     CLAIMABLE_STATES,
     Attempt,
@@ -43,7 +45,7 @@ from queuectl_core.models import (
     JobState,
     WorkerInfo,
 )
-from queuectl_core.storage import Storage, new_token
+from queuectl_core.storage import LIMITS_SETTING, Storage, new_token
 
 from .dsn import resolve_dsn
 
@@ -59,16 +61,20 @@ from .sql import (
     CLAIM_SQLS,
     COUNTS_IN_QUEUE_SQL,
     COUNTS_SQL,
+    DEPENDENTS_SQL,
     DUE_COUNT_SQLS,
     DUE_SQLS,
     EXPIRED_SQL,
     FIRST_EXISTING_SQL,
     GET_SQL,
     INSERT_ATTEMPT_SQL,
+    INSERT_EDGES_SQL,
     INSERT_JOB_SQL,
     INSERT_ONE_JOB_SQL,
     JOB_COLUMNS,
+    KEYED_CLAIM_SQLS,
     LIST_WORKERS_SQL,
+    LOCK_KEY_SQL,
     NEXT_RUN_IN_QUEUES_SQL,
     NEXT_RUN_SQL,
     NOTIFY_SQL,
@@ -83,6 +89,14 @@ from .sql import (
     quoted,
     runs,
 )
+from .writes import (
+    UNIQUE_ROUNDS,
+    Undo,
+    batch_conflict,
+    holder_of_changes,
+    holder_of_jobs,
+    is_unique_key,
+)
 
 # psycopg logs a warning when a pipeline ends in an error that we raise
 # anyway (an executemany hitting a duplicate id). Without this handler, in a
@@ -92,6 +106,17 @@ from .sql import (
 logging.getLogger("psycopg").addHandler(logging.NullHandler())
 
 Cursor = psycopg.Cursor[DictRow]
+#: At most this many rounds of a claim of keyed jobs (a round ends early
+#: when a key fills up; the next looks past that key's jobs).
+KEYED_ROUNDS = 4
+
+
+#: A claim with its place in claim order (priority, run_at, seq).
+Placed = tuple[tuple[int, int, int], Claim]
+
+
+def _in_claim_order(placed: list[Placed]) -> list[Claim]:
+    return [claim for _, claim in sorted(placed, key=lambda p: p[0])]
 
 
 def open_store(options: PostgresOptions | None, context: PluginContext) -> PostgresStorage:
@@ -146,32 +171,54 @@ class PostgresStorage(Storage):
 
     # ---------------------------------------------------------- jobs
     @guarded
-    def insert(self, records: Sequence[tuple[Job, Sequence[Attempt]]]) -> None:
+    def insert(self, records: Sequence[tuple[Job, Sequence[Attempt]]],
+               changes: Sequence[Change] = ()) -> None:
         ids = [job.id for job, _ in records]
         seen: set[str] = set()
         for job_id in ids:
             if job_id in seen:
                 raise DuplicateJobError(job_id)
             seen.add(job_id)
+        jobs = [job for job, _ in records]
+        taken = batch_conflict(jobs)
+        if taken is not None:
+            raise taken
         if not records:
             return
-        try:
-            if len(records) == 1 and not records[0][1]:  # enqueue: one statement
-                with self.session.cursor() as cur:
-                    cur.execute(self._q(INSERT_ONE_JOB_SQL),
-                                [*job_row(records[0][0], 0), self.channel])
-                return
-            with self.session.transaction() as cur:
-                cur.executemany(self._q(INSERT_JOB_SQL),
-                                [job_row(job, len(history)) for job, history in records])
-                attempts = [attempt_row(a, new_token()) for _, history in records
-                            for a in history]
-                if attempts:
-                    cur.executemany(self._q(INSERT_ATTEMPT_SQL), attempts)
-                if any(job.state in CLAIMABLE_STATES for job, _ in records):
-                    self._notify(cur)
-        except pg_errors.UniqueViolation:
-            raise DuplicateJobError(self._first_existing(ids)) from None
+        for _ in range(UNIQUE_ROUNDS):
+            try:
+                return self._insert(records, changes)
+            except pg_errors.UniqueViolation as exc:
+                if not is_unique_key(exc):
+                    raise DuplicateJobError(self._first_existing(ids)) from None
+            with self.session.cursor() as cur:  # (after the rollback)
+                taken = holder_of_jobs(cur, self._q, jobs)
+            if taken is not None:
+                raise taken from None
+        raise StorageError("a unique key kept changing hands; try again")
+
+    def _insert(self, records: Sequence[tuple[Job, Sequence[Attempt]]],
+                changes: Sequence[Change]) -> None:
+        first = records[0][0]
+        if len(records) == 1 and not records[0][1] and not changes and not first.after:
+            with self.session.cursor() as cur:  # enqueue: one statement
+                cur.execute(self._q(INSERT_ONE_JOB_SQL), [*job_row(first, 0), self.channel])
+            return
+        with self.session.transaction() as cur:
+            # The parents first (their rows stay locked until the commit).
+            if None in self._apply_in(cur, changes):
+                raise ChangedMeanwhile("a job to run after changed meanwhile; nothing stored")
+            cur.executemany(self._q(INSERT_JOB_SQL),
+                            [job_row(job, len(history)) for job, history in records])
+            attempts = [attempt_row(a, new_token()) for _, history in records for a in history]
+            if attempts:
+                cur.executemany(self._q(INSERT_ATTEMPT_SQL), attempts)
+            edges = [(parent, job.id) for job, _ in records for parent in job.after or ()]
+            if edges:
+                cur.execute(self._q(INSERT_EDGES_SQL),
+                            ([p for p, _ in edges], [c for _, c in edges]))
+            if any(job.state in CLAIMABLE_STATES for job, _ in records):
+                self._notify(cur)
 
     def _first_existing(self, ids: list[str]) -> str:
         """The first of ``ids`` (in their order) that is stored already."""
@@ -239,18 +286,48 @@ class PostgresStorage(Storage):
 
     # ---------------------------------------------------------- changes
     @guarded
-    def apply(self, changes: Sequence[Change]) -> list[Job | None]:
+    def apply(self, changes: Sequence[Change], *, atomic: bool = False
+              ) -> list[Job | None]:
         # Renewals come here: a worker busy with one long command reads its
         # wake-up socket too (see claim).
         self.drain_wakeups()
         made = runs(changes, self.channel)
         if not made:
             return []
-        if len(made) == 1:  # one statement: atomic on its own, one round trip
+        for _ in range(UNIQUE_ROUNDS):
+            try:
+                return self._apply(made, atomic)
+            except Undo:  # (rolled back)
+                return [None] * len(changes)
+            except pg_errors.UniqueViolation as exc:
+                if not is_unique_key(exc):
+                    raise
+            with self.session.cursor() as cur:  # (after the rollback)
+                taken = holder_of_changes(cur, self._q, changes)
+            if taken is not None:
+                raise taken from None
+        raise StorageError("a unique key kept changing hands; try again")
+
+    def _apply(self, made: list[tuple[str, dict[str, Any], int]], atomic: bool
+               ) -> list[Job | None]:
+        if len(made) == 1 and (made[0][2] == 1 or not atomic):
+            # One statement: atomic on its own (each of its changes made or
+            # not, in one step), one round trip.
             with self.session.cursor() as cur:
                 return self._run(cur, *made[0])
         with self.session.transaction() as cur:
-            return [job for run in made for job in self._run(cur, *run)]
+            done = [job for run in made for job in self._run(cur, *run)]
+            if atomic and None in done:
+                # Under read committed, a compare-and-set that met a row
+                # changed meanwhile matched nothing: undo the others.
+                raise Undo
+            return done
+
+    @guarded
+    def dependents(self, job_id: str) -> list[Job]:
+        with self.session.cursor() as cur:
+            rows = cur.execute(self._q(DEPENDENTS_SQL), (job_id,)).fetchall()
+        return [job_from_row(r) for r in rows]
 
     def _apply_in(self, cur: Cursor, changes: Sequence[Change]) -> list[Job | None]:
         """Make ``changes`` in order in the current transaction."""
@@ -298,44 +375,89 @@ class PostgresStorage(Storage):
         # stall the server's notification queue. Nothing is lost: the claim
         # below sees every change whose notification is discarded.
         self.drain_wakeups()
-        if limit <= 0:
-            return []
-        with self.session.cursor() as cur:  # one statement: claims and attempts, atomically
-            return self._claim_in(cur, worker_id, now, lease_ms, queues, limit)
+        claims: list[Placed] = []
+        for _ in range(KEYED_ROUNDS):
+            if len(claims) >= limit:
+                break
+            with self.session.cursor() as cur:  # one statement: claims and attempts
+                made, wanted = self._claim_in(cur, worker_id, now, lease_ms, queues,
+                                              limit - len(claims))
+            claims += made
+            if not wanted:
+                break
+            with self.session.transaction() as cur:
+                made, full = self._claim_keyed_in(cur, worker_id, now, lease_ms, queues,
+                                                  wanted, limit - len(claims))
+            claims += made
+            if not full:  # else a key filled up: look again past its jobs
+                break
+        return _in_claim_order(claims)
 
     def _claim_in(self, cur: Cursor, worker_id: str, now: int, lease_ms: int,
-                  queues: Sequence[str] | None, limit: int) -> list[Claim]:
-        """Up to ``limit`` claims in claim order, in one statement."""
+                  queues: Sequence[str] | None, limit: int) -> tuple[list[Placed], list[str]]:
+        """Up to ``limit`` claims in claim order, in one statement, of jobs
+        without a concurrency key; and the keys of the keyed jobs among the
+        ``limit`` first due (those whose key looked free), to claim next
+        (:meth:`_claim_keyed_in`), once per job."""
         kind, params = queue_choice(queues)
-        lease = now + lease_ms
-        params.update(now=now, worker=worker_id, token=new_token(), lease=lease)
+        params.update(now=now, worker=worker_id, token=new_token(), lease=now + lease_ms)
         if limit == 1:
-            row = cur.execute(self._q(CLAIM_SQLS[kind]), params).fetchone()
-            rows = [] if row is None else [row]
+            rows = cur.execute(self._q(CLAIM_SQLS[kind]), params).fetchall()
         else:
             params["limit"] = limit
             rows = cur.execute(self._q(CLAIM_BATCH_SQLS[kind]), params).fetchall()
-            rows.sort(key=lambda r: (-r["priority"], r["run_at"], r["seq"]))
-        return [Claim(job=job_from_row(row), token=row["claim_token"], worker_id=worker_id,
-                      attempt=int(row["attempt_number"]), lease_expires_at=lease)
-                for row in rows]
+        wanted = [str(r["wanted_key"]) for r in rows if r["wanted_key"] is not None]
+        return self._claims(rows, worker_id, now + lease_ms), wanted
+
+    def _claim_keyed_in(self, cur: Cursor, worker_id: str, now: int, lease_ms: int,
+                        queues: Sequence[str] | None, wanted: list[str], limit: int
+                        ) -> tuple[list[Placed], bool]:
+        """Claims of jobs with the keys ``wanted`` (a key once per job
+        wanted), up to ``limit``, inside the caller's transaction: each key
+        under its advisory lock (taken in key order: no deadlock between
+        claimers), counting the key's running jobs after taking it. Also
+        says whether a key gave fewer jobs than wanted."""
+        kind, params = queue_choice(queues)
+        params.update(now=now, worker=worker_id, token=new_token(), lease=now + lease_ms)
+        claims: list[Placed] = []
+        full = False
+        for key in sorted(set(wanted)):
+            if len(claims) >= limit:
+                break
+            want = min(wanted.count(key), limit - len(claims))
+            cur.execute(self._q(LOCK_KEY_SQL), {"schema": self.schema, "key": key})
+            params.update(key=key, limit=want)
+            made = self._claims(cur.execute(self._q(KEYED_CLAIM_SQLS[kind]), params).fetchall(),
+                                worker_id, now + lease_ms)
+            full = full or len(made) < want
+            claims += made
+        return claims, full
+
+    @staticmethod
+    def _claims(rows: list[DictRow], worker_id: str, lease: int) -> list[Placed]:
+        return [((-row["priority"], row["run_at"], row["seq"]),
+                 Claim(job=job_from_row(row), token=row["claim_token"], worker_id=worker_id,
+                       attempt=int(row["attempt_number"]), lease_expires_at=lease))
+                for row in rows if row["claim_token"] is not None]
 
     @guarded
     def apply_and_claim(self, changes: Sequence[Change], *, worker_id: str, now: int,
                         lease_ms: int, queues: Sequence[str] | None = None, limit: int = 0
                         ) -> tuple[list[Job | None], list[Claim]]:
         """All of it in one transaction: one commit for a batch of results
-        and claims."""
+        and claims (keyed jobs in one round: see :meth:`claim`)."""
         if limit <= 0:
             return self.apply(changes), []
-        self.drain_wakeups()
         if not changes:
-            with self.session.cursor() as cur:
-                return [], self._claim_in(cur, worker_id, now, lease_ms, queues, limit)
+            return [], self.claim(worker_id, now, lease_ms, queues, limit)
+        self.drain_wakeups()
         with self.session.transaction() as cur:
             done = self._apply_in(cur, changes)
-            claims = self._claim_in(cur, worker_id, now, lease_ms, queues, limit)
-        return done, claims
+            claims, wanted = self._claim_in(cur, worker_id, now, lease_ms, queues, limit)
+            if wanted and len(claims) < limit:
+                claims += self._claim_keyed_in(cur, worker_id, now, lease_ms, queues, wanted,
+                                               limit - len(claims))[0]
+        return done, _in_claim_order(claims)
 
     # ---------------------------------------------------------- queues, settings
     @guarded
@@ -366,11 +488,13 @@ class PostgresStorage(Storage):
 
     @guarded
     def set_setting(self, key: str, value: Any) -> None:
-        with self.session.cursor() as cur:
+        with self.session.transaction() as cur:
             cur.execute(self._q(
                 "INSERT INTO {s}.settings (key, value) VALUES (%s, %s)"
                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value"),
                 (key, json.dumps(value)))
+            if key == LIMITS_SETTING:
+                self._notify(cur)  # a raised limit frees slots: wake idle workers
 
     # ---------------------------------------------------------- workers
     @guarded

@@ -23,6 +23,11 @@ class TestPostgresConformance(StorageConformance):
         self.dsn = pg_dsn
         self.admin = pg_admin
 
+    def __getstate__(self) -> dict[str, object]:
+        """What a spawned child process gets (the kit passes the test to
+        it): not the admin connection, which only this process may use."""
+        return {k: v for k, v in self.__dict__.items() if k != "admin"}
+
     def open_storage(self, home: Path) -> Storage:
         return PostgresStorage(self.dsn, schema=self.namespace)
 

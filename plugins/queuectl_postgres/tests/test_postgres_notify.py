@@ -148,3 +148,34 @@ def test_channel_names_fit_postgres_limits() -> None:
     assert channel_for("queuectl") == "queuectl_queuectl"
     long = channel_for("a" * 63)
     assert len(long) <= 63 and long != channel_for("b" * 63)
+
+
+def test_a_freed_key_slot_and_a_released_child_wake_idle_workers(open_store: Opener) -> None:
+    """A keyed job held back by its key's limit becomes claimable when a job
+    with that key stops running (nothing else about it changes), and a job
+    that ran after others when its last parent completes: both wake idle
+    workers. A job enqueued to wait does not."""
+    listener, store = open_store(), Ledger(open_store())
+    fd = listener.wakeup_fileno()
+    assert fd is not None
+
+    def wakes(action: Callable[[], object]) -> bool:
+        while readable(fd, 0.1):
+            listener.drain_wakeups()
+        action()
+        woke = readable(fd, 0.5)
+        listener.drain_wakeups()
+        return woke
+
+    store.enqueue([new_job("k1", concurrency_key="gpu"), new_job("k2", concurrency_key="gpu"),
+                   new_job("parent")])
+    first = store.claim("w", T0, LEASE)
+    parent = store.claim("w", T0, LEASE)
+    assert first is not None and parent is not None and first.job.id == "k1"
+    assert store.claim("w", T0, LEASE) is None, "k2 waits for the key"
+    assert store.next_run_at() is None, "nothing for an idle worker to wait for"
+    assert not wakes(lambda: store.enqueue([new_job("child", after=["parent"])])), "waiting"
+    assert wakes(lambda: store.complete(first, OK, T0 + 1)), "the key's slot is free"
+    assert wakes(lambda: store.complete(parent, OK, T0 + 1)), "the child is released"
+    assert not wakes(lambda: store.set_setting("other", 1)), "a setting"
+    assert wakes(lambda: store.set_setting("concurrency_limits", {"gpu": 2})), "a limit"

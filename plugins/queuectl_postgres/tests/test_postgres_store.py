@@ -283,12 +283,14 @@ def test_version_1_schema_is_upgraded_in_place(open_store: Opener, pg_admin: Adm
         " ('old-run', 1, 'tok', 'w', %(t)s, NULL, 'running', NULL, NULL)", {"t": T0})
 
     store = Ledger(open_store())
-    assert _stored_version(pg_admin, schema) == schema_version() == 2
+    assert _stored_version(pg_admin, schema) == schema_version() == 3
     wait = store.get("old-wait")
     assert wait is not None and (wait.command, wait.priority, wait.state) == (
         "echo hi", 7, JobState.PENDING)
     assert (wait.queue, wait.timeout, wait.cwd, wait.env, wait.retry,
             wait.cancel_requested_at) == ("default", None, None, None, None, None)
+    assert (wait.after, wait.after_mode, wait.concurrency_key, wait.unique_key,
+            wait.waiting_on, wait.dependents) == (None, None, None, None, 0, 0)
     assert [(a.number, a.outcome, a.stdout_tail) for a in store.attempts("old-dead")] == [
         (1, "failed", None), (1, "failed", None)]
     assert store.cancel("old-wait", T0 + 1).state is JobState.CANCELLED
@@ -309,6 +311,10 @@ def test_version_1_schema_is_upgraded_in_place(open_store: Opener, pg_admin: Adm
         "old-done", "old-wait", "old-dead"]
     assert store.attempts("old-done") == []
     assert store.counts() == {**dict.fromkeys(JobState, 0), JobState.PROCESSING: 1}
+    # Version 3: a job that runs after an old one waits for it.
+    store.enqueue([new_job("next", after=["old-run"], unique_key="once")])
+    assert [j.id for j in store.store.dependents("old-run")] == ["next"]
+    assert store.counts()[JobState.WAITING] == 1
     with pytest.raises(psycopg.errors.CheckViolation):
         pg_admin.execute(f"UPDATE {s}.jobs SET state = 'bogus'")
 

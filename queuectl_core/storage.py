@@ -230,9 +230,21 @@ class Storage(ABC):
         take once due, or None: when an idle worker should look again.
         Default: reads the claimable jobs."""
         paused = set(self.paused_queues())
+        full = self.full_keys()
         times = [job.run_at for state in CLAIMABLE_STATES for job in self.list_jobs(state)
-                 if job.queue not in paused and (queues is None or job.queue in queues)]
+                 if job.queue not in paused and (queues is None or job.queue in queues)
+                 and job.concurrency_key not in full]
         return min(times, default=None)
+
+    def full_keys(self) -> set[str]:
+        """The concurrency keys with as many ``processing`` jobs as their
+        limit (a read; helps defaults and simple stores skip held-back jobs)."""
+        limits = self.get_settings().get(LIMITS_SETTING)
+        running: dict[str, int] = {}
+        for job in self.list_jobs(JobState.PROCESSING):
+            if job.concurrency_key is not None:
+                running[job.concurrency_key] = running.get(job.concurrency_key, 0) + 1
+        return {key for key, n in running.items() if n >= concurrency_limit(limits, key)}
 
     def due_count(self, now: int, queues: Sequence[str] | None = None, limit: int = 1) -> int:
         """How many jobs a claim could take now, counting at most ``limit``

@@ -173,7 +173,7 @@ class GraphPromises(KitBase):
         if not self.supports_processes:
             pytest.skip("store is not shared between processes")
         self.open_storage(home).close()
-        ctx = multiprocessing.get_context("spawn")
+        ctx = multiprocessing.get_context("fork")
         queue: multiprocessing.Queue[tuple[int, bool]] = ctx.Queue()
         procs = [ctx.Process(target=_enqueue_unique, args=(self, home, n, queue))
                  for n in range(8)]
@@ -196,6 +196,7 @@ class GraphPromises(KitBase):
         assert sorted(got) == ["g0", "g1", "m1", "plain"], (
             "two gpu jobs (its limit), one mutex job (no limit set: 1), and the plain job")
         assert raw.due(T0, None, 10) == [] and raw.due_count(T0, None, 10) == 0
+        assert raw.next_run_at() is None, "held-back jobs are not work an idle worker can take"
 
     def test_a_freed_slot_lets_the_next_keyed_job_run(self, store: Ledger) -> None:
         store.enqueue([new_job("k1", concurrency_key="k"), new_job("k2", concurrency_key="k")])
@@ -211,7 +212,7 @@ class GraphPromises(KitBase):
         store.set_setting(LIMITS_SETTING, {"gpu": 3})
         store.insert([(new_job(f"g{i}", concurrency_key="gpu"), ()) for i in range(20)])
         store.close()
-        ctx = multiprocessing.get_context("spawn")
+        ctx = multiprocessing.get_context("fork")
         queue: multiprocessing.Queue[list[str]] = ctx.Queue()
         procs = [ctx.Process(target=_claim_keyed, args=(self, home, f"w{n}", queue))
                  for n in range(6)]

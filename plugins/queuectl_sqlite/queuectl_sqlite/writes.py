@@ -99,7 +99,8 @@ def apply_in(conn: sqlite3.Connection, change: Change) -> Job | None:
                            params).fetchone()
         if row is not None:
             conn.execute("DELETE FROM attempts WHERE job_id = ?", (change.job_id,))
-            conn.execute("DELETE FROM job_parents WHERE child_id = ?", (change.job_id,))
+            conn.execute("DELETE FROM job_parents WHERE child_id = ?1 OR parent_id = ?1",
+                         (change.job_id,))
         return None if row is None else job_from_row(row)
     names = checked_columns(list(change.fields), JOB_COLUMNS)
     values = [_value(k, change.fields[k]) for k in names]

@@ -59,6 +59,10 @@ class Ledger:
                   queue: str | None = None) -> list[Job]:
         return self.store.list_jobs(state, limit, queue=queue)
 
+    def list_newest(self, state: JobState | None = None, limit: int | None = None, *,
+                    queue: str | None = None) -> list[Job]:
+        return self.store.list_newest(state, limit, queue=queue)
+
     def counts(self, queue: str | None = None) -> dict[JobState, int]:
         return self.store.counts(queue)
 

@@ -193,6 +193,16 @@ class Storage(ABC):
             counts[job.state] += 1
         return counts
 
+    def list_newest(self, state: JobState | None = None, limit: int | None = None, *,
+                    queue: str | None = None) -> list[Job]:
+        """Like :meth:`list_jobs`, newest first (reverse enqueue order): the
+        latest ``limit`` jobs, what ``list`` shows by default. Default:
+        reads :meth:`list_jobs`; stores override it with an indexed read
+        whose cost does not grow with the number of jobs."""
+        jobs = self.list_jobs(state, queue=queue)
+        jobs.reverse()
+        return jobs if limit is None else jobs[:limit]
+
     def next_run_at(self, queues: Sequence[str] | None = None) -> int | None:
         """The earliest ``run_at`` among jobs a claim from ``queues`` could
         take once due, or None: when an idle worker should look again.

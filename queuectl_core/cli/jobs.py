@@ -17,7 +17,7 @@ from ..commands import STATE_NAMES, decode, stored_id
 from ..errors import UsageError
 from ..timeutil import shown
 from .main import State, pass_state
-from .output import clip, emit_json, number, short_time, table
+from .output import clip, emit_json, note, number, short_time, table
 from .params import DURATION
 
 if TYPE_CHECKING:
@@ -28,6 +28,9 @@ FC = TypeVar("FC", bound=Callable[..., Any])
 # Old names of what now lives in ``commands`` (other CLI modules import them).
 _decode = decode
 _stored_id = stored_id
+
+#: How many jobs ``list`` shows unless told otherwise: the newest.
+LIST_LIMIT = 100
 
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print JSON only (stable format, ISO-8601 times).")
@@ -233,28 +236,40 @@ def _state_option(value: str | None) -> Any:
 @click.option("--state", "state_name", type=click.Choice(STATE_NAMES),
               help="Only jobs in this state.")
 @queue_filter_option("Only jobs of this queue.")
-@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N jobs.")
+@click.option("--limit", type=click.IntRange(min=0), default=LIST_LIMIT, show_default=True,
+              metavar="N", help="The newest N jobs; 0: all of them.")
 @json_option
 @pass_state
 def list_cmd(state: State, state_name: str | None, queue_name: str | None,
-             limit: int | None, as_json: bool) -> None:
-    """List jobs in enqueue order (all states and queues unless --state or
-    --queue is given).
+             limit: int, as_json: bool) -> None:
+    """List the newest jobs, in enqueue order (all states and queues unless
+    --state or --queue is given).
 
     ATTEMPTS shows attempts made / attempts allowed (max_retries + 1).
     """
     app = state.app()
-    jobs = app.ledger.list_jobs(_state_option(state_name), limit, queue=queue_name)
+    wanted = _state_option(state_name)
+    more = 0
+    if limit == 0:
+        jobs = app.ledger.list_jobs(wanted, queue=queue_name)
+    else:
+        jobs = app.ledger.list_newest(wanted, limit, queue=queue_name)
+        jobs.reverse()
+        if len(jobs) == limit:
+            counts = app.ledger.counts(queue_name)
+            more = (sum(counts.values()) if wanted is None else counts[wanted]) - limit
     if as_json:
         emit_json([j.to_json() for j in jobs])
-        return
-    if not jobs:
+    elif not jobs:
         what = " ".join(w for w in (state_name, "jobs") if w)
         where = "" if queue_name is None else f" in queue '{queue_name}'"
         click.echo(f"No {what}{where}." if state_name or queue_name else "No jobs.")
-        return
-    table(["ID", "STATE", "QUEUE", "ATTEMPTS", "PRIO", "RUN AT", "COMMAND", "LAST ERROR"],
-          _job_rows(jobs))
+    else:
+        table(["ID", "STATE", "QUEUE", "ATTEMPTS", "PRIO", "RUN AT", "COMMAND", "LAST ERROR"],
+              _job_rows(jobs))
+    if more > 0:  # on stderr: stdout stays the table, or clean JSON
+        note(f"{more} older {'job is' if more == 1 else 'jobs are'} not shown"
+             " (--limit N shows the newest N, --limit 0 all)")
 
 
 __all__ = ["enqueue", "list_cmd", "number", "status"]

@@ -116,6 +116,21 @@ class OperationPromises(KitBase):
         assert len(store.list_jobs(JobState.PENDING)) == 9
         assert store.list_jobs(JobState.DEAD) == []
 
+    def test_list_newest_is_enqueue_order_backwards(self, store: Ledger) -> None:
+        # Ids that sort against enqueue order, two queues, finished jobs too.
+        store.enqueue([new_job(f"j{9 - i}", queue="ab"[i % 2], priority=i % 3)
+                       for i in range(10)])
+        store.complete(self.claim(store), OK, T0)
+        store.complete(self.claim(store), OK, T0)
+        for state in (None, JobState.PENDING, JobState.COMPLETED, JobState.DEAD):
+            for queue in (None, "a", "b"):
+                oldest_first = [j.id for j in store.list_jobs(state, queue=queue)]
+                newest = [j.id for j in store.list_newest(state, queue=queue)]
+                assert newest == oldest_first[::-1], (state, queue)
+                assert [j.id for j in store.list_newest(state, 3, queue=queue)] == newest[:3], (
+                    "the newest 3", state, queue)
+        assert store.list_newest(JobState.COMPLETED)[0] == store.get("j4")
+
     # ------------------------------------------------------------ settings
     def test_settings_round_trip_and_persist(self, store: Ledger, home: Path) -> None:
         assert store.get_settings() == {}

@@ -194,6 +194,16 @@ class PostgresStorage(Storage):
     @guarded
     def list_jobs(self, state: JobState | None = None, limit: int | None = None, *,
                   queue: str | None = None) -> list[Job]:
+        return self._list(state, limit, queue, "seq")
+
+    @guarded
+    def list_newest(self, state: JobState | None = None, limit: int | None = None, *,
+                    queue: str | None = None) -> list[Job]:
+        # The primary key, or jobs_state (state, seq), read backwards.
+        return self._list(state, limit, queue, "seq DESC")
+
+    def _list(self, state: JobState | None, limit: int | None, queue: str | None,
+              order: str) -> list[Job]:
         sql = f"SELECT {JOB_COLUMNS} FROM {{s}}.jobs WHERE true"
         params: list[Any] = []
         if state is not None:
@@ -202,7 +212,7 @@ class PostgresStorage(Storage):
         if queue is not None:
             sql += " AND queue = %s"
             params.append(queue)
-        sql += " ORDER BY seq LIMIT %s"
+        sql += f" ORDER BY {order} LIMIT %s"
         params.append(limit)  # NULL: no limit
         with self.session.cursor() as cur:
             rows = cur.execute(self._q(sql), params).fetchall()

@@ -267,6 +267,15 @@ class SqliteStorage(Storage):
 
     def list_jobs(self, state: JobState | None = None, limit: int | None = None, *,
                   queue: str | None = None) -> list[Job]:
+        return self._list(state, limit, queue, "seq")
+
+    def list_newest(self, state: JobState | None = None, limit: int | None = None, *,
+                    queue: str | None = None) -> list[Job]:
+        # The primary key, or jobs_state (state, seq), read backwards.
+        return self._list(state, limit, queue, "seq DESC")
+
+    def _list(self, state: JobState | None, limit: int | None, queue: str | None,
+              order: str) -> list[Job]:
         terms: list[str] = []
         params: list[Any] = []
         if state is not None:
@@ -278,7 +287,7 @@ class SqliteStorage(Storage):
         query = "SELECT * FROM jobs"
         if terms:
             query += " WHERE " + " AND ".join(terms)
-        query += " ORDER BY seq"
+        query += " ORDER BY " + order
         if limit is not None:
             query += " LIMIT ?"
             params.append(limit)

@@ -292,7 +292,9 @@ def test_worker_stop_is_graceful(queue: Queue) -> None:
             stopper.kill()
             stopper.wait()
     assert stopper.returncode == 0, err
-    assert out.decode() == "All workers stopped.\n"
+    # While it waited, it said for what.
+    assert out.decode() == ("Waiting for 1 running job (busy) to finish (at most 30s, then "
+                            "they are killed and run again later)...\nAll workers stopped.\n")
 
     busy = queue.show("busy")
     assert (busy["state"], busy["attempts"], busy["exit_code"]) == ("completed", 1, 0)
@@ -409,6 +411,9 @@ def test_worker_run_ctrl_c_finishes_job(queue: Queue, tmp_path: Path) -> None:
 
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
     assert proc.wait(timeout=20) == 0, (tmp_path / "run.log").read_text()
+    # It said what it waits for (stdin is not a terminal here: no "Ctrl-C").
+    assert ("Stopping: finishing 1 running job (fg); send SIGTERM again to kill them "
+            "(they run again later).\n") in (tmp_path / "run.log").read_text()
     job = queue.show("fg")
     assert (job["state"], job["attempts"], job["exit_code"]) == ("completed", 1, 0)
     assert (marks / "done-1").exists(), "Ctrl-C reached the job's command"

@@ -234,6 +234,32 @@ def test_worker_stop_reaches_workers_of_a_dead_supervisor(queue: Queue,
         kill_leftover(queue, orphan, command_pid)
 
 
+@pytest.mark.backends("sqlite", "json")
+def test_worker_stop_lets_an_orphaned_worker_finish_its_job(queue: Queue,
+                                                           tmp_path: Path) -> None:
+    """An orphan's own graceful stop is not a signal: the SIGTERM of
+    `worker stop` is its first, so the job finishes (issue 20, item 3)."""
+    queue.fast()
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    group = queue.start_workers(1)
+    queue.enqueue({"id": "long", "command": marked_job(marks, 3)})
+    command_started(queue, marks)
+    os.kill(group.supervisor, signal.SIGKILL)
+    log = queue.home / "logs" / "workers.log"
+    wait_until(lambda: "went away; finishing up" in log.read_text(), 10,
+               message="the orphan to notice its supervisor is gone")
+    orphan = group.workers[0]
+    try:
+        queue.stop_workers(timeout=30)
+        done = queue.show("long")
+        assert (done["state"], done["attempts"]) == ("completed", 1), log.read_text()
+        assert (marks / "done-1").exists(), "the command was killed"
+        assert not pid_running(orphan)
+    finally:
+        kill_leftover(queue, orphan)
+
+
 @pytest.mark.slow
 def test_dead_worker_command_is_killed_when_lease_expires(queue: Queue,
                                                           tmp_path: Path) -> None:

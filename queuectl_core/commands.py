@@ -93,6 +93,31 @@ def spec_from_json(text: str, defaults: dict[str, Any] | None = None) -> list[Sp
     return [("", parse_job_spec(with_defaults(data, defaults or {})))]
 
 
+def spec_from_command(command: str, defaults: dict[str, Any] | None = None, *,
+                      job_id: str | None = None, run_at: str | None = None,
+                      delay: int | None = None, max_retries: int | None = None,
+                      priority: int | None = None) -> list[Spec]:
+    """The job of ``enqueue -c CMD`` and its options (``delay`` in ms)."""
+    from .jobspec import parse_job_spec
+    from .timeutil import now_ms, parse_run_at_ms
+
+    data: dict[str, Any] = {"command": command, **(defaults or {})}
+    if job_id is not None:
+        data["id"] = job_id
+    if run_at is not None:
+        digits = run_at.strip()
+        data["run_at"] = (int(digits) if digits.isascii() and digits.isdigit()
+                          and len(digits) <= 20 else run_at)
+        parse_run_at_ms(data["run_at"], "--run-at")  # its errors name the option
+    if delay is not None:
+        data["run_at"] = now_ms() + delay
+    if max_retries is not None:
+        data["max_retries"] = max_retries
+    if priority is not None:
+        data["priority"] = priority
+    return [("", parse_job_spec(data))]
+
+
 def plain_command_hint(text: str) -> str:
     """``queuectl enqueue -c TEXT``, quoted for a shell; a command that
     cannot be shown on one line (control characters) as ``CMD``."""

@@ -162,8 +162,6 @@ def enqueue(state: State, job_json: str | None, file_: str | None, command: str 
     Prints 'Job enqueued with ID: <id>'. A duplicate id is rejected (exit 1)
     and the stored job stays as it was.
     """
-    from ..timeutil import now_ms, parse_run_at_ms
-
     flags = {"--id": job_id, "--run-at": run_at, "--delay": delay,
              "--max-retries": max_retries, "--priority": priority}
     sources = [s for s in (job_json is not None, file_ is not None, command is not None) if s]
@@ -184,23 +182,10 @@ def enqueue(state: State, job_json: str | None, file_: str | None, command: str 
             commands.enqueue(state.app(), specs, as_json=as_json)
         return
     else:
-        from ..jobspec import parse_job_spec
-
-        data: dict[str, Any] = {"command": command, **defaults}
-        if job_id is not None:
-            data["id"] = job_id
-        if run_at is not None:
-            digits = run_at.strip()
-            data["run_at"] = (int(digits) if digits.isascii() and digits.isdigit()
-                              and len(digits) <= 20 else run_at)
-            parse_run_at_ms(data["run_at"], "--run-at")  # its errors name the option
-        if delay is not None:
-            data["run_at"] = now_ms() + delay
-        if max_retries is not None:
-            data["max_retries"] = max_retries
-        if priority is not None:
-            data["priority"] = priority
-        specs = [("", parse_job_spec(data))]
+        assert command is not None
+        specs = commands.spec_from_command(
+            command, defaults, job_id=job_id, run_at=run_at, delay=delay,
+            max_retries=max_retries, priority=priority)
     commands.enqueue(state.app(), specs, as_json=as_json)
 
 

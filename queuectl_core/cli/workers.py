@@ -196,8 +196,12 @@ def start(state: State, count: int, queues: list[str] | None, add: bool) -> None
     if queues:
         argv += ["--queue", ",".join(queues)]
     serving = f" for queue{'s' if len(queues) > 1 else ''} {', '.join(queues)}" if queues else ""
+    try:  # before saying "Starting": a log that cannot be written is the error
+        proc = spawn_detached(argv, log_path)
+    except OSError as exc:
+        raise QueuectlError(f"cannot write the worker log {log_path}: "
+                            f"{exc.strerror or exc}") from None
     click.echo(f"Starting {count} worker process{'es' if count != 1 else ''}{serving}...")
-    proc = spawn_detached(argv, log_path)
     group = wait_for_group(app.config.home, proc, count, timeout=30.0)
     if group is None:
         raise QueuectlError(f"workers did not start; see {log_path}")

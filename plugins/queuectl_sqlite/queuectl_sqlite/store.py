@@ -11,6 +11,7 @@ Waiting for the lock is bounded by the busy timeout.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -106,6 +107,23 @@ class _WriteTransaction:
             self.lock = -1
 
 
+def _read_only_reason(path: str, exc: sqlite3.DatabaseError) -> str | None:
+    """What to say when SQLite finds the database read-only although the
+    file opened for writing: the directory, where SQLite must create
+    ``-wal`` and ``-shm`` files beside it (every command, reads too), is not
+    writable. None for any other error."""
+    if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_READONLY:
+        return None
+    directory = os.path.dirname(path) or "."
+    name = os.path.basename(path)
+    why = "Permission denied"
+    with contextlib.suppress(OSError):
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            why = "Read-only file system"
+    return (f"cannot write in {directory}: {why} (SQLite keeps {name}-wal and {name}-shm "
+            "next to the database, for reads too)")
+
+
 class SqliteStorage(Storage):
     """A queue in one SQLite file."""
 
@@ -133,6 +151,9 @@ class SqliteStorage(Storage):
             self.conn.row_factory = sqlite3.Row
             self._migrate()
         except sqlite3.DatabaseError as exc:
+            readonly = _read_only_reason(os.fspath(path), exc)
+            if readonly is not None:
+                raise StorageError(readonly) from None
             raise StorageError(
                 f"SQLite database {path} cannot be used: {exc}. If the file is damaged, "
                 "move it aside and restore a backup; queuectl never overwrites it."

@@ -8,7 +8,8 @@ For each backend, on a fresh QUEUECTL_HOME:
    empty store (the median of ``--runs`` calls each);
 2. writes ``--jobs`` JSON lines (``{"id": "job-0000001", "command": "true",
    "queue": "qN"}``, ten queues) and runs ``queuectl enqueue --file`` on
-   them once: wall time, jobs/s and the command's peak RSS (``wait4``);
+   them once: wall time, jobs/s, jobs per CPU second (user + system, which
+   a loaded machine disturbs less) and the command's peak RSS (``wait4``);
 3. times the three reads again on the full store.
 
 It prints one table per backend: each figure now, the issue's "before"
@@ -53,8 +54,8 @@ READS = {"list --limit 10": ["list", "--limit", "10"], "status": ["status"],
 
 
 def run(env: dict[str, str], *args: str, stdin: Path | None = None
-        ) -> tuple[float, int]:
-    """Run ``queuectl ARGS``: (wall seconds, peak RSS in KiB)."""
+        ) -> tuple[float, int, float]:
+    """Run ``queuectl ARGS``: (wall seconds, peak RSS in KiB, CPU seconds)."""
     started = time.perf_counter()
     with open(stdin or os.devnull, "rb") as source:
         proc = subprocess.Popen([str(QUEUECTL), *args], env=env, stdin=source,
@@ -67,7 +68,7 @@ def run(env: dict[str, str], *args: str, stdin: Path | None = None
     if proc.returncode != 0:
         raise SystemExit(f"queuectl {' '.join(args)} exited {proc.returncode}: "
                          f"{err.decode(errors='replace')}")
-    return elapsed, usage.ru_maxrss
+    return elapsed, usage.ru_maxrss, usage.ru_utime + usage.ru_stime
 
 
 def reads(env: dict[str, str], runs: int) -> dict[str, float]:
@@ -117,7 +118,7 @@ def measure(backend: str, jobs_file: Path, jobs: int, runs: int) -> None:
     try:
         run(env, "status")  # creates the store
         empty = reads(env, runs)
-        seconds, rss_kib = run(env, "enqueue", "--file", "-", stdin=jobs_file)
+        seconds, rss_kib, cpu = run(env, "enqueue", "--file", "-", stdin=jobs_file)
         full = reads(env, runs)
     finally:
         drop_schema(env)
@@ -125,6 +126,8 @@ def measure(backend: str, jobs_file: Path, jobs: int, runs: int) -> None:
     rows = [
         ("enqueue --file: seconds", f"{seconds:.1f}", ""),
         ("enqueue --file: jobs/s", f"{jobs / seconds:,.0f}", ""),
+        ("enqueue --file: jobs/CPU-s", f"{jobs / cpu:,.0f}",
+         "user + system time: less sensitive to a loaded machine"),
         ("enqueue --file: peak RSS MB", f"{rss_kib / 1024:.0f}", ""),
     ]
     for name in READS:

@@ -10,7 +10,7 @@ claim is still held, the job still exists).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from . import transitions as rules
 from .errors import JobNotFoundError, StorageError
@@ -119,6 +119,11 @@ class Ledger:
     def enqueue(self, jobs: Sequence[Job]) -> None:
         """Store new (pending) jobs, all or nothing."""
         self.store.insert([(job, ()) for job in jobs])
+
+    def enqueue_stream(self, jobs: Iterable[Job]) -> int:
+        """Store new (pending) jobs read once from a stream, all or nothing:
+        how many."""
+        return self.store.insert_new(jobs)
 
     def import_jobs(self, records: Sequence[tuple[Job, Sequence[Attempt]]]) -> None:
         """Store exported jobs with their history, all or nothing; a job

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from .errors import TransientStorageError
 from .models import (
@@ -184,6 +184,17 @@ class Storage(ABC):
             if not changes:
                 raise
             return done, []
+
+    def insert_new(self, jobs: Iterable[Job]) -> int:
+        """Store new ``pending`` jobs (no history), read once from ``jobs``
+        in the order given, all or nothing, as :meth:`insert` does; how many.
+        ``jobs`` may be a stream too big to hold (``enqueue --file`` of a
+        million lines); an exception it raises stores nothing. Default:
+        collects them and calls :meth:`insert`; stores override it to keep
+        only a batch in memory, in one transaction."""
+        records = [(job, ()) for job in jobs]
+        self.insert(records)
+        return len(records)
 
     def counts(self, queue: str | None = None) -> dict[JobState, int]:
         """Number of jobs in each state (every state, zeros included),

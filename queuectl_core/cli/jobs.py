@@ -3,12 +3,12 @@ hot paths; show and dlq are in history.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import click
 
@@ -54,24 +54,41 @@ def queue_filter_option(help_text: str) -> Callable[[FC], FC]:
                         callback=_check_queue_name, help=help_text)
 
 
-def _read_lines(path: str) -> list[tuple[int, str]]:
+def _read_lines(path: str) -> Iterator[tuple[int, str]]:
+    """The non-blank lines of ``path`` ('-': stdin) with their numbers, read
+    as they are used (a file of a million jobs is never held whole). The
+    file is opened at once, so that one that cannot be read is reported
+    before anything else."""
     if path == "-":
-        data = sys.stdin.buffer.read()
+        stream: BinaryIO = sys.stdin.buffer
         where = "stdin"
     else:
         try:
-            data = Path(path).read_bytes()
+            stream = open(path, "rb")  # noqa: SIM115 - closed by the generator
         except OSError as exc:
             raise UsageError(f"cannot read {shown(path)}: {exc.strerror}") from None
         where = shown(path)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{where}: not valid UTF-8 (byte {exc.start})") from None
-    # Only \n ends a line: str.splitlines() would also split at U+2028,
-    # U+2029 and U+0085, which may stand raw inside JSON strings.
-    lines = (line.removesuffix("\r") for line in text.split("\n"))
-    return [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+
+    def lines() -> Iterator[tuple[int, str]]:
+        offset = 0
+        with contextlib.ExitStack() as stack:
+            if stream is not sys.stdin.buffer:
+                stack.enter_context(stream)
+            # Only \n ends a line (a binary file's lines): str.splitlines()
+            # would also split at U+2028, U+2029 and U+0085, which may stand
+            # raw inside JSON strings.
+            for number, raw in enumerate(stream, 1):
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise UsageError(f"{where}: not valid UTF-8 (byte {offset + exc.start})"
+                                     ) from None
+                offset += len(raw)
+                line = text.removesuffix("\n").removesuffix("\r")
+                if line.strip():
+                    yield number, line
+
+    return lines()
 
 
 @contextmanager
@@ -177,9 +194,10 @@ def enqueue(state: State, job_json: str | None, file_: str | None, command: str 
     if job_json is not None:
         specs = commands.spec_from_json(job_json, defaults)
     elif file_ is not None:
+        lines = _read_lines(file_)
         with _collector_paused():
-            specs = commands.specs_from_lines(_read_lines(file_), file_, defaults)
-            commands.enqueue(state.app(), specs, as_json=as_json)
+            commands.enqueue_lines(state.app(), lines, file_, defaults, as_json=as_json,
+                                   progress=sys.stderr.isatty())
         return
     else:
         assert command is not None

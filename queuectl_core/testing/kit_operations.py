@@ -3,6 +3,7 @@ cancel and purge."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,28 @@ class OperationPromises(KitBase):
         with pytest.raises(DuplicateJobError):
             store.import_jobs(twice)
         assert [j.id for j in store.list_jobs()] == ["taken"]
+
+    def test_a_stream_of_new_jobs_is_stored_all_or_nothing(self, store: Ledger) -> None:
+        store.enqueue([new_job("taken")])
+        def full(i: int) -> Job:  # every kind of column a new job fills
+            return new_job(f"s{i}", env={"K": f"v{i}"}, retry={"policy": "linear"},
+                           timeout=1.5, cwd="/tmp", queue="q")
+
+        assert store.enqueue_stream(full(i) for i in range(7)) == 7
+        for repeat in ("taken", "s3"):  # stored before, or earlier in the stream
+            with pytest.raises(DuplicateJobError) as caught:
+                store.enqueue_stream(new_job(i) for i in ("x", "y", repeat, "z"))
+            assert caught.value.job_id == repeat, "the error names the repeated id"
+
+        def broken() -> Iterator[Job]:  # what a bad line half way through a file does
+            yield new_job("p")
+            raise ValueError("line 2: bad")
+
+        with pytest.raises(ValueError):
+            store.enqueue_stream(broken())
+        assert [j.id for j in store.list_jobs()] == ["taken"] + [f"s{i}" for i in range(7)]
+        assert store.get("s6") == full(6)
+        assert self.claim(store).job.id == "taken", "claimed in enqueue order"
 
     # ------------------------------------------------------------ queries
     def test_counts_include_every_state(self, store: Ledger) -> None:

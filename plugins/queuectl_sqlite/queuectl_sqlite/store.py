@@ -11,13 +11,12 @@ Waiting for the lock is bounded by the busy timeout.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from operator import attrgetter
 
 from queuectl_core.errors import DuplicateJobError, StorageError
@@ -48,7 +47,7 @@ from .rows import (
     json_text,
     new_job_row,
 )
-from .schema import SCHEMA_VERSION, connect, create_or_upgrade
+from .schema import SCHEMA_VERSION, connect, create_or_upgrade, read_only_reason
 
 # typing is not imported at run time (the CLI's hot path).
 TYPE_CHECKING = False
@@ -107,23 +106,6 @@ class _WriteTransaction:
             self.lock = -1
 
 
-def _read_only_reason(path: str, exc: sqlite3.DatabaseError) -> str | None:
-    """What to say when SQLite finds the database read-only although the
-    file opened for writing: the directory, where SQLite must create
-    ``-wal`` and ``-shm`` files beside it (every command, reads too), is not
-    writable. None for any other error."""
-    if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_READONLY:
-        return None
-    directory = os.path.dirname(path) or "."
-    name = os.path.basename(path)
-    why = "Permission denied"
-    with contextlib.suppress(OSError):
-        if os.statvfs(directory).f_flag & os.ST_RDONLY:
-            why = "Read-only file system"
-    return (f"cannot write in {directory}: {why} (SQLite keeps {name}-wal and {name}-shm "
-            "next to the database, for reads too)")
-
-
 class SqliteStorage(Storage):
     """A queue in one SQLite file."""
 
@@ -151,7 +133,7 @@ class SqliteStorage(Storage):
             self.conn.row_factory = sqlite3.Row
             self._migrate()
         except sqlite3.DatabaseError as exc:
-            readonly = _read_only_reason(os.fspath(path), exc)
+            readonly = read_only_reason(os.fspath(path), exc)
             if readonly is not None:
                 raise StorageError(readonly) from None
             raise StorageError(
@@ -266,6 +248,28 @@ class SqliteStorage(Storage):
                     conn.executemany(INSERT_ATTEMPT, history)
         except sqlite3.IntegrityError:
             raise DuplicateJobError(self._first_existing(ids)) from None
+
+    def insert_new(self, jobs: Iterable[Job]) -> int:
+        # One executemany over the stream, in one transaction: SQLite reads
+        # a row, stores it and drops it, so memory stays flat. A duplicate id
+        # fails on the row read last; an error raised by the stream rolls
+        # everything back.
+        last: list[str] = [""]
+        count = 0
+
+        def rows() -> Iterator[list[Any]]:
+            nonlocal count
+            for job in jobs:
+                last[0] = job.id
+                count += 1
+                yield new_job_row(job)
+
+        try:
+            with self._write() as conn:
+                conn.executemany(INSERT_NEW, rows())
+        except sqlite3.IntegrityError:
+            raise DuplicateJobError(last[0]) from None
+        return count
 
     def _first_existing(self, ids: list[str]) -> str:
         for start in range(0, len(ids), 500):

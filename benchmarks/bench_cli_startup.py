@@ -2,8 +2,9 @@
 
     python benchmarks/bench_cli_startup.py [--runs 50]
 
-Runs `python -c pass` (the baseline), `queuectl --help`, `queuectl status`
-and `queuectl enqueue '{...}'` interleaved, `--runs` times each, against a
+Runs `python -c pass` (the baseline), `queuectl --help`, `queuectl status`,
+`queuectl enqueue '{...}'` and `queuectl enqueue -c CMD` (issue 21: the same
+fast path as JSON) interleaved, `--runs` times each, against a
 fresh QUEUECTL_HOME on the default SQLite backend (durable: synchronous=FULL),
 and prints the median and p95 wall time of each with its ratio to the
 baseline's median. The target (issues 7 and 15) is at most 3x for status
@@ -41,7 +42,7 @@ TARGET = 3.0
 #: The calls scripts make in loops (issue 15). `--help` is printed by click
 #: itself (issue 15 removed the hand-kept copy that skipped click), so it
 #: costs what importing click costs; it is shown, not targeted.
-TARGETED = ("queuectl status", "queuectl enqueue '{...}'")
+TARGETED = ("queuectl status", "queuectl enqueue '{...}'", "queuectl enqueue -c CMD")
 
 
 def timed(argv: list[str], env: dict[str, str]) -> float:
@@ -78,6 +79,7 @@ def main() -> int:
             "queuectl --help": (lambda: [str(QUEUECTL), "--help"], env),
             "queuectl status": (lambda: [str(QUEUECTL), "status"], env),
             "queuectl enqueue '{...}'": (enqueue, env),
+            "queuectl enqueue -c CMD": (lambda: [str(QUEUECTL), "enqueue", "-c", "true"], env),
             "status, full CLI": (lambda: [str(QUEUECTL), "status"], full_env),
             "enqueue, full CLI": (enqueue, full_env),
         }

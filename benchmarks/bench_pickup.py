@@ -143,7 +143,7 @@ def measure(backend: str, enqueues: int, workers: int, gap: float
                 began_ms[job_id] = began / 1e6
 
         def all_done() -> list[dict[str, object]] | None:
-            jobs: list[dict[str, object]] = json.loads(q("list", "--json"))
+            jobs: list[dict[str, object]] = json.loads(q("list", "--json", "--limit", "0"))
             return jobs if all(j["state"] == "completed" for j in jobs) else None
 
         for row in wait_until(all_done, 30, "every job completed", 0.1):

@@ -11,12 +11,13 @@ import json
 import os
 import sys
 
-from .errors import JobNotFoundError, UniqueKeyError, UsageError, shown
+from .errors import JobNotFoundError, NeedsWholeBatch, UniqueKeyError, UsageError, shown
 from .models import JobState
 
 # typing is not imported at run time (the CLI's hot path).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
     from typing import Any
 
     from .app import App
@@ -93,6 +94,34 @@ def spec_from_json(text: str, defaults: dict[str, Any] | None = None) -> list[Sp
     return [("", parse_job_spec(with_defaults(data, defaults or {})))]
 
 
+def spec_from_command(command: str, defaults: dict[str, Any] | None = None, *,
+                      job_id: str | None = None, run_at: str | None = None,
+                      delay: int | None = None, max_retries: int | None = None,
+                      priority: int | None = None, extra: dict[str, Any] | None = None
+                      ) -> list[Spec]:
+    """The job of ``enqueue -c CMD`` and its options (``delay`` in ms;
+    ``extra``: more job fields, e.g. ``after``)."""
+    from .jobspec import parse_job_spec
+    from .timeutil import now_ms, parse_run_at_ms
+
+    data: dict[str, Any] = {"command": command, **(defaults or {})}
+    if job_id is not None:
+        data["id"] = job_id
+    if run_at is not None:
+        digits = run_at.strip()
+        data["run_at"] = (int(digits) if digits.isascii() and digits.isdigit()
+                          and len(digits) <= 20 else run_at)
+        parse_run_at_ms(data["run_at"], "--run-at")  # its errors name the option
+    if delay is not None:
+        data["run_at"] = now_ms() + delay
+    if max_retries is not None:
+        data["max_retries"] = max_retries
+    if priority is not None:
+        data["priority"] = priority
+    data.update(extra or {})
+    return [("", parse_job_spec(data))]
+
+
 def plain_command_hint(text: str) -> str:
     """``queuectl enqueue -c TEXT``, quoted for a shell; a command that
     cannot be shown on one line (control characters) as ``CMD``."""
@@ -101,26 +130,24 @@ def plain_command_hint(text: str) -> str:
     return f"queuectl enqueue -c {shlex.quote(text) if text.isprintable() else 'CMD'}"
 
 
-def specs_from_lines(lines: list[tuple[int, str]], source: str,
-                     defaults: dict[str, Any]) -> list[Spec]:
-    """The jobs of ``enqueue --file``: one per non-blank line."""
+def line_reader(defaults: dict[str, Any]) -> Callable[[int, str], Spec]:
+    """What reads the job of one line of ``enqueue --file`` (its errors name
+    the line), imports done once: it runs a million times."""
     from .jobspec import parse_job_spec
     from .timeutil import parse_run_at_ms
 
-    specs: list[Spec] = []
-    for lineno, line in lines:
+    def spec_of(lineno: int, line: str) -> Spec:
         try:
             spec = parse_job_spec(with_defaults(decode(line, f"line {lineno}"), defaults))
             if spec.get("run_at") is not None:
                 parse_run_at_ms(spec["run_at"])  # report a bad run_at with its line
-            specs.append((f"line {lineno}: ", spec))
+            return (f"line {lineno}: ", spec)
         except UsageError as exc:
             msg = str(exc)
             raise UsageError(msg if msg.startswith("line ") else f"line {lineno}: {msg}"
                              ) from None
-    if not specs:
-        raise UsageError(f"{shown(source)}: no jobs found")
-    return specs
+
+    return spec_of
 
 
 def _check_policies(app: App, specs: list[Spec]) -> None:
@@ -143,58 +170,196 @@ def _check_policies(app: App, specs: list[Spec]) -> None:
             raise UsageError(f"{where}invalid job: retry.policy: {why}")
 
 
+class _Jobs:
+    """Makes the jobs of one ``enqueue`` from their specs, and remembers what
+    it says after storing them: their count, the cwds they name that are
+    not the current directory (at most :data:`MAX_CWDS_CHECKED`), their ids
+    when asked (in a temporary file: a million ids stay out of memory)."""
+
+    def __init__(self, app: App, *, keep_ids: bool) -> None:
+        from .models import spec_to_job
+        from .timeutil import now_ms
+
+        self.to_job = spec_to_job
+        self.app = app
+        self.max_retries = app.settings().max_retries
+        self.now = now_ms()
+        try:
+            self.base_dir: str | None = os.getcwd()
+        except OSError:  # the current directory was removed: the worker's own
+            self.base_dir = None
+        self.count = 0
+        self.first_id = ""
+        self.cwds: set[str] = set()
+        self.policies: set[str] = set()
+        self.ids = None
+        if keep_ids:
+            import tempfile
+
+            self.ids = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - close()
+
+    def make(self, spec: Spec) -> Job:
+        where, data = spec
+        policy = (data.get("retry") or {}).get("policy")
+        if policy is not None and policy not in self.policies:
+            _check_policies(self.app, [spec])
+            self.policies.add(policy)
+        try:
+            job = self.to_job(data, default_max_retries=self.max_retries, now=self.now,
+                              base_dir=self.base_dir)
+        except UsageError as exc:
+            raise UsageError(f"{where}{exc}") from None
+        self.count += 1
+        if self.count == 1:
+            self.first_id = job.id
+        if self.ids is not None:
+            self.ids.write(json.dumps(job.id) + "\n")
+        if (job.cwd is not None and job.cwd != self.base_dir
+                and len(self.cwds) < MAX_CWDS_CHECKED):
+            self.cwds.add(job.cwd)
+        return job
+
+    def close(self) -> None:
+        if self.ids is not None:
+            self.ids.close()
+
+    def stored_ids(self) -> Iterator[str]:
+        if self.ids is None:
+            return iter(())
+        self.ids.seek(0)
+        return (json.loads(line) for line in self.ids)
+
+    def report(self, ids: Callable[[], Iterable[str]], *, as_json: bool) -> None:
+        """Wake the local workers, say what was stored, warn, broadcast
+        (``ids`` gives the ids stored, in order, each time it is called)."""
+        from .wakeup import notify
+
+        app = self.app
+        notify(app.config.home_dir)
+        if as_json:  # streamed: a million ids need not be held in memory
+            out(f'{{\n  "enqueued": {self.count},\n  "ids": [')
+            for i, job_id in enumerate(ids()):
+                sys.stdout.write(("," if i else "") + "\n    " + json.dumps(
+                    job_id, ensure_ascii=False))
+            out("\n  ]\n}\n" if self.count else "]\n}\n")
+        elif self.count == 1:
+            out(f"Job enqueued with ID: {self.first_id}\n")
+        else:
+            out(f"Enqueued {self.count} jobs.\n")
+        missing = sorted(cwd for cwd in self.cwds if not os.path.isdir(cwd))
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            sys.stderr.write(f"Warning: cwd {shown(missing[0])}{more} is not a directory on "
+                             "this machine; a job fails unless its cwd exists where it runs\n")
+        if app.has_event_listeners():
+            for job_id in ids():
+                stored = app.ledger.get(job_id)
+                if stored is not None:
+                    app.plugins.job_event("enqueued", stored, None)
+
+
+#: How many distinct cwds one enqueue checks for the warning.
+MAX_CWDS_CHECKED = 1000
+
+
 def enqueue(app: App, specs: list[Spec], *, as_json: bool, skip_held: bool = False) -> None:
     """Store the jobs, all or nothing; wake the local workers; say so.
     ``skip_held``: a job whose unique key another unfinished job holds is
     not an error; say the holder's id instead (one job only)."""
-    from .models import spec_to_job
-    from .timeutil import now_ms
-    from .wakeup import notify
-
-    if any("policy" in (spec.get("retry") or {}) for _, spec in specs):
-        _check_policies(app, specs)
-    ledger = app.ledger
-    settings = app.settings()
-    now = now_ms()
+    made = _Jobs(app, keep_ids=False)
+    jobs = [made.make(spec) for spec in specs]
     try:
-        base_dir: str | None = os.getcwd()
-    except OSError:  # the current directory was removed: the worker's own
-        base_dir = None
-    jobs: list[Job] = []
-    for where, spec in specs:
-        try:
-            jobs.append(spec_to_job(spec, default_max_retries=settings.max_retries, now=now,
-                                    base_dir=base_dir))
-        except UsageError as exc:
-            raise UsageError(f"{where}{exc}") from None
-    try:
-        jobs = ledger.enqueue(jobs)
+        jobs = app.ledger.enqueue(jobs)
     except UniqueKeyError as exc:
         if not skip_held or len(jobs) != 1:
             raise
         _say_held(exc, as_json)
         return
-    notify(app.config.home_dir)
-    if as_json:
-        out(json_text({"enqueued": len(jobs), "ids": [j.id for j in jobs]}))
-    elif len(jobs) == 1:
-        out(f"Job enqueued with ID: {jobs[0].id}\n")
-    else:
-        out(f"Enqueued {len(jobs)} jobs.\n")
+    made.report(lambda: (job.id for job in jobs), as_json=as_json)
     for job in jobs:
         if job.state is JobState.SKIPPED:
             sys.stderr.write(f"Warning: job {shown(job.id)} is {job.last_error}\n")
-    missing = sorted({j.cwd for j in jobs if j.cwd is not None and j.cwd != base_dir
-                      and not os.path.isdir(j.cwd)})
-    if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        sys.stderr.write(f"Warning: cwd {shown(missing[0])}{more} is not a directory on this "
-                         "machine; a job fails unless its cwd exists where it runs\n")
-    if app.has_event_listeners():
-        for new in jobs:
-            stored = ledger.get(new.id)
-            if stored is not None:
-                app.plugins.job_event("enqueued", stored, None)
+
+
+def enqueue_lines(app: App, lines: Iterable[tuple[int, str]], source: str,
+                  defaults: dict[str, Any], *, as_json: bool, progress: bool = False,
+                  skip_held: bool = False,
+                  reread: Callable[[], Iterable[tuple[int, str]]] | None = None) -> None:
+    """``enqueue --file``: one job per (number, line), streamed into one
+    all-or-nothing insert, so that memory does not grow with the file; with
+    ``progress``, a count on stderr every :data:`PROGRESS_EVERY` jobs. A
+    file with jobs that run after others or hold keys is read again
+    (``reread``; without it, the lines are kept in a temporary file as they
+    are read) and placed as one batch, in memory."""
+    made = _Jobs(app, keep_ids=as_json or app.has_event_listeners())
+
+    spec_of = line_reader(defaults)
+
+    def jobs_of(rows: Iterable[tuple[int, str]]) -> Iterator[Job]:
+        for lineno, line in rows:
+            yield made.make(spec_of(lineno, line))
+            if progress and made.count % PROGRESS_EVERY == 0:
+                sys.stderr.write(f"\r{made.count:,} jobs read...")
+                sys.stderr.flush()
+        if made.count == 0:
+            raise UsageError(f"{shown(source)}: no jobs found")
+
+    spool = _Spool(lines, reread)
+    try:
+        try:
+            app.ledger.enqueue_stream(jobs_of(spool))
+        finally:
+            if progress and made.count >= PROGRESS_EVERY:
+                sys.stderr.write("\r\x1b[K")  # the count's line, cleared
+        made.report(made.stored_ids, as_json=as_json)
+    except NeedsWholeBatch:
+        # Jobs that run after others (or hold keys) are placed as one batch:
+        # the lines read so far, then the rest, all in memory.
+        specs = [spec_of(number, line) for number, line in spool.replay()]
+        enqueue(app, specs, as_json=as_json, skip_held=skip_held)
+    finally:
+        made.close()
+        spool.close()
+
+
+class _Spool:
+    """The lines of ``enqueue --file``, to be read again if needed: by
+    ``reread`` (a file), or from a temporary file (not memory) where they
+    are kept as they are read (stdin)."""
+
+    def __init__(self, lines: Iterable[tuple[int, str]],
+                 reread: Callable[[], Iterable[tuple[int, str]]] | None) -> None:
+        self.lines = iter(lines)
+        self.reread = reread
+        self.file: Any = None
+        if reread is None:
+            import tempfile
+
+            self.file = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        if self.file is None:
+            yield from self.lines
+            return
+        for number, line in self.lines:
+            self.file.write(f"{number}\t{line}\n")
+            yield number, line
+
+    def replay(self) -> list[tuple[int, str]]:
+        """Every line: those read so far, then the rest."""
+        if self.reread is not None:
+            return list(self.reread())
+        self.file.seek(0)
+        read = [(int(n), t) for n, t in (x.rstrip("\n").split("\t", 1) for x in self.file)]
+        return read + list(self.lines)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+#: ``enqueue --file`` on a terminal counts the jobs read this often.
+PROGRESS_EVERY = 100_000
 
 
 def _say_held(exc: UniqueKeyError, as_json: bool) -> None:

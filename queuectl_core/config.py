@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 from functools import cached_property
 
-from .errors import ConfigError
+from .errors import ConfigError, QueuectlError
 from .limits import DEFAULT_BACKEND
 
 # typing is not imported at run time (the CLI's hot path).
@@ -164,8 +164,8 @@ def ensure_private_dir(path: Path) -> Path:
             os.chmod(directory, 0o700)
         except FileExistsError:
             pass
-        except OSError as exc:
-            raise ConfigError(f"cannot create {directory}: {exc.strerror}") from None
+        except OSError as exc:  # operational, like any store that cannot be written
+            raise QueuectlError(f"cannot create {directory}: {exc.strerror}") from None
     return path
 
 

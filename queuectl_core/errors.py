@@ -78,6 +78,11 @@ class UnknownParentError(JobNotFoundError):
         self.job_id = parent_id
 
 
+class NeedsWholeBatch(QueuectlError):
+    """A streamed enqueue met a job that must be placed with the whole batch
+    (it runs after others, or holds a key); nothing was stored."""
+
+
 class ChangedMeanwhile(StorageError):
     """A guarded write found a job changed since it was read; nothing was
     written. The core reads again and decides again."""

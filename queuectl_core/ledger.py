@@ -10,11 +10,17 @@ claim is still held, the job still exists).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from . import dependencies as graph
 from . import transitions as rules
-from .errors import ChangedMeanwhile, JobNotFoundError, StorageError, UsageError
+from .errors import (
+    ChangedMeanwhile,
+    JobNotFoundError,
+    NeedsWholeBatch,
+    StorageError,
+    UsageError,
+)
 from .models import (
     FINISHED_STATES,
     Attempt,
@@ -63,6 +69,10 @@ class Ledger:
     def list_jobs(self, state: JobState | None = None, limit: int | None = None, *,
                   queue: str | None = None) -> list[Job]:
         return self.store.list_jobs(state, limit, queue=queue)
+
+    def list_newest(self, state: JobState | None = None, limit: int | None = None, *,
+                    queue: str | None = None) -> list[Job]:
+        return self.store.list_newest(state, limit, queue=queue)
 
     def counts(self, queue: str | None = None) -> dict[JobState, int]:
         return self.store.counts(queue)
@@ -144,6 +154,19 @@ class Ledger:
                 continue
             return ready
         raise StorageError("the jobs to run after kept changing; try again")
+
+    def enqueue_stream(self, jobs: Iterable[Job]) -> int:
+        """Store new (pending) jobs read once from a stream, all or nothing:
+        how many. A job with ``after``, ``unique_key`` or ``concurrency_key``
+        raises NeedsWholeBatch (nothing stored): such jobs are placed as one
+        batch by :meth:`enqueue`."""
+        def plain() -> Iterator[Job]:
+            for job in jobs:
+                if job.after or job.unique_key is not None or job.concurrency_key is not None:
+                    raise NeedsWholeBatch(f"job {job.id!r} must be placed with its batch")
+                yield job
+
+        return self.store.insert_new(plain())
 
     def import_jobs(self, records: Sequence[tuple[Job, Sequence[Attempt]]]) -> None:
         """Store exported jobs with their history, all or nothing; a job

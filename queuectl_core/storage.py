@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from .errors import TransientStorageError
 from .models import (
@@ -217,6 +217,17 @@ class Storage(ABC):
         order. Default: reads every job (SQL stores keep an index)."""
         return [job for job in self.list_jobs() if job.after and job_id in job.after]
 
+    def insert_new(self, jobs: Iterable[Job]) -> int:
+        """Store new ``pending`` jobs (no history), read once from ``jobs``
+        in the order given, all or nothing, as :meth:`insert` does; how many.
+        ``jobs`` may be a stream too big to hold (``enqueue --file`` of a
+        million lines); an exception it raises stores nothing. Default:
+        collects them and calls :meth:`insert`; stores override it to keep
+        only a batch in memory, in one transaction."""
+        records = [(job, ()) for job in jobs]
+        self.insert(records)
+        return len(records)
+
     def counts(self, queue: str | None = None) -> dict[JobState, int]:
         """Number of jobs in each state (every state, zeros included),
         optionally only in ``queue``. Default: counts :meth:`list_jobs`."""
@@ -224,6 +235,16 @@ class Storage(ABC):
         for job in self.list_jobs(queue=queue):
             counts[job.state] += 1
         return counts
+
+    def list_newest(self, state: JobState | None = None, limit: int | None = None, *,
+                    queue: str | None = None) -> list[Job]:
+        """Like :meth:`list_jobs`, newest first (reverse enqueue order): the
+        latest ``limit`` jobs, what ``list`` shows by default. Default:
+        reads :meth:`list_jobs`; stores override it with an indexed read
+        whose cost does not grow with the number of jobs."""
+        jobs = self.list_jobs(state, queue=queue)
+        jobs.reverse()
+        return jobs if limit is None else jobs[:limit]
 
     def next_run_at(self, queues: Sequence[str] | None = None) -> int | None:
         """The earliest ``run_at`` among jobs a claim from ``queues`` could

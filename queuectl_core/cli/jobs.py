@@ -3,12 +3,12 @@ hot paths; show and dlq are in history.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import click
 
@@ -17,7 +17,7 @@ from ..commands import STATE_NAMES, decode, stored_id
 from ..errors import UsageError
 from ..timeutil import shown
 from .main import State, pass_state
-from .output import clip, emit_json, number, short_time, table
+from .output import clip, emit_json, note, number, short_time, table
 from .params import DURATION
 
 if TYPE_CHECKING:
@@ -28,6 +28,9 @@ FC = TypeVar("FC", bound=Callable[..., Any])
 # Old names of what now lives in ``commands`` (other CLI modules import them).
 _decode = decode
 _stored_id = stored_id
+
+#: How many jobs ``list`` shows unless told otherwise: the newest.
+LIST_LIMIT = 100
 
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print JSON only (stable format, ISO-8601 times).")
@@ -51,24 +54,41 @@ def queue_filter_option(help_text: str) -> Callable[[FC], FC]:
                         callback=_check_queue_name, help=help_text)
 
 
-def _read_lines(path: str) -> list[tuple[int, str]]:
+def _read_lines(path: str) -> Iterator[tuple[int, str]]:
+    """The non-blank lines of ``path`` ('-': stdin) with their numbers, read
+    as they are used (a file of a million jobs is never held whole). The
+    file is opened at once, so that one that cannot be read is reported
+    before anything else."""
     if path == "-":
-        data = sys.stdin.buffer.read()
+        stream: BinaryIO = sys.stdin.buffer
         where = "stdin"
     else:
         try:
-            data = Path(path).read_bytes()
+            stream = open(path, "rb")  # noqa: SIM115 - closed by the generator
         except OSError as exc:
             raise UsageError(f"cannot read {shown(path)}: {exc.strerror}") from None
         where = shown(path)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{where}: not valid UTF-8 (byte {exc.start})") from None
-    # Only \n ends a line: str.splitlines() would also split at U+2028,
-    # U+2029 and U+0085, which may stand raw inside JSON strings.
-    lines = (line.removesuffix("\r") for line in text.split("\n"))
-    return [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+
+    def lines() -> Iterator[tuple[int, str]]:
+        offset = 0
+        with contextlib.ExitStack() as stack:
+            if stream is not sys.stdin.buffer:
+                stack.enter_context(stream)
+            # Only \n ends a line (a binary file's lines): str.splitlines()
+            # would also split at U+2028, U+2029 and U+0085, which may stand
+            # raw inside JSON strings.
+            for number, raw in enumerate(stream, 1):
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise UsageError(f"{where}: not valid UTF-8 (byte {offset + exc.start})"
+                                     ) from None
+                offset += len(raw)
+                line = text.removesuffix("\n").removesuffix("\r")
+                if line.strip():
+                    yield number, line
+
+    return lines()
 
 
 @contextmanager
@@ -174,8 +194,6 @@ def enqueue(state: State, job_json: str | None, file_: str | None, command: str 
     Prints 'Job enqueued with ID: <id>'. A duplicate id is rejected (exit 1)
     and the stored job stays as it was.
     """
-    from ..timeutil import now_ms, parse_run_at_ms
-
     flags = {"--id": job_id, "--run-at": run_at, "--delay": delay,
              "--max-retries": max_retries, "--priority": priority, "--after": after,
              "--after-mode": after_mode, "--concurrency-key": concurrency_key,
@@ -194,34 +212,25 @@ def enqueue(state: State, job_json: str | None, file_: str | None, command: str 
     if job_json is not None:
         specs = commands.spec_from_json(job_json, defaults)
     elif file_ is not None:
+        lines = _read_lines(file_)
         with _collector_paused():
-            specs = commands.specs_from_lines(_read_lines(file_), file_, defaults)
-            commands.enqueue(state.app(), specs, as_json=as_json, skip_held=skip)
+            commands.enqueue_lines(
+                state.app(), lines, file_, defaults, as_json=as_json,
+                progress=sys.stderr.isatty(), skip_held=skip,
+                reread=None if file_ == "-" else lambda: _read_lines(file_))
         return
     else:
-        from ..jobspec import parse_job_spec
-
-        data: dict[str, Any] = {"command": command, **defaults}
-        if job_id is not None:
-            data["id"] = job_id
-        if run_at is not None:
-            digits = run_at.strip()
-            data["run_at"] = (int(digits) if digits.isascii() and digits.isdigit()
-                              and len(digits) <= 20 else run_at)
-            parse_run_at_ms(data["run_at"], "--run-at")  # its errors name the option
-        if delay is not None:
-            data["run_at"] = now_ms() + delay
-        if max_retries is not None:
-            data["max_retries"] = max_retries
-        if priority is not None:
-            data["priority"] = priority
+        assert command is not None
+        extra: dict[str, Any] = {}
         if after is not None:
-            data["after"] = [p.strip() for p in after.split(",") if p.strip()]
+            extra["after"] = [p.strip() for p in after.split(",") if p.strip()]
         for key, value in (("after_mode", after_mode), ("concurrency_key", concurrency_key),
                            ("unique_key", unique_key)):
             if value is not None:
-                data[key] = value
-        specs = [("", parse_job_spec(data))]
+                extra[key] = value
+        specs = commands.spec_from_command(
+            command, defaults, job_id=job_id, run_at=run_at, delay=delay,
+            max_retries=max_retries, priority=priority, extra=extra)
     commands.enqueue(state.app(), specs, as_json=as_json, skip_held=skip)
 
 
@@ -257,28 +266,40 @@ def _state_option(value: str | None) -> Any:
 @click.option("--state", "state_name", type=click.Choice(STATE_NAMES),
               help="Only jobs in this state.")
 @queue_filter_option("Only jobs of this queue.")
-@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N jobs.")
+@click.option("--limit", type=click.IntRange(min=0), default=LIST_LIMIT, show_default=True,
+              metavar="N", help="The newest N jobs; 0: all of them.")
 @json_option
 @pass_state
 def list_cmd(state: State, state_name: str | None, queue_name: str | None,
-             limit: int | None, as_json: bool) -> None:
-    """List jobs in enqueue order (all states and queues unless --state or
-    --queue is given).
+             limit: int, as_json: bool) -> None:
+    """List the newest jobs, in enqueue order (all states and queues unless
+    --state or --queue is given).
 
     ATTEMPTS shows attempts made / attempts allowed (max_retries + 1).
     """
     app = state.app()
-    jobs = app.ledger.list_jobs(_state_option(state_name), limit, queue=queue_name)
+    wanted = _state_option(state_name)
+    more = 0
+    if limit == 0:
+        jobs = app.ledger.list_jobs(wanted, queue=queue_name)
+    else:
+        jobs = app.ledger.list_newest(wanted, limit, queue=queue_name)
+        jobs.reverse()
+        if len(jobs) == limit:
+            counts = app.ledger.counts(queue_name)
+            more = (sum(counts.values()) if wanted is None else counts[wanted]) - limit
     if as_json:
         emit_json([j.to_json() for j in jobs])
-        return
-    if not jobs:
+    elif not jobs:
         what = " ".join(w for w in (state_name, "jobs") if w)
         where = "" if queue_name is None else f" in queue '{queue_name}'"
         click.echo(f"No {what}{where}." if state_name or queue_name else "No jobs.")
-        return
-    table(["ID", "STATE", "QUEUE", "ATTEMPTS", "PRIO", "RUN AT", "COMMAND", "LAST ERROR"],
-          _job_rows(jobs))
+    else:
+        table(["ID", "STATE", "QUEUE", "ATTEMPTS", "PRIO", "RUN AT", "COMMAND", "LAST ERROR"],
+              _job_rows(jobs))
+    if more > 0:  # on stderr: stdout stays the table, or clean JSON
+        note(f"{more} older {'job is' if more == 1 else 'jobs are'} not shown"
+             " (--limit N shows the newest N, --limit 0 all)")
 
 
 __all__ = ["enqueue", "list_cmd", "number", "status"]

@@ -1,6 +1,7 @@
 """The ``queuectl`` entry point: the start-up cache's calls, else click.
 
-Scripts call ``queuectl enqueue JSON`` and ``queuectl status`` in loops,
+Scripts call ``queuectl enqueue JSON`` (or ``-c CMD``) and ``queuectl
+status`` in loops,
 where importing click, pluggy and every plugin would cost more than the
 work. For those two calls this module skips click and pluggy: it reads
 the start-up cache (``cache.py``), what the full CLI learnt the last time
@@ -59,13 +60,36 @@ def dispatch(argv: list[str]) -> int:
 
 # ------------------------------------------------------------------ hot calls
 
+def _command_option(rest: list[str]) -> str | None:
+    """Take ``-c CMD``, ``--command CMD`` or ``--command=CMD`` out of
+    ``rest``, as click reads it (the word after ``-c`` is the command,
+    whatever it looks like); None if it is not there exactly once."""
+    found: list[tuple[int, int, str]] = []
+    i = 0
+    while i < len(rest):
+        arg = rest[i]
+        if arg in ("-c", "--command") and i + 1 < len(rest):
+            found.append((i, 2, rest[i + 1]))
+            i += 2
+            continue
+        if arg.startswith("--command="):
+            found.append((i, 1, arg[len("--command="):]))
+        i += 1
+    if len(found) != 1:
+        return None
+    at, width, command = found[0]
+    del rest[at:at + width]
+    return command
+
+
 def hot_call(argv: list[str]) -> tuple[Callable[[], None] | None, str]:
-    """The call for ``argv`` if it is ``enqueue JSON [--json]`` or
-    ``status [--json]`` and the cache holds; else None (the full CLI) and
-    why not."""
+    """The call for ``argv`` if it is ``enqueue JSON [--json]``, ``enqueue
+    -c CMD [--json]`` or ``status [--json]`` and the cache holds; else None
+    (the full CLI) and why not."""
     if not argv or argv[0] not in ("enqueue", "status"):
         return None, "not enqueue or status"
     rest = argv[1:]
+    command = _command_option(rest) if argv[0] == "enqueue" else None
     as_json = rest.count("--json") == 1
     if as_json:
         rest.remove("--json")
@@ -73,7 +97,8 @@ def hot_call(argv: list[str]) -> tuple[Callable[[], None] | None, str]:
     # --config) included, takes the full CLI: never this home's cache.
     if "--json" in rest or any(arg.startswith("-") for arg in rest):
         return None, "options"
-    if (argv[0] == "status" and rest) or (argv[0] == "enqueue" and len(rest) != 1):
+    if (argv[0] == "status" and rest) or (argv[0] == "enqueue"
+                                          and len(rest) != (command is None)):
         return None, "arguments"
     from .cache import seeded_app
 
@@ -87,7 +112,9 @@ def hot_call(argv: list[str]) -> tuple[Callable[[], None] | None, str]:
             if argv[0] == "status":
                 commands.status(app, None, as_json=as_json)
             else:
-                commands.enqueue(app, commands.spec_from_json(rest[0]), as_json=as_json)
+                specs = (commands.spec_from_json(rest[0]) if command is None
+                         else commands.spec_from_command(command))
+                commands.enqueue(app, specs, as_json=as_json)
         finally:
             app.close()
 

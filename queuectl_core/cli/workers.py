@@ -97,6 +97,37 @@ def _check_setup(state: State) -> None:
     app.settings()
 
 
+def _running(state: State, pids: list[int]) -> list[str]:
+    """The jobs the workers ``pids`` of this machine are running now."""
+    from ..worker.held import held_dir, running_jobs
+
+    app = state.app()
+    return running_jobs(app.ledger, held_dir(app.config.home), socket.gethostname(), pids)
+
+
+def _jobs_text(ids: list[str]) -> str:
+    """``3 running jobs (a, b, c)``, at most 10 ids shown."""
+    from .output import printable
+
+    shown = ", ".join(printable(i) for i in ids[:10])
+    more = f" and {len(ids) - 10} more" if len(ids) > 10 else ""
+    return f"{len(ids)} running job{'s' if len(ids) != 1 else ''} ({shown}{more})"
+
+
+def _announce_stop(state: State, signals: int, pids: list[int]) -> None:
+    """What a stop signal to ``worker run`` does now, on stderr (the log)."""
+    ids = _running(state, pids)
+    if signals == 1 and not ids:
+        click.echo("Stopping: no job is running.", err=True)
+    elif signals == 1:
+        again = "press Ctrl-C again" if sys.stdin.isatty() else "send SIGTERM again"
+        click.echo(f"Stopping: finishing {_jobs_text(ids)}; {again} to kill them "
+                   "(they run again later).", err=True)
+    elif ids:
+        click.echo(f"Stopping now: killing {_jobs_text(ids)}; they will run again.",
+                   err=True)
+
+
 def _supervise(state: State, count: int, queues: list[str] | None) -> int:
     from ..worker.supervisor import Supervisor, configure_logging
 
@@ -106,7 +137,8 @@ def _supervise(state: State, count: int, queues: list[str] | None) -> int:
     supervisor = Supervisor(home=app.config.home, count=count,
                             child_argv=_child_argv(state, queues),
                             on_worker_crash=lambda pid: _release_dead(state, [pid],
-                                                                      charge_attempt=True))
+                                                                      charge_attempt=True),
+                            on_stop=lambda signals, pids: _announce_stop(state, signals, pids))
     pids = supervisor.start()
     serving = f"; queues: {', '.join(queues)}" if queues else ""
     click.echo(f"Supervisor {supervisor.run_file.stem.split('-')[1]} running {count} "
@@ -164,8 +196,12 @@ def start(state: State, count: int, queues: list[str] | None, add: bool) -> None
     if queues:
         argv += ["--queue", ",".join(queues)]
     serving = f" for queue{'s' if len(queues) > 1 else ''} {', '.join(queues)}" if queues else ""
+    try:  # before saying "Starting": a log that cannot be written is the error
+        proc = spawn_detached(argv, log_path)
+    except OSError as exc:
+        raise QueuectlError(f"cannot write the worker log {log_path}: "
+                            f"{exc.strerror or exc}") from None
     click.echo(f"Starting {count} worker process{'es' if count != 1 else ''}{serving}...")
-    proc = spawn_detached(argv, log_path)
     group = wait_for_group(app.config.home, proc, count, timeout=30.0)
     if group is None:
         raise QueuectlError(f"workers did not start; see {log_path}")
@@ -198,9 +234,15 @@ def stop(state: State, timeout: int) -> None:
         click.echo("No workers are running.")
         return
     click.echo("Stopping all workers...")
+
+    def waiting_for(pids: list[int]) -> str | None:
+        ids = _running(state, pids)
+        return (f"Waiting for {_jobs_text(ids)} to finish (at most {timeout / 1000:g}s, "
+                "then they are killed and run again later)...") if ids else None
+
     stop_groups(groups, timeout / 1000,
                 on_forced=lambda pids: _release_dead(state, pids, charge_attempt=False),
-                echo=click.echo)
+                echo=click.echo, waiting_for=waiting_for)
     click.echo("All workers stopped.")
 
 

@@ -3,6 +3,7 @@ cancel and purge."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,28 @@ class OperationPromises(KitBase):
             store.import_jobs(twice)
         assert [j.id for j in store.list_jobs()] == ["taken"]
 
+    def test_a_stream_of_new_jobs_is_stored_all_or_nothing(self, store: Ledger) -> None:
+        store.enqueue([new_job("taken")])
+        def full(i: int) -> Job:  # every kind of column a new job fills
+            return new_job(f"s{i}", env={"K": f"v{i}"}, retry={"policy": "linear"},
+                           timeout=1.5, cwd="/tmp", queue="q")
+
+        assert store.enqueue_stream(full(i) for i in range(7)) == 7
+        for repeat in ("taken", "s3"):  # stored before, or earlier in the stream
+            with pytest.raises(DuplicateJobError) as caught:
+                store.enqueue_stream(new_job(i) for i in ("x", "y", repeat, "z"))
+            assert caught.value.job_id == repeat, "the error names the repeated id"
+
+        def broken() -> Iterator[Job]:  # what a bad line half way through a file does
+            yield new_job("p")
+            raise ValueError("line 2: bad")
+
+        with pytest.raises(ValueError):
+            store.enqueue_stream(broken())
+        assert [j.id for j in store.list_jobs()] == ["taken"] + [f"s{i}" for i in range(7)]
+        assert store.get("s6") == full(6)
+        assert self.claim(store).job.id == "taken", "claimed in enqueue order"
+
     # ------------------------------------------------------------ queries
     def test_counts_include_every_state(self, store: Ledger) -> None:
         assert store.counts() == dict.fromkeys(JobState, 0)
@@ -115,6 +138,21 @@ class OperationPromises(KitBase):
         assert [j.id for j in completed] == ["j2"]
         assert len(store.list_jobs(JobState.PENDING)) == 9
         assert store.list_jobs(JobState.DEAD) == []
+
+    def test_list_newest_is_enqueue_order_backwards(self, store: Ledger) -> None:
+        # Ids that sort against enqueue order, two queues, finished jobs too.
+        store.enqueue([new_job(f"j{9 - i}", queue="ab"[i % 2], priority=i % 3)
+                       for i in range(10)])
+        store.complete(self.claim(store), OK, T0)
+        store.complete(self.claim(store), OK, T0)
+        for state in (None, JobState.PENDING, JobState.COMPLETED, JobState.DEAD):
+            for queue in (None, "a", "b"):
+                oldest_first = [j.id for j in store.list_jobs(state, queue=queue)]
+                newest = [j.id for j in store.list_newest(state, queue=queue)]
+                assert newest == oldest_first[::-1], (state, queue)
+                assert [j.id for j in store.list_newest(state, 3, queue=queue)] == newest[:3], (
+                    "the newest 3", state, queue)
+        assert store.list_newest(JobState.COMPLETED)[0] == store.get("j4")
 
     # ------------------------------------------------------------ settings
     def test_settings_round_trip_and_persist(self, store: Ledger, home: Path) -> None:

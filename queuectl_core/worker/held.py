@@ -235,3 +235,22 @@ def recover_held(storage: Ledger, directory: Path | None, worker_id: str,
         with contextlib.suppress(OSError):
             path.unlink()
     return recorded, released
+
+
+def running_jobs(storage: Ledger, directory: Path, hostname: str, pids: Iterable[int]
+                 ) -> list[str]:
+    """The ids of the jobs whose commands the workers ``pids`` of this
+    machine are running: their ``processing`` jobs, less the claims their
+    held files list (held ahead, or finished and not recorded yet). For
+    messages while a stop waits; it may be stale when it returns."""
+    prefixes = tuple(f"{hostname}:{pid}:" for pid in pids)
+    if not prefixes:
+        return []
+    mine = [job for job in storage.list_jobs(JobState.PROCESSING)
+            if job.worker_id is not None and job.worker_id.startswith(prefixes)]
+    not_running: set[str] = set()
+    for worker_id in {job.worker_id for job in mine if job.worker_id is not None}:
+        not_running.update(token for token, _ in read_held(held_path(directory, worker_id)))
+        not_running.update(line["token"]
+                           for line in read_results(results_path(directory, worker_id)))
+    return [job.id for job in mine if job.claim_token not in not_running]

@@ -134,7 +134,7 @@ class Worker:
         if (self.parent_pid is not None and os.getppid() != self.parent_pid
                 and not self.stop.graceful):
             log.warning("supervisor %d went away; finishing up and stopping", self.parent_pid)
-            self.stop.request()
+            self.stop.finish_up()
 
     def housekeeping_due(self, now: int) -> bool:
         return now - self._housekeeping_at >= self.beat_ms

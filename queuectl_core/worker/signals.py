@@ -20,6 +20,9 @@ class StopSignal:
 
     def __init__(self) -> None:
         self.count = 0
+        #: A graceful stop asked for without a signal (a lost supervisor):
+        #: the next signal still only asks to finish, the one after forces.
+        self.finishing = False
         self._r, self._w = os.pipe()
         os.set_blocking(self._r, False)
         os.set_blocking(self._w, False)
@@ -33,13 +36,24 @@ class StopSignal:
         self.count += 1
 
     def request(self) -> None:
+        """Count a stop signal, as if one arrived."""
         self.count += 1
+        self._poke()
+
+    def finish_up(self) -> None:
+        """Stop gracefully without counting a signal: what a worker whose
+        supervisor is gone does, so that ``worker stop``'s SIGTERM is still
+        a first signal (finish the job), not a second (kill it)."""
+        self.finishing = True
+        self._poke()
+
+    def _poke(self) -> None:
         with contextlib.suppress(BlockingIOError):
             os.write(self._w, b"\0")
 
     @property
     def graceful(self) -> bool:
-        return self.count >= 1
+        return self.finishing or self.count >= 1
 
     @property
     def forced(self) -> bool:

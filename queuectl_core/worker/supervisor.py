@@ -121,8 +121,12 @@ class Supervisor:
     """Keeps ``count`` worker processes running until asked to stop."""
 
     def __init__(self, *, home: Path, count: int, child_argv: list[str],
-                 on_worker_crash: Callable[[int], None] | None = None) -> None:
+                 on_worker_crash: Callable[[int], None] | None = None,
+                 on_stop: Callable[[int, list[int]], None] | None = None) -> None:
         self.home = home
+        #: Called with the number of the stop signal (1: finish, 2: force)
+        #: and the workers' pids, once the signal is forwarded to them.
+        self.on_stop = on_stop
         self.count = count
         self.child_argv = child_argv
         self.on_worker_crash = on_worker_crash
@@ -162,6 +166,11 @@ class Supervisor:
             for proc, _ in self.children.values():
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signal.SIGTERM)
+            if self.on_stop is not None and self._forwarded <= 2:
+                try:
+                    self.on_stop(self._forwarded, sorted(self.children))
+                except Exception as exc:  # a message: never in the way of stopping
+                    log.warning("could not tell which jobs are running: %s", exc)
 
     def _reap(self) -> None:
         for pid, (proc, started) in list(self.children.items()):
@@ -246,12 +255,37 @@ def wait_for_group(home: Path, proc: subprocess.Popen[bytes], count: int,
     return None
 
 
+class _Progress:
+    """Echoes what a stop waits for, whenever that changes."""
+
+    def __init__(self, echo: Callable[[str], None],
+                 waiting_for: Callable[[list[int]], str | None] | None,
+                 workers: list[int]) -> None:
+        self.echo, self.waiting_for, self.workers = echo, waiting_for, workers
+        self.said: str | None = None
+
+    def __call__(self) -> None:
+        if self.waiting_for is None:
+            return
+        try:
+            what = self.waiting_for(self.workers)
+        except Exception as exc:  # a message: never in the way of stopping
+            log.debug("could not tell which jobs are running: %s", exc)
+            return
+        if what is not None and what != self.said:
+            self.echo(what)
+        self.said = what
+
+
 def stop_groups(groups: list[GroupRecord], timeout: float,
                 on_forced: Callable[[list[int]], None],
-                echo: Callable[[str], None]) -> None:
+                echo: Callable[[str], None],
+                waiting_for: Callable[[list[int]], str | None] | None = None) -> None:
     """Ask each supervisor to stop gracefully; after ``timeout`` force them;
     as a last resort SIGKILL what is left and let ``on_forced`` release the
-    jobs of the killed workers."""
+    jobs of the killed workers. While it waits, ``waiting_for`` (given the
+    workers' pids) says what for: each new answer is echoed."""
+    tell = _Progress(echo, waiting_for, [p for g in groups for p in g.workers])
 
     def remaining() -> list[int]:
         return [p for g in groups for p in g.live_pids()]
@@ -265,16 +299,20 @@ def stop_groups(groups: list[GroupRecord], timeout: float,
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)
 
-    def wait_gone(seconds: float) -> bool:
+    def wait_gone(seconds: float, telling: bool = False) -> bool:
         deadline = time.monotonic() + seconds
+        tell_at = time.monotonic() + (0.3 if telling else seconds)  # a quick stop says nothing
         while time.monotonic() < deadline:
             if not remaining():
                 return True
+            if time.monotonic() >= tell_at:
+                tell()
+                tell_at = time.monotonic() + 1.0
             time.sleep(0.05)
         return not remaining()
 
     signal_groups()
-    if wait_gone(timeout):
+    if wait_gone(timeout, telling=True):
         return
     echo(f"Workers still busy after {timeout:g}s; forcing them to stop "
          "(their jobs are released and will run again).")

@@ -987,7 +987,9 @@ def test_graceful_stop_under_load(queue: Queue, row: Row, tmp_path: Path) -> Non
     stopped_after = (now_ms() - stop_began) / 1000
     row.jobs = len(backlog) + len(late)
     assert stopper.returncode == 0, err
-    assert out.decode() == "All workers stopped.\n"
+    *waiting, last = out.decode().splitlines()
+    assert last == "All workers stopped." and all(
+        line.startswith("Waiting for ") for line in waiting), out.decode()
     assert queue.status()["active_workers"] == 0
 
     jobs = export_jobs(queue)

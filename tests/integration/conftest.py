@@ -270,7 +270,7 @@ class Queue:
         return data
 
     def jobs(self, state: str | None = None) -> list[dict[str, Any]]:
-        args = ["list"] if state is None else ["list", "--state", state]
+        args = ["list", "--limit", "0"] + ([] if state is None else ["--state", state])
         data: list[dict[str, Any]] = self.json(*args)
         return data
 

@@ -1,6 +1,6 @@
 """The CLI's start-up cache runs the same code as the full CLI.
 
-``queuectl enqueue JSON`` and ``queuectl status`` skip click and pluggy when
+``queuectl enqueue JSON`` (or ``-c CMD``) and ``queuectl status`` skip click and pluggy when
 the start-up cache of the home matches (queuectl_core/cli/startup.py). Each
 case here runs the real ``queuectl`` in two homes prepared alike: once as
 users get it (the cache on, in debug mode so that it says which way the call
@@ -160,6 +160,22 @@ def test_enqueue_is_the_same_with_and_without_the_cache(homes: tuple[Path, Path]
     # loads the plugins for it (the same code, on both paths).
     light = "policy" not in job
     same(homes, "enqueue", job, *(["--json"] if as_json else []), light=light)
+
+
+@pytest.mark.parametrize(("args", "cached"), [
+    (["-c", "echo hi"], True),
+    (["--command", "echo 'ü' && exit 3", "--json"], True),
+    (["--json", "--command=sleep 1"], True),
+    (["-c", "--json"], True),  # the word after -c is the command, whatever it looks like
+    (["-c", ""], True),  # an error, the same one
+    (["-c", "x", "--queue", "q"], False),  # other options: the full CLI
+    (["-c", "x", '{"command": "y"}'], False),
+    (["-c", "x", "-c", "y"], False),
+    (["-c"], False),
+])
+def test_enqueue_command_takes_the_cache_like_json(homes: tuple[Path, Path], args: list[str],
+                                                   cached: bool) -> None:
+    same(homes, "enqueue", *args, expect_cache=cached)
 
 
 @pytest.mark.parametrize("args", [[], ["--json"]])

@@ -234,6 +234,32 @@ def test_worker_stop_reaches_workers_of_a_dead_supervisor(queue: Queue,
         kill_leftover(queue, orphan, command_pid)
 
 
+@pytest.mark.backends("sqlite", "json")
+def test_worker_stop_lets_an_orphaned_worker_finish_its_job(queue: Queue,
+                                                           tmp_path: Path) -> None:
+    """An orphan's own graceful stop is not a signal: the SIGTERM of
+    `worker stop` is its first, so the job finishes (issue 20, item 3)."""
+    queue.fast()
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    group = queue.start_workers(1)
+    queue.enqueue({"id": "long", "command": marked_job(marks, 3)})
+    command_started(queue, marks)
+    os.kill(group.supervisor, signal.SIGKILL)
+    log = queue.home / "logs" / "workers.log"
+    wait_until(lambda: "went away; finishing up" in log.read_text(), 10,
+               message="the orphan to notice its supervisor is gone")
+    orphan = group.workers[0]
+    try:
+        queue.stop_workers(timeout=30)
+        done = queue.show("long")
+        assert (done["state"], done["attempts"]) == ("completed", 1), log.read_text()
+        assert (marks / "done-1").exists(), "the command was killed"
+        assert not pid_running(orphan)
+    finally:
+        kill_leftover(queue, orphan)
+
+
 @pytest.mark.slow
 def test_dead_worker_command_is_killed_when_lease_expires(queue: Queue,
                                                           tmp_path: Path) -> None:
@@ -292,7 +318,9 @@ def test_worker_stop_is_graceful(queue: Queue) -> None:
             stopper.kill()
             stopper.wait()
     assert stopper.returncode == 0, err
-    assert out.decode() == "All workers stopped.\n"
+    # While it waited, it said for what.
+    assert out.decode() == ("Waiting for 1 running job (busy) to finish (at most 30s, then "
+                            "they are killed and run again later)...\nAll workers stopped.\n")
 
     busy = queue.show("busy")
     assert (busy["state"], busy["attempts"], busy["exit_code"]) == ("completed", 1, 0)
@@ -409,6 +437,9 @@ def test_worker_run_ctrl_c_finishes_job(queue: Queue, tmp_path: Path) -> None:
 
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
     assert proc.wait(timeout=20) == 0, (tmp_path / "run.log").read_text()
+    # It said what it waits for (stdin is not a terminal here: no "Ctrl-C").
+    assert ("Stopping: finishing 1 running job (fg); send SIGTERM again to kill them "
+            "(they run again later).\n") in (tmp_path / "run.log").read_text()
     job = queue.show("fg")
     assert (job["state"], job["attempts"], job["exit_code"]) == ("completed", 1, 0)
     assert (marks / "done-1").exists(), "Ctrl-C reached the job's command"

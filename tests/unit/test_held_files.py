@@ -26,6 +26,7 @@ from queuectl_core.worker.held import (
     read_results,
     recover_held,
     results_path,
+    running_jobs,
 )
 from queuectl_core.worker.housekeeping import release_dead_worker
 from queuectl_core.worker.loop import Worker
@@ -255,3 +256,17 @@ def test_a_worker_that_cannot_write_its_held_files_stops_keeping_them(
     assert not held.path.exists() and not held.results.exists()
     assert "no longer keeping held files" in caplog.text
     ahead._note_held()  # and nothing more is tried
+
+
+def test_running_jobs_are_the_claims_neither_held_ahead_nor_finished(tmp_path: Path) -> None:
+    store = store_with("run", "ahead", "done", "other", "remote")
+    run, ahead, done = claims(store, "host:1:x", 3)
+    claims(store, "host:12:y", 1)  # pid 12 is not 1: another worker's
+    claims(store, "elsewhere:1:z", 1)  # another machine's pid 1
+    held = HeldFile(tmp_path, "host:1:x")
+    held.write([ahead])
+    held.add_result(Outcome(done, ExecResult(exit_code=0), finished_at=now_ms()))
+    assert running_jobs(store, tmp_path, "host", [1]) == ["run"]
+    assert running_jobs(store, tmp_path, "host", [1, 12]) == ["run", "other"]
+    assert running_jobs(store, tmp_path, "host", []) == []
+    assert run.job.id == "run"

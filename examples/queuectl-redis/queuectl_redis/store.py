@@ -275,10 +275,20 @@ class RedisStorage(Storage):
     @transient
     def list_jobs(self, state: JobState | None = None, limit: int | None = None, *,
                   queue: str | None = None) -> list[Job]:
+        return self._list(state, limit, queue, newest_first=False)
+
+    @transient
+    def list_newest(self, state: JobState | None = None, limit: int | None = None, *,
+                    queue: str | None = None) -> list[Job]:
+        return self._list(state, limit, queue, newest_first=True)
+
+    def _list(self, state: JobState | None, limit: int | None, queue: str | None, *,
+              newest_first: bool) -> list[Job]:
         found: list[Job] = []
         start = 0
+        read = self.r.zrevrange if newest_first else self.r.zrange
         while limit is None or len(found) < limit:
-            ids = self.r.zrange(self._k("order"), start, start + 499)
+            ids = read(self._k("order"), start, start + 499)
             if not ids:
                 break
             start += len(ids)

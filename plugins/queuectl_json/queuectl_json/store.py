@@ -20,6 +20,7 @@ does, and this stores it.
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 from collections.abc import Iterator, Sequence
@@ -82,6 +83,11 @@ class _Peek:
     position: tuple[Any, ...]
     records: dict[str, Record]
     files: list[IndexFile]
+
+
+def _seq(rec: Record) -> int:
+    seq: int = rec["seq"]
+    return seq
 
 
 class JsonStorage(Storage):
@@ -271,6 +277,20 @@ class JsonStorage(Storage):
 
     def list_jobs(self, state: JobState | None = None, limit: int | None = None, *,
                   queue: str | None = None) -> list[Job]:
+        records = sorted(self._records(state, queue), key=_seq)
+        return [to_job(r) for r in records[:limit]]
+
+    def list_newest(self, state: JobState | None = None, limit: int | None = None, *,
+                    queue: str | None = None) -> list[Job]:
+        records = self._records(state, queue)
+        if limit is None:
+            newest = sorted(records, key=_seq, reverse=True)
+        else:  # keeps ``limit`` records, however many finished files there are
+            newest = heapq.nlargest(limit, records, key=_seq)
+        return [to_job(r) for r in newest]
+
+    def _records(self, state: JobState | None, queue: str | None) -> Iterator[Record]:
+        """The records of the jobs in ``state`` and ``queue``, in no order."""
         wanted = None if state is None else JobState(state).value
 
         def keep(rec: Record) -> bool:
@@ -280,7 +300,7 @@ class JsonStorage(Storage):
         with self._locked(exclusive=False):
             before = {**self._state.jobs, **self._state.unwritten}
             purged = set(self._state.purged)
-        records = [r for r in before.values() if keep(r)]
+        yield from (r for r in before.values() if keep(r))
         if wanted is None or wanted in FINISHED_STATES:
             # Finished jobs are read without holding the lock (a long listing
             # must not stall the workers). Each file is replaced whole, and
@@ -294,18 +314,14 @@ class JsonStorage(Storage):
                     if rec["id"] not in listed and rec["id"] not in purged:
                         listed.add(rec["id"])
                         if keep(rec):
-                            records.append(rec)
+                            yield rec
             except OSError as exc:
                 raise StorageError(f"JSON store {self.directory}: {exc}") from exc
             with self._locked(exclusive=False):
                 # Jobs that became active meanwhile (dlq retry) whose file
                 # was removed before we got to it, or were imported meanwhile.
                 after = {**self._state.jobs, **self._state.unwritten}
-                records.extend(r for i, r in after.items() if i not in listed and keep(r))
-        records.sort(key=lambda r: r["seq"])
-        if limit is not None:
-            records = records[:limit]
-        return [to_job(r) for r in records]
+            yield from (r for i, r in after.items() if i not in listed and keep(r))
 
     def counts(self, queue: str | None = None) -> dict[JobState, int]:
         with self._locked(exclusive=False):

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -127,6 +127,19 @@ def open_store(options: PostgresOptions | None, context: PluginContext) -> Postg
                            connect_timeout_s=options.connect_timeout_s)
 
 
+#: New jobs, streamed by :meth:`PostgresStorage.insert_new`.
+COPY_JOBS_SQL = f"COPY {{s}}.jobs ({JOB_COLUMNS}, attempt_records) FROM STDIN"
+
+
+def _duplicate_id(exc: pg_errors.UniqueViolation) -> str:
+    """The id a unique violation names (``Key (id)=(x) already exists.``)."""
+    detail = exc.diag.message_detail or ""
+    head, tail = "Key (id)=(", ") already exists."
+    if detail.startswith(head) and detail.endswith(tail):
+        return detail[len(head):-len(tail)]
+    return "(an id of the file)"
+
+
 class PostgresStorage(Storage):
     """A queue in one schema of a PostgreSQL database."""
 
@@ -220,6 +233,22 @@ class PostgresStorage(Storage):
             if any(job.state in CLAIMABLE_STATES for job, _ in records):
                 self._notify(cur)
 
+    @guarded
+    def insert_new(self, jobs: Iterable[Job]) -> int:
+        # One transaction, one COPY: rows go to the server as they are made.
+        count = 0
+        try:
+            with self.session.transaction() as cur:
+                with cur.copy(self._q(COPY_JOBS_SQL)) as copy:
+                    for job in jobs:
+                        copy.write_row(job_row(job, 0))
+                        count += 1
+                if count:
+                    self._notify(cur)
+        except pg_errors.UniqueViolation as exc:
+            raise DuplicateJobError(_duplicate_id(exc)) from None
+        return count
+
     def _first_existing(self, ids: list[str]) -> str:
         """The first of ``ids`` (in their order) that is stored already."""
         with self.session.cursor() as cur:
@@ -241,6 +270,16 @@ class PostgresStorage(Storage):
     @guarded
     def list_jobs(self, state: JobState | None = None, limit: int | None = None, *,
                   queue: str | None = None) -> list[Job]:
+        return self._list(state, limit, queue, "seq")
+
+    @guarded
+    def list_newest(self, state: JobState | None = None, limit: int | None = None, *,
+                    queue: str | None = None) -> list[Job]:
+        # The primary key, or jobs_state (state, seq), read backwards.
+        return self._list(state, limit, queue, "seq DESC")
+
+    def _list(self, state: JobState | None, limit: int | None, queue: str | None,
+              order: str) -> list[Job]:
         sql = f"SELECT {JOB_COLUMNS} FROM {{s}}.jobs WHERE true"
         params: list[Any] = []
         if state is not None:
@@ -249,7 +288,7 @@ class PostgresStorage(Storage):
         if queue is not None:
             sql += " AND queue = %s"
             params.append(queue)
-        sql += " ORDER BY seq LIMIT %s"
+        sql += f" ORDER BY {order} LIMIT %s"
         params.append(limit)  # NULL: no limit
         with self.session.cursor() as cur:
             rows = cur.execute(self._q(sql), params).fetchall()

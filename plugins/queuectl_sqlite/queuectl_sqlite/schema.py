@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 
 #: Version 1: the first release. Version 2: named queues (and pausing them),
@@ -176,3 +178,20 @@ def connect(path: str, *, synchronous: str = "full",
         conn.close()
         raise
     return conn
+
+
+def read_only_reason(path: str, exc: sqlite3.DatabaseError) -> str | None:
+    """What to say when SQLite finds the database read-only although the
+    file opened for writing: the directory, where SQLite must create
+    ``-wal`` and ``-shm`` files beside it (every command, reads too), is not
+    writable. None for any other error."""
+    if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_READONLY:
+        return None
+    directory = os.path.dirname(path) or "."
+    name = os.path.basename(path)
+    why = "Permission denied"
+    with contextlib.suppress(OSError):
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            why = "Read-only file system"
+    return (f"cannot write in {directory}: {why} (SQLite keeps {name}-wal and {name}-shm "
+            "next to the database, for reads too)")

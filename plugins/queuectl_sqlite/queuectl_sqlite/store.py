@@ -16,7 +16,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from operator import attrgetter
 
 from queuectl_core.errors import DuplicateJobError, StorageError
@@ -42,7 +42,7 @@ from .rows import (
     job_row,
     new_job_row,
 )
-from .schema import SCHEMA_VERSION, connect, create_or_upgrade
+from .schema import SCHEMA_VERSION, connect, create_or_upgrade, read_only_reason
 
 # typing is not imported at run time (the CLI's hot path).
 TYPE_CHECKING = False
@@ -128,6 +128,9 @@ class SqliteStorage(Storage):
             self.conn.row_factory = sqlite3.Row
             self._migrate()
         except sqlite3.DatabaseError as exc:
+            readonly = read_only_reason(os.fspath(path), exc)
+            if readonly is not None:
+                raise StorageError(readonly) from None
             raise StorageError(
                 f"SQLite database {path} cannot be used: {exc}. If the file is damaged, "
                 "move it aside and restore a backup; queuectl never overwrites it."
@@ -249,6 +252,28 @@ class SqliteStorage(Storage):
                 raise taken from None
             raise DuplicateJobError(self._first_existing(ids)) from None
 
+    def insert_new(self, jobs: Iterable[Job]) -> int:
+        # One executemany over the stream, in one transaction: SQLite reads
+        # a row, stores it and drops it, so memory stays flat. A duplicate id
+        # fails on the row read last; an error raised by the stream rolls
+        # everything back.
+        last: list[str] = [""]
+        count = 0
+
+        def rows() -> Iterator[list[Any]]:
+            nonlocal count
+            for job in jobs:
+                last[0] = job.id
+                count += 1
+                yield new_job_row(job)
+
+        try:
+            with self._write() as conn:
+                conn.executemany(INSERT_NEW, rows())
+        except sqlite3.IntegrityError:
+            raise DuplicateJobError(last[0]) from None
+        return count
+
     def _first_existing(self, ids: list[str]) -> str:
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
@@ -270,6 +295,15 @@ class SqliteStorage(Storage):
 
     def list_jobs(self, state: JobState | None = None, limit: int | None = None, *,
                   queue: str | None = None) -> list[Job]:
+        return self._list(state, limit, queue, "seq")
+
+    def list_newest(self, state: JobState | None = None, limit: int | None = None, *,
+                    queue: str | None = None) -> list[Job]:
+        # The primary key, or jobs_state (state, seq), read backwards.
+        return self._list(state, limit, queue, "seq DESC")
+
+    def _list(self, state: JobState | None, limit: int | None, queue: str | None,
+              order: str) -> list[Job]:
         terms: list[str] = []
         params: list[Any] = []
         if state is not None:
@@ -281,7 +315,7 @@ class SqliteStorage(Storage):
         query = "SELECT * FROM jobs"
         if terms:
             query += " WHERE " + " AND ".join(terms)
-        query += " ORDER BY seq"
+        query += " ORDER BY " + order
         if limit is not None:
             query += " LIMIT ?"
             params.append(limit)

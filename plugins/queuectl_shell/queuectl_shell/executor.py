@@ -423,13 +423,14 @@ class ProcessExecutor(Executor):
         attempt with the exception as its error."""
         raise NotImplementedError(f"{type(self).__name__} must define command_for()")
 
-    @staticmethod
-    def _environment(job: Job, attempt: int) -> dict[bytes, bytes]:
+    def _environment(self, job: Job, attempt: int) -> dict[bytes, bytes]:
         # bytes: no decoding and re-encoding of each entry. os.environb keeps
         # its entries in a plain dict (``_data``): copying that is one C call
         # instead of a Python-level lookup per variable.
         data = getattr(os.environb, "_data", None)
         env: dict[bytes, bytes] = dict(data) if isinstance(data, dict) else dict(os.environb)
+        for name in self.hidden_env:  # secrets plugins declare (a DSN with its password)
+            env.pop(os.fsencode(name), None)
         if job.env:
             for key, value in job.env.items():
                 env[os.fsencode(key)] = os.fsencode(value)

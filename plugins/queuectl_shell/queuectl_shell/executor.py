@@ -33,9 +33,7 @@ import time
 from pathlib import Path
 
 from queuectl_core.executor import Execution, Executor, Prepared
-from queuectl_core.joblogs import (
-    attempt_path,
-)
+from queuectl_core.joblogs import attempt_path, remove_output_file
 from queuectl_core.models import ExecResult, Job
 from queuectl_core.records import Record, field
 from queuectl_core.timeutil import shown
@@ -43,6 +41,7 @@ from queuectl_core.timeutil import shown
 from .options import ProcessOptions, ShellOptions
 from .output import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, _Output, exit_error
 from .process import _Child, _group_running, _inheritable_fds, _signal_group, _signal_text, _Spawned
+from .script import script_path, too_long, write_script
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +86,19 @@ class Command(Record, kw_only=True):
     env: dict[str, str] = field(default_factory=dict)
     #: Where it runs; None: the job's ``cwd`` (the worker's directory if unset).
     cwd: str | None = None
+    #: Text written to a private file (``attempt-<N>.sh`` in the attempt's
+    #: directory, removed when the attempt ends) whose path is appended to
+    #: ``argv``: for a command too long to be an argument (``script.py``).
+    script: str | None = None
 
 
 class ProcessExecution(Execution):
     """One running command; its pid is also its pgid."""
 
-    def __init__(self, proc: _Child, out: tuple[int, _Output],
-                 err: tuple[int, _Output], options: ProcessOptions, tail_bytes: int) -> None:
+    def __init__(self, proc: _Child, out: tuple[int, _Output], err: tuple[int, _Output],
+                 options: ProcessOptions, tail_bytes: int, script: Path | None = None) -> None:
         self.pgid = self._pgid = proc.pid
+        self._script = script
         self._proc = proc
         self._options = options
         self._tail_bytes = tail_bytes
@@ -195,6 +199,9 @@ class ProcessExecution(Execution):
             self._pidfd = None
         self._out.close()
         self._err.close()
+        if self._script is not None:
+            remove_output_file(self._script)
+            self._script = None
 
     def _finish(self, sent: int | None) -> ExecResult:
         """Copy the rest of the output, reap the shell and build the result.
@@ -291,8 +298,10 @@ class _ProcessPrepared(Prepared):
 
     def __init__(self, executor: ProcessExecutor, job: Job, argv: list[str],
                  env: dict[bytes, bytes], cwd: str | None, out: tuple[int, _Output, int],
-                 err: tuple[int, _Output, int], tail_bytes: int) -> None:
+                 err: tuple[int, _Output, int], tail_bytes: int,
+                 script: Path | None = None) -> None:
         self._shell = executor
+        self._script = script
         self.job = job
         self._argv = argv
         self._env = env
@@ -305,6 +314,8 @@ class _ProcessPrepared(Prepared):
     def _close_pipes(self) -> None:
         for fd in (self._out[0], self._out[2], self._err[0], self._err[2]):
             os.close(fd)
+        if self._script is not None:
+            remove_output_file(self._script)
 
     def start(self) -> Execution:
         assert not self._used, "a prepared attempt starts once"
@@ -326,7 +337,7 @@ class _ProcessPrepared(Prepared):
         os.close(out_w)
         os.close(err_w)
         return ProcessExecution(proc, (out_r, out), (err_r, err), shell.options,
-                                self._tail_bytes)
+                                self._tail_bytes, self._script)
 
     def discard(self) -> None:
         if not self._used:
@@ -470,6 +481,15 @@ class ProcessExecutor(Executor):
         for key, value in command.env.items():
             env[os.fsencode(key)] = os.fsencode(value)
         cwd = command.cwd if command.cwd is not None else job.cwd
+        argv, script = list(command.argv), None
+        if command.script is not None:
+            script = script_path(log_dir, attempt)
+            try:
+                write_script(script, command.script)
+            except OSError as exc:
+                return _Ready(FinishedExecution(ExecResult(
+                    error=f"cannot write the command to {shown(str(script))}: {exc}")), job)
+            argv.append(str(script))
         out = _Output(attempt_path(log_dir, attempt, "out"), output_max_bytes, tail_bytes)
         err = _Output(attempt_path(log_dir, attempt, "err"), output_max_bytes,
                       max(tail_bytes, self.options.stderr_tail_bytes))
@@ -484,10 +504,12 @@ class ProcessExecutor(Executor):
                 os.close(fd)
             out.close()
             err.close()
+            if script is not None:
+                remove_output_file(script)
             return _Ready(FinishedExecution(
                 ExecResult(error=f"cannot create output pipes: {exc}")), job)
-        return _ProcessPrepared(self, job, list(command.argv), env, cwd, (out_r, out, out_w),
-                                (err_r, err, err_w), tail_bytes)
+        return _ProcessPrepared(self, job, argv, env, cwd, (out_r, out, out_w),
+                                (err_r, err, err_w), tail_bytes, script)
 
     def _not_started(self, program: str, cwd: str | None, exc: Exception, out: _Output,
                      err: _Output, tail_bytes: int) -> FinishedExecution:
@@ -524,6 +546,8 @@ class ShellExecutor(ProcessExecutor):
     options: ShellOptions
 
     def command_for(self, job: Job, attempt: int) -> Command:
+        if too_long(job.command):  # `sh FILE`: no argument over the kernel's 128 KiB
+            return Command(argv=[self.options.shell], script=job.command)
         return Command(argv=[self.options.shell, "-c", job.command])
 
 

@@ -15,6 +15,12 @@ from typing import Any
 
 from .models import ExecResult, Job
 
+#: Children of this process that run no job (the DLQ handlers the
+#: ``command`` notifier starts): an executor ending what a job left behind
+#: (:func:`queuectl_core.worker.procs.become_subreaper`) leaves them alone.
+#: Add a pid when the child starts, discard it once reaped.
+OTHER_CHILDREN: set[int] = set()
+
 
 class Execution(ABC):
     """One running attempt."""

@@ -236,10 +236,15 @@ def child(state: State, parent_pid: int, queues: list[str] | None) -> None:
     from ..wakeup import WakeupListener
     from ..worker.held import held_dir
     from ..worker.loop import Worker
+    from ..worker.procs import become_subreaper
     from ..worker.signals import StopSignal
     from ..worker.supervisor import configure_logging
 
     configure_logging()
+    # What a command leaves behind outside its process group (setsid, a
+    # double fork) becomes this worker's child when orphaned, so that the
+    # executor ends it with the attempt.
+    become_subreaper()
     stop_signal = StopSignal()
     stop_signal.install()
     app = state.app()

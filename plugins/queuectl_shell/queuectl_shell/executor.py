@@ -28,7 +28,6 @@ import os
 import select
 import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -40,8 +39,9 @@ from queuectl_core.timeutil import shown
 
 from .options import ProcessOptions, ShellOptions
 from .output import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, _Output, exit_error
-from .process import _Child, _group_running, _inheritable_fds, _signal_group, _signal_text, _Spawned
+from .process import _Child, _group_running, _signal_group, _signal_text, spawn
 from .script import script_path, too_long, write_script
+from .strays import end_strays
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +54,10 @@ DRAIN_SECONDS = 0.5
 #: and how often the exit is checked for when there is no pidfd.
 _POLL_SLICE_SECONDS = 0.02
 
-#: Signals Python ignores at start-up, which a command must not inherit
-#: ignored (subprocess's ``restore_signals`` resets the same ones).
-_RESTORED_SIGNALS = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ")
-                          if hasattr(signal, name))
-#: Start commands with posix_spawn (half the cost of subprocess.Popen here).
-_POSIX_SPAWN = hasattr(os, "posix_spawnp") and hasattr(os, "POSIX_SPAWN_DUP2")
+
+
+#: Shells of this process's running commands (not yet reaped).
+_RUNNING: set[int] = set()
 
 
 class FinishedExecution(Execution):
@@ -98,6 +96,7 @@ class ProcessExecution(Execution):
     def __init__(self, proc: _Child, out: tuple[int, _Output], err: tuple[int, _Output],
                  options: ProcessOptions, tail_bytes: int, script: Path | None = None) -> None:
         self.pgid = self._pgid = proc.pid
+        _RUNNING.add(proc.pid)
         self._script = script
         self._proc = proc
         self._options = options
@@ -208,8 +207,10 @@ class ProcessExecution(Execution):
         ``sent`` is the signal kill() sent, if any."""
         try:
             self._stop_watching_exit()
+            code = self._proc.wait()  # reaped: what it left outside its group is ours now
+            _RUNNING.discard(self._pgid)
+            end_strays(_RUNNING)
             self._drain()
-            code = self._proc.wait()
         finally:
             self._close()
         tail_bytes = self._tail_bytes
@@ -392,32 +393,11 @@ class ProcessExecutor(Executor):
 
     def _spawn(self, argv: list[str], cwd: str | None, env: dict[bytes, bytes], stdin: int,
                stdout: int, stderr: int) -> _Child:
-        """Start the shell as subprocess.Popen(argv, stdin=, stdout=,
-        stderr=, cwd=, env=, close_fds=True, start_new_session=True) would,
-        with posix_spawn when it can. posix_spawn cannot change directory:
-        the worker (one thread) steps into ``cwd`` around the call and back
-        by a descriptor of its own directory, so an error names ``cwd`` as
-        Popen's does. Descriptors: the worker's are close-on-exec (Python's
-        default); any made inheritable is closed in the child, so that it
-        gets only 0, 1 and 2, as with close_fds."""
-        if not _POSIX_SPAWN or min(stdin, stdout, stderr) <= 2:
-            return subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd,
-                                    env=env, close_fds=True, start_new_session=True)
+        """Start the shell (:func:`.process.spawn`), coming back to the
+        worker's own directory by a descriptor kept open for it."""
         if cwd is not None and self._here < 0:
             self._here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        actions: list[tuple[int, ...]] = [
-            (os.POSIX_SPAWN_DUP2, stdin, 0), (os.POSIX_SPAWN_DUP2, stdout, 1),
-            (os.POSIX_SPAWN_DUP2, stderr, 2)]
-        actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds()]
-        if cwd is not None:
-            os.chdir(cwd)
-        try:
-            pid = os.posix_spawnp(argv[0], argv, env, file_actions=actions, setsid=True,
-                                  setsigdef=_RESTORED_SIGNALS)
-        finally:
-            if cwd is not None:
-                os.fchdir(self._here)
-        return _Spawned(pid)
+        return spawn(argv, cwd, env, (stdin, stdout, stderr), self._here)
 
     def check(self) -> str | None:
         """The ``shell`` option, if the options have one, names a program

@@ -61,6 +61,10 @@ class State:
         #: Jobs that finished since the snapshot: id -> (finish key, seq,
         #: state). Compaction appends them to the index.
         self.fresh: dict[str, tuple[int, int, str]] = {}
+        #: The snapshot's journal was created, with its first line, before
+        #: the snapshot (``"journal": true``): a journal missing or empty is
+        #: damage, never "nothing written since". Older snapshots lack it.
+        self.journal_kept = False
 
     # ---------------------------------------------------------- snapshot
     @classmethod
@@ -103,6 +107,7 @@ class State:
         state.version, state.generation, state.next_seq = version, generation, next_seq
         state.finished, state.paused, state.settings = counts, set(paused), settings
         state.workers = {w["id"]: w for w in map(check_worker, workers)}
+        state.journal_kept = doc.get("journal") is True
         return state
 
     def snapshot_bytes(self, generation: int) -> bytes:
@@ -111,7 +116,8 @@ class State:
                     if any(counts.values())}
         head = dumps({"format": FORMAT, "version": FORMAT_VERSION, "generation": generation,
                       "next_seq": self.next_seq, "finished": finished,
-                      "paused": sorted(self.paused), "settings": self.settings})
+                      "paused": sorted(self.paused), "settings": self.settings,
+                      "journal": True})
         workers = sorted(self.workers.values(), key=lambda w: (w["started_at"], w["id"]))
         jobs = sorted(self.jobs.values(), key=lambda r: r["seq"])
         parts = [head[:-1], b',\n"workers":[']
@@ -128,6 +134,7 @@ class State:
         self.fresh = {}
         self.version = FORMAT_VERSION
         self.generation = generation
+        self.journal_kept = True
 
     # ---------------------------------------------------------- replay
     def apply(self, op: Any, *, check: bool) -> None:

@@ -11,6 +11,7 @@ Waiting for the lock is bounded by the busy timeout.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -106,6 +107,16 @@ class _WriteTransaction:
             self.lock = -1
 
 
+def _write_marker(marker: str, db: str | os.PathLike[str]) -> None:
+    """Record that ``db`` holds a queue (best effort: a store that cannot
+    write it still works, unprotected)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"queuectl: {os.path.basename(db)} holds a queue; should it ever be "
+                     "empty or missing, it was damaged and queuectl refuses to use it\n")
+
+
 class SqliteStorage(Storage):
     """A queue in one SQLite file."""
 
@@ -141,10 +152,21 @@ class SqliteStorage(Storage):
     # ---------------------------------------------------------- plumbing
     def _migrate(self) -> None:
         """Create the schema in a new file, or upgrade an older one in place,
-        in one transaction (a crash leaves the old version, whole)."""
+        in one transaction (a crash leaves the old version, whole). A file
+        with no schema whose marker (``<db>-created``) says it held a queue
+        was emptied or replaced: refused, never a new empty queue."""
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        marker = f"{self.path}-created"
         if version == SCHEMA_VERSION:
+            if not os.path.exists(marker):  # created by an older queuectl
+                _write_marker(marker, self.path)
             return
+        if version == 0 and os.path.exists(marker):
+            raise StorageError(
+                f"SQLite database {self.path} is empty, but {marker} shows that it held a "
+                "queue: the file was emptied, replaced or removed. Restore it from a backup; "
+                "queuectl will not start an empty queue over the old one (to start a new "
+                "queue on purpose, remove the marker too)")
         if version > SCHEMA_VERSION:
             raise StorageError(
                 f"SQLite database {self.path} has schema version {version}, newer than this "
@@ -155,6 +177,7 @@ class SqliteStorage(Storage):
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version < SCHEMA_VERSION:
                 create_or_upgrade(conn, version)
+        _write_marker(marker, self.path)
 
     def _writer_lock(self) -> int:
         """The descriptor of the writers' lock file, or -1 if it cannot be

@@ -145,6 +145,7 @@ def _check_policies(app: App, specs: list[Spec]) -> None:
 
 def enqueue(app: App, specs: list[Spec], *, as_json: bool) -> None:
     """Store the jobs, all or nothing; wake the local workers; say so."""
+    from .held_signals import HeldSignals
     from .models import spec_to_job
     from .timeutil import now_ms
     from .wakeup import notify
@@ -165,14 +166,17 @@ def enqueue(app: App, specs: list[Spec], *, as_json: bool) -> None:
                                     base_dir=base_dir))
         except UsageError as exc:
             raise UsageError(f"{where}{exc}") from None
-    ledger.enqueue(jobs)
-    notify(app.config.home_dir)
-    if as_json:
-        out(json_text({"enqueued": len(jobs), "ids": [j.id for j in jobs]}))
-    elif len(jobs) == 1:
-        out(f"Job enqueued with ID: {jobs[0].id}\n")
-    else:
-        out(f"Enqueued {len(jobs)} jobs.\n")
+    # Once stored, the jobs are reported: no signal ends the command between
+    # the commit and its message (a retry would enqueue them twice).
+    with HeldSignals():
+        ledger.enqueue(jobs)
+        notify(app.config.home_dir)
+        if as_json:
+            out(json_text({"enqueued": len(jobs), "ids": [j.id for j in jobs]}))
+        elif len(jobs) == 1:
+            out(f"Job enqueued with ID: {jobs[0].id}\n")
+        else:
+            out(f"Enqueued {len(jobs)} jobs.\n")
     missing = sorted({j.cwd for j in jobs if j.cwd is not None and j.cwd != base_dir
                       and not os.path.isdir(j.cwd)})
     if missing:

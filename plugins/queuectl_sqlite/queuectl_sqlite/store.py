@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from operator import attrgetter
 
-from queuectl_core.errors import DuplicateJobError, StorageError
+from queuectl_core.errors import DuplicateJobError, StorageError, disk_full
 from queuectl_core.models import (
     ATTEMPT_FIELDS,
     Attempt,
@@ -98,13 +98,27 @@ class _WriteTransaction:
                  tb: TracebackType | None) -> None:
         try:
             self.store.conn.execute("COMMIT" if kind is None else "ROLLBACK")
+        except sqlite3.OperationalError as error:
+            if not _disk_full(error):
+                raise
+            exc = error
+            with contextlib.suppress(sqlite3.Error):
+                self.store.conn.execute("ROLLBACK")
         finally:
             self._unlock()
+        if isinstance(exc, sqlite3.OperationalError) and _disk_full(exc):
+            # Rolled back: nothing changed. Workers wait and retry.
+            raise disk_full(f"SQLite database {self.store.path}", exc) from None
 
     def _unlock(self) -> None:
         if self.lock >= 0:
             fcntl.flock(self.lock, fcntl.LOCK_UN)
             self.lock = -1
+
+
+def _disk_full(exc: sqlite3.Error) -> bool:
+    """SQLITE_FULL: "database or disk is full"."""
+    return getattr(exc, "sqlite_errorcode", None) == 13 or "is full" in str(exc)  # SQLITE_FULL
 
 
 def _write_marker(marker: str, db: str | os.PathLike[str]) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..errors import ConfigError, QueuectlError
+from ..errors import STORE_DAMAGED_EXIT, ConfigError, QueuectlError, StoreDamagedError
 from .main import State, pass_state
 from .params import DURATION
 
@@ -266,6 +266,11 @@ def child(state: State, parent_pid: int, queues: list[str] | None) -> None:
     )
     try:
         w.run()
+    except StoreDamagedError as exc:
+        # Every worker would fail alike: say why, and let the supervisor stop
+        # the group rather than restart this one in a loop.
+        logging.getLogger("queuectl.worker").error("worker stopped: %s", exc)
+        sys.exit(STORE_DAMAGED_EXIT)
     finally:
         if wakeup is not None:
             wakeup.close()

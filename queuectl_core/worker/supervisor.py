@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import ensure_private_dir
-from ..errors import DISK_FULL_ERRNOS
+from ..errors import DISK_FULL_ERRNOS, STORE_DAMAGED_EXIT
 from ..safefs import open_below, write_atomic
 from .procs import kill_group, pid_alive
 from .signals import StopSignal
@@ -139,6 +139,8 @@ class Supervisor:
         #: The run file must be written again (after a restart), not before then.
         self._run_file_due = False
         self._run_file_at = 0.0
+        #: What wait() returns: 1 once a worker found the store damaged.
+        self.exit_code = 0
 
     def _spawn(self) -> int:
         proc = subprocess.Popen(
@@ -175,6 +177,15 @@ class Supervisor:
             if code is None:
                 continue
             del self.children[pid]
+            if code == STORE_DAMAGED_EXIT:
+                # Its error is in the log above. Every worker would fail alike:
+                # stop the group instead of restarting them in a loop.
+                log.error("worker pid %d stopped: the store is damaged; stopping every worker "
+                          "of this group (repair or restore it, then start them again)", pid)
+                self.exit_code = 1
+                if not self.stop.graceful:
+                    self.stop.request()
+                continue
             if code != 0:
                 log.warning("worker pid %d exited unexpectedly (%s)", pid,
                             f"signal {-code}" if code < 0 else f"exit code {code}")
@@ -228,7 +239,7 @@ class Supervisor:
                 self._reap()
                 self._restart()
                 if self.stop.graceful and not self.children:
-                    return 0
+                    return self.exit_code
                 self.stop.sleep(self._sleep_time())
         finally:
             with contextlib.suppress(OSError):

@@ -33,6 +33,7 @@ from queuectl_core.models import (
 from queuectl_core.storage import Storage, new_token
 
 from . import sql
+from .damage import damaged, is_damage
 from .rows import (
     ATTEMPT_COLUMNS,
     INSERT_ATTEMPT,
@@ -109,6 +110,8 @@ class _WriteTransaction:
         if isinstance(exc, sqlite3.OperationalError) and _disk_full(exc):
             # Rolled back: nothing changed. Workers wait and retry.
             raise disk_full(f"SQLite database {self.store.path}", exc) from None
+        if isinstance(exc, sqlite3.DatabaseError) and is_damage(exc):
+            raise damaged(self.store.path, exc) from None
 
     def _unlock(self) -> None:
         if self.lock >= 0:

@@ -33,7 +33,7 @@ from queuectl_core.models import (
 from queuectl_core.storage import Storage, new_token
 
 from . import sql
-from .damage import damaged, is_damage
+from .damage import damaged, is_damage, is_disk_full, write_marker
 from .rows import (
     ATTEMPT_COLUMNS,
     INSERT_ATTEMPT,
@@ -100,14 +100,14 @@ class _WriteTransaction:
         try:
             self.store.conn.execute("COMMIT" if kind is None else "ROLLBACK")
         except sqlite3.OperationalError as error:
-            if not _disk_full(error):
+            if not is_disk_full(error):
                 raise
             exc = error
             with contextlib.suppress(sqlite3.Error):
                 self.store.conn.execute("ROLLBACK")
         finally:
             self._unlock()
-        if isinstance(exc, sqlite3.OperationalError) and _disk_full(exc):
+        if isinstance(exc, sqlite3.OperationalError) and is_disk_full(exc):
             # Rolled back: nothing changed. Workers wait and retry.
             raise disk_full(f"SQLite database {self.store.path}", exc) from None
         if isinstance(exc, sqlite3.DatabaseError) and is_damage(exc):
@@ -117,21 +117,6 @@ class _WriteTransaction:
         if self.lock >= 0:
             fcntl.flock(self.lock, fcntl.LOCK_UN)
             self.lock = -1
-
-
-def _disk_full(exc: sqlite3.Error) -> bool:
-    """SQLITE_FULL: "database or disk is full"."""
-    return getattr(exc, "sqlite_errorcode", None) == 13 or "is full" in str(exc)  # SQLITE_FULL
-
-
-def _write_marker(marker: str, db: str | os.PathLike[str]) -> None:
-    """Record that ``db`` holds a queue (best effort: a store that cannot
-    write it still works, unprotected)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(f"queuectl: {os.path.basename(db)} holds a queue; should it ever be "
-                     "empty or missing, it was damaged and queuectl refuses to use it\n")
 
 
 class SqliteStorage(Storage):
@@ -176,7 +161,7 @@ class SqliteStorage(Storage):
         marker = f"{self.path}-created"
         if version == SCHEMA_VERSION:
             if not os.path.exists(marker):  # created by an older queuectl
-                _write_marker(marker, self.path)
+                write_marker(marker, self.path)
             return
         if version == 0 and os.path.exists(marker):
             raise StorageError(
@@ -194,7 +179,7 @@ class SqliteStorage(Storage):
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version < SCHEMA_VERSION:
                 create_or_upgrade(conn, version)
-        _write_marker(marker, self.path)
+        write_marker(marker, self.path)
 
     def _writer_lock(self) -> int:
         """The descriptor of the writers' lock file, or -1 if it cannot be

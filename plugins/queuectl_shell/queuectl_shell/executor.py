@@ -54,8 +54,6 @@ DRAIN_SECONDS = 0.5
 #: and how often the exit is checked for when there is no pidfd.
 _POLL_SLICE_SECONDS = 0.02
 
-
-
 #: Shells of this process's running commands (not yet reaped).
 _RUNNING: set[int] = set()
 

@@ -167,6 +167,7 @@ class App:
         options = validated_options(spec, self.config.executor_options(spec.name), what,
                                     self.config)
         executor: Executor = _built(spec, what, options, self.context_for(spec))
+        executor.hidden_env = self.plugins.secret_env()
         return executor
 
     def backoff_policy(self, name: str | None = None) -> BackoffPolicy:

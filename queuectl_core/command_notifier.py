@@ -38,6 +38,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .durations import Seconds
+from .executor import OTHER_CHILDREN
 from .limits import DEFAULT_DLQ_TIMEOUT
 from .models import Attempt, Job
 from .notify import Notifier
@@ -113,6 +114,7 @@ class CommandNotifier(Notifier):
                     proc = subprocess.Popen(
                         [self.shell, "-c", self.command], stdin=stdin, stdout=out_fd,
                         stderr=out_fd, env=env, close_fds=True, start_new_session=True)
+                    OTHER_CHILDREN.add(proc.pid)  # not a job's: the executor leaves it be
                 finally:
                     os.close(out_fd)
         except OSError as exc:
@@ -132,11 +134,13 @@ class CommandNotifier(Notifier):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+            OTHER_CHILDREN.discard(proc.pid)
             self._note(f"job {job_id}: the DLQ handler timed out after {self.timeout:g} s "
                        "and was killed")
             log.warning("DLQ handler for job %s timed out after %s s", job_id,
                         f"{self.timeout:g}")
             return
+        OTHER_CHILDREN.discard(proc.pid)
         took = time.monotonic() - started
         if code == 0:
             self._note(f"job {job_id}: the DLQ handler finished in {took:.2f} s")

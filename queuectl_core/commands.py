@@ -266,16 +266,21 @@ def enqueue(app: App, specs: list[Spec], *, as_json: bool, skip_held: bool = Fal
     """Store the jobs, all or nothing; wake the local workers; say so.
     ``skip_held``: a job whose unique key another unfinished job holds is
     not an error; say the holder's id instead (one job only)."""
+    from .held_signals import HeldSignals
+
     made = _Jobs(app, keep_ids=False)
     jobs = [made.make(spec) for spec in specs]
-    try:
-        jobs = app.ledger.enqueue(jobs)
-    except UniqueKeyError as exc:
-        if not skip_held or len(jobs) != 1:
-            raise
-        _say_held(exc, as_json)
-        return
-    made.report(lambda: (job.id for job in jobs), as_json=as_json)
+    # Once stored, the jobs are reported: no signal ends the command between
+    # the commit and its message (a retry would enqueue them twice).
+    with HeldSignals():
+        try:
+            jobs = app.ledger.enqueue(jobs)
+        except UniqueKeyError as exc:
+            if not skip_held or len(jobs) != 1:
+                raise
+            _say_held(exc, as_json)
+            return
+        made.report(lambda: (job.id for job in jobs), as_json=as_json)
     for job in jobs:
         if job.state is JobState.SKIPPED:
             sys.stderr.write(f"Warning: job {shown(job.id)} is {job.last_error}\n")
@@ -291,9 +296,13 @@ def enqueue_lines(app: App, lines: Iterable[tuple[int, str]], source: str,
     file with jobs that run after others or hold keys is read again
     (``reread``; without it, the lines are kept in a temporary file as they
     are read) and placed as one batch, in memory."""
-    made = _Jobs(app, keep_ids=as_json or app.has_event_listeners())
+    from .held_signals import HeldSignals
 
+    made = _Jobs(app, keep_ids=as_json or app.has_event_listeners())
     spec_of = line_reader(defaults)
+    # Reading the file stays interruptible; from its last line (the store
+    # then commits) until the message is out, signals wait (see enqueue).
+    held = HeldSignals()
 
     def jobs_of(rows: Iterable[tuple[int, str]]) -> Iterator[Job]:
         for lineno, line in rows:
@@ -303,15 +312,21 @@ def enqueue_lines(app: App, lines: Iterable[tuple[int, str]], source: str,
                 sys.stderr.flush()
         if made.count == 0:
             raise UsageError(f"{shown(source)}: no jobs found")
+        held.__enter__()
 
     spool = _Spool(lines, reread)
     try:
         try:
-            app.ledger.enqueue_stream(jobs_of(spool))
-        finally:
-            if progress and made.count >= PROGRESS_EVERY:
-                sys.stderr.write("\r\x1b[K")  # the count's line, cleared
-        made.report(made.stored_ids, as_json=as_json)
+            try:
+                app.ledger.enqueue_stream(jobs_of(spool))
+            finally:
+                if progress and made.count >= PROGRESS_EVERY:
+                    sys.stderr.write("\r\x1b[K")  # the count's line, cleared
+            made.report(made.stored_ids, as_json=as_json)
+        except BaseException as exc:
+            held.__exit__(type(exc), exc, None)
+            raise
+        held.__exit__(None, None, None)
     except NeedsWholeBatch:
         # Jobs that run after others (or hold keys) are placed as one batch:
         # the lines read so far, then the rest, all in memory.

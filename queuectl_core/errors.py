@@ -38,6 +38,33 @@ class TransientStorageError(StorageError):
     or the change was committed whole: never half."""
 
 
+class StoreDamagedError(StorageError):
+    """The store's files are damaged (a malformed SQLite page, a JSON file
+    that does not parse): no retry can help. A worker that meets it exits
+    with ``STORE_DAMAGED_EXIT``, and its supervisor stops the whole group
+    instead of restarting workers that would fail the same way."""
+
+
+#: A worker's exit code when the store is damaged (see StoreDamagedError).
+STORE_DAMAGED_EXIT = 3
+
+
+class DiskFullError(TransientStorageError):
+    """The file system holding the store is full (ENOSPC, a quota): nothing
+    was changed. Workers back off and retry until space is freed; commands
+    fail with a message that says so plainly."""
+
+
+#: errno values that mean "no space left": ENOSPC, EDQUOT.
+DISK_FULL_ERRNOS = frozenset({28, 122})
+
+
+def disk_full(where: object, detail: object) -> DiskFullError:
+    """The error for a write to ``where`` that found the disk full."""
+    return DiskFullError(f"disk full: cannot write {where} ({detail}); free some space "
+                         "(workers wait and retry)")
+
+
 class JobNotFoundError(QueuectlError):
     """No job with that id."""
 

@@ -15,6 +15,12 @@ from typing import Any
 
 from .models import ExecResult, Job
 
+#: Children of this process that run no job (the DLQ handlers the
+#: ``command`` notifier starts): an executor ending what a job left behind
+#: (:func:`queuectl_core.worker.procs.become_subreaper`) leaves them alone.
+#: Add a pid when the child starts, discard it once reaped.
+OTHER_CHILDREN: set[int] = set()
+
 
 class Execution(ABC):
     """One running attempt."""
@@ -64,6 +70,11 @@ class Prepared:
 class Executor(ABC):
     """Starts executions. One instance serves one worker process."""
 
+    #: Variables of the worker's environment that no command may see: the
+    #: secrets plugins declare (``secret_env`` in their records), set by the
+    #: core when it builds the executor. A job's own ``env`` may still set them.
+    hidden_env: frozenset[str] = frozenset()
+
     def check(self) -> str | None:
         """A problem of this machine's setup that would fail every attempt
         (a missing shell), or None. ``worker start`` and ``worker run``
@@ -90,9 +101,9 @@ class Executor(ABC):
         record's number, unique within the job).
 
         The command runs in ``job.cwd`` (the worker's directory if None) with
-        the worker's environment plus ``job.env``, plus ``QUEUECTL_JOB_ID``,
-        ``QUEUECTL_ATTEMPT`` (= ``attempt``), ``QUEUECTL_QUEUE`` and
-        ``QUEUECTL_WORKER_ID`` (= ``job.worker_id``). A missing
+        the worker's environment less :attr:`hidden_env`, plus ``job.env``,
+        plus ``QUEUECTL_JOB_ID``, ``QUEUECTL_ATTEMPT`` (= ``attempt``),
+        ``QUEUECTL_QUEUE`` and ``QUEUECTL_WORKER_ID`` (= ``job.worker_id``). A missing
         ``cwd`` ends the attempt as failed, with an error naming it.
 
         Output is streamed to the files named by

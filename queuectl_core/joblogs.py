@@ -179,6 +179,14 @@ def rotate_output_file(live: Path) -> int:
         return open_file(dir_fd, live.name, _APPEND, shown=live)
 
 
+def remove_output_file(path: Path) -> None:
+    """Delete an attempt's file if it is there, following no symbolic link
+    (as :func:`open_output_file`); a failure is ignored."""
+    base, parts = _chain(path)
+    with contextlib.suppress(OSError), opened_dir(base, parts[:-1]) as dir_fd:
+        os.unlink(parts[-1], dir_fd=dir_fd)
+
+
 def worker_host(worker_id: str) -> str:
     """The host part of a worker id (``host:pid:random``, see
     :class:`queuectl_core.worker.Worker`)."""

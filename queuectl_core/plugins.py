@@ -220,6 +220,13 @@ class Plugins:
         self.backoff_policies()
         self.notifiers()
 
+    def secret_env(self) -> frozenset[str]:
+        """Every environment variable a plugin's record declares secret
+        (``secret_env``), whatever its kind and whether selected or not."""
+        self.collect_all()
+        return frozenset(name for records in self._cache.values()
+                         for record in records.values() for name in record.secret_env)
+
     def _select(self, records: dict[str, R], name: str, kind: str, hook: str) -> R:
         key = _key(name)
         if key in records:

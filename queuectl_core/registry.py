@@ -135,6 +135,13 @@ class _Spec(Record):
     #: values) instead of the model, sparing ``enqueue`` and ``status`` the
     #: import of pydantic (~80 ms) when the YAML gives options.
     snapshot_options: bool = False
+    #: Environment variables holding secrets this plugin reads (a DSN with
+    #: its password, a token): the core keeps them out of every job's
+    #: environment (``Executor.hidden_env``).
+    secret_env: tuple[str, ...] = ()
+    #: Option fields holding secrets (``"dsn"``): never written to a cache;
+    #: a backend given one in the YAML is not served by the start-up cache.
+    secret_options: tuple[str, ...] = ()
     #: Filled in by the plugin manager: the distribution that registered it.
     distribution: str | None = None
 

@@ -39,7 +39,7 @@ def seeded_app() -> App | None:
                 text = fh.read()
         except (OSError, UnicodeDecodeError):
             return None
-    if [config_path, text] != cache.get("config"):
+    if [config_path, _digest(text)] != cache.get("config"):
         return None
     backend = os.environ.get("QUEUECTL_BACKEND") or cache.get("file_backend") or DEFAULT_BACKEND
     if backend != cache.get("backend") or not isinstance(cache.get("factory"), str):
@@ -61,9 +61,23 @@ def seeded_app() -> App | None:
 
 # ------------------------------------------------------------------ the cache
 
+def _digest(text: str | None) -> str | None:
+    """What the cache keeps of the config file's text: a digest, never the
+    text itself, which may hold a password (a DSN)."""
+    if text is None:
+        return None
+    try:
+        from _blake2 import blake2b  # hashlib would cost 3 ms (OpenSSL) on the hot path
+    except ImportError:  # pragma: no cover - CPython always has it
+        from hashlib import blake2b
+    return blake2b(text.encode("utf-8", "surrogatepass"), digest_size=20).hexdigest()
+
+
 def _snapshot(app: App) -> dict[str, Any] | None:
     """The backend's validated options, by field name, if its factory takes
-    a snapshot of them (``snapshot_options``) and they are plain JSON."""
+    a snapshot of them (``snapshot_options``), they are plain JSON and none
+    of its secret options (``secret_options``: a DSN) is set: a secret is
+    never written to the cache."""
     from ..app import validated_options
 
     spec = app.plugins.backend(app.config.backend)
@@ -72,6 +86,8 @@ def _snapshot(app: App) -> dict[str, Any] | None:
     model = validated_options(spec, app.config.backend_options(spec.name),
                               f"backend {spec.name!r}", app.config)
     values: dict[str, Any] = model.model_dump()
+    if any(values.get(name) is not None for name in spec.secret_options):
+        return None
     if json.loads(json.dumps(values)) != values:
         return None
     return values
@@ -118,7 +134,8 @@ def _remember(app: App) -> None:
         factory = None  # options only as their pydantic model: the full CLI
     data = {
         "key": environment_key(),
-        "config": [config.config_file, config.text if config.config_file is not None else None],
+        "config": [config.config_file,
+                   _digest(config.text) if config.config_file is not None else None],
         "file_backend": file.backend if file is not None else None,
         "backend": config.backend,
         "factory": factory,

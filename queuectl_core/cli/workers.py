@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..errors import ConfigError, QueuectlError
+from ..errors import STORE_DAMAGED_EXIT, ConfigError, QueuectlError, StoreDamagedError
 from .main import State, pass_state
 from .params import DURATION
 
@@ -278,10 +278,15 @@ def child(state: State, parent_pid: int, queues: list[str] | None) -> None:
     from ..wakeup import WakeupListener
     from ..worker.held import held_dir
     from ..worker.loop import Worker
+    from ..worker.procs import become_subreaper
     from ..worker.signals import StopSignal
     from ..worker.supervisor import configure_logging
 
     configure_logging()
+    # What a command leaves behind outside its process group (setsid, a
+    # double fork) becomes this worker's child when orphaned, so that the
+    # executor ends it with the attempt.
+    become_subreaper()
     stop_signal = StopSignal()
     stop_signal.install()
     app = state.app()
@@ -305,6 +310,11 @@ def child(state: State, parent_pid: int, queues: list[str] | None) -> None:
     )
     try:
         w.run()
+    except StoreDamagedError as exc:
+        # Every worker would fail alike: say why, and let the supervisor stop
+        # the group rather than restart this one in a loop.
+        logging.getLogger("queuectl.worker").error("worker stopped: %s", exc)
+        sys.exit(STORE_DAMAGED_EXIT)
     finally:
         if wakeup is not None:
             wakeup.close()

@@ -15,6 +15,7 @@ elsewhere nothing is found.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 
@@ -28,6 +29,47 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+#: prctl(2) options: orphaned descendants are reparented to the nearest
+#: ancestor that set this, instead of init.
+_PR_SET_CHILD_SUBREAPER = 36
+_PR_GET_CHILD_SUBREAPER = 37
+#: pid -> is that process a child subreaper (asked once per process).
+_SUBREAPER: dict[int, bool] = {}
+
+
+def _prctl(option: int, arg: object) -> int:
+    libc = ctypes.CDLL(None, use_errno=True)
+    result: int = libc.prctl(option, arg, 0, 0, 0)
+    return result
+
+
+def become_subreaper() -> bool:
+    """Make this process (a worker) a child subreaper: what its commands
+    start and leave behind, even outside their process group and session
+    (``setsid``, a double fork), becomes its child when orphaned, so that the
+    executor can kill it when the attempt ends. False where Linux's prctl is
+    missing."""
+    try:
+        done = _prctl(_PR_SET_CHILD_SUBREAPER, 1) == 0
+    except (OSError, AttributeError):
+        done = False
+    _SUBREAPER[os.getpid()] = done
+    return done
+
+
+def is_subreaper() -> bool:
+    """Is this process a child subreaper (:func:`become_subreaper`)?"""
+    pid = os.getpid()
+    if pid not in _SUBREAPER:
+        try:
+            flag = ctypes.c_int(0)
+            _SUBREAPER[pid] = (_prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(flag)) == 0
+                               and flag.value != 0)
+        except (OSError, AttributeError):
+            _SUBREAPER[pid] = False
+    return _SUBREAPER[pid]
 
 
 def kill_group(pgid: int | None, sig: int = signal.SIGKILL) -> None:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import ensure_private_dir
+from ..errors import DISK_FULL_ERRNOS, STORE_DAMAGED_EXIT
 from ..safefs import open_below, write_atomic
 from .procs import kill_group, pid_alive
 from .signals import StopSignal
@@ -39,6 +40,8 @@ log = logging.getLogger("queuectl.supervisor")
 #: A worker that exits this soon after starting counts towards crash looping.
 QUICK_EXIT_S = 5.0
 MAX_RESTART_DELAY_S = 30.0
+#: How soon a run file that could not be written (a full disk) is tried again.
+RUN_FILE_RETRY_S = 5
 
 
 def run_dir(home: Path) -> Path:
@@ -137,6 +140,11 @@ class Supervisor:
         self._restarts_due = 0
         self._restart_at = 0.0
         self._forwarded = 0
+        #: The run file must be written again (after a restart), not before then.
+        self._run_file_due = False
+        self._run_file_at = 0.0
+        #: What wait() returns: 1 once a worker found the store damaged.
+        self.exit_code = 0
 
     def _spawn(self) -> int:
         proc = subprocess.Popen(
@@ -178,6 +186,15 @@ class Supervisor:
             if code is None:
                 continue
             del self.children[pid]
+            if code == STORE_DAMAGED_EXIT:
+                # Its error is in the log above. Every worker would fail alike:
+                # stop the group instead of restarting them in a loop.
+                log.error("worker pid %d stopped: the store is damaged; stopping every worker "
+                          "of this group (repair or restore it, then start them again)", pid)
+                self.exit_code = 1
+                if not self.stop.graceful:
+                    self.stop.request()
+                continue
             if code != 0:
                 log.warning("worker pid %d exited unexpectedly (%s)", pid,
                             f"signal {-code}" if code < 0 else f"exit code {code}")
@@ -202,11 +219,25 @@ class Supervisor:
             for _ in range(self._restarts_due):
                 self._spawn()
             self._restarts_due = 0
-            self._write_run_file()
+            self._run_file_due = True
+        if self._run_file_due and time.monotonic() >= self._run_file_at:
+            try:
+                self._write_run_file()
+            except OSError as exc:
+                # A full disk must not end the supervisor: keep the workers
+                # running and try again (the file names them for worker stop).
+                what = "disk full" if exc.errno in DISK_FULL_ERRNOS else exc.strerror
+                log.warning("cannot update %s (%s); trying again in %d s", self.run_file, what,
+                            RUN_FILE_RETRY_S)
+                self._run_file_at = time.monotonic() + RUN_FILE_RETRY_S
+            else:
+                self._run_file_due = False
 
     def _sleep_time(self) -> float:
-        if self._restarts_due and not self.stop.graceful:
-            return max(0.0, min(0.5, self._restart_at - time.monotonic()))
+        due = [at for at, pending in ((self._restart_at, self._restarts_due),
+                                      (self._run_file_at, self._run_file_due)) if pending]
+        if due and not self.stop.graceful:
+            return max(0.0, min(0.5, min(due) - time.monotonic()))
         return 0.5
 
     def wait(self) -> int:
@@ -217,7 +248,7 @@ class Supervisor:
                 self._reap()
                 self._restart()
                 if self.stop.graceful and not self.children:
-                    return 0
+                    return self.exit_code
                 self.stop.sleep(self._sleep_time())
         finally:
             with contextlib.suppress(OSError):

@@ -105,7 +105,8 @@ def test_the_fence_is_the_fields_that_place_a_job_in_the_state_machine() -> None
     pending = make_job(JobState.PENDING, attempts=0)
     assert rules.held_fence(pending, "mine") == {
         "state": JobState.PROCESSING, "claim_token": "mine", "attempts": 0,
-        "cancel_requested_at": None, "dependents": 0}, "held by that claim, whatever the snapshot says"
+        "cancel_requested_at": None, "dependents": 0,
+    }, "held by that claim, whatever the snapshot says"
 
 
 # ------------------------------------------------------------------ the one rule

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from queuectl_core.errors import StorageError
+from queuectl_core.errors import StorageError, StoreDamagedError
 
 from .records import FINISHED_STATES, V2_JOB_FIELDS, Damaged, Record, check_job, upgrade_v1
 
@@ -40,7 +40,7 @@ def damaged(path: Path, reason: str, line: int | None = None, *,
             advice: str = ADVICE) -> StorageError:
     """The error for a damaged file (and line), naming it."""
     where = f"{path}, line {line}," if line is not None else str(path)
-    return StorageError(f"JSON store file {where} is damaged: {reason}. {advice}")
+    return StoreDamagedError(f"JSON store file {where} is damaged: {reason}. {advice}")
 
 
 def dumps(obj: Any) -> bytes:

@@ -29,6 +29,13 @@ JOURNAL_PREFIX = "journal-"
 JOURNAL_SUFFIX = ".jsonl"
 
 
+def journal_header(generation: int) -> bytes:
+    """A journal's first line, written with it before its snapshot: a
+    transaction with no operations (readers of any version skip it), so that
+    an emptied journal is told from one nobody wrote to yet."""
+    return dumps({"ops": [], "journal": generation}) + b"\n"
+
+
 def journal_generation(name: str) -> int | None:
     """The generation of a journal file, from its name (None: not one)."""
     if name.startswith(JOURNAL_PREFIX) and name.endswith(JOURNAL_SUFFIX):
@@ -126,7 +133,7 @@ class Journal:
     def _check_no_newer_journal(self, generation: int) -> None:
         for entry in os.scandir(self.directory):
             number = journal_generation(entry.name)
-            if number is not None and number > generation:
+            if number is not None and number > generation and self._has_changes(entry.path):
                 raise Damaged(
                     f"its generation {generation} is older than journal {entry.name}: was "
                     f"{SNAPSHOT} restored from an old backup? Restore the matching snapshot")
@@ -138,10 +145,20 @@ class Journal:
             try:
                 self._journal_fd = os.open(path, os.O_RDWR | os.O_APPEND)
             except FileNotFoundError:
-                return  # nothing written since the snapshot
+                if self.state.journal_kept:
+                    self.invalidate()
+                    raise damaged(path, f"it is missing, while {SNAPSHOT} (generation "
+                                  f"{self.generation}) was written after it; every change "
+                                  "since that snapshot would be lost") from None
+                return  # nothing written since the (older format's) snapshot
         fd = self._journal_fd
         size = os.fstat(fd).st_size
         offset = self.offset
+        if size == 0 and self.state.journal_kept:
+            self.invalidate()
+            raise damaged(path, "it is empty (0 bytes), while it was written with its first "
+                          "line before the snapshot; every change since the snapshot would "
+                          "be lost")
         if size == offset:
             return
         if size < offset:
@@ -219,12 +236,25 @@ class Journal:
 
     def write_snapshot(self, generation: int) -> None:
         """Write the state as snapshot ``generation`` (atomically: the commit
-        point of a compaction) and read on from it; its journal starts empty."""
+        point of a compaction) and read on from it; its journal is created
+        first, with only its header line (a leftover of a compaction that
+        died before its snapshot holds no change: it is written over)."""
+        header = journal_header(generation)
+        fd = os.open(self.path(generation), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            write_all(fd, header)
+            if self.files.fsync:
+                os.fdatasync(fd)
+                fsync_dir(self.directory)
+        finally:
+            os.close(fd)
         self.files.atomic_write(self.snapshot_path, self.state.snapshot_bytes(generation))
         self.state.written(generation)
-        # The state in memory is what was just written: only adopt the file.
+        # The state in memory is what was just written: only adopt the file,
+        # its journal read up to the end of its header.
         fd = os.open(self.snapshot_path, os.O_RDONLY)
         self._adopt(fd, os.fstat(fd))
+        self.offset, self._lines = len(header), 1
 
     def remove_older_journals(self) -> None:
         """Remove journals of earlier generations (a compaction's leftovers)."""
@@ -234,4 +264,15 @@ class Journal:
                 os.unlink(entry.path)
 
     def has_journals(self) -> bool:
-        return any(p.name.startswith(JOURNAL_PREFIX) for p in self.directory.iterdir())
+        """Does a journal hold a change (more than its header line)?"""
+        return any(p.name.startswith(JOURNAL_PREFIX) and self._has_changes(p)
+                   for p in self.directory.iterdir())
+
+    @staticmethod
+    def _has_changes(path: str | os.PathLike[str]) -> bool:
+        number = journal_generation(os.path.basename(path))
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            return False
+        return number is None or size > len(journal_header(number))

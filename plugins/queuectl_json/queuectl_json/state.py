@@ -71,6 +71,10 @@ class State:
         #: Jobs that finished since the snapshot: id -> (finish key, seq,
         #: state). Compaction appends them to the index.
         self.fresh: dict[str, tuple[int, int, str]] = {}
+        #: The snapshot's journal was created, with its first line, before
+        #: the snapshot (``"journal": true``): a journal missing or empty is
+        #: damage, never "nothing written since". Older snapshots lack it.
+        self.journal_kept = False
 
     # ---------------------------------------------------------- snapshot
     @classmethod
@@ -123,6 +127,7 @@ class State:
         state.version, state.generation, state.next_seq = version, generation, next_seq
         state.finished, state.paused, state.settings = counts, set(paused), settings
         state.workers = {w["id"]: w for w in map(check_worker, workers)}
+        state.journal_kept = doc.get("journal") is True
         return state
 
     def snapshot_bytes(self, generation: int) -> bytes:
@@ -132,7 +137,8 @@ class State:
         head = dumps({"format": FORMAT, "version": FORMAT_VERSION, "generation": generation,
                       "next_seq": self.next_seq, "finished": finished,
                       "paused": sorted(self.paused), "settings": self.settings,
-                      "finished_after": dict(sorted(self.derived.finished_after.items()))})
+                      "finished_after": dict(sorted(self.derived.finished_after.items())),
+                      "journal": True})
         workers = sorted(self.workers.values(), key=lambda w: (w["started_at"], w["id"]))
         jobs = sorted(self.jobs.values(), key=lambda r: r["seq"])
         parts = [head[:-1], b',\n"workers":[']
@@ -149,6 +155,7 @@ class State:
         self.fresh = {}
         self.version = FORMAT_VERSION
         self.generation = generation
+        self.journal_kept = True
 
     # ---------------------------------------------------------- active jobs
     def put(self, rec: Record) -> None:

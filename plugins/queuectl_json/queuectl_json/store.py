@@ -29,7 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from queuectl_core.errors import ChangedMeanwhile, DuplicateJobError, StorageError
+from queuectl_core.errors import (
+    DISK_FULL_ERRNOS,
+    ChangedMeanwhile,
+    DuplicateJobError,
+    StorageError,
+    disk_full,
+)
 from queuectl_core.models import Attempt, Change, Claim, Job, JobState, WorkerInfo
 from queuectl_core.storage import Storage
 
@@ -157,6 +163,8 @@ class JsonStorage(Storage):
                 yield
             except OSError as exc:
                 self._journal.invalidate()
+                if exc.errno in DISK_FULL_ERRNOS:  # nothing committed: wait and retry
+                    raise disk_full(f"JSON store {self.directory}", exc.strerror) from exc
                 raise StorageError(f"JSON store {self.directory}: {exc}") from exc
         finally:
             self._lock.release()

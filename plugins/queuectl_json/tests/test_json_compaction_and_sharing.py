@@ -66,7 +66,10 @@ def test_compaction_keeps_everything_for_every_instance(root: Path) -> None:
     generation = raw(store)._journal.generation
     raw(store).compact()
     assert raw(store)._journal.generation == generation + 1
-    assert sorted(p.name for p in root.glob("journal-*")) == [], "old journal removed"
+    # The old journal is removed; the new one starts with its header line.
+    assert sorted(p.name for p in root.glob("journal-*")) == [f"journal-{generation + 1}.jsonl"]
+    assert (root / f"journal-{generation + 1}.jsonl").read_text() == (
+        f'{{"ops":[],"journal":{generation + 1}}}\n')
     assert everything(store) == before
     assert everything(viewer) == before, "another instance follows the new snapshot"
     viewer.enqueue([new_job("after")])

@@ -45,7 +45,8 @@ def test_layout_keeps_active_jobs_in_the_snapshot_and_finished_ones_in_files(
     doc = json.loads(job_path(root, odd).read_text())
     assert doc["id"] == odd and doc["state"] == "completed" and len(doc["history"]) == 1
     assert "claim_token" not in doc, "finished jobs' files hold no claim"
-    assert not (root / f"journal-{snap['generation']}.jsonl").exists(), "empty after compact"
+    assert (root / f"journal-{snap['generation']}.jsonl").read_text() == (
+        f'{{"ops":[],"journal":{snap["generation"]}}}\n'), "only its header after compact"
     store.set_setting("max_retries", 5)
     line = json.loads(journal(root).read_text().splitlines()[-1])
     assert line == {"ops": [{"op": "setting", "key": "max_retries", "value": 5}]}

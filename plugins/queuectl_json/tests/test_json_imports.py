@@ -107,8 +107,8 @@ def test_new_jobs_are_one_enqueue_line(store: Ledger, root: Path) -> None:
     store.import_jobs([(new_job("fresh"), [])])  # no history, pending: a new job
     store.enqueue([new_job("a"), new_job("b")])
     lines = [json.loads(line) for line in journal(root).read_text().splitlines()]
-    assert [[op["op"] for op in line["ops"]] for line in lines] == [["enqueue"], ["enqueue"]]
-    assert [r["id"] for r in lines[1]["ops"][0]["jobs"]] == ["a", "b"]
+    assert [[op["op"] for op in line["ops"]] for line in lines] == [[], ["enqueue"], ["enqueue"]]
+    assert [r["id"] for r in lines[2]["ops"][0]["jobs"]] == ["a", "b"]
 
 
 def test_an_import_is_visible_from_another_instance(root: Path) -> None:

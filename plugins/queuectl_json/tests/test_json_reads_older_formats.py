@@ -84,7 +84,8 @@ def test_a_format_1_store_opens_with_everything_kept_and_works_on(tmp_path: Path
     assert everything(store) == want
     snap = json.loads((root / "snapshot.json").read_text())
     assert snap["version"] == FORMAT_VERSION and snap["generation"] == 3, "upgraded on opening"
-    assert [p.name for p in root.glob("journal-*.jsonl")] == []
+    assert [p.name for p in root.glob("journal-*.jsonl")] == ["journal-3.jsonl"]
+    assert snap["journal"] is True, "its journal is kept from now on"
     assert job_path(root, "a").read_bytes() == old_file, "old job files are kept as they are"
     assert job_path(root, "g").exists() and job_path(root, "h").exists()
     for job in want["jobs"]:

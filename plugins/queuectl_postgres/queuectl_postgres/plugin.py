@@ -23,6 +23,10 @@ def queuectl_storage_backends() -> Iterable[BackendSpec]:
             factory="queuectl_postgres.store:open_store",
             options_model="queuectl_postgres.options:PostgresOptions",
             snapshot_options=True,  # open_store reads options.<field> only
+            # The DSN may carry a password: never in a job's environment
+            # (where `env` would show it) nor in a cache.
+            secret_env=(DSN_ENV,),
+            secret_options=("dsn",),
             description="PostgreSQL database (many machines share one queue; "
                         f"dsn option or {DSN_ENV})",
         )

@@ -28,21 +28,20 @@ import os
 import select
 import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 from queuectl_core.executor import Execution, Executor, Prepared
-from queuectl_core.joblogs import (
-    attempt_path,
-)
+from queuectl_core.joblogs import attempt_path, remove_output_file
 from queuectl_core.models import ExecResult, Job
 from queuectl_core.records import Record, field
 from queuectl_core.timeutil import shown
 
 from .options import ProcessOptions, ShellOptions
 from .output import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, _Output, exit_error
-from .process import _Child, _group_running, _inheritable_fds, _signal_group, _signal_text, _Spawned
+from .process import _Child, _group_running, _signal_group, _signal_text, spawn
+from .script import script_path, too_long, write_script
+from .strays import end_strays
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +54,8 @@ DRAIN_SECONDS = 0.5
 #: and how often the exit is checked for when there is no pidfd.
 _POLL_SLICE_SECONDS = 0.02
 
-#: Signals Python ignores at start-up, which a command must not inherit
-#: ignored (subprocess's ``restore_signals`` resets the same ones).
-_RESTORED_SIGNALS = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ")
-                          if hasattr(signal, name))
-#: Start commands with posix_spawn (half the cost of subprocess.Popen here).
-_POSIX_SPAWN = hasattr(os, "posix_spawnp") and hasattr(os, "POSIX_SPAWN_DUP2")
+#: Shells of this process's running commands (not yet reaped).
+_RUNNING: set[int] = set()
 
 
 class FinishedExecution(Execution):
@@ -87,14 +82,20 @@ class Command(Record, kw_only=True):
     env: dict[str, str] = field(default_factory=dict)
     #: Where it runs; None: the job's ``cwd`` (the worker's directory if unset).
     cwd: str | None = None
+    #: Text written to a private file (``attempt-<N>.sh`` in the attempt's
+    #: directory, removed when the attempt ends) whose path is appended to
+    #: ``argv``: for a command too long to be an argument (``script.py``).
+    script: str | None = None
 
 
 class ProcessExecution(Execution):
     """One running command; its pid is also its pgid."""
 
-    def __init__(self, proc: _Child, out: tuple[int, _Output],
-                 err: tuple[int, _Output], options: ProcessOptions, tail_bytes: int) -> None:
+    def __init__(self, proc: _Child, out: tuple[int, _Output], err: tuple[int, _Output],
+                 options: ProcessOptions, tail_bytes: int, script: Path | None = None) -> None:
         self.pgid = self._pgid = proc.pid
+        _RUNNING.add(proc.pid)
+        self._script = script
         self._proc = proc
         self._options = options
         self._tail_bytes = tail_bytes
@@ -195,14 +196,19 @@ class ProcessExecution(Execution):
             self._pidfd = None
         self._out.close()
         self._err.close()
+        if self._script is not None:
+            remove_output_file(self._script)
+            self._script = None
 
     def _finish(self, sent: int | None) -> ExecResult:
         """Copy the rest of the output, reap the shell and build the result.
         ``sent`` is the signal kill() sent, if any."""
         try:
             self._stop_watching_exit()
+            code = self._proc.wait()  # reaped: what it left outside its group is ours now
+            _RUNNING.discard(self._pgid)
+            end_strays(_RUNNING)
             self._drain()
-            code = self._proc.wait()
         finally:
             self._close()
         tail_bytes = self._tail_bytes
@@ -291,8 +297,10 @@ class _ProcessPrepared(Prepared):
 
     def __init__(self, executor: ProcessExecutor, job: Job, argv: list[str],
                  env: dict[bytes, bytes], cwd: str | None, out: tuple[int, _Output, int],
-                 err: tuple[int, _Output, int], tail_bytes: int) -> None:
+                 err: tuple[int, _Output, int], tail_bytes: int,
+                 script: Path | None = None) -> None:
         self._shell = executor
+        self._script = script
         self.job = job
         self._argv = argv
         self._env = env
@@ -305,6 +313,8 @@ class _ProcessPrepared(Prepared):
     def _close_pipes(self) -> None:
         for fd in (self._out[0], self._out[2], self._err[0], self._err[2]):
             os.close(fd)
+        if self._script is not None:
+            remove_output_file(self._script)
 
     def start(self) -> Execution:
         assert not self._used, "a prepared attempt starts once"
@@ -326,7 +336,7 @@ class _ProcessPrepared(Prepared):
         os.close(out_w)
         os.close(err_w)
         return ProcessExecution(proc, (out_r, out), (err_r, err), shell.options,
-                                self._tail_bytes)
+                                self._tail_bytes, self._script)
 
     def discard(self) -> None:
         if not self._used:
@@ -381,32 +391,11 @@ class ProcessExecutor(Executor):
 
     def _spawn(self, argv: list[str], cwd: str | None, env: dict[bytes, bytes], stdin: int,
                stdout: int, stderr: int) -> _Child:
-        """Start the shell as subprocess.Popen(argv, stdin=, stdout=,
-        stderr=, cwd=, env=, close_fds=True, start_new_session=True) would,
-        with posix_spawn when it can. posix_spawn cannot change directory:
-        the worker (one thread) steps into ``cwd`` around the call and back
-        by a descriptor of its own directory, so an error names ``cwd`` as
-        Popen's does. Descriptors: the worker's are close-on-exec (Python's
-        default); any made inheritable is closed in the child, so that it
-        gets only 0, 1 and 2, as with close_fds."""
-        if not _POSIX_SPAWN or min(stdin, stdout, stderr) <= 2:
-            return subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd,
-                                    env=env, close_fds=True, start_new_session=True)
+        """Start the shell (:func:`.process.spawn`), coming back to the
+        worker's own directory by a descriptor kept open for it."""
         if cwd is not None and self._here < 0:
             self._here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        actions: list[tuple[int, ...]] = [
-            (os.POSIX_SPAWN_DUP2, stdin, 0), (os.POSIX_SPAWN_DUP2, stdout, 1),
-            (os.POSIX_SPAWN_DUP2, stderr, 2)]
-        actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds()]
-        if cwd is not None:
-            os.chdir(cwd)
-        try:
-            pid = os.posix_spawnp(argv[0], argv, env, file_actions=actions, setsid=True,
-                                  setsigdef=_RESTORED_SIGNALS)
-        finally:
-            if cwd is not None:
-                os.fchdir(self._here)
-        return _Spawned(pid)
+        return spawn(argv, cwd, env, (stdin, stdout, stderr), self._here)
 
     def check(self) -> str | None:
         """The ``shell`` option, if the options have one, names a program
@@ -423,13 +412,14 @@ class ProcessExecutor(Executor):
         attempt with the exception as its error."""
         raise NotImplementedError(f"{type(self).__name__} must define command_for()")
 
-    @staticmethod
-    def _environment(job: Job, attempt: int) -> dict[bytes, bytes]:
+    def _environment(self, job: Job, attempt: int) -> dict[bytes, bytes]:
         # bytes: no decoding and re-encoding of each entry. os.environb keeps
         # its entries in a plain dict (``_data``): copying that is one C call
         # instead of a Python-level lookup per variable.
         data = getattr(os.environb, "_data", None)
         env: dict[bytes, bytes] = dict(data) if isinstance(data, dict) else dict(os.environb)
+        for name in self.hidden_env:  # secrets plugins declare (a DSN with its password)
+            env.pop(os.fsencode(name), None)
         if job.env:
             for key, value in job.env.items():
                 env[os.fsencode(key)] = os.fsencode(value)
@@ -469,6 +459,15 @@ class ProcessExecutor(Executor):
         for key, value in command.env.items():
             env[os.fsencode(key)] = os.fsencode(value)
         cwd = command.cwd if command.cwd is not None else job.cwd
+        argv, script = list(command.argv), None
+        if command.script is not None:
+            script = script_path(log_dir, attempt)
+            try:
+                write_script(script, command.script)
+            except OSError as exc:
+                return _Ready(FinishedExecution(ExecResult(
+                    error=f"cannot write the command to {shown(str(script))}: {exc}")), job)
+            argv.append(str(script))
         out = _Output(attempt_path(log_dir, attempt, "out"), output_max_bytes, tail_bytes)
         err = _Output(attempt_path(log_dir, attempt, "err"), output_max_bytes,
                       max(tail_bytes, self.options.stderr_tail_bytes))
@@ -483,10 +482,12 @@ class ProcessExecutor(Executor):
                 os.close(fd)
             out.close()
             err.close()
+            if script is not None:
+                remove_output_file(script)
             return _Ready(FinishedExecution(
                 ExecResult(error=f"cannot create output pipes: {exc}")), job)
-        return _ProcessPrepared(self, job, list(command.argv), env, cwd, (out_r, out, out_w),
-                                (err_r, err, err_w), tail_bytes)
+        return _ProcessPrepared(self, job, argv, env, cwd, (out_r, out, out_w),
+                                (err_r, err, err_w), tail_bytes, script)
 
     def _not_started(self, program: str, cwd: str | None, exc: Exception, out: _Output,
                      err: _Output, tail_bytes: int) -> FinishedExecution:
@@ -523,6 +524,8 @@ class ShellExecutor(ProcessExecutor):
     options: ShellOptions
 
     def command_for(self, job: Job, attempt: int) -> Command:
+        if too_long(job.command):  # `sh FILE`: no argument over the kernel's 128 KiB
+            return Command(argv=[self.options.shell], script=job.command)
         return Command(argv=[self.options.shell, "-c", job.command])
 
 

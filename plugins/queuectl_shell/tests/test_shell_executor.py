@@ -161,6 +161,37 @@ def test_worker_environment_is_inherited(executor: ShellExecutor, logs: Path,
     assert (logs / "attempt-1.out").read_text() == "yes"
 
 
+def test_secret_variables_never_reach_the_command(logs: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Variables the plugins declare secret (``hidden_env``) are not in the
+    command's environment; a job's own ``env`` may still set one."""
+    monkeypatch.setenv("QUEUECTL_TEST_SECRET", "pw-of-the-worker")
+    monkeypatch.setenv("QUEUECTL_TEST_OTHER", "kept")
+    executor = ShellExecutor(ShellOptions())
+    executor.hidden_env = frozenset({"QUEUECTL_TEST_SECRET", "QUEUECTL_TEST_OTHER2"})
+    result = run(executor.start(make_job('printf "%s|%s" "${QUEUECTL_TEST_SECRET-unset}" '
+                                         '"$QUEUECTL_TEST_OTHER"'), attempt=1, log_dir=logs))
+    assert result.ok
+    assert (logs / "attempt-1.out").read_text() == "unset|kept"
+    job = make_job('printf %s "$QUEUECTL_TEST_SECRET"', env={"QUEUECTL_TEST_SECRET": "own"})
+    assert run(executor.start(job, attempt=2, log_dir=logs)).ok
+    assert (logs / "attempt-2.out").read_text() == "own"
+
+
+def test_a_command_longer_than_one_argument_runs_from_a_private_file(
+        executor: ShellExecutor, logs: Path) -> None:
+    """Linux refuses an argument over 128 KiB: a 500 KB command runs from
+    ``attempt-N.sh``, private to the attempt, removed when it ends."""
+    command = f'v="{"x" * 500_000}"\nprintf "%s|%s" "${{#v}}" "$0"'
+    execution = executor.start(make_job(command), attempt=3, log_dir=logs)
+    script = logs / "attempt-3.sh"
+    assert script.stat().st_mode & 0o777 == 0o600
+    result = run(execution)
+    assert result.ok, result.error
+    assert (logs / "attempt-3.out").read_text() == f"500000|{script}"
+    assert not script.exists()
+
+
 def test_command_runs_exactly_as_written(executor: ShellExecutor, logs: Path) -> None:
     command = (
         'GREETING="héllo wörld ✓ 日本"\n'

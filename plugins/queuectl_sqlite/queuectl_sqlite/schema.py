@@ -6,6 +6,8 @@ import contextlib
 import os
 import sqlite3
 
+from .damage import Connection
+
 #: Version 1: the first release. Version 2: named queues (and pausing them),
 #: cancellation, per-job timeout/cwd/env/retry, output tails on attempts,
 #: attempt numbers over a job's whole history, purge. Version 3: jobs that
@@ -167,7 +169,8 @@ def connect(path: str, *, synchronous: str = "full",
     journal, the given durability and lock wait. Raises sqlite3.Error;
     RuntimeError when the file cannot be put in WAL mode."""
     conn = sqlite3.connect(path, timeout=busy_timeout_ms / 1000, isolation_level=None,
-                           check_same_thread=False)
+                           check_same_thread=False, factory=Connection)
+    conn.path = path  # for the message about a damaged file
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]

@@ -11,6 +11,7 @@ Waiting for the lock is bounded by the busy timeout.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -19,7 +20,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from operator import attrgetter
 
-from queuectl_core.errors import DuplicateJobError, StorageError
+from queuectl_core.errors import DuplicateJobError, StorageError, disk_full
 from queuectl_core.models import (
     ATTEMPT_FIELDS,
     Attempt,
@@ -32,6 +33,7 @@ from queuectl_core.models import (
 from queuectl_core.storage import Storage, new_token
 
 from . import sql, writes
+from .damage import damaged, is_damage, is_disk_full, write_marker
 from .rows import (
     INSERT_ATTEMPT,
     INSERT_JOB,
@@ -92,8 +94,19 @@ class _WriteTransaction:
                  tb: TracebackType | None) -> None:
         try:
             self.store.conn.execute("COMMIT" if kind is None else "ROLLBACK")
+        except sqlite3.OperationalError as error:
+            if not is_disk_full(error):
+                raise
+            exc = error
+            with contextlib.suppress(sqlite3.Error):
+                self.store.conn.execute("ROLLBACK")
         finally:
             self._unlock()
+        if isinstance(exc, sqlite3.OperationalError) and is_disk_full(exc):
+            # Rolled back: nothing changed. Workers wait and retry.
+            raise disk_full(f"SQLite database {self.store.path}", exc) from None
+        if isinstance(exc, sqlite3.DatabaseError) and is_damage(exc):
+            raise damaged(self.store.path, exc) from None
 
     def _unlock(self) -> None:
         if self.lock >= 0:
@@ -139,10 +152,21 @@ class SqliteStorage(Storage):
     # ---------------------------------------------------------- plumbing
     def _migrate(self) -> None:
         """Create the schema in a new file, or upgrade an older one in place,
-        in one transaction (a crash leaves the old version, whole)."""
+        in one transaction (a crash leaves the old version, whole). A file
+        with no schema whose marker (``<db>-created``) says it held a queue
+        was emptied or replaced: refused, never a new empty queue."""
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        marker = f"{self.path}-created"
         if version == SCHEMA_VERSION:
+            if not os.path.exists(marker):  # created by an older queuectl
+                write_marker(marker, self.path)
             return
+        if version == 0 and os.path.exists(marker):
+            raise StorageError(
+                f"SQLite database {self.path} is empty, but {marker} shows that it held a "
+                "queue: the file was emptied, replaced or removed. Restore it from a backup; "
+                "queuectl will not start an empty queue over the old one (to start a new "
+                "queue on purpose, remove the marker too)")
         if version > SCHEMA_VERSION:
             raise StorageError(
                 f"SQLite database {self.path} has schema version {version}, newer than this "
@@ -153,6 +177,7 @@ class SqliteStorage(Storage):
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version < SCHEMA_VERSION:
                 create_or_upgrade(conn, version)
+        write_marker(marker, self.path)
 
     def _writer_lock(self) -> int:
         """The descriptor of the writers' lock file, or -1 if it cannot be

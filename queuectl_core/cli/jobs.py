@@ -234,24 +234,32 @@ def _state_option(value: str | None) -> Any:
               help="Only jobs in this state.")
 @queue_filter_option("Only jobs of this queue.")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N jobs.")
+@click.option("--schedule", "schedule_name", metavar="NAME",
+              help="Only jobs made by this recurring schedule.")
 @json_option
 @pass_state
 def list_cmd(state: State, state_name: str | None, queue_name: str | None,
-             limit: int | None, as_json: bool) -> None:
+             limit: int | None, as_json: bool, schedule_name: str | None = None) -> None:
     """List jobs in enqueue order (all states and queues unless --state or
     --queue is given).
 
     ATTEMPTS shows attempts made / attempts allowed (max_retries + 1).
     """
     app = state.app()
-    jobs = app.ledger.list_jobs(_state_option(state_name), limit, queue=queue_name)
+    if schedule_name is None:
+        jobs = app.ledger.list_jobs(_state_option(state_name), limit, queue=queue_name)
+    else:
+        jobs = [j for j in app.ledger.list_jobs(_state_option(state_name), queue=queue_name)
+                if j.schedule == schedule_name][:limit]
     if as_json:
         emit_json([j.to_json() for j in jobs])
         return
     if not jobs:
         what = " ".join(w for w in (state_name, "jobs") if w)
         where = "" if queue_name is None else f" in queue '{queue_name}'"
-        click.echo(f"No {what}{where}." if state_name or queue_name else "No jobs.")
+        if schedule_name is not None:
+            where += f" made by schedule '{schedule_name}'"
+        click.echo(f"No {what}{where}." if state_name or where else "No jobs.")
         return
     table(["ID", "STATE", "QUEUE", "ATTEMPTS", "PRIO", "RUN AT", "COMMAND", "LAST ERROR"],
           _job_rows(jobs))

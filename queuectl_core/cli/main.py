@@ -116,6 +116,7 @@ COMMANDS = {
     "export": ("queuectl_core.cli.transfer", "export_cmd"),
     "import": ("queuectl_core.cli.transfer", "import_cmd"),
     "schema": ("queuectl_core.cli.schema", "schema_cmd"),
+    "schedule": ("queuectl_core.cli.schedules", "schedule"),
 }
 
 SHORT_HELP = {
@@ -136,6 +137,7 @@ SHORT_HELP = {
     "export": "Write all jobs with their history as JSON lines.",
     "import": "Load jobs from 'export' output, all or nothing.",
     "schema": "Print the JSON Schema of a job or of the config file.",
+    "schedule": "Recurring jobs (cron or intervals), each tick fired once.",
 }
 
 

@@ -47,7 +47,14 @@ from .rows import (
     json_text,
     new_job_row,
 )
-from .schema import SCHEMA_VERSION, connect, create_or_upgrade
+from .schedules import SqliteSchedules
+from .schema import (
+    HAS_SCHEDULE_OBJECTS,
+    SCHEMA_VERSION,
+    connect,
+    create_or_upgrade,
+    ensure_schedule_objects,
+)
 
 # typing is not imported at run time (the CLI's hot path).
 TYPE_CHECKING = False
@@ -106,7 +113,7 @@ class _WriteTransaction:
             self.lock = -1
 
 
-class SqliteStorage(Storage):
+class SqliteStorage(SqliteSchedules, Storage):
     """A queue in one SQLite file."""
 
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "full",
@@ -144,6 +151,9 @@ class SqliteStorage(Storage):
         in one transaction (a crash leaves the old version, whole)."""
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         if version == SCHEMA_VERSION:
+            if self.conn.execute(HAS_SCHEDULE_OBJECTS).fetchone()[0] != 2:
+                with self._write() as conn:
+                    ensure_schedule_objects(conn)
             return
         if version > SCHEMA_VERSION:
             raise StorageError(

@@ -1,0 +1,98 @@
+"""Firing recurring schedules from every worker (no leader).
+
+Each worker keeps the time of the next tick of any schedule; when it comes
+(an idle worker sleeps until then; a busy one looks at each housekeeping
+beat) it reads the schedules, lets :func:`queuectl_core.schedules.plan`
+decide each due one, and asks the store to make the fire, fenced on the
+schedule's version. Workers racing for a tick all try; the store lets one
+win and the others change nothing (see ``schedule_seam``)."""
+
+from __future__ import annotations
+
+import logging
+
+from ..errors import TransientStorageError
+from ..ledger import Ledger
+from ..schedules import plan, wants_pass
+
+# typing is not imported at run time.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..schedule_records import Schedule
+
+log = logging.getLogger("queuectl.worker")
+
+#: A worker reads the schedules at least this often (schedules added on
+#: another machine, or by a command whose wake-up it missed).
+REFRESH_MS = 5_000
+#: While ticks wait behind a running job (overlap ``queue``), look this often.
+QUEUED_POLL_MS = 1_000
+#: Tries per schedule and pass when other workers change it meanwhile.
+ROUNDS = 5
+
+
+class ScheduleFirer:
+    """One worker's part in firing schedules."""
+
+    def __init__(self, ledger: Ledger, max_retries: Callable[[], int]) -> None:
+        self.store = ledger.store
+        self.enabled = bool(getattr(self.store, "supports_schedules", False))
+        self._max_retries = max_retries
+        #: When to read the schedules again (0: at the next chance).
+        self.next_at = 0
+
+    def due(self, now: int) -> bool:
+        return self.enabled and now >= self.next_at
+
+    def stale(self) -> None:
+        """Something may have changed (a wake-up): read them next time."""
+        self.next_at = 0
+
+    def wait_ms(self, now: int) -> int | None:
+        """How long an idle worker may sleep before the next tick."""
+        return max(0, self.next_at - now) if self.enabled else None
+
+    def run(self, now: int) -> int:
+        """Fire what is due at ``now``; the number of jobs made. Storage
+        outages propagate (the worker retries); anything else is logged."""
+        if not self.enabled:
+            return 0
+        made = 0
+        wake = now + REFRESH_MS
+        for schedule in self.store.list_schedules():
+            try:
+                latest = self._fire(schedule, now)
+            except TransientStorageError:
+                raise
+            except Exception as exc:
+                log.error("schedule %s: firing failed: %s", schedule.name, exc)
+                continue
+            made += latest[1]
+            current = latest[0]
+            if current is None or current.paused:
+                continue
+            wake = min(wake, current.next_run_at)
+            if current.queued:
+                wake = min(wake, now + QUEUED_POLL_MS)
+        self.next_at = wake
+        return made
+
+    def _fire(self, schedule: Schedule, now: int) -> tuple[Schedule | None, int]:
+        current: Schedule | None = schedule
+        for _ in range(ROUNDS):
+            if current is None or not wants_pass(current, now):
+                return current, 0
+            last = self.store.get(current.last_job_id) if current.last_job_id else None
+            fire = plan(current, now, last, default_max_retries=self._max_retries())
+            if fire is None:
+                return current, 0
+            if self.store.fire_schedule(fire):
+                if fire.warning:
+                    log.warning("%s", fire.warning)
+                for job in fire.jobs:
+                    log.info("schedule %s fired %s", current.name, job.id)
+                return fire.schedule, len(fire.jobs)
+            current = self.store.get_schedule(current.name)  # another worker was first
+        return current, 0

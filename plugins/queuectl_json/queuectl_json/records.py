@@ -35,6 +35,8 @@ ATTEMPT_KEYS = frozenset(Attempt.field_names()) - {"job_id"}
 V2_JOB_FIELDS: dict[str, Any] = {"queue": DEFAULT_QUEUE, "timeout": None, "cwd": None,
                                  "env": None, "retry": None, "cancel_requested_at": None}
 V2_ATTEMPT_FIELDS: dict[str, Any] = {"stdout_tail": None, "stderr_tail": None}
+#: Fields added for recurring schedules, absent from older records (read as null).
+SCHEDULE_JOB_FIELDS: dict[str, Any] = {"schedule": None, "scheduled_for": None}
 
 
 class Damaged(Exception):
@@ -59,6 +61,11 @@ def upgrade_v1(rec: Any) -> Any:
     return new
 
 
+def _with_schedule_fields(rec: Record) -> None:
+    for key, value in SCHEDULE_JOB_FIELDS.items():
+        rec.setdefault(key, value)
+
+
 def check_job(rec: Any, states: frozenset[str]) -> Record:
     """A job record as stored (job fields + ``seq``, ``claim_token``,
     ``history``), or Damaged. ``claim_token`` is text only while the job is
@@ -69,6 +76,7 @@ def check_job(rec: Any, states: frozenset[str]) -> Record:
     if not isinstance(job_id, str):
         raise Damaged("a job record has no text 'id'")
     what = f"job {job_id!r}"
+    _with_schedule_fields(rec)
     missing = [k for k in (*JOB_FIELDS, "seq", "history") if k not in rec]
     if missing:
         raise Damaged(f"{what}: missing {', '.join(missing)}")
@@ -156,7 +164,7 @@ def claim_key(rec: Record) -> tuple[int, int, int]:
 # ---------------------------------------------------------------- conversions
 
 def to_job(rec: Record) -> Job:
-    values = {k: rec[k] for k in JOB_FIELDS}
+    values: dict[str, Any] = {k: rec.get(k) for k in JOB_FIELDS}
     for key in ("env", "retry"):  # the caller gets its own copy
         if values[key] is not None:
             values[key] = dict(values[key])

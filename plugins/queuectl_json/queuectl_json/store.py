@@ -51,6 +51,7 @@ from .records import (
     to_job,
     to_worker,
 )
+from .schedules import JsonSchedules
 from .state import FORMAT_VERSION, State
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ class _Peek:
     files: list[IndexFile]
 
 
-class JsonStorage(Storage):
+class JsonStorage(JsonSchedules, Storage):
     """A queue kept in JSON files in one directory."""
 
     def __init__(self, directory: Path, *, fsync: bool = True,

@@ -52,7 +52,8 @@ if TYPE_CHECKING:
 
     from .options import PostgresOptions
 from .connection import Session, channel_for, connection_params, describe, guarded
-from .schema import migrate
+from .schedules import PostgresSchedules
+from .schema import ensure_schedule_objects, migrate
 from .sql import (
     ATTEMPTS_SQL,
     CLAIM_BATCH_SQLS,
@@ -102,7 +103,7 @@ def open_store(options: PostgresOptions | None, context: PluginContext) -> Postg
                            connect_timeout_s=options.connect_timeout_s)
 
 
-class PostgresStorage(Storage):
+class PostgresStorage(PostgresSchedules, Storage):
     """A queue in one schema of a PostgreSQL database."""
 
     session: Session
@@ -119,6 +120,7 @@ class PostgresStorage(Storage):
 
     def _prepare(self, conn: psycopg.Connection[DictRow]) -> None:
         migrate(conn, self.schema, self.session.where)
+        ensure_schedule_objects(conn, self.schema)
 
     def _q(self, template: str) -> str:
         """A statement with ``{s}`` replaced by the quoted schema name."""

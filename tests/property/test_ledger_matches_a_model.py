@@ -239,6 +239,8 @@ class MJob:
     env: dict[str, str] | None = None
     retry: dict[str, Any] | None = None
     cancel_requested_at: int | None = None
+    schedule: str | None = None
+    scheduled_for: int | None = None
     #: The current claim's token (only while processing).
     claim_token: str | None = None
     # ---- model only

@@ -221,7 +221,8 @@ JOB_TYPES = {"id": "text", "command": "text", "state": "text", "attempts": "inte
              "finished_at": "bigint", "worker_id": "text", "lease_expires_at": "bigint",
              "last_error": "text", "exit_code": "integer", "queue": "text",
              "timeout": "double precision", "cwd": "text", "env": "json", "retry": "json",
-             "cancel_requested_at": "bigint", "claim_token": "text"}
+             "cancel_requested_at": "bigint", "claim_token": "text",
+             "schedule": "text", "scheduled_for": "bigint"}
 
 AttemptStep = Literal["open", "set", "drop"] | None
 

@@ -380,13 +380,13 @@ def declared_schedules(section: Mapping[str, Any], *, now: int) -> list[Schedule
     out: list[Schedule] = []
     for name, fields in section.items():
         if not isinstance(fields, dict):
-            raise UsageError(f"schedules.{shown(str(name))}: must be a mapping of fields")
+            raise UsageError(f"{shown(str(name))}: must be a mapping of fields")
         if "name" in fields and fields["name"] != name:
-            raise UsageError(f"schedules.{shown(str(name))}: name: must be the key or absent")
+            raise UsageError(f"{shown(str(name))}: name: must be the key or absent")
         try:
             out.append(parse_spec({**fields, "name": name}, now=now, source="yaml"))
         except UsageError as exc:
-            raise UsageError(f"schedules.{shown(str(name))}: {exc}") from None
+            raise UsageError(f"{shown(str(name))}: {exc}") from None
     return out
 
 

@@ -13,12 +13,13 @@ import logging
 
 from ..errors import TransientStorageError
 from ..ledger import Ledger
-from ..schedules import plan, wants_pass
+from ..schedules import declared_schedules, plan, sync_plan, wants_pass
 
 # typing is not imported at run time.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
+    from typing import Any
 
     from ..schedule_records import Schedule
 
@@ -42,6 +43,9 @@ class ScheduleFirer:
         self._max_retries = max_retries
         #: When to read the schedules again (0: at the next chance).
         self.next_at = 0
+        #: The YAML file's ``schedules:`` section, put into the store on the
+        #: first pass (the file wins for the names it declares).
+        self.declared: Mapping[str, Any] | None = None
 
     def due(self, now: int) -> bool:
         return self.enabled and now >= self.next_at
@@ -61,6 +65,8 @@ class ScheduleFirer:
             return 0
         made = 0
         wake = now + REFRESH_MS
+        if self.declared:
+            self.sync(now)
         for schedule in self.store.list_schedules():
             try:
                 latest = self._fire(schedule, now)
@@ -78,6 +84,18 @@ class ScheduleFirer:
                 wake = min(wake, now + QUEUED_POLL_MS)
         self.next_at = wake
         return made
+
+    def sync(self, now: int) -> None:
+        """Make the store hold the YAML file's schedules (once: other
+        workers may race; the compare-and-set lets one win)."""
+        assert self.declared is not None
+        declared = declared_schedules(self.declared, now=now)
+        self.declared = None
+        stored = {s.name: s for s in self.store.list_schedules()}
+        for schedule, expect in sync_plan(stored, declared, now):
+            if self.store.put_schedule(schedule, expect):
+                log.info("schedule %s %s from the YAML file", schedule.name,
+                         "added" if expect is None else "updated")
 
     def _fire(self, schedule: Schedule, now: int) -> tuple[Schedule | None, int]:
         current: Schedule | None = schedule

@@ -13,12 +13,18 @@ A schedule keeps at most FIRINGS_KEPT firing records here (the newest);
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .records import Damaged, Record
 
-if TYPE_CHECKING:
-    from .state import State
+
+class State(Protocol):
+    """What these operations use of ``state.State`` (which imports this module)."""
+
+    schedules: dict[str, Record]
+    firings: dict[str, dict[tuple[int, bool], Record]]
+
+    def _enqueue(self, op: Record, check: bool, v1: bool) -> None: ...
 
 #: Firing records kept per schedule (the newest); more than the catch-up cap.
 FIRINGS_KEPT = 1000

@@ -63,6 +63,16 @@ class ScheduleFirer:
         outages propagate (the worker retries); anything else is logged."""
         if not self.enabled:
             return 0
+        self.next_at = now + REFRESH_MS  # also if this pass fails
+        try:
+            return self._run(now)
+        except TransientStorageError:
+            raise
+        except Exception as exc:  # never stop a worker (or its running job) for this
+            log.error("firing schedules failed: %s", exc)
+            return 0
+
+    def _run(self, now: int) -> int:
         made = 0
         wake = now + REFRESH_MS
         if self.declared:

@@ -13,6 +13,7 @@ import logging
 
 from ..errors import TransientStorageError
 from ..ledger import Ledger
+from ..schedule_records import Fire
 from ..schedules import declared_schedules, plan, sync_plan, wants_pass
 
 # typing is not imported at run time.
@@ -122,5 +123,21 @@ class ScheduleFirer:
                 for job in fire.jobs:
                     log.info("schedule %s fired %s", current.name, job.id)
                 return fire.schedule, len(fire.jobs)
-            current = self.store.get_schedule(current.name)  # another worker was first
+            latest = self.store.get_schedule(current.name)
+            if latest is not None and latest.version == current.version:
+                return self._past_conflict(current, fire), 0
+            current = latest  # another worker was first
         return current, 0
+
+    def _past_conflict(self, current: Schedule, fire: Fire) -> Schedule | None:
+        """The fire conflicted though the schedule had not changed: one of its
+        ticks is recorded already, or a job has its id (someone enqueued it
+        by hand). Those ticks are not fired again; the cursor moves past
+        them, so the schedule is not stuck."""
+        ticks = ", ".join(str(f.tick) for f in fire.firings) or "queued ticks"
+        log.error("schedule %s: ticks %s were fired before or their job ids are taken; "
+                  "skipping them", fire.schedule.name, ticks)
+        moved = fire.schedule.replace(last_job_id=current.last_job_id)
+        if self.store.fire_schedule(Fire(schedule=moved, expect_version=fire.expect_version)):
+            return moved
+        return self.store.get_schedule(fire.schedule.name)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from queuectl_core.ledger import Ledger
-from queuectl_core.schedules import parse_spec
+from queuectl_core.models import Job
+from queuectl_core.schedules import job_id_for, parse_spec
 from queuectl_core.testing import MemoryStorage
 from queuectl_core.worker.firing import REFRESH_MS, ScheduleFirer
 from queuectl_sqlite.store import SqliteStorage
@@ -71,3 +72,20 @@ def test_the_yaml_schedules_are_put_once(store: SqliteStorage) -> None:
     other.declared = {"y": {"cron": "0 3 * * *", "command": "backup"}}
     other.run(T0 + 5)
     assert store.list_schedules() == [stored], "an unchanged declaration puts nothing"
+
+
+def test_a_tick_whose_job_id_is_taken_is_skipped_not_stuck(
+        store: SqliteStorage, caplog: pytest.LogCaptureFixture) -> None:
+    store.put_schedule(parse_spec({"name": "s", "every": "1s", "command": "true",
+                                   "start": T0}, now=T0), None)
+    taken = Job.new(id=job_id_for("s", T0 + 1000), command="mine", max_retries=0,
+                    run_at=T0, created_at=T0)
+    store.insert([(taken, [])])
+    firer = ScheduleFirer(Ledger(store), lambda: 0)
+    with caplog.at_level(logging.ERROR, logger="queuectl.worker"):
+        assert firer.run(T0 + 1000) == 0
+    assert "skipping them" in caplog.text
+    after = store.get_schedule("s")
+    assert after is not None and after.next_run_at == T0 + 2000
+    assert firer.run(T0 + 2000) == 1, "the next tick fires"
+    assert store.get(taken.id) == taken

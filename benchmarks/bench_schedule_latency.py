@@ -1,7 +1,7 @@
 """Firing latency of recurring schedules: from a tick to its job being
 enqueued, and to its command starting.
 
-    python benchmarks/schedule_latency.py [--ticks 100] [--supervisors 2] [--workers 2]
+    python benchmarks/bench_schedule_latency.py [--ticks 100] [--supervisors 2] [--workers 2]
                                           [--backends sqlite] [--quick]
 
 For each backend: a fresh QUEUECTL_HOME, ``--supervisors`` supervisors of

@@ -10,8 +10,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .durations import Seconds, duration_string_schema
-from .errors import ConfigError
+from .errors import ConfigError, UsageError
 from .limits import DEFAULT_DLQ_TIMEOUT, DEFAULT_EXECUTOR, DEFAULT_POLICY
+from .schedules import declared_schedules
 from .settings import SETTING_SPECS, check_setting, normalize_setting_key
 
 
@@ -66,6 +67,20 @@ class ConfigFile(BaseModel):
         default_factory=dict,
         description="notifiers to run (alerts, metrics), each with its options, checked by "
                     "its plugin")
+
+    schedules: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="recurring schedules: name -> the fields of `schedule add` in JSON "
+                    "(cron or every, command, ...), synced into the store by running workers")
+
+    @field_validator("schedules")
+    @classmethod
+    def _schedules(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        try:
+            declared_schedules(value, now=0)
+        except UsageError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
     def notifier_options(self) -> dict[str, dict[str, Any]]:
         """Each notifier to run and its options: the ``notifiers`` section,

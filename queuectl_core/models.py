@@ -224,6 +224,10 @@ class Job(Entry, kw_only=True):
     #: change's fence, so that a job enqueued after this one is never missed
     #: when this one finishes.
     dependents: int = _field(_int, 0, internal=True)
+    #: The recurring schedule that made the job and the tick it was made for
+    #: (None for other jobs; see queuectl_core/schedules.py).
+    schedule: str | None = _field(_str, None)
+    scheduled_for: int | None = _field(_int, None, time=True)
     #: The token of the claim that holds the job (None unless processing):
     #: every change after a claim is conditional on it (fencing).
     claim_token: str | None = _field(_str, None, internal=True)

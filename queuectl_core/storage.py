@@ -51,6 +51,7 @@ from .models import (
     JobState,
     WorkerInfo,
 )
+from .schedule_seam import ScheduleStorage
 from .transitions import claimed, finished_at
 
 # typing is not imported at run time (the CLI's hot path).
@@ -86,9 +87,10 @@ def claim_order(job: Job) -> tuple[int, int]:
     return (-job.priority, job.run_at)
 
 
-class Storage(ABC):
+class Storage(ScheduleStorage, ABC):
     """A storage backend. Instances are used from one thread; a process that
-    needs storage in two threads opens two instances."""
+    needs storage in two threads opens two instances. The optional schedule
+    methods come from :class:`~queuectl_core.schedule_seam.ScheduleStorage`."""
 
     # ------------------------------------------------------------ required
     @abstractmethod
@@ -298,7 +300,7 @@ class Storage(ABC):
         None (the default): no push."""
         return None
 
-    def drain_wakeups(self) -> None:  # noqa: B027 - optional hook, default does nothing
+    def drain_wakeups(self) -> None:
         """Consume whatever made :meth:`wakeup_fileno` readable."""
 
     def local_paths(self) -> list[Path]:
@@ -311,5 +313,5 @@ class Storage(ABC):
         """A one-line description for humans (path, server); never a secret."""
         return type(self).__name__
 
-    def close(self) -> None:  # noqa: B027 - optional hook, default does nothing
+    def close(self) -> None:
         """Release connections and files."""

@@ -400,10 +400,24 @@ def purge(state: State, state_names: tuple[str, ...], older_than: int | None,
     while batch := app.ledger.purge(states=states, finished_before=cutoff, limit=PURGE_BATCH):
         total += len(batch)
         remove_job_logs(app, batch)
+    pruned = _prune_firings(app, cutoff)
     if as_json:
-        emit_json({"purged": total, "states": names, "finished_before": finished_before})
+        emit_json({"purged": total, "states": names, "finished_before": finished_before,
+                   "firings_pruned": pruned})
         return
-    click.echo(f"Purged {total} job(s).")
+    click.echo(f"Purged {total} job(s)." + (f" Pruned {pruned} schedule firing record(s)."
+                                            if pruned else ""))
+
+
+def _prune_firings(app: App, before: int) -> int:
+    """Schedules' firing records go with old jobs, except each schedule's
+    newest CATCHUP_CAP (the catch-up window; docs/semantics.md)."""
+    store = app.ledger.store
+    if not store.supports_schedules:
+        return 0
+    from ..schedules import CATCHUP_CAP
+
+    return store.prune_firings(before, CATCHUP_CAP)
 
 
 __all__ = ["cancel", "pause", "purge", "resume", "wait"]

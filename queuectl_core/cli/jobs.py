@@ -268,19 +268,27 @@ def _state_option(value: str | None) -> Any:
 @queue_filter_option("Only jobs of this queue.")
 @click.option("--limit", type=click.IntRange(min=0), default=LIST_LIMIT, show_default=True,
               metavar="N", help="The newest N jobs; 0: all of them.")
+@click.option("--schedule", "schedule_name", metavar="NAME",
+              help="Only jobs made by this recurring schedule.")
 @json_option
 @pass_state
 def list_cmd(state: State, state_name: str | None, queue_name: str | None,
-             limit: int, as_json: bool) -> None:
+             limit: int, as_json: bool, schedule_name: str | None = None) -> None:
     """List the newest jobs, in enqueue order (all states and queues unless
-    --state or --queue is given).
+    --state, --queue or --schedule is given).
 
     ATTEMPTS shows attempts made / attempts allowed (max_retries + 1).
     """
     app = state.app()
     wanted = _state_option(state_name)
     more = 0
-    if limit == 0:
+    if schedule_name is not None:
+        made = [j for j in app.ledger.list_newest(wanted, None, queue=queue_name)
+                if j.schedule == schedule_name]
+        jobs = made if limit == 0 else made[:limit]
+        more = len(made) - len(jobs)
+        jobs.reverse()
+    elif limit == 0:
         jobs = app.ledger.list_jobs(wanted, queue=queue_name)
     else:
         jobs = app.ledger.list_newest(wanted, limit, queue=queue_name)
@@ -293,7 +301,9 @@ def list_cmd(state: State, state_name: str | None, queue_name: str | None,
     elif not jobs:
         what = " ".join(w for w in (state_name, "jobs") if w)
         where = "" if queue_name is None else f" in queue '{queue_name}'"
-        click.echo(f"No {what}{where}." if state_name or queue_name else "No jobs.")
+        if schedule_name is not None:
+            where += f" made by schedule '{schedule_name}'"
+        click.echo(f"No {what}{where}." if state_name or where else "No jobs.")
     else:
         table(["ID", "STATE", "QUEUE", "ATTEMPTS", "PRIO", "RUN AT", "COMMAND", "LAST ERROR"],
               _job_rows(jobs))

@@ -117,6 +117,7 @@ COMMANDS = {
     "import": ("queuectl_core.cli.transfer", "import_cmd"),
     "schema": ("queuectl_core.cli.schema", "schema_cmd"),
     "limit": ("queuectl_core.cli.limits", "limit"),
+    "schedule": ("queuectl_core.cli.schedules", "schedule"),
 }
 
 SHORT_HELP = {
@@ -138,6 +139,7 @@ SHORT_HELP = {
     "import": "Load jobs from 'export' output, all or nothing.",
     "schema": "Print the JSON Schema of a job or of the config file.",
     "limit": "Set how many jobs with one concurrency key run at once.",
+    "schedule": "Recurring jobs (cron or intervals), each tick fired once.",
 }
 
 

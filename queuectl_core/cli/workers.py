@@ -308,6 +308,8 @@ def child(state: State, parent_pid: int, queues: list[str] | None) -> None:
         policy_label=app.backoff_policy_label,
         held_dir=held_dir(app.config.home),
     )
+    if app.config.file is not None:  # the YAML file's schedules, synced at start
+        w.firer.declared = app.config.file.schedules
     try:
         w.run()
     except StoreDamagedError as exc:

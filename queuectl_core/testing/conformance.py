@@ -10,7 +10,8 @@ fenced. ``SeamPromises`` checks the seam's methods directly.
 
 Set ``supports_processes = False`` for a store that lives in one process
 (the multi-process claim test is then skipped) and ``persistent = False``
-for one that does not survive being closed.
+for one that does not survive being closed. The schedule tests
+(``kit_schedules``) skip themselves for a backend without schedules.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from .kit_claims import ClaimPromises
 from .kit_graph import GraphPromises
 from .kit_limits import LimitPromises
 from .kit_operations import OperationPromises
+from .kit_schedules import SchedulePromises
 from .kit_seam import SeamPromises
 
 __all__ = ["BOOM", "LEASE", "OK", "T0", "StorageConformance", "new_job"]
 
 
 class StorageConformance(SeamPromises, ClaimPromises, OperationPromises, LimitPromises,
-                         GraphPromises):
+                         GraphPromises, SchedulePromises):
     """Mix into a pytest test class; implement ``open_storage(home)``."""

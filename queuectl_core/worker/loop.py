@@ -34,6 +34,7 @@ from ..timeutil import now_ms
 from ..wakeup import WakeupListener
 from .ahead import ClaimAhead
 from .events import announce_recorded, announce_recovered
+from .firing import ScheduleFirer
 from .housekeeping import Housekeeping
 from .signals import StopSignal
 
@@ -106,6 +107,8 @@ class Worker:
         self.start_ms: dict[str, int] = {}
         #: The optional strategy: claims ahead and batched results.
         self.ahead = ClaimAhead(self, held_dir) if claim_ahead else None
+        #: This worker's part in firing recurring schedules.
+        self.firer = ScheduleFirer(ledger, lambda: self.settings.max_retries)
 
     # ---------------------------------------------------------- helpers
     @property
@@ -147,6 +150,8 @@ class Worker:
             current_job=current.job.id if current else None,
             job_pgid=execution.pgid if execution else None)
         self.worker_count = self.keeper.run(now, self.record, self.settings.retention_days)
+        if self.firer.due(now):  # a busy worker fires ticks at each beat
+            self.firer.run(now)
 
     def chain_next(self, now: int) -> bool:
         """May the result being recorded now claim the next job in the same
@@ -159,7 +164,7 @@ class Worker:
         if not self.chain_claims:
             return False
         self.check_parent()
-        if self.stop.graceful or self.housekeeping_due(now):
+        if self.stop.graceful or self.housekeeping_due(now) or self.firer.due(now):
             return False
         if self.plugins.has_event_listeners():
             return False
@@ -251,6 +256,8 @@ class Worker:
             self.refresh_settings(now)
             if self.housekeeping_due(now):
                 self.housekeeping(now)
+            elif self.firer.due(now):
+                self.firer.run(now)
             claim = self.ledger.claim(self.id, now, self.lease_ms, self.queues)
             if claim is None:
                 self._idle(now)
@@ -267,7 +274,11 @@ class Worker:
         due = self.ledger.next_run_at(self.queues)
         if due is not None:
             wait_ms = min(wait_ms, due - now)
+        tick = self.firer.wait_ms(now)
+        if tick is not None:
+            wait_ms = min(wait_ms, tick)
         self.stop.sleep(max(0, wait_ms) / 1000, self.wakeup, self.ledger)
+        self.firer.stale()  # woken: a schedule may have been added or changed
 
     # ---------------------------------------------------------- one job
     def start(self, claim: Claim, prepared: Prepared | None = None

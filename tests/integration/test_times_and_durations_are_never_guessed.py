@@ -143,7 +143,7 @@ def test_purge_dry_run_says_what_would_go_and_deletes_nothing(queue: Queue) -> N
     # The real run: the same selection, its output as before.
     assert queue.run("purge", "--older-than", "1w").stdout == "Purged 2 job(s).\n"
     assert queue.json("purge") == {"purged": 1, "states": ["completed", "cancelled"],
-                                   "finished_before": None}
+                                   "finished_before": None, "firings_pruned": 0}
     assert ids(queue) == ["old-dead", "waiting"]
 
 

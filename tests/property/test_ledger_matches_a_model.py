@@ -247,6 +247,8 @@ class MJob:
     unique_key: str | None = None
     waiting_on: int = 0
     dependents: int = 0
+    schedule: str | None = None
+    scheduled_for: int | None = None
     #: The current claim's token (only while processing).
     claim_token: str | None = None
     # ---- model only

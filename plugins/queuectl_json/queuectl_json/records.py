@@ -46,6 +46,8 @@ V2_ATTEMPT_FIELDS: dict[str, Any] = {"stdout_tail": None, "stderr_tail": None}
 #: with the value an older record means: a record without them gets them.
 V3_JOB_FIELDS: dict[str, Any] = {"after": None, "after_mode": None, "concurrency_key": None,
                                  "unique_key": None, "waiting_on": 0, "dependents": 0}
+#: Fields added for recurring schedules, absent from older records (read as null).
+SCHEDULE_JOB_FIELDS: dict[str, Any] = {"schedule": None, "scheduled_for": None}
 
 
 class Damaged(Exception):
@@ -71,10 +73,13 @@ def upgrade_v1(rec: Any) -> Any:
 
 
 def _add_v3_fields(rec: Record) -> None:
-    """Give a record written by format 1 or 2 the fields format 3 added."""
+    """Give a record written by format 1 or 2 the fields format 3 added, and
+    an older record the schedule fields (read as null)."""
     for key, default in V3_JOB_FIELDS.items():
         if key not in rec:
             rec[key] = default
+    for key, value in SCHEDULE_JOB_FIELDS.items():
+        rec.setdefault(key, value)
 
 
 def check_job(rec: Any, states: frozenset[str], *, after_checked: bool = False) -> Record:
@@ -188,7 +193,7 @@ def claim_key(rec: Record) -> tuple[int, int, int]:
 # ---------------------------------------------------------------- conversions
 
 def to_job(rec: Record) -> Job:
-    values = {k: rec[k] for k in JOB_FIELDS}
+    values: dict[str, Any] = {k: rec.get(k) for k in JOB_FIELDS}
     for key in ("env", "retry"):  # the caller gets its own copy
         if values[key] is not None:
             values[key] = dict(values[key])

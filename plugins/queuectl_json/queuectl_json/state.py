@@ -29,6 +29,13 @@ from .records import (
     merged,
     upgrade_v1,
 )
+from .schedule_ops import (
+    load_schedules,
+    replay_fire,
+    replay_prune,
+    replay_schedule,
+    snapshot_schedules,
+)
 
 FORMAT = "queuectl-json"
 #: 2: jobs have queue, timeout, cwd, env, retry and cancel_requested_at,
@@ -75,6 +82,10 @@ class State:
         #: the snapshot (``"journal": true``): a journal missing or empty is
         #: damage, never "nothing written since". Older snapshots lack it.
         self.journal_kept = False
+        #: Recurring schedules (name -> document) and their firing records
+        #: (name -> (tick, manual) -> record); see schedules.py.
+        self.schedules: dict[str, Record] = {}
+        self.firings: dict[str, dict[tuple[int, bool], Record]] = {}
 
     # ---------------------------------------------------------- snapshot
     @classmethod
@@ -128,6 +139,7 @@ class State:
         state.finished, state.paused, state.settings = counts, set(paused), settings
         state.workers = {w["id"]: w for w in map(check_worker, workers)}
         state.journal_kept = doc.get("journal") is True
+        load_schedules(state, doc)
         return state
 
     def snapshot_bytes(self, generation: int) -> bytes:
@@ -138,7 +150,7 @@ class State:
                       "next_seq": self.next_seq, "finished": finished,
                       "paused": sorted(self.paused), "settings": self.settings,
                       "finished_after": dict(sorted(self.derived.finished_after.items())),
-                      "journal": True})
+                      "journal": True, **snapshot_schedules(self)})
         workers = sorted(self.workers.values(), key=lambda w: (w["started_at"], w["id"]))
         jobs = sorted(self.jobs.values(), key=lambda r: r["seq"])
         parts = [head[:-1], b',\n"workers":[']
@@ -347,6 +359,7 @@ _REPLAY: dict[Any, Callable[[State, Record, bool, bool], None]] = {
     "revive": State._revive, "import": State._import, "imported": State._imported,
     "purge": State._purge, "pause": State._pause, "setting": State._setting,
     "worker": State._worker, "heartbeat": State._heartbeat, "unregister": State._unregister,
+    "schedule": replay_schedule, "fire": replay_fire, "prune_firings": replay_prune,
 }
 #: Operations format 1 did not have (unknown in a format-1 journal).
 _V2_OPS = frozenset({"purge", "pause"})

@@ -58,6 +58,7 @@ from .records import (
     to_job,
     to_worker,
 )
+from .schedules import JsonSchedules
 from .state import FORMAT_VERSION, State
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ def _seq(rec: Record) -> int:
     return seq
 
 
-class JsonStorage(Storage):
+class JsonStorage(JsonSchedules, Storage):
     """A queue kept in JSON files in one directory."""
 
     def __init__(self, directory: Path, *, fsync: bool = True,

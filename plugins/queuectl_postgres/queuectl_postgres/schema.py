@@ -148,6 +148,45 @@ CREATE INDEX jobs_finished ON {s}.jobs ((COALESCE(finished_at, updated_at)), seq
 ]
 
 
+#: Recurring schedules (queuectl_core/schedules.py), added without a version
+#: bump: ensure_schedule_objects creates them in a schema at version 2 when
+#: a connection opens. ``doc`` is the schedule's JSON document; ``version``
+#: fences its changes. A firing is unique on (schedule, tick, manual).
+SCHEDULE_DDL = """
+ALTER TABLE {s}.jobs
+    ADD COLUMN IF NOT EXISTS schedule      text,
+    ADD COLUMN IF NOT EXISTS scheduled_for bigint;
+CREATE INDEX IF NOT EXISTS jobs_schedule ON {s}.jobs (schedule, seq)
+    WHERE schedule IS NOT NULL;
+CREATE TABLE IF NOT EXISTS {s}.schedules (
+    name        text PRIMARY KEY,
+    version     bigint NOT NULL,
+    next_run_at bigint NOT NULL,
+    doc         text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {s}.schedule_firings (
+    schedule text NOT NULL,
+    tick     bigint NOT NULL,
+    manual   boolean NOT NULL,
+    outcome  text NOT NULL,
+    job_id   text,
+    at       bigint NOT NULL,
+    PRIMARY KEY (schedule, tick, manual)
+);
+"""
+
+
+def ensure_schedule_objects(conn: Conn, schema: str) -> None:
+    """Create the schedule objects unless they exist (one read when they do)."""
+    s = quoted(schema)
+    row = conn.execute("SELECT to_regclass(%s) AS t", (f"{s}.schedule_firings",)).fetchone()
+    if row is not None and row["t"] is not None:
+        return
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_advisory_key(schema),))
+        conn.execute(SCHEDULE_DDL.replace("{s}", s))
+
+
 def schema_version() -> int:
     """The schema version this code writes (the last migration's)."""
     return MIGRATIONS[-1][0]

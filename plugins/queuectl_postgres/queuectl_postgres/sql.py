@@ -294,7 +294,8 @@ JOB_TYPES = {"id": "text", "command": "text", "state": "text", "attempts": "inte
              "timeout": "double precision", "cwd": "text", "env": "json", "retry": "json",
              "cancel_requested_at": "bigint", "after": "json", "after_mode": "text",
              "concurrency_key": "text", "unique_key": "text", "waiting_on": "integer",
-             "dependents": "integer", "claim_token": "text"}
+             "dependents": "integer", "claim_token": "text",
+             "schedule": "text", "scheduled_for": "bigint"}
 
 AttemptStep = Literal["open", "set", "drop"] | None
 

@@ -54,7 +54,8 @@ if TYPE_CHECKING:
 
     from .options import PostgresOptions
 from .connection import Session, channel_for, connection_params, describe, guarded
-from .schema import migrate
+from .schedules import PostgresSchedules
+from .schema import ensure_schedule_objects, migrate
 from .sql import (
     ATTEMPTS_SQL,
     CLAIM_BATCH_SQLS,
@@ -140,7 +141,7 @@ def _duplicate_id(exc: pg_errors.UniqueViolation) -> str:
     return "(an id of the file)"
 
 
-class PostgresStorage(Storage):
+class PostgresStorage(PostgresSchedules, Storage):
     """A queue in one schema of a PostgreSQL database."""
 
     session: Session
@@ -157,6 +158,7 @@ class PostgresStorage(Storage):
 
     def _prepare(self, conn: psycopg.Connection[DictRow]) -> None:
         migrate(conn, self.schema, self.session.where)
+        ensure_schedule_objects(conn, self.schema)
 
     def _q(self, template: str) -> str:
         """A statement with ``{s}`` replaced by the quoted schema name."""

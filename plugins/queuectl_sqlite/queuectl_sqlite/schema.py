@@ -144,6 +144,50 @@ DROP INDEX IF EXISTS jobs_finished;
 }
 
 
+#: Recurring schedules (queuectl_core/schedules.py), added without a version
+#: bump: ensure_schedule_objects creates them in any version-2 store when it
+#: opens. ``schedules.doc`` is the schedule's JSON document; ``version`` and
+#: ``next_run_at`` are its columns too (fencing, the next wake-up). A firing
+#: is unique on (schedule, tick, manual): the tick cannot be fired twice.
+SCHEDULE_OBJECTS = """
+ALTER TABLE jobs ADD COLUMN schedule TEXT;
+ALTER TABLE jobs ADD COLUMN scheduled_for INTEGER;
+CREATE INDEX IF NOT EXISTS jobs_schedule ON jobs (schedule, seq) WHERE schedule IS NOT NULL;
+CREATE TABLE IF NOT EXISTS schedules (
+    name        TEXT PRIMARY KEY,
+    version     INTEGER NOT NULL,
+    next_run_at INTEGER NOT NULL,
+    doc         TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS schedule_firings (
+    schedule TEXT NOT NULL,
+    tick     INTEGER NOT NULL,
+    manual   INTEGER NOT NULL,
+    outcome  TEXT NOT NULL,
+    job_id   TEXT,
+    at       INTEGER NOT NULL,
+    PRIMARY KEY (schedule, tick, manual)
+) WITHOUT ROWID;
+"""
+#: True when the schedule objects exist (one read on every open).
+HAS_SCHEDULE_OBJECTS = """
+SELECT (SELECT count(*) FROM pragma_table_info('jobs') WHERE name = 'scheduled_for')
+     + (SELECT count(*) FROM sqlite_master WHERE name = 'schedule_firings')
+"""
+
+
+def ensure_schedule_objects(conn: sqlite3.Connection) -> None:
+    """Inside the caller's write transaction: add what schedules need."""
+    if conn.execute(HAS_SCHEDULE_OBJECTS).fetchone()[0] == 2:
+        return
+    has_columns = conn.execute(
+        "SELECT count(*) FROM pragma_table_info('jobs') WHERE name = 'scheduled_for'"
+    ).fetchone()[0]
+    for statement in SCHEDULE_OBJECTS.split(";"):
+        if statement.strip() and not (has_columns and "ADD COLUMN" in statement):
+            conn.execute(statement)
+
+
 def run_script(conn: sqlite3.Connection, script: str) -> None:
     """Run ``;``-separated statements one by one (``executescript`` would
     commit the open transaction first)."""
@@ -160,6 +204,7 @@ def create_or_upgrade(conn: sqlite3.Connection, version: int) -> None:
     else:
         for step in range(version, SCHEMA_VERSION):
             run_script(conn, UPGRADES[step])
+    ensure_schedule_objects(conn)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 

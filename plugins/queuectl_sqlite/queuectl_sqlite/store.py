@@ -28,11 +28,11 @@ from queuectl_core.models import (
     Claim,
     Job,
     JobState,
-    WorkerInfo,
 )
 from queuectl_core.storage import Storage, new_token
 
 from . import sql, writes
+from .admin import SqliteAdmin
 from .damage import damaged, is_damage, is_disk_full, write_marker
 from .rows import (
     INSERT_ATTEMPT,
@@ -44,7 +44,15 @@ from .rows import (
     job_row,
     new_job_row,
 )
-from .schema import SCHEMA_VERSION, connect, create_or_upgrade, read_only_reason
+from .schedules import SqliteSchedules
+from .schema import (
+    HAS_SCHEDULE_OBJECTS,
+    SCHEMA_VERSION,
+    connect,
+    create_or_upgrade,
+    ensure_schedule_objects,
+    read_only_reason,
+)
 
 # typing is not imported at run time (the CLI's hot path).
 TYPE_CHECKING = False
@@ -114,7 +122,7 @@ class _WriteTransaction:
             self.lock = -1
 
 
-class SqliteStorage(Storage):
+class SqliteStorage(SqliteSchedules, SqliteAdmin, Storage):
     """A queue in one SQLite file."""
 
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "full",
@@ -160,6 +168,9 @@ class SqliteStorage(Storage):
         if version == SCHEMA_VERSION:
             if not os.path.exists(marker):  # created by an older queuectl
                 write_marker(marker, self.path)
+            if self.conn.execute(HAS_SCHEDULE_OBJECTS).fetchone()[0] != 2:
+                with self._write() as conn:
+                    ensure_schedule_objects(conn)
             return
         if version == 0 and os.path.exists(marker):
             raise StorageError(
@@ -510,44 +521,3 @@ class SqliteStorage(Storage):
             "seqs": json.dumps([r["seq"] for r in rows])}).fetchall())
         return [Claim(job=(job := job_from_row(row)), token=row["claim_token"], worker_id=worker_id,
                       attempt=numbers[job.id], lease_expires_at=lease) for row in rows]
-
-    # ---------------------------------------------------------- queues, settings
-    def set_queue_paused(self, queue: str, paused: bool) -> bool:
-        with self._write() as conn:
-            if paused:
-                cur = conn.execute("INSERT OR IGNORE INTO paused_queues (queue) VALUES (?)",
-                                   (queue,))
-            else:
-                cur = conn.execute("DELETE FROM paused_queues WHERE queue = ?", (queue,))
-            return cur.rowcount == 1
-
-    def paused_queues(self) -> list[str]:
-        return sorted(r[0] for r in self.conn.execute("SELECT queue FROM paused_queues"))
-
-    def get_settings(self) -> dict[str, Any]:
-        return {k: json.loads(v) for k, v in self.conn.execute("SELECT key, value FROM settings")}
-
-    def set_setting(self, key: str, value: Any) -> None:
-        with self._write() as conn:
-            conn.execute(
-                "INSERT INTO settings (key, value) VALUES (?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, json.dumps(value)))
-
-    # ---------------------------------------------------------- workers
-    def put_worker(self, worker: WorkerInfo) -> None:
-        with self._write() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO workers (id, hostname, pid, started_at, heartbeat_at,"
-                " current_job, job_pgid) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (worker.id, worker.hostname, worker.pid, worker.started_at, worker.heartbeat_at,
-                 worker.current_job, worker.job_pgid))
-
-    def remove_workers(self, worker_ids: Sequence[str]) -> None:
-        with self._write() as conn:
-            conn.execute("DELETE FROM workers WHERE id IN (SELECT value FROM json_each(?))",
-                         (json.dumps(list(worker_ids)),))
-
-    def list_workers(self) -> list[WorkerInfo]:
-        rows = self.conn.execute("SELECT * FROM workers ORDER BY started_at, id").fetchall()
-        return [WorkerInfo(**dict(r)) for r in rows]

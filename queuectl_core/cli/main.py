@@ -101,6 +101,7 @@ OTHER_TOOLS = {
 COMMANDS = {
     "enqueue": ("queuectl_core.cli.jobs", "enqueue"),
     "status": ("queuectl_core.cli.jobs", "status"),
+    "stats": ("queuectl_core.cli.stats", "stats"),
     "list": ("queuectl_core.cli.jobs", "list_cmd"),
     "show": ("queuectl_core.cli.history", "show"),
     "logs": ("queuectl_core.cli.logs", "logs"),
@@ -121,6 +122,7 @@ COMMANDS = {
 SHORT_HELP = {
     "enqueue": "Add a job (JSON, flags, or a file of JSON lines).",
     "status": "Count jobs per state, active workers and paused queues.",
+    "stats": "Throughput, errors, wait and run times per queue (--since 1h).",
     "list": "List jobs, optionally only those in one state or queue.",
     "show": "Show one job with every attempt.",
     "logs": "Print (or --follow) the output of a job's attempt.",

@@ -46,19 +46,19 @@ from queuectl_core.models import (
 from queuectl_core.storage import Storage, new_token
 
 from .dsn import resolve_dsn
+from .views import PostgresViews
 
 if TYPE_CHECKING:
     from queuectl_core.registry import PluginContext
 
     from .options import PostgresOptions
+from . import views
 from .connection import Session, channel_for, connection_params, describe, guarded
 from .schema import migrate
 from .sql import (
     ATTEMPTS_SQL,
     CLAIM_BATCH_SQLS,
     CLAIM_SQLS,
-    COUNTS_IN_QUEUE_SQL,
-    COUNTS_SQL,
     DUE_COUNT_SQLS,
     DUE_SQLS,
     EXPIRED_SQL,
@@ -102,7 +102,7 @@ def open_store(options: PostgresOptions | None, context: PluginContext) -> Postg
                            connect_timeout_s=options.connect_timeout_s)
 
 
-class PostgresStorage(Storage):
+class PostgresStorage(PostgresViews, Storage):
     """A queue in one schema of a PostgreSQL database."""
 
     session: Session
@@ -119,6 +119,7 @@ class PostgresStorage(Storage):
 
     def _prepare(self, conn: psycopg.Connection[DictRow]) -> None:
         migrate(conn, self.schema, self.session.where)
+        views.ensure(conn, self.schema)
 
     def _q(self, template: str) -> str:
         """A statement with ``{s}`` replaced by the quoted schema name."""
@@ -207,18 +208,6 @@ class PostgresStorage(Storage):
         with self.session.cursor() as cur:
             rows = cur.execute(self._q(sql), params).fetchall()
         return [job_from_row(r) for r in rows]
-
-    @guarded
-    def counts(self, queue: str | None = None) -> dict[JobState, int]:
-        counts = dict.fromkeys(JobState, 0)
-        with self.session.cursor() as cur:
-            if queue is None:
-                cur.execute(self._q(COUNTS_SQL))
-            else:
-                cur.execute(self._q(COUNTS_IN_QUEUE_SQL), (queue,))
-            for row in cur.fetchall():
-                counts[JobState(row["state"])] = int(row["n"])
-        return counts
 
     @guarded
     def expired(self, now: int) -> list[Job]:

@@ -47,7 +47,14 @@ from .rows import (
     json_text,
     new_job_row,
 )
-from .schema import SCHEMA_VERSION, connect, create_or_upgrade
+from .schema import (
+    SCHEMA_VERSION,
+    connect,
+    create_or_upgrade,
+    create_view_objects,
+    has_view_objects,
+)
+from .views import SqliteViews
 
 # typing is not imported at run time (the CLI's hot path).
 TYPE_CHECKING = False
@@ -106,7 +113,7 @@ class _WriteTransaction:
             self.lock = -1
 
 
-class SqliteStorage(Storage):
+class SqliteStorage(SqliteViews, Storage):
     """A queue in one SQLite file."""
 
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "full",
@@ -144,6 +151,7 @@ class SqliteStorage(Storage):
         in one transaction (a crash leaves the old version, whole)."""
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         if version == SCHEMA_VERSION:
+            self._ensure_view_objects()
             return
         if version > SCHEMA_VERSION:
             raise StorageError(
@@ -155,6 +163,17 @@ class SqliteStorage(Storage):
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version < SCHEMA_VERSION:
                 create_or_upgrade(conn, version)
+            create_view_objects(conn)
+
+    def _ensure_view_objects(self) -> None:
+        """Create the maintained counts where missing; a store that cannot
+        be written (read-only file) is read without them."""
+        if not has_view_objects(self.conn):
+            try:
+                with self._write() as conn:
+                    create_view_objects(conn)
+            except (StorageError, sqlite3.OperationalError):
+                self.counted = False
 
     def _writer_lock(self) -> int:
         """The descriptor of the writers' lock file, or -1 if it cannot be
@@ -283,17 +302,6 @@ class SqliteStorage(Storage):
             query += " LIMIT ?"
             params.append(limit)
         return [job_from_row(r) for r in self.conn.execute(query, params)]
-
-    def counts(self, queue: str | None = None) -> dict[JobState, int]:
-        counts = dict.fromkeys(JobState, 0)
-        if queue is None:
-            rows = self.conn.execute("SELECT state, count(*) FROM jobs GROUP BY state")
-        else:
-            rows = self.conn.execute(
-                "SELECT state, count(*) FROM jobs WHERE queue = ? GROUP BY state", (queue,))
-        for state, n in rows:
-            counts[JobState(state)] = n
-        return counts
 
     def _open_queues(self, conn: sqlite3.Connection, queues: Sequence[str] | None
                      ) -> list[str]:

@@ -16,6 +16,7 @@ from .. import __version__
 
 if TYPE_CHECKING:
     from ..app import App
+    from ..registry import CommandSpec
 
 
 class State:
@@ -154,7 +155,7 @@ class LazyGroup(click.Group):
             assert isinstance(group, click.Group)
             return group.get_command(ctx, sub)
         if cmd_name not in COMMANDS:
-            return None
+            return plugin_command(ctx, cmd_name)
         import importlib
 
         module_name, attr = COMMANDS[cmd_name]
@@ -173,8 +174,48 @@ class LazyGroup(click.Group):
         rows = [(name, SHORT_HELP[name]) for name in COMMANDS]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
+        extra = plugin_commands(ctx)
+        if extra:
+            with formatter.section("Commands from plugins"):
+                formatter.write_dl([(name, spec.description) for name, spec in extra.items()])
         with formatter.section("Aliases (the original spellings)"):
             formatter.write_dl([(a, f"queuectl {g} {s}") for a, (g, s) in ALIASES.items()])
+
+
+def plugin_commands(ctx: click.Context) -> dict[str, CommandSpec]:
+    """The commands plugins add (``queuectl_cli_commands``), by name; loaded
+    only for a name that is not a core command (and for ``--help``), so
+    ``enqueue`` and ``status`` never pay for them. Plugins that fail are
+    named on stderr and left out."""
+    from pathlib import Path
+
+    from ..config import home_dir
+    from ..errors import QueuectlError
+    from ..plugins import build_plugins
+
+    state = ctx.find_object(State)
+    home = home_dir(state.home if state is not None else None)
+    try:
+        plugins = build_plugins(cache_dir=Path(home) / "cache")
+        found = plugins.commands()
+    except QueuectlError as exc:
+        sys.stderr.write(f"Warning: {exc}\n")
+        return {}
+    return {name: spec for name, spec in sorted(found.items()) if name not in COMMANDS}
+
+
+def plugin_command(ctx: click.Context, name: str) -> click.Command | None:
+    """The plugin command called ``name``, built by its factory with the
+    context of the home (``--home`` before the command), or None."""
+    from ..config import home_dir
+    from ..registry import PluginContext
+
+    spec = plugin_commands(ctx).get(name)
+    if spec is None:
+        return None
+    state = ctx.find_object(State)
+    context = PluginContext(home_dir(state.home if state is not None else None))
+    return with_global_options(spec.resolve_factory()(None, context.for_plugin(spec.name)))
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

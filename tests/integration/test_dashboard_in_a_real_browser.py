@@ -11,6 +11,7 @@ installs both."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -29,15 +30,14 @@ TOKEN = "browser-test-token-5f2c9a1e"
 
 
 def _browser() -> tuple[Any, str]:
+    """Playwright's ``sync_playwright`` and the path of chromium."""
     chromium = shutil.which("chromium")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        sync_playwright = None
-    if chromium is None or sync_playwright is None:
+    if chromium is None or importlib.util.find_spec("playwright") is None:
         if os.environ.get("CI"):
             pytest.fail(HOW_TO, pytrace=False)
         pytest.skip(HOW_TO)
+    from playwright.sync_api import sync_playwright
+
     return sync_playwright, chromium
 
 

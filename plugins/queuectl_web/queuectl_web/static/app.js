@@ -101,8 +101,9 @@
     const opts = (id, labels, colors, unit) => ({
       width: width(id), height: 200,
       series: [{}].concat(labels.map((label, i) => ({label: label, stroke: colors[i], width: 2,
+        points: {show: true, size: 4}, spanGaps: unit === "ms",
         value: (u, v) => (v === null ? "-" : unit === "ms" ? duration(v) : v)}))),
-      axes: [{}, {values: (u, ticks) => ticks.map((v) => (unit === "ms" ? duration(v) : v))}],
+      axes: [{}, {size: 64, values: (u, ticks) => ticks.map((v) => (unit === "ms" ? duration(v) : v))}],
       scales: {x: {time: true}},
     });
     charts = {

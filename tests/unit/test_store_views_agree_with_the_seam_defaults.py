@@ -26,6 +26,7 @@ from tests.postgres_lock import postgres_shared
 T0 = 1_800_000_000_000
 LEASE = 60_000
 _schemas = itertools.count()
+QUEUES_OF = ("default", "other")
 
 
 def _dsn() -> str:
@@ -146,3 +147,35 @@ def test_a_sqlite_store_that_could_not_get_its_counts_counts_its_jobs(tmp_path: 
         _agree(store)
     finally:
         store.close()
+
+
+def test_postgres_counts_stay_exact_under_concurrent_workers(store: Storage) -> None:
+    """Four connections claim and complete jobs at once, their triggers
+    appending deltas and folding them now and then: the counts still
+    equal the jobs'."""
+    if not isinstance(store, PostgresStorage):
+        pytest.skip("PostgreSQL's delta counts")
+    import threading
+
+    Ledger(store).enqueue([job(f"c{i:03d}", QUEUES_OF[i % 2]) for i in range(240)])
+    errors: list[BaseException] = []
+
+    def work(name: str) -> None:
+        mine = PostgresStorage(_dsn(), schema=store.schema)
+        try:
+            ledger = Ledger(mine)
+            while (claim := ledger.claim(name, T0, LEASE)) is not None:
+                ledger.complete(claim, ExecResult(exit_code=0), T0 + 1)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            mine.close()
+
+    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert store.counts()[JobState.COMPLETED] == 240
+    assert store.queue_counts() == Storage.queue_counts(store)

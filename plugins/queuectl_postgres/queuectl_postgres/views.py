@@ -5,9 +5,10 @@ Counts per queue and state are maintained by triggers on ``jobs`` without
 a hot row: every write appends its changes of the counts to
 ``job_count_deltas`` (insert only, so concurrent workers never wait for
 one another there), and a fold moves them into ``job_counts`` now and then
-(one change in :data:`FOLD_EVERY`, and every purge), under a transaction-scoped advisory lock that
-others skip rather than wait for. A count is ``job_counts`` plus the
-deltas not folded yet, read in one statement (one snapshot). These objects
+(one statement in :data:`FOLD_EVERY`, at random), under a
+transaction-scoped advisory lock that others skip rather than wait for. A
+count is ``job_counts`` plus the deltas not folded yet, read in one
+statement (one snapshot). These objects
 are not versioned: :func:`ensure` creates them in any schema that lacks
 them, with the first fill, in one transaction that holds writers off.
 """
@@ -25,7 +26,8 @@ from .sql import JOB_COLUMNS, job_from_row, quoted
 if TYPE_CHECKING:
     from psycopg.rows import DictRow
 
-#: A changed job folds the deltas once in this many times, on average.
+#: A statement that changes jobs folds the deltas once in this many, on average
+#: (a bulk insert runs one statement per job).
 FOLD_EVERY = 128
 CLAIMABLE = "state IN ('pending', 'failed')"
 FINISHED = "state IN ('completed', 'dead', 'cancelled')"
@@ -68,13 +70,18 @@ CREATE FUNCTION {s}.count_new_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO {s}.job_count_deltas (queue, state, n)
         SELECT queue, state, count(*) FROM new_rows GROUP BY queue, state;
+    IF random() < {1 / FOLD_EVERY} THEN
+        PERFORM {s}.fold_job_counts();
+    END IF;
     RETURN NULL;
 END $$;
 CREATE FUNCTION {s}.count_gone_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO {s}.job_count_deltas (queue, state, n)
         SELECT queue, state, -count(*) FROM old_rows GROUP BY queue, state;
-    PERFORM {s}.fold_job_counts();
+    IF random() < {1 / FOLD_EVERY} THEN
+        PERFORM {s}.fold_job_counts();
+    END IF;
     RETURN NULL;
 END $$;
 CREATE TRIGGER job_counts_insert AFTER INSERT ON {s}.jobs

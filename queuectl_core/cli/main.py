@@ -15,6 +15,8 @@ import click
 from .. import __version__
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from ..app import App
     from ..registry import CommandSpec
 
@@ -167,7 +169,7 @@ class LazyGroup(click.Group):
         name = args[0]
         if not ctx.resilient_parsing and not name.startswith("-") \
                 and self.get_command(ctx, name) is None:
-            raise click.UsageError(no_such_command(name), ctx)
+            raise click.UsageError(no_such_command(name, plugin_commands(ctx)), ctx)
         return super().resolve_command(ctx, args)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -244,16 +246,20 @@ def cli(ctx: click.Context, backend: str | None, config_path: str | None,
     ctx.call_on_close(state.close)
 
 
-def no_such_command(name: str) -> str:
+def no_such_command(name: str, more: Iterable[str] = ()) -> str:
     """click's "No such command" message, with what to type instead: the
     queuectl command line for another queue's command name, else the
-    closest command name or alias, if one is close."""
+    closest command name or alias (or of ``more``, the plugins' commands),
+    if one is close."""
     message = f"No such command {name!r}."
     if name in OTHER_TOOLS:
         return f"{message} Did you mean {OTHER_TOOLS[name]!r}?"
     from difflib import get_close_matches
 
-    close = get_close_matches(name, [*COMMANDS, *ALIASES], n=1)
+    close = get_close_matches(name, [*COMMANDS, *ALIASES, *more], n=3)
+    # Two letters swapped is the commonest typo: 'stauts' is 'status', not 'stats'.
+    swapped = [c for c in close if sorted(c) == sorted(name)]
+    close = swapped or close
     return f"{message} Did you mean {close[0]!r}?" if close else message
 
 

@@ -35,6 +35,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -182,6 +183,23 @@ def main() -> None:
     if args.quick:
         args.jobs, args.recent, args.runs = 100_000, 1000, 5
     header("views at scale", f", {args.backend}, {args.jobs:,} jobs")
+    with server_lock(args.backend):
+        run(args)
+
+
+def server_lock(backend: str) -> contextlib.AbstractContextManager[None]:
+    """For PostgreSQL, the test suite's shared lock on the server
+    (tests/postgres_lock.py), so that a test restarting it waits for us."""
+    if backend != "postgres":
+        return contextlib.nullcontext()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.postgres_lock import postgres_shared
+
+    dsn = os.environ.get("QUEUECTL_TEST_POSTGRES_DSN", "postgresql://127.0.0.1:5432/test")
+    return postgres_shared(dsn)
+
+
+def run(args: argparse.Namespace) -> None:
     homes = {label: make_home(args.backend, label) for label in ("empty", "full")}
     apps: dict[str, App] = {}
     try:

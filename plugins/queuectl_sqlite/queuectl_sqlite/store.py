@@ -48,13 +48,14 @@ from .rows import (
     new_job_row,
 )
 from .schema import (
+    COUNT_NEW,
     SCHEMA_VERSION,
     connect,
     create_or_upgrade,
     create_view_objects,
     has_view_objects,
 )
-from .views import SqliteViews
+from .views import SqliteViews, new_counts
 
 # typing is not imported at run time (the CLI's hot path).
 TYPE_CHECKING = False
@@ -262,6 +263,8 @@ class SqliteStorage(SqliteViews, Storage):
                 conn.executemany(INSERT_NEW if fresh else INSERT_JOB, rows)
                 if history:
                     conn.executemany(INSERT_ATTEMPT, history)
+                if self.counted:
+                    conn.executemany(COUNT_NEW, new_counts(job for job, _ in records))
         except sqlite3.IntegrityError:
             raise DuplicateJobError(self._first_existing(ids)) from None
 

@@ -16,6 +16,7 @@ from .schema import CLAIMABLE, DONE_AT, FINISHED
 # typing is not imported at run time (the CLI's hot path).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any
 
 OLDEST_DUE_SQL = f"""
@@ -44,6 +45,15 @@ SELECT queue, count(*) FROM jobs INDEXED BY jobs_finished
 WHERE {FINISHED} AND state = 'dead' AND {DONE_AT} >= :since AND (:queue IS NULL OR queue = :queue)
 GROUP BY queue
 """
+
+
+def new_counts(jobs: Iterable[Job]) -> list[tuple[str, str, int]]:
+    """(queue, state, how many) of new jobs, for ``schema.COUNT_NEW``."""
+    found: dict[tuple[str, str], int] = {}
+    for job in jobs:
+        key = (job.queue, job.state.value)
+        found[key] = found.get(key, 0) + 1
+    return [(queue, state, n) for (queue, state), n in found.items()]
 
 
 class SqliteViews:

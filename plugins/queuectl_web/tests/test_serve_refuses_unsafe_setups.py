@@ -27,15 +27,17 @@ def test_serve_refuses_to_listen_beyond_loopback_without_a_token(tmp_path: Path)
     res = _serve(tmp_path, "--host", "0.0.0.0", "--port", "0")
     assert res.returncode == 2, res
     assert res.stderr.startswith("Error: refusing to listen on 0.0.0.0 without a token"), res
-    res = _serve(tmp_path, "--allow-actions", "--port", "0")
-    assert res.returncode == 2 and "--allow-actions needs a token" in res.stderr, res
+
+
+def test_actions_and_loose_token_files_are_refused(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(UsageError, match="--allow-actions needs a token"):
+        check_listening("127.0.0.1", None, True)
     loose = tmp_path / "token"
     loose.write_text("a-long-enough-token-1234\n")
     loose.chmod(0o644)
-    res = _serve(tmp_path, "--token-file", str(loose), "--port", "0")
-    assert res.returncode == 2 and "other users can read it" in res.stderr, res
-    assert "serve" in subprocess.run([str(Path(sys.executable).with_name("queuectl")),
-                                      "--help"], capture_output=True, text=True).stdout
+    with pytest.raises(UsageError, match="other users can read it"):
+        read_token(str(loose))
 
 
 def test_tokens_and_hosts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

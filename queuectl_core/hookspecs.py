@@ -24,7 +24,7 @@ import pluggy
 
 from . import PROJECT_NAME
 from .models import Attempt, Job
-from .registry import BackendSpec, BackoffPolicySpec, ExecutorSpec, NotifierSpec
+from .registry import BackendSpec, BackoffPolicySpec, CommandSpec, ExecutorSpec, NotifierSpec
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 
@@ -75,6 +75,25 @@ def queuectl_notifiers() -> Iterable[NotifierSpec]:  # type: ignore[empty-body]
         notifier named under ``notifiers:`` in YAML is built with its
         validated options; its ``on_event`` is called for the events in its
         ``events``. The built-in ``command`` notifier (``dlq.command``) is one.
+    """
+
+
+@hookspec
+def queuectl_cli_commands() -> Iterable[CommandSpec]:  # type: ignore[empty-body]
+    """Register commands of the ``queuectl`` command line (``queuectl serve``).
+
+    :return: records with ``factory(options, context) -> click.Command``
+        (``options`` is None), best given as an import path. They are
+        loaded only when the command line names a command that is not one of
+        the core's, so they never slow ``enqueue`` or ``status``; ``queuectl
+        --help`` lists them. A core command's name is never a plugin's.
+
+    Example::
+
+        @hookimpl
+        def queuectl_cli_commands():
+            return [CommandSpec(name="serve", factory="queuectl_web.cli:serve_command",
+                                description="Serve the web dashboard.")]
     """
 
 

@@ -392,6 +392,21 @@ class Outcome(Record):
         return self.result.ok if self.ok is None else self.ok
 
 
+class FinishedAttempt(Record, kw_only=True):
+    """One finished attempt, with what ``stats`` needs of its job
+    (``Storage.finished_attempts``)."""
+
+    job_id: str
+    queue: str
+    command: str
+    outcome: str
+    started_at: int
+    finished_at: int
+    exit_code: int | None = None
+    #: The job's due time (``run_at``), known for completed attempts.
+    due_at: int | None = None
+
+
 class WorkerInfo(Entry, kw_only=True):
     """A worker process as registered in the store."""
 

@@ -26,7 +26,14 @@ from .errors import PluginError
 from .models import Attempt, Job
 from .notify import Notifier
 from .records import Record
-from .registry import BackendSpec, BackoffPolicySpec, ExecutorSpec, NotifierSpec, normalize_name
+from .registry import (
+    BackendSpec,
+    BackoffPolicySpec,
+    CommandSpec,
+    ExecutorSpec,
+    NotifierSpec,
+    normalize_name,
+)
 
 R = TypeVar("R", BackendSpec, ExecutorSpec, BackoffPolicySpec, NotifierSpec)
 
@@ -214,11 +221,15 @@ class Plugins:
     def notifiers(self) -> dict[str, NotifierSpec]:
         return self._collect("queuectl_notifiers", "notifier", NotifierSpec)
 
+    def commands(self) -> dict[str, CommandSpec]:
+        return self._collect("queuectl_cli_commands", "command", CommandSpec)
+
     def collect_all(self) -> None:
         self.backends()
         self.executors()
         self.backoff_policies()
         self.notifiers()
+        self.commands()
 
     def secret_env(self) -> frozenset[str]:
         """Every environment variable a plugin's record declares secret

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any
 
+    import click
     from pydantic import BaseModel
 
     from .executor import Executor
@@ -205,6 +206,17 @@ class NotifierSpec(_Spec):
     that changes jobs (workers and the CLI), and told of the events it wants."""
 
     factory: Callable[[Any, PluginContext], Notifier] | str | None = None
+
+
+class CommandSpec(_Spec):
+    """A command of the ``queuectl`` command line (``queuectl NAME``):
+    ``factory(options, context)`` returns a ``click.Command`` (``options``
+    is always None: a command takes its own options on the command line).
+    Give the factory as an import path, so that listing plugins imports
+    neither the command nor what it needs. A name of a core command is
+    never a plugin's: the core's is run."""
+
+    factory: Callable[[Any, PluginContext], click.Command] | str | None = None
 
 
 def __getattr__(name: str) -> object:

@@ -47,6 +47,7 @@ from .models import (
     Attempt,
     Change,
     Claim,
+    FinishedAttempt,
     Job,
     JobState,
     WorkerInfo,
@@ -291,6 +292,74 @@ class Storage(ScheduleStorage, ABC):
                  and (before is None or finished_at(job) < before)]
         found.sort(key=finished_at)  # stable: ties stay in enqueue order
         return found if limit is None else found[:limit]
+
+    # ------------------------------------------------------------ views
+    # What ``stats``, the dashboard and the metrics read. Defaults read every
+    # job; the SQL stores answer from indexes and maintained counts.
+    def queue_counts(self) -> dict[str, dict[JobState, int]]:
+        """Number of jobs in each state (zeros included) of every queue that
+        has jobs. Default: counts :meth:`list_jobs`."""
+        found: dict[str, dict[JobState, int]] = {}
+        for job in self.list_jobs():
+            found.setdefault(job.queue, dict.fromkeys(JobState, 0))[job.state] += 1
+        return found
+
+    def oldest_due(self, now: int) -> dict[str, int]:
+        """Per queue (paused ones too), the earliest ``run_at`` of a
+        claimable job that is due at ``now``; queues with none are left out.
+        Default: reads the claimable jobs."""
+        found: dict[str, int] = {}
+        for state in CLAIMABLE_STATES:
+            for job in self.list_jobs(state):
+                if job.run_at <= now and job.run_at < found.get(job.queue, now + 1):
+                    found[job.queue] = job.run_at
+        return found
+
+    def finished_attempts(self, since: int, queue: str | None = None,
+                          limit: int = 10_000) -> list[FinishedAttempt]:
+        """Attempts that finished at or after ``since`` (of ``queue`` if
+        given), newest first, at most ``limit``; ``due_at`` is the job's
+        ``run_at`` for a completed attempt (its due time), else None.
+        Default: reads every job's attempts."""
+        found = [FinishedAttempt(job_id=job.id, queue=job.queue, command=job.command,
+                                 outcome=a.outcome, started_at=a.started_at,
+                                 finished_at=a.finished_at, exit_code=a.exit_code,
+                                 due_at=job.run_at if a.outcome == "completed" else None)
+                 for job in self.list_jobs(queue=queue) for a in self.attempts(job.id)
+                 if a.finished_at is not None and a.finished_at >= since]
+        found.sort(key=lambda f: f.finished_at, reverse=True)
+        return found[:limit]
+
+    def outcome_counts(self, since: int, queue: str | None = None
+                       ) -> dict[str, dict[str, int]]:
+        """Per queue: how many attempts finished at or after ``since`` with
+        each outcome (only outcomes seen), and under ``"dead"`` how many
+        jobs now dead died then. Default: reads every job and attempt."""
+        found: dict[str, dict[str, int]] = {}
+        for job in self.list_jobs(queue=queue):
+            per = found.setdefault(job.queue, {})
+            for a in self.attempts(job.id):
+                if a.finished_at is not None and a.finished_at >= since:
+                    per[a.outcome] = per.get(a.outcome, 0) + 1
+            if job.state is JobState.DEAD and finished_at(job) >= since:
+                per["dead"] = per.get("dead", 0) + 1
+        return {name: per for name, per in found.items() if per}
+
+    def browse_jobs(self, *, state: JobState | None = None, queue: str | None = None,
+                    text: str | None = None, before: str | None = None,
+                    limit: int = 50) -> list[Job]:
+        """A page of jobs, newest first: those enqueued before the job
+        ``before`` (an id; None: from the newest), in ``state`` and
+        ``queue`` if given, whose id or command contains ``text``, at most
+        ``limit``. Default: reads :meth:`list_jobs`."""
+        jobs = self.list_jobs()
+        if before is not None:
+            ids = [job.id for job in jobs]
+            jobs = jobs[:ids.index(before)] if before in ids else []
+        jobs = [job for job in reversed(jobs)
+                if (state is None or job.state is state) and (queue is None or job.queue == queue)
+                and (not text or text in job.id or text in job.command)]
+        return jobs[:limit]
 
     # ------------------------------------------------------------ optional
     def wakeup_fileno(self) -> int | None:

@@ -114,6 +114,40 @@ def _local_group(storage: Storage, job: Job) -> tuple[WorkerInfo | None, int | N
             return holder, None
 
 
+def cancel_one(app: App, job_id: str) -> tuple[Job, str]:
+    """Cancel one job (``Ledger.cancel``), stopping its command if it runs
+    on this machine: the job as stored and what happened, in a sentence
+    (``queuectl cancel`` and the web dashboard's cancel). Raises
+    JobNotFoundError, or InvalidStateError for a finished job."""
+    import signal
+
+    from ..timeutil import now_ms
+    from ..wakeup import notify
+
+    storage = app.ledger
+    job = storage.cancel(job_id, now_ms())
+    if job.state.value != "processing":
+        app.plugins.job_event("cancelled", job, None)
+        return job, f"Cancelled job {job.id}."
+    # A worker of this machine that holds the job claimed ahead, its
+    # command not started, reads it again before the start when poked.
+    notify(app.config.home, cancel=True)
+    holder, pgid = _local_group(storage, job)
+    if pgid is not None:
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+            return job, (f"Cancelling job {job.id}: sent SIGTERM to its command (process "
+                         f"group {pgid}) on this machine; its worker records it as cancelled.")
+        except (ProcessLookupError, PermissionError):
+            pass
+    lease = app.settings().lease_seconds
+    where = (f" on {holder.hostname}" if holder is not None
+             and holder.hostname != socket.gethostname() else "")
+    return job, (f"Cancel requested for job {job.id}: its worker{where} stops it at its "
+                 f"next lease renewal (within about {max(1, lease // 3)} s) and records "
+                 "it as cancelled.")
+
+
 @click.command()
 @click.argument("job_ids", metavar="ID...", nargs=-1, required=True)
 @json_option
@@ -130,51 +164,19 @@ def cancel(state: State, job_ids: tuple[str, ...], as_json: bool) -> None:
     unknown one, is reported and the others are still cancelled (exit 1 at
     the end). With --json: an array of the jobs as stored.
     """
-    import signal
-
-    from ..timeutil import now_ms
-    from ..wakeup import notify
-
     app = state.app()
-    storage = app.ledger
     failed = False
     done: list[Job] = []
     for job_id in dict.fromkeys(job_ids):
         try:
-            job = storage.cancel(_stored_id(job_id), now_ms())
+            job, message = cancel_one(app, _stored_id(job_id))
         except (JobNotFoundError, InvalidStateError) as exc:
             error_line(str(exc))
             failed = True
             continue
         done.append(job)
-        if job.state.value != "processing":
-            app.plugins.job_event("cancelled", job, None)
-            if not as_json:
-                click.echo(f"Cancelled job {job.id}.")
-            continue
-        # A worker of this machine that holds the job claimed ahead, its
-        # command not started, reads it again before the start when poked.
-        notify(app.config.home, cancel=True)
-        holder, pgid = _local_group(storage, job)
-        signalled = False
-        if pgid is not None:
-            try:
-                os.killpg(pgid, signal.SIGTERM)
-                signalled = True
-            except (ProcessLookupError, PermissionError):
-                pass
-        if as_json:
-            continue
-        if signalled:
-            click.echo(f"Cancelling job {job.id}: sent SIGTERM to its command (process group "
-                       f"{pgid}) on this machine; its worker records it as cancelled.")
-        else:
-            lease = app.settings().lease_seconds
-            where = (f" on {holder.hostname}" if holder is not None
-                     and holder.hostname != socket.gethostname() else "")
-            click.echo(f"Cancel requested for job {job.id}: its worker{where} stops it at its "
-                       f"next lease renewal (within about {max(1, lease // 3)} s) and records "
-                       "it as cancelled.")
+        if not as_json:
+            click.echo(message)
     if as_json:
         emit_json([j.to_json() for j in done])
     if failed:
@@ -290,13 +292,20 @@ def _poll_until_finished(storage: Storage, jobs: dict[str, Job], deadline: float
 
 # ------------------------------------------------------------------ pause / resume
 
-def _set_paused(state: State, queue_name: str, paused: bool, as_json: bool) -> None:
-    app = state.app()
+def set_paused(app: App, queue_name: str, paused: bool) -> bool:
+    """Pause or resume a queue (``pause``, ``resume`` and the web
+    dashboard's); resuming wakes this machine's idle workers. False if it
+    was so already."""
     changed = app.ledger.set_queue_paused(queue_name, paused)
     if paused is False and changed:
         from ..wakeup import notify
 
         notify(app.config.home)
+    return changed
+
+
+def _set_paused(state: State, queue_name: str, paused: bool, as_json: bool) -> None:
+    changed = set_paused(state.app(), queue_name, paused)
     if as_json:
         emit_json({"queue": queue_name, "paused": paused, "changed": changed})
     elif paused:

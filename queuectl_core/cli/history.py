@@ -170,6 +170,21 @@ def _ids_or_all(job_ids: tuple[str, ...], all_: bool) -> None:
         raise UsageError("give one or more job ids, or --all")
 
 
+def retry_dead(app: App, job_id: str, *, wake: bool = True) -> Job:
+    """Move one dead job back to pending (``Ledger.dlq_retry``) and tell
+    the plugins (``dlq retry`` and the web dashboard's retry); ``wake``:
+    wake this machine's idle workers. Raises JobNotFoundError, or
+    InvalidStateError for a job that is not dead."""
+    from ..timeutil import now_ms
+    from ..wakeup import notify
+
+    job = app.ledger.dlq_retry(job_id, now_ms())
+    app.plugins.job_event("dlq_retried", job, None)
+    if wake:
+        notify(app.config.home)
+    return job
+
+
 @dlq.command("retry")
 @click.argument("job_ids", metavar="ID...", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Retry every dead job.")
@@ -185,7 +200,6 @@ def dlq_retry(state: State, job_ids: tuple[str, ...], all_: bool, as_json: bool)
     ID, an array of them for several ids or --all.
     """
     from ..models import JobState
-    from ..timeutil import now_ms
     from ..wakeup import notify
 
     _ids_or_all(job_ids, all_)
@@ -197,7 +211,7 @@ def dlq_retry(state: State, job_ids: tuple[str, ...], all_: bool, as_json: bool)
     failed = False
     for job_id in ids:
         try:
-            job = storage.dlq_retry(_stored_id(job_id), now_ms())
+            job = retry_dead(app, _stored_id(job_id), wake=False)
         except (JobNotFoundError, InvalidStateError) as exc:
             if all_:  # changed since listed (retried or purged by someone else)
                 continue
@@ -207,7 +221,6 @@ def dlq_retry(state: State, job_ids: tuple[str, ...], all_: bool, as_json: bool)
             failed = True
             continue
         retried.append(job)
-        app.plugins.job_event("dlq_retried", job, None)
         if not as_json:
             click.echo(f"Job '{job.id}' moved back to queue for retry.")
     if retried:

@@ -15,7 +15,10 @@ import click
 from .. import __version__
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from ..app import App
+    from ..registry import CommandSpec
 
 
 class State:
@@ -101,6 +104,7 @@ OTHER_TOOLS = {
 COMMANDS = {
     "enqueue": ("queuectl_core.cli.jobs", "enqueue"),
     "status": ("queuectl_core.cli.jobs", "status"),
+    "stats": ("queuectl_core.cli.stats", "stats"),
     "list": ("queuectl_core.cli.jobs", "list_cmd"),
     "show": ("queuectl_core.cli.history", "show"),
     "logs": ("queuectl_core.cli.logs", "logs"),
@@ -123,6 +127,7 @@ COMMANDS = {
 SHORT_HELP = {
     "enqueue": "Add a job (JSON, flags, or a file of JSON lines).",
     "status": "Count jobs per state, active workers and paused queues.",
+    "stats": "Throughput, errors, wait and run times per queue (--since 1h).",
     "list": "List jobs, optionally only those in one state or queue.",
     "show": "Show one job with every attempt.",
     "logs": "Print (or --follow) the output of a job's attempt.",
@@ -156,7 +161,7 @@ class LazyGroup(click.Group):
             assert isinstance(group, click.Group)
             return group.get_command(ctx, sub)
         if cmd_name not in COMMANDS:
-            return None
+            return plugin_command(ctx, cmd_name)
         import importlib
 
         module_name, attr = COMMANDS[cmd_name]
@@ -168,15 +173,55 @@ class LazyGroup(click.Group):
         name = args[0]
         if not ctx.resilient_parsing and not name.startswith("-") \
                 and self.get_command(ctx, name) is None:
-            raise click.UsageError(no_such_command(name), ctx)
+            raise click.UsageError(no_such_command(name, plugin_commands(ctx)), ctx)
         return super().resolve_command(ctx, args)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, SHORT_HELP[name]) for name in COMMANDS]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
+        extra = plugin_commands(ctx)
+        if extra:
+            with formatter.section("Commands from plugins"):
+                formatter.write_dl([(name, spec.description) for name, spec in extra.items()])
         with formatter.section("Aliases (the original spellings)"):
             formatter.write_dl([(a, f"queuectl {g} {s}") for a, (g, s) in ALIASES.items()])
+
+
+def plugin_commands(ctx: click.Context) -> dict[str, CommandSpec]:
+    """The commands plugins add (``queuectl_cli_commands``), by name; loaded
+    only for a name that is not a core command (and for ``--help``), so
+    ``enqueue`` and ``status`` never pay for them. Plugins that fail are
+    named on stderr and left out."""
+    from pathlib import Path
+
+    from ..config import home_dir
+    from ..errors import QueuectlError
+    from ..plugins import build_plugins
+
+    state = ctx.find_object(State)
+    home = home_dir(state.home if state is not None else None)
+    try:
+        plugins = build_plugins(cache_dir=Path(home) / "cache")
+        found = plugins.commands()
+    except QueuectlError as exc:
+        sys.stderr.write(f"Warning: {exc}\n")
+        return {}
+    return {name: spec for name, spec in sorted(found.items()) if name not in COMMANDS}
+
+
+def plugin_command(ctx: click.Context, name: str) -> click.Command | None:
+    """The plugin command called ``name``, built by its factory with the
+    context of the home (``--home`` before the command), or None."""
+    from ..config import home_dir
+    from ..registry import PluginContext
+
+    spec = plugin_commands(ctx).get(name)
+    if spec is None:
+        return None
+    state = ctx.find_object(State)
+    context = PluginContext(home_dir(state.home if state is not None else None))
+    return with_global_options(spec.resolve_factory()(None, context.for_plugin(spec.name)))
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -205,16 +250,20 @@ def cli(ctx: click.Context, backend: str | None, config_path: str | None,
     ctx.call_on_close(state.close)
 
 
-def no_such_command(name: str) -> str:
+def no_such_command(name: str, more: Iterable[str] = ()) -> str:
     """click's "No such command" message, with what to type instead: the
     queuectl command line for another queue's command name, else the
-    closest command name or alias, if one is close."""
+    closest command name or alias (or of ``more``, the plugins' commands),
+    if one is close."""
     message = f"No such command {name!r}."
     if name in OTHER_TOOLS:
         return f"{message} Did you mean {OTHER_TOOLS[name]!r}?"
     from difflib import get_close_matches
 
-    close = get_close_matches(name, [*COMMANDS, *ALIASES], n=1)
+    close = get_close_matches(name, [*COMMANDS, *ALIASES, *more], n=3)
+    # Two letters swapped is the commonest typo: 'stauts' is 'status', not 'stats'.
+    swapped = [c for c in close if sorted(c) == sorted(name)]
+    close = swapped or close
     return f"{message} Did you mean {close[0]!r}?" if close else message
 
 

@@ -64,7 +64,8 @@ def test_every_second_fires_each_tick_once_with_two_supervisors(
     assert all(j["schedule"] == "tick" and j["id"] == f"tick@{j['scheduled_for']}"
                for j in jobs)
     by_job = {f["job_id"]: f for f in fired["firings"]}
-    assert len(fired["firings"]) == 10 and all(f["outcome"] == "fired" for f in by_job.values())
+    assert len(fired["firings"]) == min(10, len(jobs))  # show lists the last 10
+    assert all(f["outcome"] == "fired" for f in by_job.values())
     assert set(by_job) <= {j["id"] for j in jobs}
     if other is not queue:
         workers = {j["worker_id"] for j in jobs if j["worker_id"]}

@@ -344,6 +344,21 @@ class JsonStorage(JsonSchedules, Storage):
                         counts[JobState(state)] += n
         return counts
 
+    def queue_counts(self) -> dict[str, dict[JobState, int]]:
+        """From the active jobs in memory and the finished counts kept per
+        queue: no finished job is read."""
+        found: dict[str, dict[JobState, int]] = {}
+        with self._locked(exclusive=False):
+            for rec in self._state.jobs.values():
+                per = found.setdefault(rec["queue"], dict.fromkeys(JobState, 0))
+                per[JobState(rec["state"])] += 1
+            for name, per_state in self._state.finished.items():
+                for state, n in per_state.items():
+                    if n:
+                        per = found.setdefault(name, dict.fromkeys(JobState, 0))
+                        per[JobState(state)] += n
+        return found
+
     def expired(self, now: int) -> list[Job]:
         with self._locked(exclusive=False):
             stale = [r for r in self._state.jobs.values() if r["state"] == "processing"

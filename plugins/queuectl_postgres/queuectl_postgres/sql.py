@@ -215,8 +215,6 @@ NEXT_RUN_IN_QUEUES_SQL = _FIRST_DUE_PER_QUEUE.replace("{queues}", "unnest(%(queu
 
 GET_SQL = f"SELECT {JOB_COLUMNS} FROM {{s}}.jobs WHERE id = %s"
 ATTEMPTS_SQL = f"SELECT {ATTEMPT_COLUMNS} FROM {{s}}.attempts WHERE job_id = %s ORDER BY seq"
-COUNTS_SQL = "SELECT state, count(*) AS n FROM {s}.jobs GROUP BY state"
-COUNTS_IN_QUEUE_SQL = "SELECT state, count(*) AS n FROM {s}.jobs WHERE queue = %s GROUP BY state"
 #: Processing jobs whose lease ended before ``now`` (``jobs_leases``).
 EXPIRED_SQL = (f"SELECT {JOB_COLUMNS} FROM {{s}}.jobs"
                " WHERE state = 'processing' AND lease_expires_at < %(now)s ORDER BY seq")

@@ -48,11 +48,13 @@ from queuectl_core.models import (
 from queuectl_core.storage import LIMITS_SETTING, Storage, new_token
 
 from .dsn import resolve_dsn
+from .views import PostgresViews
 
 if TYPE_CHECKING:
     from queuectl_core.registry import PluginContext
 
     from .options import PostgresOptions
+from . import views
 from .connection import Session, channel_for, connection_params, describe, guarded
 from .schedules import PostgresSchedules
 from .schema import ensure_schedule_objects, migrate
@@ -60,8 +62,6 @@ from .sql import (
     ATTEMPTS_SQL,
     CLAIM_BATCH_SQLS,
     CLAIM_SQLS,
-    COUNTS_IN_QUEUE_SQL,
-    COUNTS_SQL,
     DEPENDENTS_SQL,
     DUE_COUNT_SQLS,
     DUE_SQLS,
@@ -141,7 +141,7 @@ def _duplicate_id(exc: pg_errors.UniqueViolation) -> str:
     return "(an id of the file)"
 
 
-class PostgresStorage(PostgresSchedules, Storage):
+class PostgresStorage(PostgresSchedules, PostgresViews, Storage):
     """A queue in one schema of a PostgreSQL database."""
 
     session: Session
@@ -159,6 +159,7 @@ class PostgresStorage(PostgresSchedules, Storage):
     def _prepare(self, conn: psycopg.Connection[DictRow]) -> None:
         migrate(conn, self.schema, self.session.where)
         ensure_schedule_objects(conn, self.schema)
+        views.ensure(conn, self.schema)
 
     def _q(self, template: str) -> str:
         """A statement with ``{s}`` replaced by the quoted schema name."""
@@ -295,18 +296,6 @@ class PostgresStorage(PostgresSchedules, Storage):
         with self.session.cursor() as cur:
             rows = cur.execute(self._q(sql), params).fetchall()
         return [job_from_row(r) for r in rows]
-
-    @guarded
-    def counts(self, queue: str | None = None) -> dict[JobState, int]:
-        counts = dict.fromkeys(JobState, 0)
-        with self.session.cursor() as cur:
-            if queue is None:
-                cur.execute(self._q(COUNTS_SQL))
-            else:
-                cur.execute(self._q(COUNTS_IN_QUEUE_SQL), (queue,))
-            for row in cur.fetchall():
-                counts[JobState(row["state"])] = int(row["n"])
-        return counts
 
     @guarded
     def expired(self, now: int) -> list[Job]:

@@ -11,6 +11,8 @@ import json
 import sqlite3
 
 from .rows import INSERT_JOB, job_row
+from .schema import COUNT_NEW
+from .views import new_counts
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -93,6 +95,8 @@ class SqliteSchedules:
                         [(f.schedule, f.tick, int(f.manual), f.outcome, f.job_id, f.at)
                          for f in fire.firings])
                     conn.executemany(INSERT_JOB, [job_row(job) for job in fire.jobs])
+                    if getattr(self, "counted", False):  # the maintained counts
+                        conn.executemany(COUNT_NEW, new_counts(fire.jobs))
                 except sqlite3.IntegrityError:
                     raise _Conflict from None
         except _Conflict:

@@ -188,6 +188,53 @@ def ensure_schedule_objects(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
 
 
+#: Objects the dashboard and ``status`` read, created when missing in any
+#: store that opens (not versioned; each statement is idempotent):
+#: ``job_counts``, the number of jobs per queue and state, kept in the same
+#: transaction as every write, so ``status`` and the overview cost the same
+#: at a million jobs as at none (SQLite has one writer at a time: no row of
+#: it is a point of contention): by triggers on updates and deletes, and by
+#: the store's ``insert`` itself, one row per queue and state of the batch
+#: (:data:`COUNT_NEW`: a trigger's upsert per row slowed bulk enqueues by a
+#: third); and an index of attempts by when they finished (``stats``'
+#: window). The table is filled once, in the transaction that creates it.
+COUNTS_TRIGGERS = "job_counts_update"
+#: What ``insert`` adds to the counts: (queue, state, number of new jobs).
+COUNT_NEW = ("INSERT INTO job_counts (queue, state, n) VALUES (?, ?, ?)"
+             " ON CONFLICT (queue, state) DO UPDATE SET n = n + excluded.n")
+VIEW_OBJECTS = (
+    "CREATE TABLE IF NOT EXISTS job_counts (queue TEXT NOT NULL, state TEXT NOT NULL,"
+    " n INTEGER NOT NULL, PRIMARY KEY (queue, state)) WITHOUT ROWID",
+    "INSERT INTO job_counts (queue, state, n)"
+    " SELECT queue, state, count(*) FROM jobs WHERE true GROUP BY queue, state"
+    " ON CONFLICT (queue, state) DO UPDATE SET n = excluded.n",
+    """CREATE TRIGGER IF NOT EXISTS job_counts_delete AFTER DELETE ON jobs BEGIN
+    UPDATE job_counts SET n = n - 1 WHERE queue = OLD.queue AND state = OLD.state;
+END""",
+    f"""CREATE TRIGGER IF NOT EXISTS {COUNTS_TRIGGERS} AFTER UPDATE OF state, queue ON jobs
+    WHEN OLD.state IS NOT NEW.state OR OLD.queue IS NOT NEW.queue BEGIN
+    UPDATE job_counts SET n = n - 1 WHERE queue = OLD.queue AND state = OLD.state;
+    INSERT INTO job_counts (queue, state, n) VALUES (NEW.queue, NEW.state, 1)
+        ON CONFLICT (queue, state) DO UPDATE SET n = n + 1;
+END""",
+    "CREATE INDEX IF NOT EXISTS attempts_finished ON attempts (finished_at)",
+)
+
+
+def has_view_objects(conn: sqlite3.Connection) -> bool:
+    """Are the :data:`VIEW_OBJECTS` there (the last one created is)?"""
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'index'"
+                        " AND name = 'attempts_finished'").fetchone() is not None
+
+
+def create_view_objects(conn: sqlite3.Connection) -> None:
+    """Inside the caller's write transaction: create the view objects and
+    fill the counts, unless another process did it meanwhile."""
+    if not has_view_objects(conn):
+        for statement in VIEW_OBJECTS:
+            conn.execute(statement)
+
+
 def run_script(conn: sqlite3.Connection, script: str) -> None:
     """Run ``;``-separated statements one by one (``executescript`` would
     commit the open transaction first)."""

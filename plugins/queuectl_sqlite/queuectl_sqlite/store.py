@@ -46,13 +46,17 @@ from .rows import (
 )
 from .schedules import SqliteSchedules
 from .schema import (
+    COUNT_NEW,
     HAS_SCHEDULE_OBJECTS,
     SCHEMA_VERSION,
     connect,
     create_or_upgrade,
+    create_view_objects,
     ensure_schedule_objects,
+    has_view_objects,
     read_only_reason,
 )
+from .views import SqliteViews, new_counts
 
 # typing is not imported at run time (the CLI's hot path).
 TYPE_CHECKING = False
@@ -122,7 +126,7 @@ class _WriteTransaction:
             self.lock = -1
 
 
-class SqliteStorage(SqliteSchedules, SqliteAdmin, Storage):
+class SqliteStorage(SqliteSchedules, SqliteViews, SqliteAdmin, Storage):
     """A queue in one SQLite file."""
 
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "full",
@@ -171,6 +175,7 @@ class SqliteStorage(SqliteSchedules, SqliteAdmin, Storage):
             if self.conn.execute(HAS_SCHEDULE_OBJECTS).fetchone()[0] != 2:
                 with self._write() as conn:
                     ensure_schedule_objects(conn)
+            self._ensure_view_objects()
             return
         if version == 0 and os.path.exists(marker):
             raise StorageError(
@@ -188,7 +193,18 @@ class SqliteStorage(SqliteSchedules, SqliteAdmin, Storage):
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version < SCHEMA_VERSION:
                 create_or_upgrade(conn, version)
+            create_view_objects(conn)
         write_marker(marker, self.path)
+
+    def _ensure_view_objects(self) -> None:
+        """Create the maintained counts where missing; a store that cannot
+        be written (read-only file) is read without them."""
+        if not has_view_objects(self.conn):
+            try:
+                with self._write() as conn:
+                    create_view_objects(conn)
+            except (StorageError, sqlite3.OperationalError):
+                self.counted = False
 
     def _writer_lock(self) -> int:
         """The descriptor of the writers' lock file, or -1 if it cannot be
@@ -280,6 +296,8 @@ class SqliteStorage(SqliteSchedules, SqliteAdmin, Storage):
                 if history:
                     conn.executemany(INSERT_ATTEMPT, history)
                 writes.insert_edges(conn, [job for job, _ in records])
+                if self.counted:
+                    conn.executemany(COUNT_NEW, new_counts(job for job, _ in records))
         except sqlite3.IntegrityError:
             # Rolled back: what is stored now is what the batch met.
             keys = [job.unique_key for job, _ in records]
@@ -295,17 +313,22 @@ class SqliteStorage(SqliteSchedules, SqliteAdmin, Storage):
         # everything back.
         last: list[str] = [""]
         count = 0
+        counts: dict[tuple[str, str], int] = {}
 
         def rows() -> Iterator[list[Any]]:
             nonlocal count
             for job in jobs:
                 last[0] = job.id
                 count += 1
+                key = (job.queue, job.state.value)
+                counts[key] = counts.get(key, 0) + 1
                 yield new_job_row(job)
 
         try:
             with self._write() as conn:
                 conn.executemany(INSERT_NEW, rows())
+                if self.counted:  # the maintained counts, in the same transaction
+                    conn.executemany(COUNT_NEW, [(q, st, n) for (q, st), n in counts.items()])
         except sqlite3.IntegrityError:
             raise DuplicateJobError(last[0]) from None
         return count
@@ -356,17 +379,6 @@ class SqliteStorage(SqliteSchedules, SqliteAdmin, Storage):
             query += " LIMIT ?"
             params.append(limit)
         return [job_from_row(r) for r in self.conn.execute(query, params)]
-
-    def counts(self, queue: str | None = None) -> dict[JobState, int]:
-        counts = dict.fromkeys(JobState, 0)
-        if queue is None:
-            rows = self.conn.execute("SELECT state, count(*) FROM jobs GROUP BY state")
-        else:
-            rows = self.conn.execute(
-                "SELECT state, count(*) FROM jobs WHERE queue = ? GROUP BY state", (queue,))
-        for state, n in rows:
-            counts[JobState(state)] = n
-        return counts
 
     def _open_queues(self, conn: sqlite3.Connection, queues: Sequence[str] | None
                      ) -> list[str]:

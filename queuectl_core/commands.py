@@ -7,7 +7,6 @@ against an :class:`~queuectl_core.app.App`, and returns the text to print.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -19,7 +18,7 @@ from .models import JobState
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
-    from typing import IO, Any
+    from typing import Any
 
     from .app import App
     from .models import Job
@@ -168,148 +167,137 @@ def _check_policies(app: App, specs: list[Spec]) -> None:
             raise UsageError(f"{where}invalid job: retry.policy: {why}")
 
 
-def enqueue(app: App, specs: list[Spec], *, as_json: bool) -> None:
-    """Store the jobs, all or nothing; wake the local workers; say so."""
-    from .models import spec_to_job
-    from .timeutil import now_ms
-    from .wakeup import notify
+class _Jobs:
+    """Makes the jobs of one ``enqueue`` from their specs, and remembers what
+    it says after storing them: their count, the cwds they name that are
+    not the current directory (at most :data:`MAX_CWDS_CHECKED`), their ids
+    when asked (in a temporary file: a million ids stay out of memory)."""
 
-    if any("policy" in (spec.get("retry") or {}) for _, spec in specs):
-        _check_policies(app, specs)
-    ledger = app.ledger
-    settings = app.settings()
-    now = now_ms()
-    try:
-        base_dir: str | None = os.getcwd()
-    except OSError:  # the current directory was removed: the worker's own
-        base_dir = None
-    jobs: list[Job] = []
-    for where, spec in specs:
+    def __init__(self, app: App, *, keep_ids: bool) -> None:
+        from .models import spec_to_job
+        from .timeutil import now_ms
+
+        self.to_job = spec_to_job
+        self.app = app
+        self.max_retries = app.settings().max_retries
+        self.now = now_ms()
         try:
-            jobs.append(spec_to_job(spec, default_max_retries=settings.max_retries, now=now,
-                                    base_dir=base_dir))
+            self.base_dir: str | None = os.getcwd()
+        except OSError:  # the current directory was removed: the worker's own
+            self.base_dir = None
+        self.count = 0
+        self.first_id = ""
+        self.cwds: set[str] = set()
+        self.policies: set[str] = set()
+        self.ids = None
+        if keep_ids:
+            import tempfile
+
+            self.ids = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - close()
+
+    def make(self, spec: Spec) -> Job:
+        where, data = spec
+        policy = (data.get("retry") or {}).get("policy")
+        if policy is not None and policy not in self.policies:
+            _check_policies(self.app, [spec])
+            self.policies.add(policy)
+        try:
+            job = self.to_job(data, default_max_retries=self.max_retries, now=self.now,
+                              base_dir=self.base_dir)
         except UsageError as exc:
             raise UsageError(f"{where}{exc}") from None
-    ledger.enqueue(jobs)
-    notify(app.config.home_dir)
-    if as_json:
-        out(json_text({"enqueued": len(jobs), "ids": [j.id for j in jobs]}))
-    elif len(jobs) == 1:
-        out(f"Job enqueued with ID: {jobs[0].id}\n")
-    else:
-        out(f"Enqueued {len(jobs)} jobs.\n")
-    _warn_missing_cwds(j.cwd for j in jobs if j.cwd is not None and j.cwd != base_dir)
-    if app.has_event_listeners():
-        for new in jobs:
-            stored = ledger.get(new.id)
-            if stored is not None:
-                app.plugins.job_event("enqueued", stored, None)
+        self.count += 1
+        if self.count == 1:
+            self.first_id = job.id
+        if self.ids is not None:
+            self.ids.write(json.dumps(job.id) + "\n")
+        if (job.cwd is not None and job.cwd != self.base_dir
+                and len(self.cwds) < MAX_CWDS_CHECKED):
+            self.cwds.add(job.cwd)
+        return job
 
+    def close(self) -> None:
+        if self.ids is not None:
+            self.ids.close()
 
-def enqueue_lines(app: App, lines: Iterable[tuple[int, str]], source: str,
-                  defaults: dict[str, Any], *, as_json: bool, progress: bool = False) -> None:
-    """``enqueue --file``: one job per (number, line), streamed into one
-    all-or-nothing insert (``Ledger.enqueue_stream``), so that memory does
-    not grow with the file: the same jobs, output and warnings as
-    :func:`enqueue`, with the ids kept in a temporary file when they are
-    printed or broadcast. With ``progress``, a count on stderr every
-    :data:`PROGRESS_EVERY` jobs."""
-    import tempfile
+    def stored_ids(self) -> Iterator[str]:
+        if self.ids is None:
+            return iter(())
+        self.ids.seek(0)
+        return (json.loads(line) for line in self.ids)
 
-    from .models import spec_to_job
-    from .timeutil import now_ms
-    from .wakeup import notify
+    def report(self, ids: Callable[[], Iterable[str]], *, as_json: bool) -> None:
+        """Wake the local workers, say what was stored, warn, broadcast
+        (``ids`` gives the ids stored, in order, each time it is called)."""
+        from .wakeup import notify
 
-    spec_of = line_reader(defaults)
-    max_retries = app.settings().max_retries
-    now = now_ms()
-    try:
-        base_dir: str | None = os.getcwd()
-    except OSError:  # the current directory was removed: the worker's own
-        base_dir = None
-    listeners = app.has_event_listeners()
-    count, first = 0, ""
-    cwds: set[str] = set()
-    policies: set[str] = set()
-
-    def jobs(ids: IO[str] | None) -> Iterator[Job]:
-        nonlocal count, first
-        for lineno, line in lines:
-            where, spec = spec_of(lineno, line)
-            policy = (spec.get("retry") or {}).get("policy")
-            if policy is not None and policy not in policies:
-                _check_policies(app, [(where, spec)])
-                policies.add(policy)
-            try:
-                job = spec_to_job(spec, default_max_retries=max_retries, now=now,
-                                  base_dir=base_dir)
-            except UsageError as exc:
-                raise UsageError(f"{where}{exc}") from None
-            count += 1
-            first = first or job.id
-            if ids is not None:
-                ids.write(json.dumps(job.id) + "\n")
-            if job.cwd is not None and job.cwd != base_dir and len(cwds) < MAX_CWDS_CHECKED:
-                cwds.add(job.cwd)
-            if progress and count % PROGRESS_EVERY == 0:
-                sys.stderr.write(f"\r{count:,} jobs read...")
-                sys.stderr.flush()
-            yield job
-        if count == 0:
-            raise UsageError(f"{shown(source)}: no jobs found")
-
-    with contextlib.ExitStack() as stack:
-        ids = (stack.enter_context(tempfile.TemporaryFile("w+", encoding="utf-8"))
-               if as_json or listeners else None)
-        try:
-            app.ledger.enqueue_stream(jobs(ids))
-        finally:
-            if progress and count >= PROGRESS_EVERY:
-                sys.stderr.write("\r\x1b[K")  # the count's line, cleared
+        app = self.app
         notify(app.config.home_dir)
-        _say_streamed(count, first, ids, as_json=as_json)
-        _warn_missing_cwds(cwds)
-        if listeners:
-            for job_id in _ids_in(ids):
+        if as_json:  # streamed: a million ids need not be held in memory
+            out(f'{{\n  "enqueued": {self.count},\n  "ids": [')
+            for i, job_id in enumerate(ids()):
+                sys.stdout.write(("," if i else "") + "\n    " + json.dumps(
+                    job_id, ensure_ascii=False))
+            out("\n  ]\n}\n" if self.count else "]\n}\n")
+        elif self.count == 1:
+            out(f"Job enqueued with ID: {self.first_id}\n")
+        else:
+            out(f"Enqueued {self.count} jobs.\n")
+        missing = sorted(cwd for cwd in self.cwds if not os.path.isdir(cwd))
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            sys.stderr.write(f"Warning: cwd {shown(missing[0])}{more} is not a directory on "
+                             "this machine; a job fails unless its cwd exists where it runs\n")
+        if app.has_event_listeners():
+            for job_id in ids():
                 stored = app.ledger.get(job_id)
                 if stored is not None:
                     app.plugins.job_event("enqueued", stored, None)
 
 
-def _say_streamed(count: int, first: str, ids: IO[str] | None, *,
-                  as_json: bool) -> None:
-    """What :func:`enqueue` prints, from the ids in a file."""
-    if as_json:  # as json_text would print it, one id at a time
-        out(f'{{\n  "enqueued": {count},\n  "ids": [')
-        for i, job_id in enumerate(_ids_in(ids)):
-            sys.stdout.write(("," if i else "") + "\n    "
-                             + json.dumps(job_id, ensure_ascii=False))
-        out("\n  ]\n}\n")
-    elif count == 1:
-        out(f"Job enqueued with ID: {first}\n")
-    else:
-        out(f"Enqueued {count} jobs.\n")
+#: How many distinct cwds one enqueue checks for the warning.
+MAX_CWDS_CHECKED = 1000
 
 
-def _ids_in(ids: IO[str] | None) -> Iterator[str]:
-    if ids is None:
-        return iter(())
-    ids.seek(0)
-    return (json.loads(line) for line in ids)
+def enqueue(app: App, specs: list[Spec], *, as_json: bool) -> None:
+    """Store the jobs, all or nothing; wake the local workers; say so."""
+    made = _Jobs(app, keep_ids=False)
+    jobs = [made.make(spec) for spec in specs]
+    app.ledger.enqueue(jobs)
+    made.report(lambda: (job.id for job in jobs), as_json=as_json)
 
 
-def _warn_missing_cwds(cwds: Iterable[str]) -> None:
-    missing = sorted(cwd for cwd in cwds if not os.path.isdir(cwd))
-    if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        sys.stderr.write(f"Warning: cwd {shown(missing[0])}{more} is not a directory on this "
-                         "machine; a job fails unless its cwd exists where it runs\n")
+def enqueue_lines(app: App, lines: Iterable[tuple[int, str]], source: str,
+                  defaults: dict[str, Any], *, as_json: bool, progress: bool = False) -> None:
+    """``enqueue --file``: one job per (number, line), streamed into one
+    all-or-nothing insert, so that memory does not grow with the file; with
+    ``progress``, a count on stderr every :data:`PROGRESS_EVERY` jobs."""
+    made = _Jobs(app, keep_ids=as_json or app.has_event_listeners())
+
+    spec_of = line_reader(defaults)
+
+    def jobs() -> Iterator[Job]:
+        for lineno, line in lines:
+            yield made.make(spec_of(lineno, line))
+            if progress and made.count % PROGRESS_EVERY == 0:
+                sys.stderr.write(f"\r{made.count:,} jobs read...")
+                sys.stderr.flush()
+        if made.count == 0:
+            raise UsageError(f"{shown(source)}: no jobs found")
+
+    try:
+        try:
+            app.ledger.enqueue_stream(jobs())
+        finally:
+            if progress and made.count >= PROGRESS_EVERY:
+                sys.stderr.write("\r\x1b[K")  # the count's line, cleared
+        made.report(made.stored_ids, as_json=as_json)
+    finally:
+        made.close()
 
 
 #: ``enqueue --file`` on a terminal counts the jobs read this often.
 PROGRESS_EVERY = 100_000
-#: How many distinct cwds ``enqueue --file`` checks for its warning.
-MAX_CWDS_CHECKED = 1000
 
 
 # ------------------------------------------------------------------ status

@@ -11,7 +11,7 @@ import pytest
 
 from .conftest import QUEUECTL, Queue
 
-JOBS = 50_000
+JOBS = 80_000
 
 
 @pytest.mark.backends("sqlite")
@@ -30,6 +30,6 @@ def test_enqueue_file_memory_does_not_grow_with_the_file(queue: Queue) -> None:
     assert (proc.returncode, out.read_text(), err.read_text()) == (
         0, f"Enqueued {JOBS} jobs.\n", "")
     assert queue.status()["pending"] == JOBS
-    # Held whole, 50,000 jobs took over 100 MB; streamed, the interpreter's
-    # own 20-odd MB and a batch.
-    assert usage.ru_maxrss < 60 * 1024, f"peak RSS {usage.ru_maxrss} KiB"
+    # Held whole, 80,000 jobs took about 170 MB; streamed, the interpreter's
+    # own 20-odd MB and a batch (the bound: about 100 MB whatever the size).
+    assert usage.ru_maxrss < 100 * 1024, f"peak RSS {usage.ru_maxrss} KiB"

@@ -400,8 +400,10 @@ def test_one_bad_line_rejects_the_whole_file(cli_home: Path, valid: list[dict[st
 
 
 @hostile(60)
-@given(valid=st.lists(valid_jobs, min_size=1, max_size=3), junk=st.binary(min_size=1,
-                                                                          max_size=8),
+# No newline in the junk: the file is read line by line, and a line cut in
+# two inside a JSON string would be reported (as bad JSON) before the byte.
+@given(valid=st.lists(valid_jobs, min_size=1, max_size=3),
+       junk=st.binary(min_size=1, max_size=8).filter(lambda b: b"\n" not in b),
        via_stdin=st.booleans())
 def test_invalid_utf8_file_is_rejected(cli_home: Path, valid: list[dict[str, Any]],
                                        junk: bytes, via_stdin: bool) -> None:
@@ -538,7 +540,7 @@ def bad_other_arguments(draw: st.DrawFn) -> tuple[list[str], bool, int]:
         lambda: (["list", "--state", draw(word.filter(
             lambda s: s not in {"pending", "processing", "completed", "failed", "dead"}))],
                  True, 2),
-        lambda: (["list", "--limit", draw(st.integers(max_value=0).map(str)
+        lambda: (["list", "--limit", draw(st.integers(max_value=-1).map(str)
                                           | word.filter(_not_an_int))], True, 2),
         lambda: (["export", "--state", draw(word.filter(lambda s: s != "dead"))], True, 2),
         lambda: (["show"], True, 2),

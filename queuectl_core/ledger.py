@@ -81,6 +81,16 @@ class Ledger:
         """The jobs that run after ``job_id``."""
         return self.store.dependents(job_id)
 
+    def relatives(self, job: Job) -> dict[str, list[dict[str, str]]]:
+        """``parents`` (the jobs ``job`` runs after; one no longer stored
+        is ``purged``) and ``children`` (those that run after it), each
+        ``{"id", "state"}``: what ``show --json`` and the dashboard give."""
+        parents = [(p, self.store.get(p)) for p in job.after or ()]
+        children = self.store.dependents(job.id) if job.dependents else []
+        return {"parents": [{"id": p, "state": j.state.value if j else "purged"}
+                            for p, j in parents],
+                "children": [{"id": c.id, "state": c.state.value} for c in children]}
+
     def next_run_at(self, queues: Sequence[str] | None = None) -> int | None:
         return self.store.next_run_at(queues)
 

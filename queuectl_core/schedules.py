@@ -35,7 +35,7 @@ from .timeutil import iso, parse_duration_ms, parse_timestamp_ms
 # typing is not imported at run time.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterator, Mapping, Sequence
     from typing import Any
 
 #: ``catchup: all`` fires at most this many missed ticks per pass; the
@@ -406,3 +406,13 @@ def sync_plan(stored: Mapping[str, Schedule], declared: list[Schedule], now: int
             kept = replaced(old, new.replace(paused=old.paused), now)
             puts.append((kept, old.version))
     return puts
+
+
+def schedule_view(schedule: Schedule, firings: Sequence[Firing], now: int) -> dict[str, Any]:
+    """A schedule as ``schedule show --json`` (and the dashboard) give it:
+    its fields, its next 5 fire times (none while paused) and ``firings``
+    (its last ones, newest first)."""
+    after = max(now, schedule.next_run_at - 1)
+    following = [] if schedule.paused else upcoming(schedule, after, 5)
+    return {**schedule.to_json(), "next_runs": [iso(t) for t in following],
+            "firings": [f.to_json() for f in firings]}

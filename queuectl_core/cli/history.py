@@ -49,13 +49,9 @@ def _show_job(app: App, job_id: str, as_json: bool, *, require_dead: bool = Fals
                                 "(not in the dead letter queue)")
     attempts = app.ledger.attempts(job.id)
     data = job.to_json()
-    parents = [(p, app.ledger.get(p)) for p in job.after or ()]
-    children = app.ledger.dependents(job.id) if job.dependents else []
+    relatives = app.ledger.relatives(job)
     if as_json:
-        emit_json({**data, "parents": [{"id": p, "state": j.state.value if j else "purged"}
-                                       for p, j in parents],
-                   "children": [{"id": c.id, "state": c.state.value} for c in children],
-                   "attempts_history": [a.to_json() for a in attempts]})
+        emit_json({**data, **relatives, "attempts_history": [a.to_json() for a in attempts]})
         return
     click.echo(f"Job {job.id}")
     fields: list[tuple[str, object]] = [
@@ -73,11 +69,10 @@ def _show_job(app: App, job_id: str, as_json: bool, *, require_dead: bool = Fals
         fields.append(("cancel_requested_at", data["cancel_requested_at"]))
     fields += [("worker", job.worker_id), ("exit_code", job.exit_code),
                ("last_error", job.last_error)]
-    if parents:
-        fields.append((f"after ({job.after_mode})", ", ".join(
-            f"{p} ({j.state.value if j else 'purged'})" for p, j in parents)))
-    if children:
-        fields.append(("before", ", ".join(f"{c.id} ({c.state.value})" for c in children)))
+    for key, label in (("parents", f"after ({job.after_mode})"), ("children", "before")):
+        if relatives[key]:
+            fields.append((label, ", ".join(f"{r['id']} ({r['state']})"
+                                            for r in relatives[key])))
     fields += [(key, getattr(job, key)) for key in ("concurrency_key", "unique_key")
                if getattr(job, key) is not None]
     width = max(len(key) for key, _ in fields) + 2

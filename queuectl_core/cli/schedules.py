@@ -181,17 +181,15 @@ def list_schedules(state: State, as_json: bool) -> None:
 @pass_state
 def show(state: State, name: str, as_json: bool) -> None:
     """Show a schedule, its next 5 fire times and its last 10 firings."""
-    from ..schedules import describe_cadence, upcoming
-    from ..timeutil import iso, now_ms
+    from ..schedules import describe_cadence, schedule_view
+    from ..timeutil import now_ms
 
     store = _store(state.app())
     found = _get(store, name)
-    after = max(now_ms(), found.next_run_at - 1)
-    following = [] if found.paused else upcoming(found, after, 5)
     firings = store.schedule_firings(name, 10)
+    view = schedule_view(found, firings, now_ms())
     if as_json:
-        emit_json({**found.to_json(), "next_runs": [iso(t) for t in following],
-                   "firings": [f.to_json() for f in firings]})
+        emit_json(view)
         return
     data = found.to_json()
     click.echo(f"Schedule {found.name}: {describe_cadence(found)}"
@@ -202,12 +200,12 @@ def show(state: State, name: str, as_json: bool) -> None:
             click.echo(f"  {key}: {data[key]}")
     if found.queued:
         click.echo(f"  queued ticks: {', '.join(data['queued'])}")
-    click.echo("Next runs:" if following else "Next runs: none")
-    for tick in following:
-        click.echo(f"  {iso(tick)}")
+    click.echo("Next runs:" if view["next_runs"] else "Next runs: none")
+    for tick in view["next_runs"]:
+        click.echo(f"  {tick}")
     click.echo("Last firings:" if firings else "Last firings: none")
-    for f in firings:
-        click.echo(f"  {iso(f.tick)}  {f.outcome:<8} {f.job_id or '-'}")
+    for f in view["firings"]:
+        click.echo(f"  {f['tick']}  {f['outcome']:<8} {f['job_id'] or '-'}")
 
 
 def _pause(state: State, name: str, pause: bool, as_json: bool) -> None:

@@ -59,6 +59,7 @@ def test_dashboard_in_a_real_browser(queue: Queue, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
     queue.fast(backoff_base=1)
+    queue.run("schedule", "add", "nightly", "--cron", "0 3 * * *", "--command", "./backup.sh")
     marker = tmp_path / "second-time"
     server, url = _serve(queue, tmp_path)
     shots = tmp_path / "screenshots"
@@ -107,10 +108,13 @@ def test_dashboard_in_a_real_browser(queue: Queue, tmp_path: Path) -> None:
             page.goto(url + "/workers")
             expect(page.locator("#workers tbody tr.active")).to_have_count(2)
             page.screenshot(path=shots / "workers.png", full_page=True)
+            page.goto(url + "/schedules")
+            expect(page.locator("body")).to_contain_text("nightly")
+            page.screenshot(path=shots / "schedules.png", full_page=True)
             browser.close()
         assert errors == [], errors
         assert sorted(p.name for p in shots.iterdir()) == [
-            "dlq.png", "job.png", "jobs.png", "overview.png", "workers.png"]
+            "dlq.png", "job.png", "jobs.png", "overview.png", "schedules.png", "workers.png"]
     finally:
         server.terminate()
         server.wait(15)

@@ -35,7 +35,7 @@ def test_basic_completion_and_json_shapes(queue: Queue) -> None:
 
     status = queue.json("status")
     assert set(status) == {"pending", "processing", "completed", "failed", "dead", "cancelled",
-                           "active_workers", "paused_queues", "queue"}
+                           "waiting", "skipped", "active_workers", "paused_queues", "queue"}
     assert status["paused_queues"] == [] and status["queue"] is None
     counts = {k: v for k, v in status.items() if k not in ("paused_queues", "queue")}
     assert all(type(v) is int for v in counts.values()), status

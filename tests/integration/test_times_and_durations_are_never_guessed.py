@@ -134,15 +134,15 @@ def test_purge_dry_run_says_what_would_go_and_deletes_nothing(queue: Queue) -> N
     finished_before = iso_ms(data.pop("finished_before"))
     assert before - 7 * DAY_MS - 5_000 <= finished_before <= now_ms() - 7 * DAY_MS
     assert data == {"dry_run": True, "would_purge": 2, "ids": ["old-cancelled", "old-done"],
-                    "states": ["completed", "cancelled"]}
+                    "states": ["completed", "cancelled", "skipped"]}
     assert queue.json("purge", "--dry-run") == {
         "dry_run": True, "would_purge": 3, "ids": ["old-cancelled", "old-done", "new-done"],
-        "states": ["completed", "cancelled"], "finished_before": None}
+        "states": ["completed", "cancelled", "skipped"], "finished_before": None}
     assert ids(queue) == everything, "a dry run deletes nothing"
 
     # The real run: the same selection, its output as before.
     assert queue.run("purge", "--older-than", "1w").stdout == "Purged 2 job(s).\n"
-    assert queue.json("purge") == {"purged": 1, "states": ["completed", "cancelled"],
+    assert queue.json("purge") == {"purged": 1, "states": ["completed", "cancelled", "skipped"],
                                    "finished_before": None, "firings_pruned": 0}
     assert ids(queue) == ["old-dead", "waiting"]
 

@@ -222,21 +222,27 @@ def test_results_do_not_wait_longer_than_result_wait_ms(
 
 
 def test_a_long_command_has_the_waiting_results_recorded_meanwhile(tmp_path: Path) -> None:
-    ledger = CountingLedger()
-    add(ledger, "a", "true")
-    add(ledger, "long", "sleep 0.3")
-    add(ledger, "c", "true")
-    worker, executor = watched_worker(ledger, tmp_path)
-    seen: list[JobState] = []
+    # a's result waits RESULT_WAIT_MS (50 ms) for long to start: a machine
+    # too busy to start it in time records it first, which is right but
+    # not what this test looks at. So it tries again, up to three times.
+    for round_ in range(3):
+        ledger = CountingLedger()
+        add(ledger, "a", "true")
+        add(ledger, "long", "sleep 0.3")
+        add(ledger, "c", "true")
+        worker, executor = watched_worker(ledger, tmp_path / str(round_))
+        seen: list[JobState] = []
 
-    def a_state() -> None:
-        job = ledger.get("a")
-        assert job is not None
-        seen.append(job.state)
+        def a_state(ledger: CountingLedger = ledger, seen: list[JobState] = seen) -> None:
+            job = ledger.get("a")
+            assert job is not None
+            seen.append(job.state)
 
-    executor.on_wait["long"] = a_state
-    stop_when_idle(worker)
-    worker.run()
+        executor.on_wait["long"] = a_state
+        stop_when_idle(worker)
+        worker.run()
+        if seen == [JobState.PROCESSING]:
+            break
     assert seen == [JobState.PROCESSING], "a's result waited when long started"
     # After AHEAD_HOLD_MS of long, a's result is recorded and c goes back.
     assert ledger.calls == ["claim", "start a", "record [] +2", "start long", "record [a] +0",

@@ -1,7 +1,6 @@
 """The HTML pages, rendered on the server (Jinja2, every value escaped) from
 the same reads as the JSON API; ``static/app.js`` keeps them live and sends
-the actions. Schedules (issue 17) get a page here, and a link in
-``base.html``, once stores have them."""
+the actions. A backend without schedules gets a schedules page saying so."""
 
 from __future__ import annotations
 
@@ -13,6 +12,7 @@ import jinja2
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 
+from queuectl_core.schedule_seam import SchedulesUnsupportedError
 from queuectl_core.stats import duration_text
 
 from .access import parse_state, read, settings_of
@@ -72,6 +72,26 @@ async def dlq(request: Request, before: str | None = None) -> HTMLResponse:
 async def workers(request: Request, limit: int = Query(1000, ge=1)) -> HTMLResponse:
     found = await read(request, settings_of(request).reader.workers)
     return render(request, "workers.html", workers=found[:limit])
+
+
+@router.get("/schedules", response_class=HTMLResponse)
+async def schedules(request: Request) -> HTMLResponse:
+    try:
+        found = await read(request, settings_of(request).reader.schedules)
+    except SchedulesUnsupportedError:
+        return render(request, "schedules.html", schedules=[], supported=False)
+    return render(request, "schedules.html", schedules=found, supported=True)
+
+
+@router.get("/schedule", response_class=HTMLResponse)
+async def schedule(request: Request, name: str) -> HTMLResponse:
+    try:
+        found = await read(request, settings_of(request).reader.schedule, name)
+    except SchedulesUnsupportedError:
+        return render(request, "schedules.html", schedules=[], supported=False)
+    if found is None:
+        raise HTTPException(404, f"no schedule named {name!r}")
+    return render(request, "schedule.html", s=found)
 
 
 def _states() -> list[str]:

@@ -118,7 +118,37 @@ class Reader:
         attempts = [a.to_json() for a in self.store.attempts(job_id)]
         return {"job": job_json(job), "attempts": attempts,
                 "running": job.state is JobState.PROCESSING,
-                "claimable": job.state in CLAIMABLE_STATES}
+                "claimable": job.state in CLAIMABLE_STATES,
+                # As ``show --json`` gives them; a purged parent is "purged".
+                **self.app.ledger.relatives(job)}
+
+    # ---------------------------------------------------------- schedules
+    def _schedule_store(self) -> Storage:
+        """The store, or :class:`SchedulesUnsupportedError` (a backend
+        without schedules), as ``queuectl schedule`` checks it."""
+        if not self.store.supports_schedules:
+            raise self.store._no_schedules()
+        return self.store
+
+    def schedules(self) -> list[dict[str, Any]]:
+        """Every schedule as ``schedule list --json`` prints it, with its
+        cadence in words."""
+        from queuectl_core.schedules import describe_cadence
+
+        return [{**s.to_json(), "cadence": describe_cadence(s)}
+                for s in self._schedule_store().list_schedules()]
+
+    def schedule(self, name: str) -> dict[str, Any] | None:
+        """A schedule as ``schedule show --json`` prints it: its next 5 fire
+        times (none while paused) and its last 10 firings, newest first."""
+        from queuectl_core.schedules import describe_cadence, schedule_view
+
+        store = self._schedule_store()
+        found = store.get_schedule(name)
+        if found is None:
+            return None
+        return {**schedule_view(found, store.schedule_firings(name, 10), now_ms()),
+                "cadence": describe_cadence(found)}
 
     def log(self, job_id: str, attempt: int | None, stream: joblogs.Stream
             ) -> dict[str, Any]:

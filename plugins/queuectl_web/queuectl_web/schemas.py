@@ -60,11 +60,60 @@ class DeadPage(JobsPage):
     total: int
 
 
+class Relative(BaseModel):
+    id: str
+    state: str = Field(description="The job's state; `purged`: a parent no longer stored.")
+
+
 class JobDetail(BaseModel):
     job: dict[str, Any]
     attempts: list[dict[str, Any]]
     running: bool
     claimable: bool
+    parents: list[Relative] = Field(description="The jobs it runs after (`after`).")
+    children: list[Relative] = Field(description="The jobs that run after it.")
+
+
+class Schedule(BaseModel):
+    """A schedule as ``queuectl schedule list --json`` prints it."""
+
+    name: str
+    cron: str | None
+    every: str | None
+    cadence: str = Field(description="`cron EXPR (ZONE)` or `every DURATION`.")
+    command: str
+    queue: str
+    priority: int
+    timeout: float | None
+    cwd: str | None
+    max_retries: int | None
+    tz: str
+    overlap: str = Field(description="skip, queue or allow.")
+    catchup: str = Field(description="none, latest or all.")
+    paused: bool
+    start_at: str
+    next_run_at: str
+    last_run_at: str | None
+    last_job_id: str | None
+    queued: list[str] = Field(description="Ticks waiting for the previous job (overlap queue).")
+    source: str = Field(description="cli or yaml.")
+    created_at: str
+    updated_at: str
+
+
+class Firing(BaseModel):
+    schedule: str
+    tick: str
+    outcome: str = Field(description="fired, skipped (overlap skip) or run (`schedule run`).")
+    job_id: str | None
+    at: str
+
+
+class ScheduleDetail(Schedule):
+    """A schedule as ``queuectl schedule show --json`` prints it."""
+
+    next_runs: list[str] = Field(description="The next 5 fire times; none while paused.")
+    firings: list[Firing] = Field(description="The last 10 firings, newest first.")
 
 
 class LogTail(BaseModel):

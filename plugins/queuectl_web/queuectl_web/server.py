@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from queuectl_core.errors import InvalidStateError, JobNotFoundError, QueuectlError
 from queuectl_core.models import JobState
+from queuectl_core.schedule_seam import SchedulesUnsupportedError
 from queuectl_core.timeutil import parse_duration_ms
 
 from . import metrics, schemas
@@ -110,6 +111,26 @@ async def dlq(request: Request, before: str | None = None,
 async def workers(request: Request) -> list[dict[str, Any]]:
     """Registered workers, in order of start, with their heartbeats."""
     return await read(request, settings_of(request).reader.workers)
+
+
+NO_SCHEDULES: dict[int | str, dict[str, Any]] = {
+    501: {"description": "The backend has no schedules."}}
+
+
+@api.get("/schedules", response_model=list[schemas.Schedule], responses=NO_SCHEDULES)
+async def schedules(request: Request) -> list[dict[str, Any]]:
+    """Every schedule, by name (``queuectl schedule list --json``)."""
+    return await read(request, settings_of(request).reader.schedules)
+
+
+@api.get("/schedule", response_model=schemas.ScheduleDetail, responses=NO_SCHEDULES)
+async def schedule(request: Request, name: str) -> dict[str, Any]:
+    """One schedule with its next 5 fire times and last 10 firings
+    (``queuectl schedule show NAME --json``)."""
+    found = await read(request, settings_of(request).reader.schedule, name)
+    if found is None:
+        raise HTTPException(404, f"no schedule named {name!r}")
+    return found
 
 
 # ------------------------------------------------------------------ actions
@@ -225,6 +246,10 @@ def create_app(reader: Reader, *, token: str | None = None, allow_actions: bool 
     async def metrics_endpoint(request: Request) -> Response:
         body = await read(request, metrics.render, reader)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(SchedulesUnsupportedError)
+    async def no_schedules(request: Request, exc: SchedulesUnsupportedError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=501)
 
     @app.exception_handler(QueuectlError)
     async def store_error(request: Request, exc: QueuectlError) -> JSONResponse:

@@ -1,6 +1,7 @@
 """Every page and endpoint of the dashboard answers from a real store: the
 pages, the JSON API with its OpenAPI document, keyset pages, and /metrics
-as Prometheus' own parser reads it."""
+as Prometheus' own parser reads it; on PostgreSQL too, with dependencies
+and schedules."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from web_helpers import Client, new_job, queue_app, run_to_the_end
 from queuectl_core import joblogs
 from queuectl_core.app import App
 from queuectl_core.models import ExecResult
+from queuectl_core.schedules import parse_spec
+from queuectl_core.timeutil import now_ms
 
 
 def _fill(app: App) -> None:
@@ -131,5 +134,16 @@ def test_postgres_store_is_served_without_its_password(pg_home: Path, client: Cl
             assert 'data-count="other:pending">5<' in pages[0]
             assert [j["id"] for j in web.get("/api/jobs", params={"limit": 2}).json()["jobs"]] \
                 == ["more-4", "more-3"]
+            app.ledger.enqueue([new_job("last", after=["bad-1", "ok-1"], after_mode="finished")])
+            assert web.get("/api/job", params={"id": "last"}).json()["parents"] == [
+                {"id": "bad-1", "state": "dead"}, {"id": "ok-1", "state": "completed"}]
+            assert 'href="/job?id=last">last</a>' in web.get("/job", params={"id": "ok-1"}).text
+            assert app.ledger.store.put_schedule(parse_spec(
+                {"name": "hourly", "cron": "0 * * * *", "command": "true"}, now=now_ms(),
+                base_dir="/tmp"), None)
+            assert [s["name"] for s in web.get("/api/schedules").json()] == ["hourly"]
+            assert len(web.get("/api/schedule", params={"name": "hourly"}).json()
+                       ["next_runs"]) == 5
+            assert 'data-schedule="hourly"' in web.get("/schedules").text
     finally:
         app.close()

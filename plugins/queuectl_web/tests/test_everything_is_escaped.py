@@ -41,6 +41,27 @@ def test_commands_output_and_errors_are_escaped(app: App, client: Client) -> Non
     assert web.get("/", params={"x": EVIL}).headers["x-content-type-options"] == "nosniff"
 
 
+def test_schedule_commands_and_names_are_escaped(app: App, client: Client) -> None:
+    from queuectl_core.schedules import manual_fire, parse_spec
+    from queuectl_core.timeutil import now_ms
+
+    store = app.ledger.store
+    assert store.put_schedule(parse_spec({"name": "evil", "every": "1h", "command": EVIL},
+                                         now=now_ms(), base_dir="/tmp"), None)
+    found = store.get_schedule("evil")
+    assert found is not None and store.fire_schedule(manual_fire(found, now_ms(),
+                                                                 default_max_retries=0))
+    web = client()
+    pages = [web.get("/schedules").text, web.get("/schedule", params={"name": "evil"}).text]
+    for html in pages:
+        assert "<script>alert" not in html and "<b>bold" not in html
+        assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; it&#39;s &#34;quoted&#34;" in html
+    assert web.get("/api/schedules").json()[0]["command"] == EVIL
+    # A name that no schedule can have (names are [A-Za-z0-9._-]) comes back as text.
+    missing = web.get("/schedule", params={"name": EVIL})
+    assert missing.status_code == 404 and missing.headers["content-type"] == "application/json"
+
+
 def test_a_missing_job_is_named_as_text(app: App, client: Client) -> None:
     answer = client().get("/api/job", params={"id": EVIL})
     assert answer.status_code == 404 and answer.headers["content-type"] == "application/json"

@@ -1122,7 +1122,7 @@ class StoreMachine(RuleBasedStateMachine):
 #: well under a minute with PostgreSQL on localhost. The rules themselves are
 #: checked exhaustively in tests/unit/test_transitions.py and on every store
 #: by the conformance kit; this run looks for what they miss.
-BUDGET = {"memory": (120, 50), "sqlite": (50, 40), "json": (45, 40), "postgres": (30, 40)}
+BUDGET = {"memory": (120, 50), "sqlite": (50, 40), "json": (45, 40), "postgres": (20, 40)}
 
 
 #: The derandomized run that must catch every broken store below (the last

@@ -48,7 +48,7 @@ from queuectl_core.models import (
 from queuectl_core.storage import LIMITS_SETTING, Storage, new_token
 
 from .dsn import resolve_dsn
-from .views import PostgresViews
+from .views import PostgresViews, jobs_where
 
 if TYPE_CHECKING:
     from queuectl_core.registry import PluginContext
@@ -283,14 +283,7 @@ class PostgresStorage(PostgresSchedules, PostgresViews, Storage):
 
     def _list(self, state: JobState | None, limit: int | None, queue: str | None,
               order: str) -> list[Job]:
-        sql = f"SELECT {JOB_COLUMNS} FROM {{s}}.jobs WHERE true"
-        params: list[Any] = []
-        if state is not None:
-            sql += " AND state = %s"
-            params.append(JobState(state).value)
-        if queue is not None:
-            sql += " AND queue = %s"
-            params.append(queue)
+        sql, params = jobs_where(state, queue)
         sql += f" ORDER BY {order} LIMIT %s"
         params.append(limit)  # NULL: no limit
         with self.session.cursor() as cur:

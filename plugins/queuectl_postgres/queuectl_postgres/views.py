@@ -155,6 +155,20 @@ GROUP BY queue
 """
 
 
+
+def jobs_where(state: JobState | None, queue: str | None) -> tuple[str, list[Any]]:
+    """The jobs in ``state`` and ``queue`` (each if given): a SELECT of every
+    job column to extend with more conditions, and its parameters."""
+    sql = f"SELECT {JOB_COLUMNS} FROM {{s}}.jobs WHERE true"
+    params: list[Any] = []
+    if state is not None:
+        sql += " AND state = %s"
+        params.append(JobState(state).value)
+    if queue is not None:
+        sql += " AND queue = %s"
+        params.append(queue)
+    return sql, params
+
 class PostgresViews:
     """The view methods of :class:`~queuectl_postgres.store.PostgresStorage`."""
 
@@ -211,14 +225,7 @@ class PostgresViews:
     def browse_jobs(self, *, state: JobState | None = None, queue: str | None = None,
                     text: str | None = None, before: str | None = None,
                     limit: int = 50) -> list[Job]:
-        sql = f"SELECT {JOB_COLUMNS} FROM {{s}}.jobs WHERE true"
-        params: list[Any] = []
-        if state is not None:
-            sql += " AND state = %s"
-            params.append(JobState(state).value)
-        if queue is not None:
-            sql += " AND queue = %s"
-            params.append(queue)
+        sql, params = jobs_where(state, queue)
         if text:
             sql += " AND (strpos(id, %s) > 0 OR strpos(command, %s) > 0)"
             params += [text, text]

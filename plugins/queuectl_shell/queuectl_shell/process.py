@@ -94,22 +94,32 @@ def _group_running(pgid: int) -> bool:
     late or never) and hold nothing. Without /proc, any member counts."""
     if not _signal_group(pgid, 0):
         return False
+    stats = proc_stats()
+    if stats is None:
+        return True
+    group = str(pgid).encode()
+    # After the command name: state, ppid, pgrp, ...
+    return any(len(fields) >= 3 and fields[2] == group and fields[0] != b"Z"
+               for _, fields in stats)
+
+
+def proc_stats() -> list[tuple[int, list[bytes]]] | None:
+    """Every process on this machine with the fields of its ``/proc/PID/stat``
+    after the command name (state, ppid, pgrp, ...); None without /proc."""
     try:
         names = os.listdir("/proc")
     except OSError:
-        return True
+        return None
+    found = []
     for name in names:
         if not name.isdigit():
             continue
         try:
             with open(f"/proc/{name}/stat", "rb") as fh:
-                fields = fh.read().rpartition(b")")[2].split()
+                found.append((int(name), fh.read().rpartition(b")")[2].split()))
         except OSError:
             continue
-        # After the command name: state, ppid, pgrp, ...
-        if len(fields) >= 3 and fields[2] == str(pgid).encode() and fields[0] != b"Z":
-            return True
-    return False
+    return found
 
 
 def spawn(argv: list[str], cwd: str | None, env: dict[bytes, bytes],

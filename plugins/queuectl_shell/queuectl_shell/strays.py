@@ -23,6 +23,8 @@ from collections.abc import Collection
 from queuectl_core.executor import OTHER_CHILDREN
 from queuectl_core.worker.procs import is_subreaper
 
+from .process import proc_stats
+
 #: How long end_strays() goes on reaping (a process in uninterruptible
 #: sleep dies late; a fork bomb is bounded by it).
 STRAY_SECONDS = 2.0
@@ -32,20 +34,9 @@ _WAIT_SLICE = 0.01
 def _tree() -> dict[int, list[int]]:
     """ppid -> pids of every process on this machine (from /proc)."""
     children: dict[int, list[int]] = {}
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return children
-    for name in names:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                fields = fh.read().rpartition(b")")[2].split()
-        except OSError:
-            continue
+    for pid, fields in proc_stats() or ():
         if len(fields) >= 2:
-            children.setdefault(int(fields[1]), []).append(int(name))
+            children.setdefault(int(fields[1]), []).append(pid)
     return children
 
 

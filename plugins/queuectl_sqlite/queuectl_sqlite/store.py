@@ -472,22 +472,14 @@ class SqliteStorage(SqliteSchedules, SqliteViews, SqliteAdmin, Storage):
         transaction: with up to MAX_BATCH_QUEUES open queues (one is the
         usual case) in two statements whatever their number, else one claim
         at a time."""
+        claims: list[Claim] = []
         if limit > 1:
             names = self._open_queues(conn, queues)
             if not names:
                 return []
             if len(names) <= sql.MAX_BATCH_QUEUES:
                 claims = self._claim_batch_in(conn, worker_id, now, lease_ms, names, limit)
-                if len(claims) == limit:
-                    return claims
-                # The batch takes no keyed jobs: those, one at a time.
-                while len(claims) < limit:
-                    keyed = self._claim_one_in(conn, worker_id, now, lease_ms, names)
-                    if keyed is None:
-                        break
-                    claims.append(keyed)
-                return claims
-        claims = []
+                queues = names  # the batch takes no keyed jobs: those one at a time
         while len(claims) < limit:
             following = self._claim_one_in(conn, worker_id, now, lease_ms, queues)
             if following is None:

@@ -378,6 +378,13 @@ class Storage(ScheduleStorage, ABC):
         (a database server guards its own data)."""
         return []
 
+    def bound_calls(self, seconds: float) -> None:
+        """Give up on any one exchange with a server that stays silent this
+        long (raise TransientStorageError and reconnect on the next call).
+        A worker sets a part of its lease, so that a stalled connection is
+        noticed while the lease still holds. Default: nothing (a store on
+        local files has no connection to stall)."""
+
     def describe(self) -> str:
         """A one-line description for humans (path, server); never a secret."""
         return type(self).__name__

@@ -36,6 +36,7 @@ from .ahead import ClaimAhead
 from .events import announce_recorded, announce_recovered
 from .firing import ScheduleFirer
 from .housekeeping import Housekeeping
+from .lease import Lease, call_deadline_ms
 from .signals import StopSignal
 
 log = logging.getLogger("queuectl.worker")
@@ -88,6 +89,7 @@ class Worker:
         self._policy_label = policy_label
         self._policies: dict[str, BackoffPolicy] = {}
         self.settings = self._load_settings(ledger)
+        ledger.store.bound_calls(call_deadline_ms(self.lease_ms) / 1000)
         self._settings_at = now_ms()
         self._housekeeping_at = 0
         self.jobs_run = 0
@@ -124,6 +126,7 @@ class Worker:
         if now - self._settings_at >= SETTINGS_REFRESH_MS:
             try:
                 self.settings = self._load_settings(self.ledger)
+                self.ledger.store.bound_calls(call_deadline_ms(self.lease_ms) / 1000)
             except TransientStorageError as exc:  # keep the last good settings
                 log.warning("storage unavailable while reloading settings (%s); keeping the "
                             "last ones", exc)
@@ -368,13 +371,15 @@ class Worker:
         return self.settings.job_timeout or None
 
     def _wait(self, claim: Claim, execution: Execution) -> ExecResult | None:
-        renew_at = now_ms() + self.beat_ms
+        now = now_ms()
+        lease = Lease(claim.job.lease_expires_at or now + self.lease_ms, self.lease_ms,
+                      self.beat_ms, now)
         limit = self.timeout_of(claim.job)
         deadline = None if limit is None else time.monotonic() + limit
         if self.ahead is not None:
             self.ahead.while_running()
         while True:
-            slice_s = min(WAIT_SLICE_S, max(0.0, (renew_at - now_ms()) / 1000))
+            slice_s = min(WAIT_SLICE_S, max(0.0, (lease.renew_at - now_ms()) / 1000))
             if deadline is not None:
                 slice_s = min(slice_s, max(0.0, deadline - time.monotonic()))
             if self.ahead is not None:
@@ -403,16 +408,21 @@ class Worker:
                     now_ms(), worker_id=self.id, charge_attempt=False))
                 return None
             now = now_ms()
-            if now >= renew_at:
+            if now >= lease.renew_at:
                 try:
                     renewed = self.ledger.renew(claim, now, self.lease_ms)
                 except TransientStorageError as exc:
-                    # Keep the command running: if the store comes back before
-                    # the lease ends, the renewal succeeds and nothing is lost;
-                    # if the job was recovered meanwhile, renew says so then.
+                    # Keep the command running while the store may come back
+                    # before the lease ends; past that another worker may
+                    # start the job, so stop it first (see worker.lease).
+                    if lease.failed(now_ms()):
+                        log.error("could not renew the lease of job %s before it ends (%s); "
+                                  "stopping this run so that it never runs twice at once; it "
+                                  "will be taken back and run again", claim.job.id, exc)
+                        execution.kill()
+                        return None
                     log.warning("could not renew the lease of job %s (%s); will retry",
                                 claim.job.id, exc)
-                    renew_at = now + min(self.beat_ms, 1000)
                     continue
                 if renewed is None:
                     log.error("lost the claim on job %s (lease expired and it was recovered); "
@@ -424,10 +434,10 @@ class Worker:
                     result = execution.kill()
                     detail = f" ({result.error})" if result.error else ""
                     return result.replace(error=f"cancelled while running{detail}")
+                lease.renewed(now, renewed.lease_expires_at)
                 with contextlib.suppress(TransientStorageError):
                     self.housekeeping(now, claim, execution)
                 self.refresh_settings(now)
-                renew_at = now + self.beat_ms
 
     def policy_for(self, job: Job) -> BackoffPolicy:
         """The backoff policy a job names in its ``retry`` object, else the

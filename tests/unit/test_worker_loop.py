@@ -210,16 +210,39 @@ def test_a_result_is_kept_until_the_store_is_back(tmp_path: Path, plugins: Plugi
     assert job is not None and job.state is JobState.COMPLETED and job.attempts == 1
 
 
-def test_a_failed_renewal_does_not_kill_the_command(tmp_path: Path, plugins: Plugins) -> None:
+def test_a_failed_renewal_does_not_kill_the_command_while_the_lease_holds(
+        tmp_path: Path, plugins: Plugins) -> None:
     ledger = FlakyLedger()
-    add(ledger, "a", "sleep 2.2")
-    ledger.down["renew"] = 100  # down for the whole run; the lease (3 s) outlives it
+    add(ledger, "a", "sleep 4")
+    # Down for the whole run: renewals fail from 3 s on, and one that could
+    # still end before the lease (9 s) is tried until 6 s; the job ends first.
+    ledger.down["renew"] = 100
     worker = make_worker(ledger, tmp_path, plugins=plugins, settings=Settings(worker_idle_delay=10,
-                                                             lease_seconds=3))
+                                                             lease_seconds=9))
     worker.run_once()
     assert ledger.down["renew"] < 100, "a renewal was tried"
     job = ledger.get("a")
     assert job is not None and job.state is JobState.COMPLETED
+
+
+def test_a_worker_that_cannot_renew_stops_the_command_before_the_lease_ends(
+        tmp_path: Path, plugins: Plugins) -> None:
+    ledger = FlakyLedger()
+    pid_file = tmp_path / "pid"
+    add(ledger, "a", f"echo $$ > {pid_file}; exec sleep 30")
+    ledger.down["renew"] = 100
+    worker = make_worker(ledger, tmp_path, plugins=plugins, settings=Settings(worker_idle_delay=10,
+                                                             lease_seconds=3))
+    started = now_ms()
+    worker.run_once()
+    took = now_ms() - started
+    job = ledger.get("a")
+    assert job is not None and job.lease_expires_at is not None
+    assert now_ms() < job.lease_expires_at, "the command was stopped before its lease ended"
+    assert took < 3000, took
+    pid = int(pid_file.read_text())
+    assert not Path(f"/proc/{pid}").exists(), "the command was killed and reaped"
+    assert job.state is JobState.PROCESSING, "nothing recorded: the store is unreachable"
 
 
 def test_the_worker_loop_rides_out_an_outage(tmp_path: Path, plugins: Plugins) -> None:

@@ -9,6 +9,12 @@ connection, which only LISTENs. Neither is ever used in another process
 than the one that opened it. :func:`guarded` wraps a store method: a lost
 or unreachable server raises TransientStorageError (and the next call
 reconnects), any other database error a StorageError, both masked.
+
+Every exchange with the server is bounded (:class:`BoundedConnection`): a
+stalled connection (a paused network, a proxy that stopped forwarding, a
+frozen server) gives up after the session's deadline, is dropped, and the
+call raises TransientStorageError; workers narrow the deadline to a part of
+their lease (``Storage.bound_calls``) so that they notice well before it ends.
 """
 
 from __future__ import annotations
@@ -41,6 +47,9 @@ R = TypeVar("R")
 #: ``application_name`` of every connection, unless the DSN sets one.
 APPLICATION_NAME = "queuectl"
 DEFAULT_CONNECT_TIMEOUT_S = 5
+#: Seconds one exchange with the server may take in a command (``enqueue``,
+#: ``purge``...) before the connection counts as stalled; workers use less.
+DEFAULT_CALL_TIMEOUT_S = 30.0
 #: TCP keepalives (unless the DSN sets them): notice a silently dead peer (a
 #: machine gone, a network cut) within about a minute instead of hanging on
 #: it for hours.
@@ -71,8 +80,8 @@ def connection_params(dsn: str, connect_timeout_s: int = DEFAULT_CONNECT_TIMEOUT
                       application_name: str = APPLICATION_NAME) -> dict[str, Any]:
     """The libpq parameters of every connection a store opens: the DSN's,
     with queuectl's connect timeout (which wins over the DSN's), its
-    application name and keepalives (which do not). Raises ConfigError,
-    masked, when the DSN does not parse."""
+    application name, keepalives and TCP user timeout (which do not).
+    Raises ConfigError, masked, when the DSN does not parse."""
     try:
         params = conninfo_to_dict(dsn)
     except psycopg.Error as exc:
@@ -85,6 +94,8 @@ def connection_params(dsn: str, connect_timeout_s: int = DEFAULT_CONNECT_TIMEOUT
     params.setdefault("application_name", application_name)
     for key, value in KEEPALIVES:
         params.setdefault(key, value)
+    # Data sent and not acknowledged this long: the peer is gone.
+    params.setdefault("tcp_user_timeout", str(int(DEFAULT_CALL_TIMEOUT_S * 1000)))
     return params
 
 
@@ -129,6 +140,42 @@ def _close_quietly(conn: Conn | None, what: str) -> None:
         log.debug("closing %s failed", what, exc_info=True)
 
 
+# ---------------------------------------------------------------- deadlines
+
+class BoundedConnection(psycopg.Connection[DictRow]):
+    """A connection on which every exchange with the server (one statement,
+    a commit, a chunk of COPY) gives up after ``deadline_s``: the socket is
+    closed (the protocol's state is unknown), ``stalled`` is set, and the
+    exchange raises OperationalError. psycopg's own bounded waits (a cancel,
+    a notification wait) keep their timeouts."""
+
+    deadline_s: float | None = None
+    stalled = False
+
+    def wait(self, gen: Any, *args: Any, **kwargs: Any) -> Any:
+        deadline = self.deadline_s
+        if deadline is None or len(args) > 1 or kwargs.get("timeout") is not None:
+            return super().wait(gen, *args, **kwargs)
+        kwargs["timeout"] = deadline
+        started = time.monotonic()
+        try:
+            return super().wait(gen, *args, **kwargs)
+        except psycopg.OperationalError:
+            if time.monotonic() - started >= deadline:
+                self.stalled = True
+                self.pgconn.finish()
+            raise
+
+
+def _server_timeouts(conn: Conn, deadline_s: float | None) -> None:
+    """Have the server end a session that sits in a transaction, silent,
+    for twice the deadline (a client stalled mid-transaction would
+    otherwise hold its row and advisory locks until TCP gives up)."""
+    ms = 0 if deadline_s is None else max(10_000, int(deadline_s * 2000))
+    conn.execute("SELECT set_config('idle_in_transaction_session_timeout', %s, false)",
+                 (str(ms),))
+
+
 # ---------------------------------------------------------------- the session
 
 class Session:
@@ -136,16 +183,48 @@ class Session:
     ``schema``. ``prepare(conn)`` runs on every new working connection."""
 
     def __init__(self, params: dict[str, Any], schema: str,
-                 prepare: Callable[[Conn], None]) -> None:
+                 prepare: Callable[[Conn], None],
+                 deadline_s: float | None = DEFAULT_CALL_TIMEOUT_S) -> None:
         password = params.get("password")
         self.secrets = [str(password)] if password else []
         self.conninfo = make_conninfo("", **params)
         self.where = display(params)
         self.schema = schema
-        self.conn: Conn | None = None
+        self.conn: BoundedConnection | None = None
         self.listener = Listener(self)
         self._prepare = prepare
         self._pid = os.getpid()
+        #: Seconds one exchange with the server may take (None: unbounded).
+        self.deadline_s = deadline_s
+        self._connect_timeout_s = int(params.get("connect_timeout") or DEFAULT_CONNECT_TIMEOUT_S)
+
+    def bound(self, deadline_s: float) -> None:
+        """Narrow (or widen) the deadline of each exchange with the server,
+        the connect timeout with it (a worker: a part of its lease)."""
+        if deadline_s == self.deadline_s:
+            return
+        self.deadline_s = deadline_s
+        timeout = max(2, min(self._connect_timeout_s, int(deadline_s)))
+        self.conninfo = make_conninfo(self.conninfo, connect_timeout=str(timeout),
+                                      tcp_user_timeout=str(int(deadline_s * 1000)))
+        for conn in (self.conn, self.listener.conn):
+            if conn is not None and not conn.closed:
+                conn.deadline_s = deadline_s
+        conn = self.conn
+        if conn is not None and not conn.closed:
+            try:
+                _server_timeouts(conn, deadline_s)
+            except psycopg.Error:  # the next call reconnects and sets it
+                self.drop()
+
+    def stalled(self) -> bool:
+        """Whether the working connection gave up on a silent server."""
+        return self.conn is not None and self.conn.stalled
+
+    def new_connection(self) -> BoundedConnection:
+        conn = BoundedConnection.connect(self.conninfo, autocommit=True, row_factory=dict_row)
+        conn.deadline_s = self.deadline_s
+        return conn
 
     def mask(self, text: str) -> str:
         return mask_secrets(text, self.secrets)
@@ -160,11 +239,11 @@ class Session:
             self.listener.forget()
             self._pid = os.getpid()
 
-    def open(self) -> Conn:
+    def open(self) -> BoundedConnection:
         """A new autocommit connection; TransientStorageError when the server
         cannot be reached, StorageError when retrying will not help."""
         try:
-            return psycopg.connect(self.conninfo, autocommit=True, row_factory=dict_row)
+            return self.new_connection()
         except psycopg.OperationalError as exc:
             message = one_line(exc)
             if _PERMANENT_CONNECT.search(message):
@@ -176,7 +255,7 @@ class Session:
             raise StorageError(self.mask(
                 f"cannot connect to PostgreSQL {self.where}: {one_line(exc)}")) from None
 
-    def connect(self) -> Conn:
+    def connect(self) -> BoundedConnection:
         """The open working connection, (re)connecting (and preparing) if
         needed."""
         self.forget_after_fork()
@@ -185,12 +264,13 @@ class Session:
             return conn
         conn = self.open()
         try:
+            _server_timeouts(conn, self.deadline_s)
             self._prepare(conn)
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             conn.close()
-            raise TransientStorageError(self.mask(
-                f"PostgreSQL {self.where}: connection lost while checking the schema "
-                f"({one_line(exc)})")) from None
+            what = (self.silence() if conn.stalled
+                    else f"lost the connection while the schema was checked ({one_line(exc)})")
+            raise TransientStorageError(self.mask(f"PostgreSQL {self.where} {what}")) from None
         except psycopg.Error as exc:
             conn.close()
             raise StorageError(self.mask(
@@ -201,6 +281,10 @@ class Session:
             raise
         self.conn = conn
         return conn
+
+    def silence(self) -> str:
+        return (f"gave no answer within {self.deadline_s:g} s (a stalled connection or network, or "
+                "an overloaded server); the connection was dropped")
 
     def drop(self) -> None:
         """Forget a (probably broken) connection; the next call reconnects."""
@@ -233,7 +317,7 @@ class Listener:
     def __init__(self, session: Session) -> None:
         self.session = session
         self.channel = channel_for(session.schema)
-        self.conn: Conn | None = None
+        self.conn: BoundedConnection | None = None
         self.retry_at = 0.0
         self._fatal = False
 
@@ -251,8 +335,7 @@ class Listener:
             return None
         listen = None
         try:
-            listen = psycopg.connect(self.session.conninfo, autocommit=True,
-                                     row_factory=dict_row)
+            listen = self.session.new_connection()
             self._fatal = False
             listen.add_notice_handler(self._on_notice)
             listen.execute(f'LISTEN "{self.channel}"')
@@ -329,11 +412,12 @@ def guarded(method: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, P
                 raise TransientStorageError(session.mask(
                     f"PostgreSQL {session.where} rolled the transaction back "
                     f"({one_line(exc)}); nothing was changed, try again")) from None
+            what = (session.silence() if session.stalled()
+                    else f"is unreachable or the connection was lost ({one_line(exc)})")
             session.drop()
             raise TransientStorageError(session.mask(
-                f"PostgreSQL {session.where} is unreachable or the connection was lost "
-                f"({one_line(exc)}); nothing was changed unless it was committed whole, "
-                "and the next call reconnects"
+                f"PostgreSQL {session.where} {what}; nothing was changed unless it was "
+                "committed whole, and the next call reconnects"
             )) from None
         except psycopg.Error as exc:
             raise StorageError(session.mask(f"PostgreSQL {session.where}: {one_line(exc)}")

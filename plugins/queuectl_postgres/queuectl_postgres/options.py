@@ -27,6 +27,10 @@ class PostgresOptions(BaseModel):
     schema_name: str = Field(default="queuectl", alias="schema")
     #: Seconds to wait for a connection before the server counts as unreachable.
     connect_timeout_s: WholeSeconds = Field(default=5, ge=1, le=300)
+    #: Seconds one exchange with the server (a statement, a commit) may take
+    #: in a command before the connection counts as stalled and the command
+    #: gives up. Workers use a quarter of the lease instead, if less.
+    call_timeout_s: float = Field(default=30, ge=1, le=3600)
 
     @field_validator("schema_name")
     @classmethod

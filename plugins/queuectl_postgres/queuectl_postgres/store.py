@@ -55,7 +55,14 @@ if TYPE_CHECKING:
 
     from .options import PostgresOptions
 from . import views
-from .connection import Session, channel_for, connection_params, describe, guarded
+from .connection import (
+    DEFAULT_CALL_TIMEOUT_S,
+    Session,
+    channel_for,
+    connection_params,
+    describe,
+    guarded,
+)
 from .schedules import PostgresSchedules
 from .schema import ensure_schedule_objects, migrate
 from .sql import (
@@ -125,7 +132,8 @@ def open_store(options: PostgresOptions | None, context: PluginContext) -> Postg
     if options is None:  # no options in the YAML: the defaults, without pydantic
         return PostgresStorage(resolve_dsn(None))
     return PostgresStorage(resolve_dsn(options.dsn), schema=options.schema_name,
-                           connect_timeout_s=options.connect_timeout_s)
+                           connect_timeout_s=options.connect_timeout_s,
+                           call_timeout_s=options.call_timeout_s)
 
 
 #: New jobs, streamed by :meth:`PostgresStorage.insert_new`.
@@ -147,13 +155,14 @@ class PostgresStorage(PostgresSchedules, PostgresViews, Storage):
     session: Session
 
     def __init__(self, dsn: str, *, schema: str = "queuectl", connect_timeout_s: int = 5,
+                 call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
                  application_name: str = "queuectl") -> None:
         params = connection_params(dsn, connect_timeout_s, application_name)
         self.schema = schema
         self.channel = channel_for(schema)
         self._description = describe(params, schema)
         self._sql: dict[str, str] = {}
-        self.session = Session(params, schema, self._prepare)
+        self.session = Session(params, schema, self._prepare, call_timeout_s)
         self.session.connect()
 
     def _prepare(self, conn: psycopg.Connection[DictRow]) -> None:
@@ -177,6 +186,9 @@ class PostgresStorage(PostgresSchedules, PostgresViews, Storage):
 
     def close(self) -> None:
         self.session.close()
+
+    def bound_calls(self, seconds: float) -> None:
+        self.session.bound(seconds)
 
     # ---------------------------------------------------------- wake-ups
     def wakeup_fileno(self) -> int | None:

@@ -27,7 +27,13 @@ from queuectl_core.plugins import build_plugins
 from queuectl_core.registry import PluginContext
 from queuectl_core.testing.conformance import LEASE, T0, new_job
 from queuectl_postgres import DSN_ENV
-from queuectl_postgres.connection import connection_params, describe, display
+from queuectl_postgres.connection import (
+    DEFAULT_CALL_TIMEOUT_S,
+    Session,
+    connection_params,
+    describe,
+    display,
+)
 from queuectl_postgres.dsn import mask_secrets, resolve_dsn
 from queuectl_postgres.options import PostgresOptions
 from queuectl_postgres.plugin import queuectl_storage_backends
@@ -136,9 +142,9 @@ def test_connection_parameters_and_description(dsn: str,
     given = conninfo_to_dict(dsn)
     assert params["application_name"] == given.get("application_name", "queuectl")
     assert params["keepalives"] == "1"
+    assert params["tcp_user_timeout"] == str(int(DEFAULT_CALL_TIMEOUT_S * 1000))
     assert SECRET not in display(params)
-    monkeypatch.setattr(PostgresStorage, "_prepare", lambda self, conn: None)
-    monkeypatch.setattr(psycopg, "connect", lambda *a, **kw: None)
+    monkeypatch.setattr(Session, "connect", lambda self: None)
     store = PostgresStorage(dsn, schema="s", connect_timeout_s=7)
     assert conninfo_to_dict(store.session.conninfo) == params
     assert store.describe() == describe(params, "s")

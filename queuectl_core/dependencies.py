@@ -62,6 +62,14 @@ def rules_out(mode: str, state: JobState) -> bool:
     return mode == "success" and state in RULING_OUT
 
 
+def matters_to_children(before: JobState, after: JobState) -> bool:
+    """Can a parent moving from ``before`` to ``after`` move a child (of
+    either mode)? Not, say, from waiting to pending."""
+    return any(done_for(mode, before) is not done_for(mode, after)
+               or rules_out(mode, before) is not rules_out(mode, after)
+               for mode in ("success", "finished"))
+
+
 def readiness(mode: str, parents: Sequence[Job]) -> tuple[JobState, int, Job | None]:
     """A child's state from its parents as they are: (state, waiting_on,
     the parent that rules it out or None)."""
@@ -178,7 +186,7 @@ def consequences(store: Storage, decided: Sequence[tuple[Job, Change]], now: int
             continue
         after = change.applied(job)
         overlay[job.id] = after
-        if job.dependents and after.state is not job.state:
+        if job.dependents and matters_to_children(job.state, after.state):
             moved.append((job, after))
     out: list[Change] = []
     while moved:
@@ -191,7 +199,7 @@ def consequences(store: Storage, decided: Sequence[tuple[Job, Change]], now: int
             out.append(step)
             new = step.applied(child)
             overlay[child.id] = new
-            if child.dependents and new.state is not child.state:
+            if child.dependents and matters_to_children(child.state, new.state):
                 moved.append((child, new))
     return out
 

@@ -233,17 +233,27 @@ class Ledger:
         to ``limit`` jobs, in one store call where the store can. Returns,
         for each outcome, the job as recorded (None: the claim was no longer
         held), and the claims made, in claim order."""
-        # A job others run after is recorded first, with their changes, on
-        # its own (all or nothing), so that the claim below can take a job
-        # it released; the rest in one batch with the claims.
+        def claim_after(changes: Sequence[Change], atomic: bool = False
+                        ) -> tuple[list[Job | None], list[Claim]]:
+            return self.store.apply_and_claim(changes, worker_id=worker_id, now=now,
+                                              lease_ms=lease_ms, queues=queues, limit=limit,
+                                              atomic=atomic)
+
+        if len(outcomes) == 1 and outcomes[0].claim.job.dependents:
+            # One result others run after (a chain's link): made with what it
+            # means for them, all or nothing, in the call that claims; the
+            # claim may take a job it released.
+            made = self._finish_parent(outcomes[0], now, claim_after)
+            if made is not None:
+                return made
+        # Otherwise a job others run after is recorded first, as it is now,
+        # with their changes, on its own (all or nothing), so that the claim
+        # below can take a job it released; the rest in one batch with it.
         by_outcome: dict[int, Job | None] = {
             id(o): self._held(o.claim, None, _deciding_finish(o, now))
             for o in outcomes if o.claim.job.dependents}
         plain = [o for o in outcomes if not o.claim.job.dependents]
-        changes = [rules.finished(o.claim.job, o, now) for o in plain]
-        recorded, claims = self.store.apply_and_claim(changes, worker_id=worker_id, now=now,
-                                                      lease_ms=lease_ms, queues=queues,
-                                                      limit=limit)
+        recorded, claims = claim_after([rules.finished(o.claim.job, o, now) for o in plain])
         by_outcome.update((id(o), job) for o, job in zip(plain, recorded, strict=True))
         done: list[Job | None] = []
         for outcome in outcomes:
@@ -252,6 +262,26 @@ class Ledger:
                 job = self._held(outcome.claim, None, _deciding_finish(outcome, now))
             done.append(job)
         return done, claims
+
+    def _finish_parent(self, outcome: Outcome, now: int,
+                       claim_after: Callable[[Sequence[Change], bool],
+                                             tuple[list[Job | None], list[Claim]]]
+                       ) -> tuple[list[Job | None], list[Claim]] | None:
+        """Record a job others run after as its claim knew it, with what that
+        means for them, and claim; None when the job or its children changed
+        meanwhile (nothing was made nor claimed: decide again from the store)."""
+        job = outcome.claim.job
+        change = rules.finished(job, outcome, now)
+        follow = graph.consequences(self.store, [(job, change)], now_ms())
+        done, claims = claim_after([change, *follow], True)
+        if done[0] is None:
+            return None
+        claimed = {c.job.id for c in claims}
+        if self.on_release is not None and any(
+                c.fields.get("state") is JobState.PENDING and c.job_id not in claimed
+                for c in follow):
+            self.on_release()
+        return done[:1], claims
 
     def _apply_decided(self, decided: Sequence[tuple[Job, Change]]) -> list[Job | None]:
         """Make the changes decided for jobs as read, with what they mean

@@ -198,15 +198,18 @@ class Storage(ScheduleStorage, ABC):
         return claims
 
     def apply_and_claim(self, changes: Sequence[Change], *, worker_id: str, now: int,
-                        lease_ms: int, queues: Sequence[str] | None = None, limit: int = 0
-                        ) -> tuple[list[Job | None], list[Claim]]:
+                        lease_ms: int, queues: Sequence[str] | None = None, limit: int = 0,
+                        atomic: bool = False) -> tuple[list[Job | None], list[Claim]]:
         """:meth:`apply`, then :meth:`claim` of up to ``limit`` jobs: what a
         busy worker does after its commands end. A backend may do both in
-        one transaction (SQLite, PostgreSQL: one commit per batch). If the
-        claim meets an outage after the changes were made, this default
-        returns them with no claims (the worker claims again later)."""
-        done = self.apply(changes) if changes else []
-        if limit <= 0:
+        one transaction (SQLite, PostgreSQL: one commit per batch); the
+        claim sees what the changes did (a job they made ``pending``). With
+        ``atomic``, the changes are all or nothing, as with ``apply``, and
+        when they are not made no job is claimed either. If the claim meets
+        an outage after the changes were made, this default returns them
+        with no claims (the worker claims again later)."""
+        done = self.apply(changes, atomic=atomic) if changes else []
+        if limit <= 0 or (None in done and atomic):
             return done, []
         try:
             return done, self.claim(worker_id, now, lease_ms, queues, limit)

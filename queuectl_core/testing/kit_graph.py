@@ -12,7 +12,7 @@ import pytest
 from .. import dependencies as graph
 from ..errors import ChangedMeanwhile, UniqueKeyError, UnknownParentError, UsageError
 from ..ledger import Ledger
-from ..models import Change, JobState
+from ..models import Change, JobState, Outcome
 from ..storage import LIMITS_SETTING, Storage
 from ..transitions import fence
 from .kit import BOOM, LEASE, OK, T0, KitBase, new_job
@@ -157,6 +157,33 @@ class GraphPromises(KitBase):
                          atomic=True) == [None, None]
         after = raw.get("a")
         assert after is not None and after.priority == 0, "the first change was undone"
+
+    def test_an_atomic_apply_and_claim_claims_nothing_unless_every_change_is_made(
+            self, raw: Storage) -> None:
+        raw.insert([(new_job("a"), ()), (new_job("b"), ()), (new_job("c"), ())])
+        a, b = raw.get("a"), raw.get("b")
+        assert a is not None and b is not None
+        stale = Change("b", {**fence(b), "state": JobState.DEAD}, {"priority": 2})
+        done, claims = raw.apply_and_claim([Change("a", fence(a), {"priority": 1}), stale],
+                                           worker_id="w1", now=T0, lease_ms=LEASE, limit=1,
+                                           atomic=True)
+        assert (done, claims) == ([None, None], []), "nothing made, nothing claimed"
+        after = raw.get("a")
+        assert after is not None and after.priority == 0, "the first change was undone"
+        done, claims = raw.apply_and_claim([Change("a", fence(a), {"priority": 1})],
+                                           worker_id="w1", now=T0, lease_ms=LEASE, limit=1,
+                                           atomic=True)
+        assert done[0] is not None and [c.job.id for c in claims] == ["a"]
+
+    def test_the_result_that_releases_a_child_lets_the_same_call_claim_it(
+            self, store: Ledger) -> None:
+        store.enqueue([new_job("a"), new_job("b", after=["a"])])
+        parent = self.claim(store)
+        [done], claims = store.record_and_claim([Outcome(parent, OK)], T0, worker_id="w1",
+                                                lease_ms=LEASE, limit=1)
+        assert done is not None and done.state is JobState.COMPLETED
+        assert [c.job.id for c in claims] == ["b"], "the released child, claimed at once"
+        assert _states(store, "b") == {"b": "processing"}
 
     # ------------------------------------------------------------ unique keys
     def test_a_unique_key_is_held_until_its_job_is_final(self, store: Ledger) -> None:

@@ -480,14 +480,16 @@ class JsonStorage(JsonSchedules, Storage):
         return [to_job(r) for r in children]
 
     def apply_and_claim(self, changes: Sequence[Change], *, worker_id: str, now: int,
-                        lease_ms: int, queues: Sequence[str] | None = None, limit: int = 0
-                        ) -> tuple[list[Job | None], list[Claim]]:
+                        lease_ms: int, queues: Sequence[str] | None = None, limit: int = 0,
+                        atomic: bool = False) -> tuple[list[Job | None], list[Claim]]:
         """The changes and the claims in one journal line."""
         if not changes and limit <= 0:
             return [], []
         with self._locked(exclusive=True):
             batch = self._batch()
             done = [batch.apply(change) for change in changes]
+            if atomic and None in done:
+                return [None] * len(changes), []  # nothing is written
             taken = batch.claim(claims.due(self._state, now, queues, limit, batch),
                                 worker_id=worker_id, now=now, lease_ms=lease_ms
                                 ) if limit > 0 else []

@@ -477,17 +477,28 @@ class PostgresStorage(PostgresSchedules, PostgresViews, Storage):
 
     @guarded
     def apply_and_claim(self, changes: Sequence[Change], *, worker_id: str, now: int,
-                        lease_ms: int, queues: Sequence[str] | None = None, limit: int = 0
-                        ) -> tuple[list[Job | None], list[Claim]]:
+                        lease_ms: int, queues: Sequence[str] | None = None, limit: int = 0,
+                        atomic: bool = False) -> tuple[list[Job | None], list[Claim]]:
         """All of it in one transaction: one commit for a batch of results
         and claims (keyed jobs in one round: see :meth:`claim`)."""
         if limit <= 0:
-            return self.apply(changes), []
+            return self.apply(changes, atomic=atomic), []
         if not changes:
             return [], self.claim(worker_id, now, lease_ms, queues, limit)
         self.drain_wakeups()
+        try:
+            return self._apply_and_claim(changes, worker_id, now, lease_ms, queues, limit,
+                                         atomic)
+        except Undo:  # (rolled back)
+            return [None] * len(changes), []
+
+    def _apply_and_claim(self, changes: Sequence[Change], worker_id: str, now: int,
+                         lease_ms: int, queues: Sequence[str] | None, limit: int, atomic: bool
+                         ) -> tuple[list[Job | None], list[Claim]]:
         with self.session.transaction() as cur:
             done = self._apply_in(cur, changes)
+            if atomic and None in done:
+                raise Undo
             claims, wanted = self._claim_in(cur, worker_id, now, lease_ms, queues, limit)
             if wanted and len(claims) < limit:
                 claims += self._claim_keyed_in(cur, worker_id, now, lease_ms, queues, wanted,

@@ -456,15 +456,18 @@ class SqliteStorage(SqliteSchedules, SqliteViews, SqliteAdmin, Storage):
             return self._claim_in(conn, worker_id, now, lease_ms, queues, limit)
 
     def apply_and_claim(self, changes: Sequence[Change], *, worker_id: str, now: int,
-                        lease_ms: int, queues: Sequence[str] | None = None, limit: int = 0
-                        ) -> tuple[list[Job | None], list[Claim]]:
+                        lease_ms: int, queues: Sequence[str] | None = None, limit: int = 0,
+                        atomic: bool = False) -> tuple[list[Job | None], list[Claim]]:
         """Both in one transaction: one commit (one fsync) and one write
         lock for a batch of results and claims."""
-        with self._write() as conn:
-            done = writes.apply_changes(conn, changes, atomic=False)
-            if limit <= 0:
-                return done, []
-            return done, self._claim_in(conn, worker_id, now, lease_ms, queues, limit)
+        try:
+            with self._write() as conn:
+                done = writes.apply_changes(conn, changes, atomic=atomic)
+                if limit <= 0:
+                    return done, []
+                return done, self._claim_in(conn, worker_id, now, lease_ms, queues, limit)
+        except writes.Undo:
+            return [None] * len(changes), []
 
     def _claim_in(self, conn: sqlite3.Connection, worker_id: str, now: int, lease_ms: int,
                   queues: Sequence[str] | None, limit: int) -> list[Claim]:

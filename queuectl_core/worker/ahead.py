@@ -470,13 +470,15 @@ class ClaimAhead:
             claims.extend(pair[1])
             if len(dones) >= len(pending):
                 break
+        self.held.extend(claims)
         if self._started is not None:
-            self.held.extend(claims)
+            if claims:
+                self._note_held()
         elif claims:
-            worker.next_claim = claims[0]
-            self.held.extend(claims[1:])
-        if claims:
-            self._note_held()
+            # The job to run next (say a chain's next link, which the result
+            # just recorded released): start it now, before the bookkeeping
+            # below, as a job claimed ahead would be.
+            self._start_ahead()
         if self._files is not None:
             self._files_ok("empty the results file", self._files.clear_results)
         for outcome, done in zip(pending, dones, strict=True):

@@ -36,6 +36,7 @@ from ..timeutil import now_ms
 from ..wakeup import WakeupListener
 from .events import announce_recorded
 from .held import HeldFile
+from .lease import RESULT_RETRY_S, call_deadline_ms
 from .signals import StopSignal
 
 log = logging.getLogger("queuectl.worker")
@@ -84,7 +85,8 @@ class Host(Protocol):
 
     def housekeeping(self, now: int) -> None: ...
 
-    def retry_transient(self, what: str, call: Callable[[], T]) -> T | None: ...
+    def retry_transient(self, what: str, call: Callable[[], T],
+                        max_delay: float = ...) -> T | None: ...
 
     def start(self, claim: Claim, prepared: Prepared | None = None
               ) -> tuple[Execution | None, ExecResult | None]: ...
@@ -338,6 +340,10 @@ class ClaimAhead:
         try:
             job = self.ledger.get(ahead.job.id)
         except TransientStorageError:
+            # Unreadable: start it only while its lease surely holds (else
+            # it may be running elsewhere by now; a sweep takes it back).
+            if now_ms() + call_deadline_ms(self.worker.lease_ms) >= ahead.lease_expires_at:
+                return False
             job = ahead.job
         if job is None or job.state is not JobState.PROCESSING or job.claim_token != ahead.token:
             return False  # taken back meanwhile: not ours any more
@@ -461,7 +467,8 @@ class ClaimAhead:
                     rest, now, worker_id=worker.id, lease_ms=worker.lease_ms,
                     queues=worker.queues, limit=limit)
 
-            pair = worker.retry_transient(f"record job(s) {ids}", call) if patient else call()
+            pair = (worker.retry_transient(f"record job(s) {ids}", call, RESULT_RETRY_S)
+                    if patient else call())
             if pair is None:  # a forced stop gave up on an unreachable store
                 log.error("results of job(s) %s not recorded; their leases will end and "
                           "they will run again", ids)

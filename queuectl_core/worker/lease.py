@@ -16,6 +16,10 @@ from __future__ import annotations
 CALL_SHARE = 4
 #: Retry a failed renewal this often (at most).
 RETRY_MS = 1000
+#: A result waiting for the store is tried again at least this often: its
+#: job's lease is not renewed meanwhile, so once the store is back the result
+#: must be recorded before the lease ends and a sweep takes the job back.
+RESULT_RETRY_S = 1.0
 
 
 def call_deadline_ms(lease_ms: int) -> int:

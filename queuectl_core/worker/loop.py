@@ -36,7 +36,7 @@ from .ahead import ClaimAhead
 from .events import announce_recorded, announce_recovered
 from .firing import ScheduleFirer
 from .housekeeping import Housekeeping
-from .lease import Lease, call_deadline_ms
+from .lease import RESULT_RETRY_S, Lease, call_deadline_ms
 from .signals import StopSignal
 
 log = logging.getLogger("queuectl.worker")
@@ -174,10 +174,11 @@ class Worker:
         self.refresh_settings(now)  # the next claim's lease length
         return True
 
-    def retry_transient(self, what: str, call: Callable[[], T]) -> T | None:
+    def retry_transient(self, what: str, call: Callable[[], T],
+                        max_delay: float = MAX_OUTAGE_WAIT_S) -> T | None:
         """Run a storage call, retrying while the store is unreachable
-        (TransientStorageError) with backoff up to MAX_OUTAGE_WAIT_S. Gives
-        up (returns None) only on a forced stop."""
+        (TransientStorageError) with backoff up to ``max_delay`` seconds.
+        Gives up (returns None) only on a forced stop."""
         delay = 0.5
         while True:
             try:
@@ -189,7 +190,7 @@ class Worker:
                 log.warning("storage unavailable while trying to %s (%s); retrying in %.1fs",
                             what, exc, delay)
                 self.stop.sleep(delay)
-                delay = min(MAX_OUTAGE_WAIT_S, delay * 2)
+                delay = min(max_delay, delay * 2)
                 continue
             if delay > 0.5:
                 log.info("storage reachable again; %s done", what)
@@ -355,7 +356,8 @@ class Worker:
                                                 lease_ms=self.lease_ms, queues=self.queues,
                                                 limit=limit)
 
-        pair = self.retry_transient(f"record job {outcome.claim.job.id}", call)
+        pair = self.retry_transient(f"record job {outcome.claim.job.id}", call,
+                                    RESULT_RETRY_S)
         if pair is None:  # a forced stop gave up on an unreachable store
             log.error("result of job %s not recorded; its lease will end and it will run "
                       "again", outcome.claim.job.id)

@@ -199,12 +199,19 @@ class FlakyLedger(Ledger):
         return super().claim(worker_id, now, lease_ms, queues)
 
 
-def test_a_result_is_kept_until_the_store_is_back(tmp_path: Path, plugins: Plugins) -> None:
+def test_a_result_is_kept_until_the_store_is_back_and_tried_every_second(
+        tmp_path: Path, plugins: Plugins) -> None:
     ledger = FlakyLedger()
     add(ledger, "a", "echo hi")
-    ledger.down["record"] = 2  # the store is down when the job finishes
+    # The store is down when the job finishes. Its lease is not renewed
+    # meanwhile, so the result is tried at least every second (not with a
+    # backoff that doubles to 10 s: 0.5 + 1 + 2 + 4 s here) to land before
+    # the lease ends once the store is back.
+    ledger.down["record"] = 4
     worker = make_worker(ledger, tmp_path, plugins=plugins)
+    started = time.monotonic()
     worker.run_once()
+    assert time.monotonic() - started < 6
     assert ledger.down["record"] == 0
     job = ledger.get("a")
     assert job is not None and job.state is JobState.COMPLETED and job.attempts == 1

@@ -28,7 +28,7 @@ def tests(session: nox.Session) -> None:
     as scripts/test.sh does (QUEUECTL_TEST_JOBS processes; 0 = serial)."""
     _install(session, "test")
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    jobs = os.environ.get("QUEUECTL_TEST_JOBS") or str(min((cpus or 1) * 4, 8))
+    jobs = os.environ.get("QUEUECTL_TEST_JOBS") or str(min((cpus or 1) * 3, 8))
     parallel = [] if jobs == "0" else ["-n", jobs, "--dist", "worksteal"]
     session.run("pytest", *parallel, *session.posargs)
 

@@ -35,7 +35,7 @@ echo "== structure (seam size, module sizes, import circles)"
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"
-jobs=${QUEUECTL_TEST_JOBS:-$(( $(nproc) * 4 > 8 ? 8 : $(nproc) * 4 ))}
+jobs=${QUEUECTL_TEST_JOBS:-$(( $(nproc) * 3 > 8 ? 8 : $(nproc) * 3 ))}
 parallel=()
 if [ "$jobs" != 0 ]; then
     parallel=(-n "$jobs" --dist worksteal)

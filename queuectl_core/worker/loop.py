@@ -373,9 +373,7 @@ class Worker:
         return self.settings.job_timeout or None
 
     def _wait(self, claim: Claim, execution: Execution) -> ExecResult | None:
-        now = now_ms()
-        lease = Lease(claim.job.lease_expires_at or now + self.lease_ms, self.lease_ms,
-                      self.beat_ms, now)
+        lease = Lease(claim.lease_expires_at, self.lease_ms, self.beat_ms, now_ms())
         limit = self.timeout_of(claim.job)
         deadline = None if limit is None else time.monotonic() + limit
         if self.ahead is not None:
